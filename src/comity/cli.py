@@ -1,0 +1,304 @@
+"""The ``comity`` command: a thin face over the Python API.
+
+Results go to stdout (JSON with ``--json``), news and messages to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    ComityError,
+)
+from .store import Session, Store
+from .store import open as open_store
+from .store._codec import parse_json
+
+EXIT_CODES = """\b
+Exit codes (one meaning each):
+  0  done
+  1  internal error (a bug: please report it)
+  2  bad input or usage (the message names the field)
+  3  refused by the state: stale context, key exists, fenced, lease expired
+  4  nothing there: not found, nothing ready
+  5  unavailable: the store cannot be reached or is busy
+"""
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    def __init__(self, store: str | None, agent: str | None, session: str | None) -> None:
+        self.store_location = store
+        self.agent = agent
+        self.session_name = session
+        self._store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.store_location)
+        return self._store
+
+    def session(self) -> Session:
+        return self.store().session(self.agent, name=self.session_name)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _news_line(n: dict[str, Any]) -> str:
+    extra = f" token={n['token']}" if "token" in n else ""
+    return f"news: {n['agent']} {n['op']} {n['key']} (pos {n['pos']}){extra}"
+
+
+def print_news(news: list[dict[str, Any]], truncated: bool = False) -> None:
+    for n in news:
+        err.print(_news_line(n), markup=False)
+    if truncated:
+        err.print("news: … more; run `comity news` to see the rest", markup=False)
+
+
+def fail(e: ComityError, as_json: bool) -> NoReturn:
+    if as_json:
+        _print_json(e.to_json())
+    err.print(f"comity: {e.message}", markup=False, style="red")
+    news = getattr(e, "news", None)
+    if news:
+        print_news(news)
+    sys.exit(e.exit_code)
+
+
+def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[[F], F]:
+    """A subcommand with ``--json`` and uniform error handling."""
+
+    def deco(fn: F) -> F:
+        @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+        @click.pass_obj
+        @functools.wraps(fn)
+        def wrapper(obj: Ctx, *args: Any, as_json: bool, **kwargs: Any) -> None:
+            try:
+                fn(obj, *args, as_json=as_json, **kwargs)
+            except ComityError as e:
+                fail(e, as_json)
+            except KeyboardInterrupt:
+                sys.exit(130)
+            finally:
+                obj.close()
+
+        group.command(name, **kw)(wrapper)
+        return fn
+
+    return deco
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", envvar="COMITY_STORE", metavar="PATH_OR_URL", help="Store location [env COMITY_STORE]. Default: the git common dir of this repository, else ./.comity")
+@click.option("--agent", envvar="COMITY_AGENT", metavar="NAME", help="Who is acting [env COMITY_AGENT]. Reads need none; writes do.")
+@click.option("--session", envvar="COMITY_SESSION", metavar="NAME", help="Named session whose news position persists across calls [env COMITY_SESSION].")
+@click.version_option(__version__, prog_name="comity")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, agent: str | None, session: str | None) -> None:
+    """comity: coordination for teams of AI agents.
+
+    Every read returns a context; every write carries one. A write whose context
+    misses newer values is refused with the news, or kept beside them with
+    --keep-both. Nothing is silently lost.
+    """
+    ctx.obj = Ctx(store, agent, session)
+
+
+@command(cli, "init")
+def init_cmd(obj: Ctx, *, as_json: bool) -> None:
+    """Create the store (if needed) and say where it is."""
+    from .store import locate
+
+    path, why = locate(obj.store_location)
+    info = obj.store().info()
+    info["why"] = why
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"comity store at {info['location']} ({why})", markup=False)
+        out.print(f"store {info['store_id']}, replica {info['replica_id']}, schema v{info['schema_version']}, {info['head']} events", markup=False)
+
+
+@command(cli, "get")
+@click.argument("key")
+def get_cmd(obj: Ctx, key: str, *, as_json: bool) -> None:
+    """Read KEY: its values (several if siblings) and the context to write with."""
+    v = obj.session().get(key)
+    print_news(v.news, v.news_truncated)
+    if as_json:
+        _print_json(v.to_json())
+        return
+    if not v.values:
+        out.print(f"{key}: (absent)", markup=False)
+    for value in v.values:
+        out.print(json.dumps(value, ensure_ascii=False), markup=False)
+    if len(v.values) > 1:
+        err.print(f"{key} has {len(v.values)} siblings; write with this context to resolve them", markup=False)
+    err.print(f"context: {v.context}", markup=False)
+
+
+def _written(w: Any, as_json: bool) -> None:
+    print_news(w.news, w.news_truncated)
+    if as_json:
+        _print_json(w.to_json())
+    else:
+        note = f", {len(w.values)} siblings" if len(w.values) > 1 else ""
+        again = " (retry: recorded outcome)" if w.replayed else ""
+        out.print(f"{w.op} {w.key} at pos {w.pos}{note}{again}", markup=False)
+        err.print(f"context: {w.context}", markup=False)
+
+
+_request_id = click.option("--request-id", metavar="ID", help="Idempotency key: a retry with the same id returns the recorded outcome.")
+
+
+@command(cli, "put")
+@click.argument("key")
+@click.argument("json_value", metavar="JSON_VALUE")
+@click.option("--context", metavar="CTX", help="The context from your last read of KEY.")
+@click.option("--keep-both", is_flag=True, help="If KEY changed since CTX, keep your value beside the newer one as a sibling.")
+@_request_id
+def put_cmd(obj: Ctx, key: str, json_value: str, context: str | None, keep_both: bool, request_id: str | None, *, as_json: bool) -> None:
+    """Write JSON_VALUE to KEY over what CTX saw (exit 3 if it changed since)."""
+    value = parse_json(json_value, "JSON_VALUE")
+    _written(obj.session().put(key, value, context=context, keep_both=keep_both, request_id=request_id), as_json)
+
+
+@command(cli, "create")
+@click.argument("key")
+@click.argument("json_value", metavar="JSON_VALUE")
+@_request_id
+def create_cmd(obj: Ctx, key: str, json_value: str, request_id: str | None, *, as_json: bool) -> None:
+    """Write JSON_VALUE to KEY only if KEY does not exist (exit 3 naming the holder if it does)."""
+    value = parse_json(json_value, "JSON_VALUE")
+    _written(obj.session().create(key, value, request_id=request_id), as_json)
+
+
+@command(cli, "delete")
+@click.argument("key")
+@click.option("--context", metavar="CTX", help="The context from your last read of KEY (required if KEY exists).")
+@_request_id
+def delete_cmd(obj: Ctx, key: str, context: str | None, request_id: str | None, *, as_json: bool) -> None:
+    """Delete KEY (a tombstone), if nothing changed since CTX."""
+    _written(obj.session().delete(key, context=context, request_id=request_id), as_json)
+
+
+@command(cli, "log")
+@click.argument("key", required=False)
+@click.option("--after", type=int, default=0, show_default=True, help="Only events after this log position.")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many events.")
+def log_cmd(obj: Ctx, key: str | None, after: int, limit: int, *, as_json: bool) -> None:
+    """The event log (the audit trail), optionally of one KEY."""
+    events = obj.session().log(key, after=after, limit=limit)
+    if as_json:
+        _print_json(events)
+        return
+    for e in events:
+        value = f" {json.dumps(e['value'], ensure_ascii=False)}" if "value" in e else ""
+        out.print(f"{e['pos']:>6}  {e['agent']:<12} {e['op']:<7} {e['key']}{value}", markup=False)
+
+
+@command(cli, "news")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="At most this many events.")
+def news_cmd(obj: Ctx, limit: int, *, as_json: bool) -> None:
+    """What other sessions changed since this session (--session) last looked."""
+    if obj.session_name is None:
+        err.print("news: no --session given, so there is no position to start from; showing the latest events", markup=False)
+        s = obj.session()
+        start = max(0, s.position - limit)
+        events = s.log(after=start, limit=limit)
+        if as_json:
+            _print_json({"events": events, "truncated": False, "position": s.position})
+        else:
+            for e in events:
+                out.print(_news_line(e)[6:], markup=False)
+        return
+    n = obj.session().news(limit=limit)
+    if as_json:
+        _print_json(n.to_json())
+        return
+    if not n.events:
+        out.print("nothing new", markup=False)
+    for e in n.events:
+        out.print(_news_line(e)[6:], markup=False)
+    if n.truncated:
+        err.print("more news: run `comity news` again", markup=False)
+
+
+@command(cli, "keys")
+@click.argument("prefix", default="")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def keys_cmd(obj: Ctx, prefix: str, limit: int, *, as_json: bool) -> None:
+    """List keys starting with PREFIX (deleted keys keep a tombstone and are listed)."""
+    keys = obj.session().keys(prefix, limit=limit)
+    if as_json:
+        _print_json(keys)
+    else:
+        for k in keys:
+            out.print(k, markup=False)
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks: JSON figures with a ratio against a baseline measured in the same run."""
+
+
+@command(bench_group, "store")
+@click.option("--ops", type=click.IntRange(100, 10_000_000), default=5000, show_default=True, help="Operations per measurement.")
+@click.option("--log-events", type=click.IntRange(0, 100_000_000), default=1_000_000, show_default=True, help="Events seeded in bulk for growth_ratio (0 skips it).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (default: a temporary directory).")
+def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, *, as_json: bool) -> None:
+    """Put, get and create throughput and latency against a plain SQLite upsert."""
+    from .bench import bench_store
+
+    result = bench_store(ops=ops, log_events=log_events, directory=directory, progress=lambda m: err.print(m, markup=False))
+    if as_json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"{k:>16}: {v}", markup=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="comity", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_INVALID)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except ComityError as e:  # raised outside a command (e.g. while opening)
+        fail(e, False)
+    except Exception as e:  # a bug: one line, and the exit code that says so
+        if os.environ.get("COMITY_DEBUG"):
+            raise
+        err.print(f"comity: internal error: {type(e).__name__}: {e}", markup=False, style="red")
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The backend Protocol: what an engine must do for comity to run on it.
+
+A backend is little more than a transaction over a few tables: per-key causal
+state, the event log, leases, recorded request outcomes and named sessions.
+Everything with meaning (guards, contexts, siblings, news) is decided once, in
+:mod:`comity.store._txn`, inside a backend transaction; so a second engine
+(PostgreSQL) implements storage, locking and durability, not semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMeta:
+    store_id: str
+    replica_id: str
+    secret: bytes
+    schema_version: int
+    location: str
+
+
+@dataclass(slots=True)
+class KeyRow:
+    """The causal state of one key: its DVVSet as JSON, its last HLC time and log position."""
+
+    clock: str
+    hlc: str
+    pos: int
+
+
+@dataclass(slots=True)
+class LeaseRow:
+    """A lease on a named resource.  ``holder`` is None once released; ``token`` never rewinds."""
+
+    resource: str
+    holder: str | None
+    token: int
+    expires: float
+
+
+@dataclass(slots=True)
+class EventRow:
+    """One entry of the log.  ``pos`` is assigned by the backend on append."""
+
+    key: str
+    op: str
+    agent: str
+    session: str
+    replica: str
+    counter: int
+    hlc: str
+    request_id: str
+    value: str | None = None
+    detail: str | None = None
+    pos: int = 0
+
+
+@dataclass(slots=True)
+class SessionRow:
+    name: str
+    agent: str
+    position: int
+    interest: list[str]
+
+
+class Tx(Protocol):
+    """One backend transaction.  A write transaction is durable when the context exits cleanly."""
+
+    def now(self) -> float:
+        """The authority's clock, in seconds since the epoch."""
+        ...
+
+    def head(self) -> int:
+        """The greatest log position (0 for an empty log)."""
+        ...
+
+    def load(self, key: str) -> KeyRow | None: ...
+
+    def save(self, key: str, row: KeyRow) -> None: ...
+
+    def lease(self, resource: str) -> LeaseRow | None: ...
+
+    def save_lease(self, row: LeaseRow) -> None: ...
+
+    def append(self, event: EventRow) -> int:
+        """Append to the log; returns the event's position, greater than every earlier one."""
+        ...
+
+    def events(
+        self,
+        after: int,
+        *,
+        keys: Collection[str] | None = None,
+        exclude_session: str | None = None,
+        limit: int = 100,
+    ) -> list[EventRow]:
+        """Events with position > ``after`` in log order, optionally only of ``keys``."""
+        ...
+
+    def recorded(self, request_id: str) -> tuple[str, str] | None:
+        """The (digest, outcome JSON) recorded for a request id, if any."""
+        ...
+
+    def record(self, request_id: str, digest: str, outcome: str) -> None: ...
+
+    def load_session(self, name: str) -> SessionRow | None: ...
+
+    def save_session(self, row: SessionRow) -> None: ...
+
+    def keys(self, prefix: str, limit: int) -> list[str]:
+        """Keys (live or tombstoned) starting with ``prefix``, in order."""
+        ...
+
+
+class Backend(Protocol):
+    meta: StoreMeta
+
+    def transaction(self, *, write: bool) -> AbstractContextManager[Tx]: ...
+
+    def close(self) -> None: ...
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

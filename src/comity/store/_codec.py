@@ -1,0 +1,122 @@
+"""Validation of keys and values, and the opaque key-context token.
+
+A key context is the version vector of what a reader saw of one key, bound to
+the store and the key and sealed with an HMAC under the store's secret, so a
+context that was altered, or that belongs to another store or key, is refused
+as :class:`Invalid` instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..causal import VersionVector
+from ..errors import Invalid
+
+KEY_MAX_BYTES = 512
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+_KEY_RE = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/:+=@,~]*")
+_MAC_BYTES = 12
+
+
+def check_key(key: object, field: str = "key") -> str:
+    if not isinstance(key, str):
+        raise Invalid(field, f"must be a string, got {type(key).__name__}")
+    if not key:
+        raise Invalid(field, "must not be empty; use a path-like name such as 'files/db/0267.sql'")
+    if len(key.encode()) > KEY_MAX_BYTES:
+        raise Invalid(field, f"is {len(key.encode())} bytes; keys are at most {KEY_MAX_BYTES} bytes")
+    if _KEY_RE.fullmatch(key) is None or "//" in key or key.endswith("/"):
+        raise Invalid(
+            field,
+            f"{key[:80]!r} has characters keys may not use; use letters, digits and "
+            "_ . - / : + = @ , ~ (no spaces, no leading '/', no empty path segment)",
+        )
+    return key
+
+
+def dump_value(value: Any, max_bytes: int, field: str = "value") -> str:
+    """Canonical JSON of a value, refusing what JSON cannot carry or what is too big."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise Invalid(field, f"must be JSON (strings, numbers, booleans, null, lists, objects): {e}") from None
+    if len(text.encode()) > max_bytes:
+        raise Invalid(
+            field,
+            f"is {len(text.encode())} bytes of JSON; the cap is {max_bytes} bytes "
+            "(store a path or a digest instead, or raise max_value_bytes)",
+        )
+    return text
+
+
+def parse_json(text: str, field: str) -> Any:
+    """Parse JSON typed by a person or an agent, with an error that says how to quote it."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise Invalid(
+            field,
+            f"is not valid JSON ({e}); quote strings twice, e.g. '\"hello\"', or pass numbers, "
+            "objects and lists as JSON",
+        ) from None
+
+
+def _b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """A decoded context: what the reader had seen of ``key`` and the log position of the read."""
+
+    key: str
+    seen: VersionVector
+    pos: int
+
+
+class ContextCodec:
+    """Seals and opens key contexts for one store."""
+
+    def __init__(self, store_id: str, secret: bytes) -> None:
+        self.store_id = store_id
+        self._secret = secret
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def seal(self, key: str, seen: VersionVector, pos: int) -> str:
+        payload = json.dumps([self.store_id, key, seen.to_json(), pos], separators=(",", ":")).encode()
+        return _b64(payload) + "." + _b64(self._mac(payload))
+
+    def open(self, token: object, key: str, field: str = "context") -> KeyContext:
+        fix = f"re-read the key with `comity get {key}` and pass the context it returns"
+        if not isinstance(token, str):
+            raise Invalid(field, f"must be a context string from a read, got {type(token).__name__}")
+        try:
+            body, mac = token.split(".")
+            payload = _unb64(body)
+            store_id, ctx_key, seen, pos = json.loads(payload)
+        except (ValueError, TypeError):
+            raise Invalid(field, f"is not a comity context (garbled or truncated); {fix}") from None
+        if store_id != self.store_id:
+            raise Invalid(field, f"belongs to another store ({store_id}), not this one ({self.store_id}); {fix}")
+        try:
+            good = hmac.compare_digest(_unb64(mac), self._mac(payload))
+        except (ValueError, TypeError):
+            good = False
+        if not good:
+            raise Invalid(field, f"was altered: its seal does not match; {fix}")
+        if ctx_key != key:
+            raise Invalid(field, f"is the context of key {ctx_key!r}, not of {key!r}; {fix}")
+        return KeyContext(key, VersionVector.from_json(seen), int(pos))

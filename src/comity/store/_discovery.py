@@ -1,0 +1,63 @@
+"""Where the store lives when nobody says.
+
+Inside a git repository the embedded store is in the git *common* directory
+(``git rev-parse --git-common-dir``), so every worktree of the repository shares
+one store with no server at all; elsewhere it is ``./.comity``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from ..errors import Invalid
+
+__all__ = ["discover", "resolve_path", "STORE_FILE"]
+
+STORE_FILE = "store.db"
+
+
+def _git_common_dir(cwd: Path) -> Path | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--git-common-dir"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return (cwd / out.stdout.strip()).resolve()
+
+
+def resolve_path(location: str | os.PathLike[str]) -> Path:
+    """A path given by the user: a ``.db`` file, or a directory holding ``store.db``."""
+    p = Path(location).expanduser()
+    if p.suffix in (".db", ".sqlite", ".sqlite3") or p.is_file():
+        return p
+    return p / STORE_FILE
+
+
+def discover(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The default store file and why it was chosen."""
+    here = Path(cwd or os.getcwd())
+    common = _git_common_dir(here)
+    if common is not None:
+        return common / "comity" / STORE_FILE, f"git common directory {common}"
+    return here / ".comity" / STORE_FILE, "no git repository here"
+
+
+def check_location(location: str) -> None:
+    lowered = location.lower()
+    if lowered.startswith(("postgres://", "postgresql://", "http://", "https://")):
+        scheme = lowered.split(":", 1)[0]
+        raise Invalid(
+            "store",
+            f"{scheme} stores are not supported by this version of comity yet; use a path "
+            "(or leave --store out to use the embedded store)",
+        )

@@ -1,0 +1,236 @@
+"""The embedded backend: one SQLite file shared by every process on a host.
+
+Connection discipline (CONVENTIONS.md): WAL, ``synchronous=FULL`` so a commit is
+on disk before it is acknowledged, ``BEGIN IMMEDIATE`` for every write so no
+read-modify-write races another process, a busy timeout, autocommit mode
+(``isolation_level=None``) so no transaction or read cursor is left open
+between calls.  comity's own schema carries a version (``PRAGMA user_version``)
+and is migrated forward in a write transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import Invalid, Unavailable
+from ..runtime import Clock, Rng
+from ._backend import EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta, chunks
+
+__all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
+
+PRAGMAS = {"journal_mode": "wal", "synchronous": "FULL"}
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail"
+
+
+def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
+    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, clock TEXT NOT NULL, hlc TEXT NOT NULL, pos INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE events (pos INTEGER PRIMARY KEY, key TEXT NOT NULL, op TEXT NOT NULL, agent TEXT NOT NULL,"
+        " session TEXT NOT NULL, replica TEXT NOT NULL, counter INTEGER NOT NULL, hlc TEXT NOT NULL,"
+        " request_id TEXT NOT NULL, value TEXT, detail TEXT)"
+    )
+    db.execute("CREATE INDEX events_by_key ON events (key, pos)")
+    db.execute("CREATE TABLE requests (request_id TEXT PRIMARY KEY, digest TEXT NOT NULL, outcome TEXT NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE leases (resource TEXT PRIMARY KEY, holder TEXT, token INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE sessions (name TEXT PRIMARY KEY, agent TEXT NOT NULL, position INTEGER NOT NULL, interest TEXT NOT NULL) WITHOUT ROWID")
+    db.executemany(
+        "INSERT INTO meta (name, value) VALUES (?, ?)",
+        [
+            ("store_id", rng.new_id("s")[:17]),
+            ("replica_id", rng.new_id("r")[:13]),
+            ("secret", rng.token_bytes(32).hex()),
+        ],
+    )
+
+
+# Each entry migrates the schema from version i to i+1.  Never edit a released one.
+MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _SQLiteTx:
+    __slots__ = ("db", "clock")
+
+    def __init__(self, db: sqlite3.Connection, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def head(self) -> int:
+        row = self.db.execute("SELECT max(pos) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def load(self, key: str) -> KeyRow | None:
+        row = self.db.execute("SELECT clock, hlc, pos FROM keys WHERE key = ?", (key,)).fetchone()
+        return None if row is None else KeyRow(row[0], row[1], row[2])
+
+    def save(self, key: str, row: KeyRow) -> None:
+        self.db.execute(
+            "INSERT INTO keys (key, clock, hlc, pos) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET clock = excluded.clock, hlc = excluded.hlc, pos = excluded.pos",
+            (key, row.clock, row.hlc, row.pos),
+        )
+
+    def lease(self, resource: str) -> LeaseRow | None:
+        row = self.db.execute("SELECT holder, token, expires FROM leases WHERE resource = ?", (resource,)).fetchone()
+        return None if row is None else LeaseRow(resource, row[0], row[1], row[2])
+
+    def save_lease(self, row: LeaseRow) -> None:
+        self.db.execute(
+            "INSERT INTO leases (resource, holder, token, expires) VALUES (?, ?, ?, ?) ON CONFLICT (resource)"
+            " DO UPDATE SET holder = excluded.holder, token = excluded.token, expires = excluded.expires",
+            (row.resource, row.holder, row.token, row.expires),
+        )
+
+    def append(self, e: EventRow) -> int:
+        cur = self.db.execute(
+            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail),
+        )
+        e.pos = int(cur.lastrowid or 0)
+        return e.pos
+
+    def events(
+        self,
+        after: int,
+        *,
+        keys: Collection[str] | None = None,
+        exclude_session: str | None = None,
+        limit: int = 100,
+    ) -> list[EventRow]:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE pos > ?"
+        tail = " ORDER BY pos LIMIT ?"
+        base: list[object] = [after]
+        if exclude_session is not None:
+            sql += " AND session != ?"
+            base.append(exclude_session)
+        if keys is None:
+            rows = self.db.execute(sql + tail, (*base, limit)).fetchall()
+        else:
+            if not keys:
+                return []
+            rows = []
+            for part in chunks(sorted(keys), 500):
+                marks = ",".join("?" * len(part))
+                rows += self.db.execute(sql + f" AND key IN ({marks})" + tail, (*base, *part, limit)).fetchall()
+            if len(keys) > 500:
+                rows.sort(key=lambda r: r[0])
+                rows = rows[:limit]
+        return [EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[0]) for r in rows]
+
+    def recorded(self, request_id: str) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT digest, outcome FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def record(self, request_id: str, digest: str, outcome: str) -> None:
+        self.db.execute("INSERT INTO requests (request_id, digest, outcome) VALUES (?, ?, ?)", (request_id, digest, outcome))
+
+    def load_session(self, name: str) -> SessionRow | None:
+        row = self.db.execute("SELECT agent, position, interest FROM sessions WHERE name = ?", (name,)).fetchone()
+        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]))
+
+    def save_session(self, row: SessionRow) -> None:
+        self.db.execute(
+            "INSERT INTO sessions (name, agent, position, interest) VALUES (?, ?, ?, ?) ON CONFLICT (name)"
+            " DO UPDATE SET agent = excluded.agent, position = excluded.position, interest = excluded.interest",
+            (row.name, row.agent, row.position, json.dumps(sorted(row.interest))),
+        )
+
+    def keys(self, prefix: str, limit: int) -> list[str]:
+        # Range scan on the primary key: prefix <= key < prefix + U+10FFFF.
+        rows = self.db.execute(
+            "SELECT key FROM keys WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", (prefix, prefix + "\U0010ffff", limit)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+
+class SQLiteBackend:
+    """A comity store in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock, rng: Rng, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = self.db.execute("PRAGMA journal_mode = wal").fetchone()[0]
+            if mode != "wal":
+                raise Unavailable(f"the store at {self.path} could not switch to WAL (journal_mode={mode}); is it on a network filesystem?")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self._migrate(rng)
+            self.meta = self._read_meta()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise Unavailable(f"cannot open the store at {self.path}: {e} (is it a comity store?)") from None
+
+    def _migrate(self, rng: Rng) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        with self._begin_immediate():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise Invalid(
+                    "store",
+                    f"{self.path} has schema version {version}, newer than this comity understands "
+                    f"({SCHEMA_VERSION}); upgrade comity",
+                )
+            for step in MIGRATIONS[version:]:
+                step(self.db, rng)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _read_meta(self) -> StoreMeta:
+        rows = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return StoreMeta(rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), version, str(self.path))
+
+    @contextmanager
+    def _begin_immediate(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[_SQLiteTx]:
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as e:
+                raise Unavailable(f"the store at {self.path} is busy or unreadable ({e}); retry") from None
+            try:
+                yield _SQLiteTx(self.db, self.clock)
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise Unavailable(f"the store at {self.path} could not commit ({e}); nothing was written, retry") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()

@@ -1,0 +1,430 @@
+"""The one primitive: the guarded transaction.
+
+Guards are checked and operations applied inside a single backend write
+transaction, all or nothing, as etcd's ``Txn``: a key's context still covers
+its values (:class:`Unchanged`), a key is absent (:class:`Absent`), a lease's
+fencing token is still current (:class:`Holds`).  Every write is an event with
+a dot from the key's dotted version vector set, so concurrent writes kept with
+``keep_both`` become siblings and a later write whose context covers them
+resolves them (Preguiça et al., "Dotted Version Vectors", 2010).
+
+Values inside a key's DVVSet are wrapped: ``[value]`` is live, ``[]`` a tombstone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
+from ..errors import Fenced, Invalid, LeaseExpired, StaleContext
+from ._backend import EventRow, KeyRow, LeaseRow, StoreMeta, Tx
+from ._codec import ContextCodec, check_key, dump_value
+
+__all__ = [
+    "Unchanged",
+    "Absent",
+    "Holds",
+    "Put",
+    "Create",
+    "Delete",
+    "Acquire",
+    "Renew",
+    "Release",
+    "Guard",
+    "Op",
+    "execute",
+    "event_json",
+    "live_values",
+]
+
+LEASE_PREFIX = "@lease/"
+MAX_TTL_S = 7 * 24 * 3600.0
+
+
+# ------------------------------------------------------------------ guards and ops
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Guard: nothing was written to ``key`` that ``context`` (from a read) did not see."""
+
+    key: str
+    context: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """Guard: ``key`` has no live value."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """Guard: the caller's fencing ``token`` for ``resource`` is current and unexpired."""
+
+    resource: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``value`` having read ``context``.  Stale unless the context covers every
+    current value; with ``keep_both`` the value is kept beside them as a sibling instead."""
+
+    key: str
+    value: Any
+    context: str | None = None
+    keep_both: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Write ``value`` only if ``key`` has no live value."""
+
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Leave a tombstone, under the same context rules as :class:`Put`."""
+
+    key: str
+    context: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take the lease on ``resource`` if free or expired (or, with ``steal``, from anyone),
+    with a fencing token greater than every earlier one."""
+
+    resource: str
+    ttl: float
+    steal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    resource: str
+    token: int
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    resource: str
+    token: int
+
+
+Guard = Union[Unchanged, Absent, Holds]
+Op = Union[Put, Create, Delete, Acquire, Renew, Release]
+
+_KEY_OPS = (Put, Create, Delete)
+_LEASE_OPS = (Acquire, Renew, Release)
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def live_values(clock: DVVSet) -> list[Any]:
+    return [w[0] for w in clock.values() if w]
+
+
+def has_live(clock: DVVSet) -> bool:
+    return any(clock.values())
+
+
+def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "pos": e.pos,
+        "key": e.key,
+        "op": e.op,
+        "agent": e.agent,
+        "session": e.session,
+        "dot": [e.replica, e.counter],
+        "hlc": e.hlc,
+    }
+    if e.detail:
+        out.update(json.loads(e.detail))
+    if with_value and e.value is not None:
+        out["value"] = json.loads(e.value)
+    return out
+
+
+def _digest(agent: str, guards: list[Guard], ops: list[Op]) -> str:
+    def enc(x: Any) -> Any:
+        return [type(x).__name__, *(getattr(x, f) for f in x.__slots__)]
+
+    body = json.dumps([agent, [enc(g) for g in guards], [enc(o) for o in ops]], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _check_lease_name(resource: object, field: str) -> str:
+    return check_key(resource, field)
+
+
+def _check_ttl(ttl: object, field: str) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (0 < ttl <= MAX_TTL_S):
+        raise Invalid(field, f"must be a number of seconds in (0, {int(MAX_TTL_S)}], got {ttl!r}")
+    return float(ttl)
+
+
+def _check_token(token: object, field: str) -> int:
+    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        raise Invalid(field, f"must be a positive integer fencing token from an acquire, got {token!r}")
+    return token
+
+
+def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int) -> dict[int, str]:
+    """Check shapes before touching the store; returns the JSON text of each value-writing op."""
+    texts: dict[int, str] = {}
+    seen_keys: set[str] = set()
+    if not ops and not guards:
+        raise Invalid("ops", "a transaction needs at least one guard or operation")
+    for i, g in enumerate(guards):
+        f = f"guards[{i}]"
+        if isinstance(g, (Unchanged, Absent)):
+            check_key(g.key, f + ".key")
+        elif isinstance(g, Holds):
+            _check_lease_name(g.resource, f + ".resource")
+            _check_token(g.token, f + ".token")
+        else:
+            raise Invalid(f, f"unknown guard {type(g).__name__}; use Unchanged, Absent or Holds")
+    for i, o in enumerate(ops):
+        f = f"ops[{i}]"
+        if isinstance(o, _KEY_OPS):
+            check_key(o.key, f + ".key")
+            if o.key in seen_keys:
+                raise Invalid(f + ".key", f"{o.key!r} is written twice in one transaction; combine the writes")
+            seen_keys.add(o.key)
+            if isinstance(o, (Put, Create)):
+                texts[i] = dump_value(o.value, max_value_bytes, f + ".value")
+        elif isinstance(o, _LEASE_OPS):
+            _check_lease_name(o.resource, f + ".resource")
+            if isinstance(o, (Acquire, Renew)):
+                _check_ttl(o.ttl, f + ".ttl")
+            if isinstance(o, (Renew, Release)):
+                _check_token(o.token, f + ".token")
+        else:
+            raise Invalid(f, f"unknown operation {type(o).__name__}")
+    return texts
+
+
+# ------------------------------------------------------------------------ execute
+
+
+@dataclass(slots=True)
+class Caller:
+    agent: str
+    session: str
+
+
+class Executor:
+    """Runs guarded transactions for one store (one replica)."""
+
+    def __init__(self, meta: StoreMeta, codec: ContextCodec, hlc: HLC, max_value_bytes: int) -> None:
+        self.meta = meta
+        self.codec = codec
+        self.hlc = hlc
+        self.max_value_bytes = max_value_bytes
+
+    # -- the stale-write refusal, with the news of who wrote since
+    def _stale(self, tx: Tx, key: str, row: KeyRow | None, after: int | None, rejected: Any, what: str) -> StaleContext:
+        if row is None:
+            news: list[dict[str, Any]] = []
+        elif after is None:
+            news = [event_json(e) for e in tx.events(row.pos - 1, keys=(key,), limit=1)]
+        else:
+            news = [event_json(e) for e in tx.events(after, keys=(key,), limit=20)]
+        writers = ", ".join(f"{n['agent']} ({n['op']} at pos {n['pos']})" for n in news) or "another writer"
+        if what == "exists":
+            msg = f"{key!r} already exists: written by {writers}"
+        elif what == "no-context":
+            msg = f"{key!r} exists and this write carried no context: written by {writers}"
+        else:
+            msg = f"{key!r} changed since your read: written by {writers}"
+        if what == "exists":
+            msg += f"; choose another key, or read it (`comity get {key}`) and write with its context"
+        else:
+            msg += f"; re-read it (`comity get {key}`) and retry with its context, or keep both values with --keep-both"
+        return StaleContext(msg, key=key, news=news, rejected=rejected)
+
+    def _clock(self, tx: Tx, key: str, rows: dict[str, KeyRow | None], clocks: dict[str, DVVSet]) -> DVVSet:
+        if key not in clocks:
+            row = tx.load(key)
+            rows[key] = row
+            clocks[key] = DVVSet.empty() if row is None else DVVSet.from_json(json.loads(row.clock))
+        return clocks[key]
+
+    def execute(
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        guards: list[Guard],
+        ops: list[Op],
+    ) -> tuple[dict[str, Any], bool]:
+        """Apply a guarded transaction inside ``tx``; returns (outcome, replayed)."""
+        texts = validate(guards, ops, self.max_value_bytes)
+        digest = _digest(caller.agent, guards, ops)
+        prior = tx.recorded(request_id)
+        if prior is not None:
+            if prior[0] != digest:
+                raise Invalid(
+                    "request_id",
+                    f"{request_id!r} was already used for a different request; use a new id for a new request",
+                )
+            return json.loads(prior[1]), True
+
+        rows: dict[str, KeyRow | None] = {}
+        clocks: dict[str, DVVSet] = {}
+        now = tx.now()
+
+        for g in guards:
+            if isinstance(g, Unchanged):
+                clock = self._clock(tx, g.key, rows, clocks)
+                ctx = None if g.context is None else self.codec.open(g.context, g.key, "context")
+                if ctx is None:
+                    if has_live(clock):
+                        raise self._stale(tx, g.key, rows[g.key], None, None, "no-context")
+                elif not clock.covered_by(ctx.seen):
+                    raise self._stale(tx, g.key, rows[g.key], ctx.pos, None, "changed")
+            elif isinstance(g, Absent):
+                clock = self._clock(tx, g.key, rows, clocks)
+                if has_live(clock):
+                    raise self._stale(tx, g.key, rows[g.key], None, None, "exists")
+            else:
+                self._check_holds(tx, g.resource, g.token, now)
+
+        results: list[dict[str, Any]] = []
+        last_pos = 0
+        for i, o in enumerate(ops):
+            if isinstance(o, _KEY_OPS):
+                res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks)
+            else:
+                res, pos = self._lease(tx, caller, request_id, o, now)
+                last_pos = pos or last_pos
+            results.append(res)
+
+        outcome = {"pos": last_pos or tx.head(), "results": results}
+        tx.record(request_id, digest, json.dumps(outcome, separators=(",", ":")))
+        return outcome, False
+
+    def _write(
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        o: Put | Create | Delete,
+        text: str | None,
+        rows: dict[str, KeyRow | None],
+        clocks: dict[str, DVVSet],
+    ) -> tuple[dict[str, Any], int]:
+        key = o.key
+        clock = self._clock(tx, key, rows, clocks)
+        row = rows[key]
+        value = o.value if isinstance(o, (Put, Create)) else None
+        keep_both = isinstance(o, Put) and o.keep_both
+        if isinstance(o, Create):
+            if has_live(clock):
+                raise self._stale(tx, key, row, None, value, "exists")
+            seen = clock.join()  # absence was checked: the write supersedes tombstones
+        elif o.context is None:
+            if has_live(clock) and not keep_both:
+                raise self._stale(tx, key, row, None, value, "no-context")
+            seen = VersionVector() if has_live(clock) else clock.join()
+        else:
+            ctx = self.codec.open(o.context, key, "context")
+            seen = ctx.seen
+            if not keep_both and not clock.covered_by(seen):
+                raise self._stale(tx, key, row, ctx.pos, value, "changed")
+        wrapped: list[Any] = [] if isinstance(o, Delete) else [value]
+        new = clock.event(seen, wrapped, self.meta.replica_id)
+        counter = new.join().get(self.meta.replica_id)
+        prev = HLCTimestamp.decode(row.hlc) if row is not None else None
+        stamp = (self.hlc.update(prev) if prev is not None else self.hlc.now()).encode()
+        live = live_values(new)
+        op = "create" if isinstance(o, Create) else "delete" if isinstance(o, Delete) else "put"
+        detail = json.dumps({"siblings": len(new.values())}) if len(new.values()) > 1 else None
+        event = EventRow(key, op, caller.agent, caller.session, self.meta.replica_id, counter, stamp, request_id, text, detail)
+        pos = tx.append(event)
+        tx.save(key, KeyRow(json.dumps(new.to_json(), separators=(",", ":")), stamp, pos))
+        clocks[key] = new
+        rows[key] = KeyRow("", stamp, pos)
+        return {
+            "key": key,
+            "op": op,
+            "values": live,
+            "context": self.codec.seal(key, new.join(), pos),
+            "pos": pos,
+            "dot": [self.meta.replica_id, counter],
+        }, pos
+
+    # -- leases: fencing tokens never rewind; expiry is judged by the authority's clock
+    def _check_holds(self, tx: Tx, resource: str, token: int, now: float) -> LeaseRow:
+        lease = tx.lease(resource)
+        if lease is None or token > lease.token:
+            raise Fenced(f"no lease on {resource!r} was ever granted with token {token}", resource=resource, token=token)
+        if token < lease.token:
+            raise Fenced(
+                f"token {token} for {resource!r} was superseded by token {lease.token}"
+                f" (held by {lease.holder or 'nobody'}); stop: another agent took over",
+                resource=resource,
+                token=token,
+                current=lease.token,
+                holder=lease.holder,
+            )
+        if lease.holder is None:
+            raise Fenced(f"the lease on {resource!r} with token {token} was released", resource=resource, token=token)
+        if lease.expires <= now:
+            raise LeaseExpired(
+                f"the lease on {resource!r} with token {token} expired {now - lease.expires:.1f}s ago;"
+                " acquire it again (you may get the work back if nobody took it)",
+                resource=resource,
+                token=token,
+            )
+        return lease
+
+    def _lease(self, tx: Tx, caller: Caller, request_id: str, o: Acquire | Renew | Release, now: float) -> tuple[dict[str, Any], int]:
+        resource = o.resource
+        if isinstance(o, Acquire):
+            lease = tx.lease(resource)
+            previous = None
+            if lease is not None and lease.holder is not None and lease.expires > now:
+                if not o.steal:
+                    raise StaleContext(
+                        f"{resource!r} is held by {lease.holder} (token {lease.token}) for another"
+                        f" {lease.expires - now:.1f}s; wait for it to expire, or steal it explicitly",
+                        key=LEASE_PREFIX + resource,
+                        holder=lease.holder,
+                        token=lease.token,
+                        expires=lease.expires,
+                    )
+                previous = lease.holder
+            elif lease is not None and lease.holder is not None:
+                previous = lease.holder
+            token = (lease.token if lease is not None else 0) + 1
+            new = LeaseRow(resource, caller.agent, token, now + o.ttl)
+            tx.save_lease(new)
+            detail = {"token": token, "expires": new.expires, "previous": previous}
+            pos = self._lease_event(tx, caller, request_id, resource, "steal" if o.steal and previous else "acquire", token, detail)
+            return {"resource": resource, "holder": caller.agent, **detail}, pos
+        lease = self._check_holds(tx, resource, o.token, now)
+        if isinstance(o, Renew):
+            lease.expires = now + o.ttl
+            tx.save_lease(lease)
+            return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": lease.expires}, 0
+        lease.holder = None
+        lease.expires = now
+        tx.save_lease(lease)
+        pos = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token})
+        return {"resource": resource, "holder": None, "token": lease.token}, pos
+
+    def _lease_event(self, tx: Tx, caller: Caller, request_id: str, resource: str, op: str, token: int, detail: dict[str, Any]) -> int:
+        stamp = self.hlc.now().encode()
+        e = EventRow(LEASE_PREFIX + resource, op, caller.agent, caller.session, self.meta.replica_id, token, stamp, request_id, None, json.dumps(detail))
+        return tx.append(e)
