@@ -238,6 +238,12 @@ class Session:
             tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
         return [event_json(e) for e in rows], truncated
 
+    def _quiet(self, tx: Tx, head: int) -> tuple[list[dict[str, Any]], bool]:
+        self.position = head
+        if self.name is not None:
+            tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
+        return [], False
+
     def news(self, *, limit: int | None = None) -> News:
         """Everything other sessions wrote since this session last looked (capped)."""
         saved = self.store.news_limit
@@ -259,7 +265,7 @@ class Session:
             head = tx.head()
             self.interest.add(key)
             news, truncated = self._collect(tx, head, self.interest)
-        clock = DVVSet.empty() if row is None else DVVSet.from_json(json.loads(row.clock))
+        clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
         return Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated)
 
     def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
@@ -290,6 +296,7 @@ class Session:
     def txn(self, guards: list[Guard] | None = None, ops: list[Op] | None = None, *, request_id: str | None = None) -> TxnResult:
         """The guarded transaction: every guard holds and every op applies, or nothing does."""
         agent = self._require_agent()
+        record = request_id is not None
         if request_id is None:
             request_id = self.store.rng.new_id("q")
         elif not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
@@ -298,7 +305,7 @@ class Session:
         ops = list(ops or [])
         caller = Caller(agent, self.id)
         with self.store.backend.transaction(write=True) as tx:
-            outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops)
+            outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record)
             for o in ops:
                 if isinstance(o, (Put, Create, Delete)):
                     self.interest.add(o.key)
@@ -306,7 +313,12 @@ class Session:
                 key = getattr(g, "key", None)
                 if key is not None:
                     self.interest.add(key)
-            news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+            if not replayed and outcome["pos"] == self.position + outcome["appended"]:
+                # Positions are issued in order under the write lock: if this transaction's
+                # events directly follow what the session had seen, nobody else wrote between.
+                news, truncated = self._quiet(tx, outcome["pos"])
+            else:
+                news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
         return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
 
     def _write(self, op: Put | Create | Delete, request_id: str | None) -> Written:

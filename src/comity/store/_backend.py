@@ -9,12 +9,14 @@ Everything with meaning (guards, contexts, siblings, news) is decided once, in
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow"]
+LEASE_PREFIX = "@lease/"  # leases' events are logged under this key prefix
+
+__all__ = ["LEASE_PREFIX", "Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class LeaseRow:
     holder: str | None
     token: int
     expires: float
+    pos: int = 0
 
 
 @dataclass(slots=True)
@@ -59,6 +62,7 @@ class EventRow:
     request_id: str
     value: str | None = None
     detail: str | None = None
+    prev: int = 0  # the previous event of the same key: a key's history is a chain
     pos: int = 0
 
 
@@ -125,8 +129,3 @@ class Backend(Protocol):
     def transaction(self, *, write: bool) -> AbstractContextManager[Tx]: ...
 
     def close(self) -> None: ...
-
-
-def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

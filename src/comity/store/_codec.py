@@ -9,7 +9,6 @@ as :class:`Invalid` instead of being trusted.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import re
@@ -23,6 +22,9 @@ KEY_MAX_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 _KEY_RE = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/:+=@,~]*")
 _MAC_BYTES = 12
+
+# One encoder, built once: json.dumps with options builds a new encoder on every call.
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def check_key(key: object, field: str = "key") -> str:
@@ -44,7 +46,7 @@ def check_key(key: object, field: str = "key") -> str:
 def dump_value(value: Any, max_bytes: int, field: str = "value") -> str:
     """Canonical JSON of a value, refusing what JSON cannot carry or what is too big."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = compact_json(value)
     except (TypeError, ValueError) as e:
         raise Invalid(field, f"must be JSON (strings, numbers, booleans, null, lists, objects): {e}") from None
     if len(text.encode()) > max_bytes:
@@ -88,18 +90,30 @@ class KeyContext:
 class ContextCodec:
     """Seals and opens key contexts for one store."""
 
+    _CACHE = 4096
+
     def __init__(self, store_id: str, secret: bytes) -> None:
         self.store_id = store_id
         self._secret = secret
+        # Contexts this process sealed, so a writer passing back its own last context
+        # (the common loop) is not re-verified.  Bounded; oldest dropped first.
+        self._sealed: dict[str, KeyContext] = {}
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hmac.digest(self._secret, payload, "sha256")[:_MAC_BYTES]
 
     def seal(self, key: str, seen: VersionVector, pos: int) -> str:
-        payload = json.dumps([self.store_id, key, seen.to_json(), pos], separators=(",", ":")).encode()
-        return _b64(payload) + "." + _b64(self._mac(payload))
+        payload = compact_json([self.store_id, key, seen.to_json(), pos]).encode()
+        token = _b64(payload) + "." + _b64(self._mac(payload))
+        if len(self._sealed) >= self._CACHE:
+            del self._sealed[next(iter(self._sealed))]
+        self._sealed[token] = KeyContext(key, seen, pos)
+        return token
 
     def open(self, token: object, key: str, field: str = "context") -> KeyContext:
+        known = self._sealed.get(token) if isinstance(token, str) else None
+        if known is not None and known.key == key:
+            return known
         fix = f"re-read the key with `comity get {key}` and pass the context it returns"
         if not isinstance(token, str):
             raise Invalid(field, f"must be a context string from a read, got {type(token).__name__}")

@@ -20,8 +20,8 @@ from typing import Any, Union
 
 from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
 from ..errors import Fenced, Invalid, LeaseExpired, StaleContext
-from ._backend import EventRow, KeyRow, LeaseRow, StoreMeta, Tx
-from ._codec import ContextCodec, check_key, dump_value
+from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
+from ._codec import ContextCodec, check_key, compact_json, dump_value
 
 __all__ = [
     "Unchanged",
@@ -40,7 +40,6 @@ __all__ = [
     "live_values",
 ]
 
-LEASE_PREFIX = "@lease/"
 MAX_TTL_S = 7 * 24 * 3600.0
 
 
@@ -179,38 +178,49 @@ def _check_token(token: object, field: str) -> int:
     return token
 
 
+def _at(prefix: str, e: Invalid) -> Invalid:
+    return Invalid(f"{prefix}.{e.field}", e.message.split(": ", 1)[-1])
+
+
 def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int) -> dict[int, str]:
-    """Check shapes before touching the store; returns the JSON text of each value-writing op."""
+    """Check shapes before touching the store; returns the JSON text of each value-writing op.
+
+    Field names (``ops[0].value``) are built only when something is wrong: this runs on
+    every write."""
     texts: dict[int, str] = {}
-    seen_keys: set[str] = set()
     if not ops and not guards:
         raise Invalid("ops", "a transaction needs at least one guard or operation")
     for i, g in enumerate(guards):
-        f = f"guards[{i}]"
-        if isinstance(g, (Unchanged, Absent)):
-            check_key(g.key, f + ".key")
-        elif isinstance(g, Holds):
-            _check_lease_name(g.resource, f + ".resource")
-            _check_token(g.token, f + ".token")
-        else:
-            raise Invalid(f, f"unknown guard {type(g).__name__}; use Unchanged, Absent or Holds")
+        try:
+            if isinstance(g, (Unchanged, Absent)):
+                check_key(g.key)
+            elif isinstance(g, Holds):
+                _check_lease_name(g.resource, "resource")
+                _check_token(g.token, "token")
+            else:
+                raise Invalid("type", f"unknown guard {type(g).__name__}; use Unchanged, Absent or Holds")
+        except Invalid as e:
+            raise _at(f"guards[{i}]", e) from None
+    seen_keys: set[str] = set()
     for i, o in enumerate(ops):
-        f = f"ops[{i}]"
-        if isinstance(o, _KEY_OPS):
-            check_key(o.key, f + ".key")
-            if o.key in seen_keys:
-                raise Invalid(f + ".key", f"{o.key!r} is written twice in one transaction; combine the writes")
-            seen_keys.add(o.key)
-            if isinstance(o, (Put, Create)):
-                texts[i] = dump_value(o.value, max_value_bytes, f + ".value")
-        elif isinstance(o, _LEASE_OPS):
-            _check_lease_name(o.resource, f + ".resource")
-            if isinstance(o, (Acquire, Renew)):
-                _check_ttl(o.ttl, f + ".ttl")
-            if isinstance(o, (Renew, Release)):
-                _check_token(o.token, f + ".token")
-        else:
-            raise Invalid(f, f"unknown operation {type(o).__name__}")
+        try:
+            if isinstance(o, _KEY_OPS):
+                check_key(o.key)
+                if o.key in seen_keys:
+                    raise Invalid("key", f"{o.key!r} is written twice in one transaction; combine the writes")
+                seen_keys.add(o.key)
+                if isinstance(o, (Put, Create)):
+                    texts[i] = dump_value(o.value, max_value_bytes)
+            elif isinstance(o, _LEASE_OPS):
+                _check_lease_name(o.resource, "resource")
+                if isinstance(o, (Acquire, Renew)):
+                    _check_ttl(o.ttl, "ttl")
+                if isinstance(o, (Renew, Release)):
+                    _check_token(o.token, "token")
+            else:
+                raise Invalid("type", f"unknown operation {type(o).__name__}")
+        except Invalid as e:
+            raise _at(f"ops[{i}]", e) from None
     return texts
 
 
@@ -257,7 +267,7 @@ class Executor:
         if key not in clocks:
             row = tx.load(key)
             rows[key] = row
-            clocks[key] = DVVSet.empty() if row is None else DVVSet.from_json(json.loads(row.clock))
+            clocks[key] = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
         return clocks[key]
 
     def execute(
@@ -267,18 +277,25 @@ class Executor:
         request_id: str,
         guards: list[Guard],
         ops: list[Op],
+        *,
+        record: bool = True,
     ) -> tuple[dict[str, Any], bool]:
-        """Apply a guarded transaction inside ``tx``; returns (outcome, replayed)."""
+        """Apply a guarded transaction inside ``tx``; returns (outcome, replayed).
+
+        With ``record`` the outcome is stored under ``request_id`` in the same transaction,
+        and a retry with that id returns it instead of acting twice.  A caller that made
+        up no id of its own (``record=False``) cannot retry with it, so nothing is kept."""
         texts = validate(guards, ops, self.max_value_bytes)
-        digest = _digest(caller.agent, guards, ops)
-        prior = tx.recorded(request_id)
-        if prior is not None:
-            if prior[0] != digest:
-                raise Invalid(
-                    "request_id",
-                    f"{request_id!r} was already used for a different request; use a new id for a new request",
-                )
-            return json.loads(prior[1]), True
+        if record:
+            digest = _digest(caller.agent, guards, ops)
+            prior = tx.recorded(request_id)
+            if prior is not None:
+                if prior[0] != digest:
+                    raise Invalid(
+                        "request_id",
+                        f"{request_id!r} was already used for a different request; use a new id for a new request",
+                    )
+                return json.loads(prior[1]), True
 
         rows: dict[str, KeyRow | None] = {}
         clocks: dict[str, DVVSet] = {}
@@ -302,16 +319,20 @@ class Executor:
 
         results: list[dict[str, Any]] = []
         last_pos = 0
+        appended = 0
         for i, o in enumerate(ops):
             if isinstance(o, _KEY_OPS):
                 res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks)
+                appended += 1
             else:
                 res, pos = self._lease(tx, caller, request_id, o, now)
                 last_pos = pos or last_pos
+                appended += 1 if pos else 0
             results.append(res)
 
-        outcome = {"pos": last_pos or tx.head(), "results": results}
-        tx.record(request_id, digest, json.dumps(outcome, separators=(",", ":")))
+        outcome = {"pos": last_pos or tx.head(), "results": results, "appended": appended}
+        if record:
+            tx.record(request_id, digest, compact_json(outcome))
         return outcome, False
 
     def _write(
@@ -345,14 +366,20 @@ class Executor:
         wrapped: list[Any] = [] if isinstance(o, Delete) else [value]
         new = clock.event(seen, wrapped, self.meta.replica_id)
         counter = new.join().get(self.meta.replica_id)
-        prev = HLCTimestamp.decode(row.hlc) if row is not None else None
-        stamp = (self.hlc.update(prev) if prev is not None else self.hlc.now()).encode()
+        # Events of one key carry increasing HLC times even across processes: the encoding is
+        # fixed-width, so comparing strings compares times, and only a lagging clock decodes.
+        stamp = self.hlc.now().encode()
+        if row is not None and row.hlc >= stamp:
+            stamp = self.hlc.update(HLCTimestamp.decode(row.hlc)).encode()
         live = live_values(new)
         op = "create" if isinstance(o, Create) else "delete" if isinstance(o, Delete) else "put"
         detail = json.dumps({"siblings": len(new.values())}) if len(new.values()) > 1 else None
-        event = EventRow(key, op, caller.agent, caller.session, self.meta.replica_id, counter, stamp, request_id, text, detail)
+        event = EventRow(
+            key, op, caller.agent, caller.session, self.meta.replica_id, counter, stamp, request_id, text, detail,
+            prev=row.pos if row is not None else 0,
+        )
         pos = tx.append(event)
-        tx.save(key, KeyRow(json.dumps(new.to_json(), separators=(",", ":")), stamp, pos))
+        tx.save(key, KeyRow(compact_json(new.to_json()), stamp, pos))
         clocks[key] = new
         rows[key] = KeyRow("", stamp, pos)
         return {
@@ -408,23 +435,27 @@ class Executor:
             elif lease is not None and lease.holder is not None:
                 previous = lease.holder
             token = (lease.token if lease is not None else 0) + 1
-            new = LeaseRow(resource, caller.agent, token, now + o.ttl)
-            tx.save_lease(new)
-            detail = {"token": token, "expires": new.expires, "previous": previous}
-            pos = self._lease_event(tx, caller, request_id, resource, "steal" if o.steal and previous else "acquire", token, detail)
+            expires = now + o.ttl
+            detail = {"token": token, "expires": expires, "previous": previous}
+            op = "steal" if o.steal and previous else "acquire"
+            pos = self._lease_event(tx, caller, request_id, resource, op, token, detail, lease.pos if lease else 0)
+            tx.save_lease(LeaseRow(resource, caller.agent, token, expires, pos))
             return {"resource": resource, "holder": caller.agent, **detail}, pos
         lease = self._check_holds(tx, resource, o.token, now)
         if isinstance(o, Renew):
             lease.expires = now + o.ttl
             tx.save_lease(lease)
             return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": lease.expires}, 0
-        lease.holder = None
-        lease.expires = now
-        tx.save_lease(lease)
-        pos = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token})
+        pos = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token}, lease.pos)
+        tx.save_lease(LeaseRow(resource, None, lease.token, now, pos))
         return {"resource": resource, "holder": None, "token": lease.token}, pos
 
-    def _lease_event(self, tx: Tx, caller: Caller, request_id: str, resource: str, op: str, token: int, detail: dict[str, Any]) -> int:
+    def _lease_event(
+        self, tx: Tx, caller: Caller, request_id: str, resource: str, op: str, token: int, detail: dict[str, Any], prev: int
+    ) -> int:
         stamp = self.hlc.now().encode()
-        e = EventRow(LEASE_PREFIX + resource, op, caller.agent, caller.session, self.meta.replica_id, token, stamp, request_id, None, json.dumps(detail))
+        e = EventRow(
+            LEASE_PREFIX + resource, op, caller.agent, caller.session, self.meta.replica_id, token, stamp, request_id,
+            None, json.dumps(detail), prev=prev,
+        )
         return tx.append(e)
