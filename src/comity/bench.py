@@ -23,7 +23,7 @@ from .runtime import SystemClock, SystemRng
 __all__ = ["bench_store"]
 
 BUSY_TIMEOUT_MS = 30_000
-VALUE = {"path": "db/migrations/0267_add_index.sql", "author": "agent-7", "note": "x" * 120}
+VALUE: dict[str, Any] = {"path": "db/migrations/0267_add_index.sql", "author": "agent-7", "note": "x" * 120}
 KEYSPACE = 1000
 ROUNDS = 5
 

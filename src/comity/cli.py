@@ -92,10 +92,9 @@ def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[
     """A subcommand with ``--json`` and uniform error handling."""
 
     def deco(fn: F) -> F:
-        @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-        @click.pass_obj
         @functools.wraps(fn)
-        def wrapper(obj: Ctx, *args: Any, as_json: bool, **kwargs: Any) -> None:
+        def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
+            obj: Ctx = click.get_current_context().obj
             try:
                 fn(obj, *args, as_json=as_json, **kwargs)
             except ComityError as e:
@@ -105,6 +104,7 @@ def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[
             finally:
                 obj.close()
 
+        wrapper = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(wrapper)
         group.command(name, **kw)(wrapper)
         return fn
 

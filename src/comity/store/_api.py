@@ -51,7 +51,7 @@ class Versioned:
         return self.values[0]
 
     def to_json(self) -> dict[str, Any]:
-        out = {"key": self.key, "values": self.values, "context": self.context, "news": self.news}
+        out: dict[str, Any] = {"key": self.key, "values": self.values, "context": self.context, "news": self.news}
         if self.news_truncated:
             out["news_truncated"] = True
         return out
@@ -71,7 +71,7 @@ class Written:
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "key": self.key,
             "op": self.op,
             "values": self.values,
@@ -95,7 +95,7 @@ class TxnResult:
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        out = {"pos": self.pos, "results": self.results, "news": self.news}
+        out: dict[str, Any] = {"pos": self.pos, "results": self.results, "news": self.news}
         if self.news_truncated:
             out["news_truncated"] = True
         if self.replayed:

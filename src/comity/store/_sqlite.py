@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng
@@ -62,8 +63,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _event(r: tuple[object, ...]) -> EventRow:
-    return EventRow(*r[1:], pos=r[0])  # type: ignore[arg-type]
+def _event(r: Any) -> EventRow:
+    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[0])
 
 
 class _SQLiteTx:
@@ -134,7 +135,7 @@ class _SQLiteTx:
             rows = rows[:limit]
         return [_event(r) for r in rows]
 
-    def _history(self, key: str, after: int, exclude_session: str | None) -> list[tuple[object, ...]]:
+    def _history(self, key: str, after: int, exclude_session: str | None) -> list[Any]:
         """The events of one key after ``after``, walking its ``prev`` chain back from its head."""
         head = self.db.execute(
             "SELECT pos FROM keys WHERE key = ? UNION ALL SELECT pos FROM leases WHERE ? = resource",
