@@ -119,17 +119,22 @@ def _seed_log(store: Store, events: int) -> None:
     for start in range(0, events, batch):
         n = min(batch, events - start)
         db.executemany(
-            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail)"
-            " VALUES (?, 'put', 'seed', 'seed', ?, 1, '0', ?, ?, NULL)",
-            ((f"seed/{(start + j) % 200_000}", replica, f"seed{start + j}", text) for j in range(n)),
+            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev)"
+            " VALUES (?, 'put', 'seed', 'seed', ?, 1, '0', ?, ?, NULL, ?)",
+            (
+                (f"seed/{(start + j) % 200_000}", replica, f"seed{start + j}", text, max(0, start + j + 1 - 200_000))
+                for j in range(n)
+            ),
         )
         db.executemany(
             "INSERT INTO requests (request_id, digest, outcome) VALUES (?, '', '{}')",
             ((f"qseed{start + j:016x}",) for j in range(n)),
         )
+    # Each seeded key's head is its last event: key k was written at positions k+1, k+1+200000, ...
+    keyspace = min(events, 200_000)
     db.executemany(
         "INSERT OR IGNORE INTO keys (key, clock, hlc, pos) VALUES (?, ?, '0', ?)",
-        ((f"seed/{k}", clock, k + 1) for k in range(min(events, 200_000))),
+        ((f"seed/{k}", clock, k + 1 + ((events - 1 - k) // 200_000) * 200_000) for k in range(keyspace)),
     )
     db.execute("COMMIT")
 

@@ -9,6 +9,7 @@ the same history (FoundationDB's deterministic simulation, trio's MockClock).
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 import os
 import random
 import secrets
@@ -98,9 +99,9 @@ class Rng(Protocol):
     def new_id(self, prefix: str = "") -> str: ...
 
 
-class _RngBase:
-    def _bytes(self, n: int) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
+class _RngBase(ABC):
+    @abstractmethod
+    def _bytes(self, n: int) -> bytes: ...
 
     def token_bytes(self, n: int) -> bytes:
         return self._bytes(n)

@@ -11,7 +11,7 @@ from typing import Any
 from ..causal import HLC, DVVSet
 from ..errors import Invalid
 from ..runtime import Clock, Rng, SystemClock, SystemRng
-from ._backend import Backend, SessionRow, Tx
+from ._backend import Backend, LeaseRow, SessionRow, Tx
 from ._codec import DEFAULT_MAX_VALUE_BYTES, ContextCodec, check_key
 from ._txn import (
     Caller,
@@ -258,7 +258,7 @@ class Session:
 
     # ------------------------------------------------------------------ reads
     def get(self, key: str) -> Versioned:
-        check_key(key)
+        check_key(key, system=True)
         codec = self.store.codec
         with self.store.backend.transaction(write=self.name is not None) as tx:
             row = tx.load(key)
@@ -271,7 +271,7 @@ class Session:
     def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The audit trail: events in log order, with their values."""
         if key is not None:
-            check_key(key)
+            check_key(key, system=True)
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise Invalid("after", f"must be a log position (an integer >= 0), got {after!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
@@ -280,12 +280,31 @@ class Session:
             rows = tx.events(after, keys=None if key is None else (key,), limit=limit)
         return [event_json(e, with_value=True) for e in rows]
 
-    def keys(self, prefix: str = "", *, limit: int = 1000) -> list[str]:
-        """Keys (including deleted ones, which keep a tombstone) under ``prefix``."""
+    def keys(self, prefix: str = "", *, limit: int = 1000, deleted: bool = False) -> list[str]:
+        """Keys under ``prefix``; with ``deleted``, also keys whose values are all tombstones."""
         if not isinstance(prefix, str):
             raise Invalid("prefix", "must be a string")
         with self.store.backend.transaction(write=False) as tx:
-            return tx.keys(prefix, limit)
+            keys = tx.keys(prefix, limit, live_only=not deleted)
+        # comity's own '@' keys sort first; list them only when asked for by prefix.
+        return keys if prefix.startswith("@") else [k for k in keys if not k.startswith("@")]
+
+    def scan(self, prefix: str, *, limit: int = 100_000) -> list[Versioned]:
+        """Every live key under ``prefix`` with its values and context, from one snapshot."""
+        codec = self.store.codec
+        with self.store.backend.transaction(write=False) as tx:
+            rows = tx.scan(prefix, limit)
+            head = tx.head()
+        out = []
+        for key, row in rows:
+            clock = DVVSet.from_stored_json(json.loads(row.clock))
+            out.append(Versioned(key, live_values(clock), codec.seal(key, clock.join(), head)))
+        return out
+
+    def leases(self, prefix: str = "", *, limit: int = 100_000) -> tuple[list[LeaseRow], float]:
+        """Leases under ``prefix`` and the authority's time they are to be judged by."""
+        with self.store.backend.transaction(write=False) as tx:
+            return tx.leases(prefix, limit), tx.now()
 
     # ----------------------------------------------------------------- writes
     def _require_agent(self) -> str:
@@ -293,8 +312,17 @@ class Session:
             raise Invalid("agent", "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
         return self.agent
 
-    def txn(self, guards: list[Guard] | None = None, ops: list[Op] | None = None, *, request_id: str | None = None) -> TxnResult:
-        """The guarded transaction: every guard holds and every op applies, or nothing does."""
+    def txn(
+        self,
+        guards: list[Guard] | None = None,
+        ops: list[Op] | None = None,
+        *,
+        request_id: str | None = None,
+        system: bool = False,
+    ) -> TxnResult:
+        """The guarded transaction: every guard holds and every op applies, or nothing does.
+
+        ``system`` lets comity's own layers (tasks, sequences) write their '@' keys."""
         agent = self._require_agent()
         record = request_id is not None
         if request_id is None:
@@ -305,7 +333,7 @@ class Session:
         ops = list(ops or [])
         caller = Caller(agent, self.id)
         with self.store.backend.transaction(write=True) as tx:
-            outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record)
+            outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
             for o in ops:
                 if isinstance(o, (Put, Create, Delete)):
                     self.interest.add(o.key)

@@ -35,6 +35,7 @@ class KeyRow:
     clock: str
     hlc: str
     pos: int
+    live: bool = True  # False when every value is a tombstone
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class EventRow:
     value: str | None = None
     detail: str | None = None
     prev: int = 0  # the previous event of the same key: a key's history is a chain
+    seen: int | None = None  # log position of the read whose context the writer presented
     pos: int = 0
 
 
@@ -87,7 +89,13 @@ class Tx(Protocol):
 
     def load(self, key: str) -> KeyRow | None: ...
 
-    def save(self, key: str, row: KeyRow) -> None: ...
+    def save(self, key: str, row: KeyRow, prior: KeyRow | None) -> None:
+        """Write a key's state; ``prior`` is the row it replaces (None when new)."""
+        ...
+
+    def touch(self, key: str, pos: int) -> None:
+        """Move a key's head to a log-only event (a note) without changing its state."""
+        ...
 
     def lease(self, resource: str) -> LeaseRow | None: ...
 
@@ -118,8 +126,16 @@ class Tx(Protocol):
 
     def save_session(self, row: SessionRow) -> None: ...
 
-    def keys(self, prefix: str, limit: int) -> list[str]:
-        """Keys (live or tombstoned) starting with ``prefix``, in order."""
+    def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
+        """Keys starting with ``prefix``, in order; tombstoned ones too unless ``live_only``."""
+        ...
+
+    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
+        """Live keys starting with ``prefix`` and their states, in key order."""
+        ...
+
+    def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
+        """Leases whose resource starts with ``prefix``, in order (released ones included)."""
         ...
 
 

@@ -27,13 +27,21 @@ _MAC_BYTES = 12
 compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def check_key(key: object, field: str = "key") -> str:
+def check_key(key: object, field: str = "key", *, system: bool = False) -> str:
+    """A valid key.  Keys starting with '@' belong to comity's own layers (tasks, sequences,
+    reservations): readable by anyone, written only through those layers (``system``)."""
+    if system and isinstance(key, str) and key.startswith("@"):
+        key = key[1:]
+        check_key(key, field)
+        return "@" + key
     if not isinstance(key, str):
         raise Invalid(field, f"must be a string, got {type(key).__name__}")
     if not key:
         raise Invalid(field, "must not be empty; use a path-like name such as 'files/db/0267.sql'")
     if len(key.encode()) > KEY_MAX_BYTES:
         raise Invalid(field, f"is {len(key.encode())} bytes; keys are at most {KEY_MAX_BYTES} bytes")
+    if key.startswith("@"):
+        raise Invalid(field, f"{key[:80]!r}: keys starting with '@' are comity's own (tasks, sequences); use the task, seq or reserve commands")
     if _KEY_RE.fullmatch(key) is None or "//" in key or key.endswith("/"):
         raise Invalid(
             field,

@@ -28,16 +28,22 @@ __all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
 PRAGMAS = {"journal_mode": "wal", "synchronous": "FULL"}
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
-_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev"
+_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen"
 
 
 def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
     db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
-    db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, clock TEXT NOT NULL, hlc TEXT NOT NULL, pos INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE keys (key TEXT PRIMARY KEY, clock TEXT NOT NULL, hlc TEXT NOT NULL, pos INTEGER NOT NULL,"
+        " live INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID"
+    )
+    # Listing live keys under a prefix (the task queue's markers, `comity keys`) must not walk
+    # tombstones; a partial index holds only live keys and changes only when liveness does.
+    db.execute("CREATE INDEX keys_live ON keys (key) WHERE live = 1")
     db.execute(
         "CREATE TABLE events (pos INTEGER PRIMARY KEY, key TEXT NOT NULL, op TEXT NOT NULL, agent TEXT NOT NULL,"
         " session TEXT NOT NULL, replica TEXT NOT NULL, counter INTEGER NOT NULL, hlc TEXT NOT NULL,"
-        " request_id TEXT NOT NULL, value TEXT, detail TEXT, prev INTEGER NOT NULL)"
+        " request_id TEXT NOT NULL, value TEXT, detail TEXT, prev INTEGER NOT NULL, seen INTEGER)"
     )
     # No (key, pos) index: each event points at the previous event of its key (``prev``),
     # and a key's history is walked from its head.  An index would cost every write one
@@ -64,7 +70,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _event(r: Any) -> EventRow:
-    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[0])
+    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0])
 
 
 class _SQLiteTx:
@@ -82,15 +88,22 @@ class _SQLiteTx:
         return int(row[0] or 0)
 
     def load(self, key: str) -> KeyRow | None:
-        row = self.db.execute("SELECT clock, hlc, pos FROM keys WHERE key = ?", (key,)).fetchone()
-        return None if row is None else KeyRow(row[0], row[1], row[2])
+        row = self.db.execute("SELECT clock, hlc, pos, live FROM keys WHERE key = ?", (key,)).fetchone()
+        return None if row is None else KeyRow(row[0], row[1], row[2], bool(row[3]))
 
-    def save(self, key: str, row: KeyRow) -> None:
-        self.db.execute(
-            "INSERT INTO keys (key, clock, hlc, pos) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
-            " SET clock = excluded.clock, hlc = excluded.hlc, pos = excluded.pos",
-            (key, row.clock, row.hlc, row.pos),
-        )
+    def save(self, key: str, row: KeyRow, prior: KeyRow | None) -> None:
+        if prior is not None and prior.live == row.live:
+            # Liveness unchanged: leave the partial index alone (one page fewer to commit).
+            self.db.execute("UPDATE keys SET clock = ?, hlc = ?, pos = ? WHERE key = ?", (row.clock, row.hlc, row.pos, key))
+        else:
+            self.db.execute(
+                "INSERT INTO keys (key, clock, hlc, pos, live) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET clock = excluded.clock, hlc = excluded.hlc, pos = excluded.pos, live = excluded.live",
+                (key, row.clock, row.hlc, row.pos, int(row.live)),
+            )
+
+    def touch(self, key: str, pos: int) -> None:
+        self.db.execute("UPDATE keys SET pos = ? WHERE key = ?", (pos, key))
 
     def lease(self, resource: str) -> LeaseRow | None:
         row = self.db.execute("SELECT holder, token, expires, pos FROM leases WHERE resource = ?", (resource,)).fetchone()
@@ -105,9 +118,9 @@ class _SQLiteTx:
 
     def append(self, e: EventRow) -> int:
         cur = self.db.execute(
-            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev),
+            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen),
         )
         e.pos = int(cur.lastrowid or 0)
         return e.pos
@@ -170,12 +183,70 @@ class _SQLiteTx:
             (row.name, row.agent, row.position, json.dumps(sorted(row.interest))),
         )
 
-    def keys(self, prefix: str, limit: int) -> list[str]:
-        # Range scan on the primary key: prefix <= key < prefix + U+10FFFF.
+    def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
+        # Range scan: prefix <= key < prefix + U+10FFFF (on the live-key index when live_only).
+        where = " AND live = 1" if live_only else ""
         rows = self.db.execute(
-            "SELECT key FROM keys WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", (prefix, prefix + "\U0010ffff", limit)
+            f"SELECT key FROM keys WHERE key >= ? AND key < ?{where} ORDER BY key LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
+        rows = self.db.execute(
+            "SELECT key, clock, hlc, pos, live FROM keys WHERE key >= ? AND key < ? AND live = 1 ORDER BY key LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        ).fetchall()
+        return [(r[0], KeyRow(r[1], r[2], r[3], bool(r[4]))) for r in rows]
+
+    def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
+        rows = self.db.execute(
+            "SELECT resource, holder, token, expires, pos FROM leases WHERE resource >= ? AND resource < ?"
+            " ORDER BY resource LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        ).fetchall()
+        return [LeaseRow(*r) for r in rows]
+
+
+class _Transaction:
+    """``with backend.transaction(write=...) as tx``: BEGIN (IMMEDIATE for writes), then
+    COMMIT on a clean exit or ROLLBACK on an exception.  A class, not a generator: it is on
+    every call's path."""
+
+    __slots__ = ("backend", "write")
+
+    def __init__(self, backend: SQLiteBackend, write: bool) -> None:
+        self.backend = backend
+        self.write = write
+
+    def __enter__(self) -> _SQLiteTx:
+        b = self.backend
+        b._lock.acquire()
+        try:
+            b.db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        except sqlite3.OperationalError as e:
+            b._lock.release()
+            raise Unavailable(f"the store at {b.path} is busy or unreadable ({e}); retry") from None
+        except BaseException:
+            b._lock.release()
+            raise
+        return _SQLiteTx(b.db, b.clock)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        b = self.backend
+        try:
+            if exc_type is not None:
+                if b.db.in_transaction:
+                    b.db.execute("ROLLBACK")
+                return
+            try:
+                b.db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if b.db.in_transaction:
+                    b.db.execute("ROLLBACK")
+                raise Unavailable(f"the store at {b.path} could not commit ({e}); nothing was written, retry") from None
+        finally:
+            b._lock.release()
 
 
 class SQLiteBackend:
@@ -233,25 +304,8 @@ class SQLiteBackend:
             raise
         self.db.execute("COMMIT")
 
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[_SQLiteTx]:
-        with self._lock:
-            try:
-                self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.OperationalError as e:
-                raise Unavailable(f"the store at {self.path} is busy or unreadable ({e}); retry") from None
-            try:
-                yield _SQLiteTx(self.db, self.clock)
-            except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise Unavailable(f"the store at {self.path} could not commit ({e}); nothing was written, retry") from None
+    def transaction(self, *, write: bool) -> _Transaction:
+        return _Transaction(self, write)
 
     def close(self) -> None:
         with self._lock:

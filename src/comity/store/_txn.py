@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -33,6 +34,8 @@ __all__ = [
     "Acquire",
     "Renew",
     "Release",
+    "Next",
+    "Note",
     "Guard",
     "Op",
     "execute",
@@ -78,6 +81,7 @@ class Put:
     value: Any
     context: str | None = None
     keep_both: bool = False
+    label: str | None = None  # the event's op name in the log (comity's own layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,7 @@ class Create:
 
     key: str
     value: Any
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,25 @@ class Delete:
 
     key: str
     context: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """Take the next number of sequence ``name``: unique, increasing, never reissued."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Log an event on ``key`` without changing its state (a refused attempt, a heartbeat),
+    so the key's history shows it.  System keys only."""
+
+    key: str
+    label: str
+    detail: dict[str, Any]
+    seen: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +144,10 @@ class Release:
 
 
 Guard = Union[Unchanged, Absent, Holds]
-Op = Union[Put, Create, Delete, Acquire, Renew, Release]
+Op = Union[Put, Create, Delete, Next, Note, Acquire, Renew, Release]
 
+SEQ_PREFIX = "@seq/"
+_LABEL = re.compile(r"[a-z][a-z0-9_.\-]{0,31}")
 _KEY_OPS = (Put, Create, Delete)
 _LEASE_OPS = (Acquire, Renew, Release)
 
@@ -147,6 +173,8 @@ def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
         "dot": [e.replica, e.counter],
         "hlc": e.hlc,
     }
+    if e.seen is not None:
+        out["seen"] = e.seen
     if e.detail:
         out.update(json.loads(e.detail))
     if with_value and e.value is not None:
@@ -160,10 +188,6 @@ def _digest(agent: str, guards: list[Guard], ops: list[Op]) -> str:
 
     body = json.dumps([agent, [enc(g) for g in guards], [enc(o) for o in ops]], sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _check_lease_name(resource: object, field: str) -> str:
-    return check_key(resource, field)
 
 
 def _check_ttl(ttl: object, field: str) -> float:
@@ -182,7 +206,7 @@ def _at(prefix: str, e: Invalid) -> Invalid:
     return Invalid(f"{prefix}.{e.field}", e.message.split(": ", 1)[-1])
 
 
-def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int) -> dict[int, str]:
+def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int, system: bool = False) -> dict[int, str]:
     """Check shapes before touching the store; returns the JSON text of each value-writing op.
 
     Field names (``ops[0].value``) are built only when something is wrong: this runs on
@@ -193,9 +217,9 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int) -> dict[i
     for i, g in enumerate(guards):
         try:
             if isinstance(g, (Unchanged, Absent)):
-                check_key(g.key)
+                check_key(g.key, system=system)
             elif isinstance(g, Holds):
-                _check_lease_name(g.resource, "resource")
+                check_key(g.resource, "resource", system=system)
                 _check_token(g.token, "token")
             else:
                 raise Invalid("type", f"unknown guard {type(g).__name__}; use Unchanged, Absent or Holds")
@@ -204,15 +228,26 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int) -> dict[i
     seen_keys: set[str] = set()
     for i, o in enumerate(ops):
         try:
-            if isinstance(o, _KEY_OPS):
-                check_key(o.key)
+            if isinstance(o, (Put, Create, Delete, Note)):
+                check_key(o.key, system=system)
                 if o.key in seen_keys:
                     raise Invalid("key", f"{o.key!r} is written twice in one transaction; combine the writes")
                 seen_keys.add(o.key)
                 if isinstance(o, (Put, Create)):
                     texts[i] = dump_value(o.value, max_value_bytes)
+                if o.label is not None and (not system or _LABEL.fullmatch(o.label) is None):
+                    raise Invalid("label", "event labels are for comity's own layers (lowercase, up to 32 characters)")
+                if isinstance(o, Note):
+                    if not system:
+                        raise Invalid("type", "notes are for comity's own layers")
+                    texts[i] = dump_value(o.detail, max_value_bytes, "detail")
+            elif isinstance(o, Next):
+                check_key(o.name, "name")
+                if SEQ_PREFIX + o.name in seen_keys:
+                    raise Invalid("name", f"sequence {o.name!r} is advanced twice in one transaction")
+                seen_keys.add(SEQ_PREFIX + o.name)
             elif isinstance(o, _LEASE_OPS):
-                _check_lease_name(o.resource, "resource")
+                check_key(o.resource, "resource", system=system)
                 if isinstance(o, (Acquire, Renew)):
                     _check_ttl(o.ttl, "ttl")
                 if isinstance(o, (Renew, Release)):
@@ -279,13 +314,14 @@ class Executor:
         ops: list[Op],
         *,
         record: bool = True,
+        system: bool = False,
     ) -> tuple[dict[str, Any], bool]:
         """Apply a guarded transaction inside ``tx``; returns (outcome, replayed).
 
         With ``record`` the outcome is stored under ``request_id`` in the same transaction,
         and a retry with that id returns it instead of acting twice.  A caller that made
         up no id of its own (``record=False``) cannot retry with it, so nothing is kept."""
-        texts = validate(guards, ops, self.max_value_bytes)
+        texts = validate(guards, ops, self.max_value_bytes, system)
         if record:
             digest = _digest(caller.agent, guards, ops)
             prior = tx.recorded(request_id)
@@ -324,6 +360,12 @@ class Executor:
             if isinstance(o, _KEY_OPS):
                 res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks)
                 appended += 1
+            elif isinstance(o, Next):
+                res, last_pos = self._next(tx, caller, request_id, o, rows, clocks)
+                appended += 1
+            elif isinstance(o, Note):
+                res, last_pos = self._note(tx, caller, request_id, o, texts[i], rows, clocks)
+                appended += 1
             else:
                 res, pos = self._lease(tx, caller, request_id, o, now)
                 last_pos = pos or last_pos
@@ -348,6 +390,7 @@ class Executor:
         key = o.key
         clock = self._clock(tx, key, rows, clocks)
         row = rows[key]
+        seen_pos: int | None = None
         value = o.value if isinstance(o, (Put, Create)) else None
         keep_both = isinstance(o, Put) and o.keep_both
         if isinstance(o, Create):
@@ -361,35 +404,98 @@ class Executor:
         else:
             ctx = self.codec.open(o.context, key, "context")
             seen = ctx.seen
+            seen_pos = ctx.pos
             if not keep_both and not clock.covered_by(seen):
                 raise self._stale(tx, key, row, ctx.pos, value, "changed")
         wrapped: list[Any] = [] if isinstance(o, Delete) else [value]
-        new = clock.event(seen, wrapped, self.meta.replica_id)
-        counter = new.join().get(self.meta.replica_id)
+        op = o.label or ("create" if isinstance(o, Create) else "delete" if isinstance(o, Delete) else "put")
+        new, joined, counter, pos = self._commit(tx, caller, request_id, key, op, clock, seen, wrapped, text, seen_pos, rows, clocks)
+        values = new.values()
+        live = [w[0] for w in values if w]
+        return {
+            "key": key,
+            "op": op,
+            "values": live,
+            "context": self.codec.seal(key, joined, pos),
+            "pos": pos,
+            "dot": [self.meta.replica_id, counter],
+        }, pos
+
+    def _stamp(self, row: KeyRow | None) -> str:
         # Events of one key carry increasing HLC times even across processes: the encoding is
         # fixed-width, so comparing strings compares times, and only a lagging clock decodes.
         stamp = self.hlc.now().encode()
         if row is not None and row.hlc >= stamp:
             stamp = self.hlc.update(HLCTimestamp.decode(row.hlc)).encode()
-        live = live_values(new)
-        op = "create" if isinstance(o, Create) else "delete" if isinstance(o, Delete) else "put"
-        detail = json.dumps({"siblings": len(new.values())}) if len(new.values()) > 1 else None
+        return stamp
+
+    def _commit(
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        key: str,
+        op: str,
+        clock: DVVSet,
+        seen: VersionVector,
+        wrapped: list[Any],
+        text: str | None,
+        seen_pos: int | None,
+        rows: dict[str, KeyRow | None],
+        clocks: dict[str, DVVSet],
+    ) -> tuple[DVVSet, VersionVector, int, int]:
+        """Record one write: the key's new DVVSet, its event in the log, its new state."""
+        row = rows[key]
+        replica = self.meta.replica_id
+        new = clock.event(seen, wrapped, replica)
+        joined = new.join()
+        counter = joined.get(replica)
+        stamp = self._stamp(row)
+        n_values = new.size()
+        detail = compact_json({"siblings": n_values}) if n_values > 1 else None
         event = EventRow(
-            key, op, caller.agent, caller.session, self.meta.replica_id, counter, stamp, request_id, text, detail,
-            prev=row.pos if row is not None else 0,
+            key, op, caller.agent, caller.session, replica, counter, stamp, request_id, text, detail,
+            prev=row.pos if row is not None else 0, seen=seen_pos,
         )
         pos = tx.append(event)
-        tx.save(key, KeyRow(compact_json(new.to_json()), stamp, pos))
+        state = KeyRow(compact_json(new.to_json()), stamp, pos, has_live(new))
+        tx.save(key, state, row)
         clocks[key] = new
-        rows[key] = KeyRow("", stamp, pos)
-        return {
-            "key": key,
-            "op": op,
-            "values": live,
-            "context": self.codec.seal(key, new.join(), pos),
-            "pos": pos,
-            "dot": [self.meta.replica_id, counter],
-        }, pos
+        rows[key] = state
+        return new, joined, counter, pos
+
+    def _next(
+        self, tx: Tx, caller: Caller, request_id: str, o: Next, rows: dict[str, KeyRow | None], clocks: dict[str, DVVSet]
+    ) -> tuple[dict[str, Any], int]:
+        key = SEQ_PREFIX + o.name
+        clock = self._clock(tx, key, rows, clocks)
+        current = live_values(clock)
+        n = (max(current) if current else 0) + 1
+        _, _, _, pos = self._commit(tx, caller, request_id, key, "next", clock, clock.join(), [n], str(n), None, rows, clocks)
+        return {"sequence": o.name, "value": n, "pos": pos}, pos
+
+    def _note(
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        o: Note,
+        text: str,
+        rows: dict[str, KeyRow | None],
+        clocks: dict[str, DVVSet],
+    ) -> tuple[dict[str, Any], int]:
+        self._clock(tx, o.key, rows, clocks)
+        row = rows[o.key]
+        stamp = self._stamp(row)
+        event = EventRow(
+            o.key, o.label, caller.agent, caller.session, self.meta.replica_id, 0, stamp, request_id, None, text,
+            prev=row.pos if row is not None else 0, seen=o.seen,
+        )
+        pos = tx.append(event)
+        if row is not None:
+            tx.touch(o.key, pos)
+            row.pos = pos
+        return {"key": o.key, "op": o.label, "pos": pos}, pos
 
     # -- leases: fencing tokens never rewind; expiry is judged by the authority's clock
     def _check_holds(self, tx: Tx, resource: str, token: int, now: float) -> LeaseRow:

@@ -1,0 +1,34 @@
+"""The public surface is deliberate: a change to any ``__all__`` must change this test."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+SURFACE = {
+    "comity": [
+        "open", "Store", "Session", "Versioned", "Written", "TxnResult", "News",
+        "ComityError", "StaleContext", "Fenced", "LeaseExpired", "NotFound", "Invalid", "Unavailable",
+        "__version__",
+    ],
+    "comity.causal": ["Dot", "Ordering", "VersionVector", "DVVSet", "HLC", "HLCTimestamp"],
+    "comity.store": [
+        "open", "locate", "Store", "Session", "Versioned", "Written", "TxnResult", "News",
+        "Unchanged", "Absent", "Holds", "Put", "Create", "Delete", "Acquire", "Renew", "Release", "Next", "Note",
+        "Guard", "Op", "Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow",
+        "SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION",
+    ],
+    "comity.runtime": [
+        "Clock", "SystemClock", "VirtualClock", "Rng", "SystemRng", "SeededRng",
+        "Transport", "Handler", "InProcessTransport", "SimulatedTransport", "Unreachable",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(SURFACE))
+def test_public_surface_is_pinned(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == sorted(SURFACE[module])
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is in __all__ but missing"
