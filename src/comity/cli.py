@@ -21,7 +21,11 @@ from .errors import (
     EXIT_INVALID,
     ComityError,
 )
+from .coord import agents, next_number, reservations, reserve
+from .coord import release as release_paths
+from .errors import Invalid
 from .store import Session, Store
+from .work import Board, why
 from .store import open as open_store
 from .store._codec import parse_json
 
@@ -258,6 +262,223 @@ def keys_cmd(obj: Ctx, prefix: str, limit: int, *, as_json: bool) -> None:
     else:
         for k in keys:
             out.print(k, markup=False)
+
+
+# ---------------------------------------------------------------- coordination
+
+
+def _board(obj: Ctx) -> Board:
+    return Board(obj.session())
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    who = t.get("lease", {}) or {}
+    extra = f" [{who.get('holder')} token {who.get('token')}]" if who else ""
+    assignee = f" (assigned to {t['assignee']})" if t.get("assignee") else ""
+    return f"{t['id']:<7} {t['state']:<9} {t['title']}{assignee}{extra}"
+
+
+def _print_task_news(result: dict[str, Any] | Any) -> None:
+    news = result.get("news", []) if isinstance(result, dict) else getattr(result, "news", [])
+    print_news(news)
+
+
+@cli.group("task")
+def task_group() -> None:
+    """The task board: add, assign, claim, checkpoint and complete tasks, fenced by tokens."""
+
+
+@command(task_group, "add")
+@click.argument("title")
+@click.option("--body", default="", help="Longer description.")
+@click.option("--dep", "deps", multiple=True, metavar="ID", help="A task this one waits on (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="L", help="A label (repeatable).")
+@click.option("--assign", "assignee", metavar="AGENT", help="Assign it to AGENT at once.")
+def task_add_cmd(obj: Ctx, title: str, body: str, deps: tuple[str, ...], labels: tuple[str, ...], assignee: str | None, *, as_json: bool) -> None:
+    """Add a task; prints its id."""
+    t = _board(obj).add(title, body=body, deps=deps, labels=labels, assignee=assignee)
+    _print_task_news(t)
+    _print_json(t) if as_json else out.print(t["id"], markup=False)
+
+
+@command(task_group, "list")
+@click.option("--state", type=click.Choice(["open", "claimed", "orphaned", "done", "failed"]), help="Only tasks in this state.")
+def task_list_cmd(obj: Ctx, state: str | None, *, as_json: bool) -> None:
+    """Every task with its state and who holds it."""
+    tasks = _board(obj).tasks(status=state)
+    if as_json:
+        _print_json(tasks)
+    else:
+        for t in tasks:
+            out.print(_task_line(t), markup=False)
+
+
+@command(task_group, "ready")
+def task_ready_cmd(obj: Ctx, *, as_json: bool) -> None:
+    """Tasks you may claim now: open or orphaned, unassigned or yours, dependencies done."""
+    tasks = _board(obj).ready()
+    if as_json:
+        _print_json(tasks)
+    else:
+        if not tasks:
+            err.print("nothing ready", markup=False)
+        for t in tasks:
+            out.print(_task_line(t), markup=False)
+
+
+@command(task_group, "show")
+@click.argument("task_id", metavar="ID")
+def task_show_cmd(obj: Ctx, task_id: str, *, as_json: bool) -> None:
+    """One task, with the context to claim it with."""
+    t = _board(obj).show(task_id)
+    if as_json:
+        _print_json(t)
+        return
+    out.print(_task_line(t), markup=False)
+    if t.get("body"):
+        out.print(t["body"], markup=False)
+    for cp in t.get("checkpoints", []):
+        out.print(f"  checkpoint by {cp['agent']} (token {cp['token']}): {cp['note']}", markup=False)
+    err.print(f"context: {t['context']}", markup=False)
+
+
+@command(task_group, "assign")
+@click.argument("task_id", metavar="ID")
+@click.argument("agent", metavar="AGENT")
+def task_assign_cmd(obj: Ctx, task_id: str, agent: str, *, as_json: bool) -> None:
+    """Assign task ID to AGENT: only AGENT may then claim it."""
+    t = _board(obj).assign(task_id, agent)
+    _print_task_news(t)
+    _print_json(t) if as_json else out.print(_task_line(t), markup=False)
+
+
+@command(task_group, "claim")
+@click.argument("task_id", metavar="[ID]", required=False)
+@click.option("--next", "take_next", is_flag=True, help="Claim the first ready task (retries when it loses a race).")
+@click.option("--context", metavar="CTX", help="The task's context as you last read it: refused if it changed in a way that matters.")
+@click.option("--ttl", type=float, default=None, help="Lease length in seconds (default 300).")
+@click.option("--steal", is_flag=True, help="Take the task from a suspected agent, with a greater token.")
+def task_claim_cmd(obj: Ctx, task_id: str | None, take_next: bool, context: str | None, ttl: float | None, steal: bool, *, as_json: bool) -> None:
+    """Claim task ID (or --next): prints the fencing token to pass to later task commands."""
+    board = _board(obj)
+    if take_next == (task_id is not None):
+        raise Invalid("ID", "give a task ID or --next, not both and not neither")
+    c = board.claim_next(ttl=ttl) if take_next else board.claim(task_id or "", context=context, ttl=ttl, steal=steal)
+    print_news(c.news)
+    if as_json:
+        _print_json(c.to_json())
+        return
+    out.print(f"{c.task['id']} token {c.token}", markup=False)
+    for h in c.handoff:
+        err.print(f"handoff from {h['agent']}: {h['note']}", markup=False)
+
+
+def _fenced_cmd(name: str, help_text: str, call: Callable[..., dict[str, Any]], *extra: Callable[[Any], Any]) -> None:
+    def cmd(obj: Ctx, task_id: str, token: int, *, as_json: bool, **kw: Any) -> None:
+        t = call(_board(obj), task_id, token, **kw)
+        _print_task_news(t)
+        if as_json:
+            _print_json(t)
+        elif "state" in t:
+            out.print(_task_line(t), markup=False)
+        else:
+            out.print(f"{t['id']} token {t['token']} until {t['expires']:.0f}", markup=False)
+
+    for deco in extra:
+        cmd = deco(cmd)
+    cmd = click.option("--token", type=int, required=True, help="The fencing token your claim returned.")(cmd)
+    cmd = click.argument("task_id", metavar="ID")(cmd)
+    command(task_group, name, help=help_text)(cmd)
+
+
+_fenced_cmd("renew", "Extend your lease on task ID (for long silent work).", lambda b, i, t, ttl: b.renew(i, t, ttl=ttl),
+            click.option("--ttl", type=float, default=None, help="New lease length in seconds."))
+_fenced_cmd("checkpoint", "Record a handoff note on task ID; a successor gets the last one.",
+            lambda b, i, t, note: b.checkpoint(i, t, note), click.option("--note", required=True, help="What is done, what is next."))
+_fenced_cmd("done", "Complete task ID (refused, exit 3, if your token was superseded).",
+            lambda b, i, t, result: b.done(i, t, result=result), click.option("--result", default="", help="What came of it."))
+_fenced_cmd("release", "Give task ID back to the queue.", lambda b, i, t: b.release(i, t))
+_fenced_cmd("fail", "Mark task ID failed.", lambda b, i, t, reason: b.fail(i, t, reason=reason),
+            click.option("--reason", default="", help="Why it failed."))
+
+
+@cli.group("seq")
+def seq_group() -> None:
+    """Sequences: unique, increasing numbers (migration numbers, ticket ids)."""
+
+
+@command(seq_group, "next")
+@click.argument("name")
+def seq_next_cmd(obj: Ctx, name: str, *, as_json: bool) -> None:
+    """Print the next number of sequence NAME (bare on stdout)."""
+    s = obj.session()
+    if s.agent is None:
+        raise Invalid("agent", "taking a number needs an agent name: pass --agent NAME or set COMITY_AGENT")
+    n = next_number(s, name)
+    _print_json({"sequence": name, "value": n}) if as_json else out.print(str(n), markup=False)
+
+
+@command(cli, "reserve")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
+@click.option("--ttl", type=float, default=3600.0, show_default=True, help="Seconds the reservation lasts.")
+@click.option("--shared", is_flag=True, help="Shared: others may reserve overlapping paths shared too.")
+def reserve_cmd(obj: Ctx, paths: tuple[str, ...], ttl: float, shared: bool, *, as_json: bool) -> None:
+    """Reserve paths or globs (exclusive unless --shared); exit 3 naming the holder on overlap."""
+    got = reserve(obj.session(), list(paths), ttl=ttl, shared=shared)
+    if as_json:
+        _print_json([r.to_json() for r in got])
+    else:
+        for r in got:
+            out.print(f"reserved {r.pattern} ({'shared' if r.shared else 'exclusive'}, token {r.token})", markup=False)
+
+
+@command(cli, "release")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
+def release_cmd(obj: Ctx, paths: tuple[str, ...], *, as_json: bool) -> None:
+    """Release your reservations of these paths or globs."""
+    gone = release_paths(obj.session(), list(paths))
+    _print_json({"released": gone}) if as_json else out.print("released " + " ".join(gone), markup=False)
+
+
+@command(cli, "reservations")
+def reservations_cmd(obj: Ctx, *, as_json: bool) -> None:
+    """Live path reservations."""
+    rs = reservations(obj.session())
+    if as_json:
+        _print_json([r.to_json() for r in rs])
+    else:
+        for r in rs:
+            out.print(f"{r.pattern:<40} {r.holder:<12} {'shared' if r.shared else 'exclusive'} token {r.token}", markup=False)
+
+
+@command(cli, "agents")
+@click.option("--ttl", type=float, default=300.0, show_default=True, help="Never suspect an agent silent for less than this.")
+def agents_cmd(obj: Ctx, ttl: float, *, as_json: bool) -> None:
+    """Agents seen in the log: progress, suspicion (phi accrual), what each holds."""
+    rows = agents(obj.session(), ttl=ttl)
+    if as_json:
+        _print_json([a.to_json() for a in rows])
+        return
+    for a in rows:
+        flag = "SUSPECTED" if a.suspected else "ok"
+        silent = f"silent {a.silent_s:.0f}s" if a.silent_s is not None else "no actions"
+        holds = ", ".join(h["resource"] for h in a.holds) or "-"
+        out.print(f"{a.agent:<16} {flag:<9} phi {a.phi:6.2f}  {silent:<14} holds {holds}", markup=False)
+
+
+@command(cli, "why")
+@click.argument("target", metavar="TASK_OR_KEY")
+def why_cmd(obj: Ctx, target: str, *, as_json: bool) -> None:
+    """The causal history of a task or key: who did what, and what each had seen."""
+    w = why(obj.session(), target)
+    if as_json:
+        _print_json(w)
+        return
+    for h in w["history"]:
+        seen = f"  (had seen up to pos {h['had_seen_up_to']})" if "had_seen_up_to" in h else ""
+        out.print(f"{h['pos']:>6}  {h['agent']:<12} {h['op']:<20}{seen}", markup=False)
+    for line in w["explanations"]:
+        out.print(line, markup=False)
 
 
 @cli.group("bench")

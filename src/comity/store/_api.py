@@ -301,6 +301,22 @@ class Session:
             out.append(Versioned(key, live_values(clock), codec.seal(key, clock.join(), head)))
         return out
 
+    def expired_leases(self, prefix: str = "", *, limit: int = 1000) -> tuple[list[LeaseRow], float]:
+        """Held leases under ``prefix`` that have expired by the authority's clock, and that time."""
+        with self.store.backend.transaction(write=False) as tx:
+            now = tx.now()
+            return tx.expired(prefix, now, limit), now
+
+    def now(self) -> float:
+        """The authority's clock: what leases and reservations are judged by."""
+        with self.store.backend.transaction(write=False) as tx:
+            return tx.now()
+
+    def head(self) -> int:
+        """The log's current position."""
+        with self.store.backend.transaction(write=False) as tx:
+            return tx.head()
+
     def leases(self, prefix: str = "", *, limit: int = 100_000) -> tuple[list[LeaseRow], float]:
         """Leases under ``prefix`` and the authority's time they are to be judged by."""
         with self.store.backend.transaction(write=False) as tx:

@@ -134,6 +134,10 @@ class Tx(Protocol):
         """Live keys starting with ``prefix`` and their states, in key order."""
         ...
 
+    def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:
+        """Held leases under ``prefix`` whose expiry is at or before ``now`` (orphaned work)."""
+        ...
+
     def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
         """Leases whose resource starts with ``prefix``, in order (released ones included)."""
         ...

@@ -53,6 +53,8 @@ def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
         "CREATE TABLE leases (resource TEXT PRIMARY KEY, holder TEXT, token INTEGER NOT NULL, expires REAL NOT NULL,"
         " pos INTEGER NOT NULL) WITHOUT ROWID"
     )
+    # Finding orphaned work (held leases past their expiry) must not scan every lease ever granted.
+    db.execute("CREATE INDEX leases_held ON leases (expires) WHERE holder IS NOT NULL")
     db.execute("CREATE TABLE sessions (name TEXT PRIMARY KEY, agent TEXT NOT NULL, position INTEGER NOT NULL, interest TEXT NOT NULL) WITHOUT ROWID")
     db.executemany(
         "INSERT INTO meta (name, value) VALUES (?, ?)",
@@ -198,6 +200,14 @@ class _SQLiteTx:
             (prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
         return [(r[0], KeyRow(r[1], r[2], r[3], bool(r[4]))) for r in rows]
+
+    def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:
+        rows = self.db.execute(
+            "SELECT resource, holder, token, expires, pos FROM leases WHERE holder IS NOT NULL AND expires <= ?"
+            " AND resource >= ? AND resource < ? ORDER BY expires LIMIT ?",
+            (now, prefix, prefix + "\U0010ffff", limit),
+        ).fetchall()
+        return [LeaseRow(*r) for r in rows]
 
     def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
         rows = self.db.execute(

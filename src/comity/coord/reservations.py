@@ -1,0 +1,173 @@
+"""Path reservations: who is working where, exclusive or shared, with a TTL.
+
+Overlap is judged conservatively both ways: two patterns overlap if some path could
+match both (``src/**`` overlaps ``src/app.py``; a directory overlaps what is under it;
+two wildcards in one segment overlap unless their literal ends disagree).  All of a
+store's reservations live in one system key, changed only by context-checked writes,
+so two agents can never both be granted overlapping exclusive reservations: the second
+write's context misses the first, and it is re-evaluated against it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Invalid, NotFound, StaleContext
+from ..store import Put, Session
+
+__all__ = ["Reservation", "overlaps", "reserve", "release", "reservations", "RESERVATIONS_KEY"]
+
+RESERVATIONS_KEY = "@reservations"
+_WILD = set("*?[")
+_MAX_RETRIES = 50
+_MAX_PATTERN = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    pattern: str
+    holder: str
+    shared: bool
+    token: int
+    expires: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pattern": self.pattern, "holder": self.holder, "shared": self.shared, "token": self.token, "expires": self.expires}
+
+
+def normalize(pattern: object, field: str = "paths") -> str:
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise Invalid(field, "each path or glob must be a non-empty string, e.g. 'src/app.py' or 'src/**'")
+    p = pattern.strip().replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    p = "/".join(seg for seg in p.split("/") if seg not in ("", "."))
+    if len(p) > _MAX_PATTERN or not p:
+        raise Invalid(field, f"{pattern[:60]!r} is empty or longer than {_MAX_PATTERN} characters")
+    if p.startswith("/") or ".." in p.split("/") or any(ord(c) < 32 for c in p):
+        raise Invalid(field, f"{pattern[:60]!r}: use a path relative to the repository, without '..'")
+    return p
+
+
+def _literal_ends(seg: str) -> tuple[str, str]:
+    first = min((seg.index(c) for c in _WILD if c in seg), default=len(seg))
+    last = max((seg.rindex(c) for c in _WILD if c in seg), default=-1)
+    suffix = seg[last + 1 :]
+    if "[" in seg[: last + 1] and "]" in suffix:
+        suffix = suffix[suffix.index("]") + 1 :]
+    return seg[:first], suffix
+
+
+def _segment_overlaps(x: str, y: str) -> bool:
+    wx, wy = bool(_WILD & set(x)), bool(_WILD & set(y))
+    if not wx and not wy:
+        return x == y
+    if not wx:
+        return fnmatch.fnmatchcase(x, y)
+    if not wy:
+        return fnmatch.fnmatchcase(y, x)
+    (px, sx), (py, sy) = _literal_ends(x), _literal_ends(y)
+    return (px.startswith(py) or py.startswith(px)) and (sx.endswith(sy) or sy.endswith(sx))
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Could some path be matched by both ``a`` and ``b``?  (Errs towards yes.)"""
+    A, B = tuple(a.split("/")), tuple(b.split("/"))
+
+    @functools.cache
+    def go(i: int, j: int) -> bool:
+        if i < len(A) and A[i] == "**":
+            return go(i + 1, j) or (j < len(B) and go(i, j + 1))
+        if j < len(B) and B[j] == "**":
+            return go(i, j + 1) or (i < len(A) and go(i + 1, j))
+        if i == len(A) or j == len(B):
+            return True  # one names a directory the other lies under
+        return _segment_overlaps(A[i], B[j]) and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+def _load(session: Session) -> tuple[dict[str, Any], str, float]:
+    v = session.get(RESERVATIONS_KEY)
+    state = v.values[0] if len(v.values) == 1 else {"next_token": 1, "entries": []}
+    return state, v.context, session.now()
+
+
+def _live(state: dict[str, Any], now: float) -> list[Reservation]:
+    return [Reservation(**e) for e in state["entries"] if e["expires"] > now]
+
+
+def _save(session: Session, state: dict[str, Any], context: str, label: str) -> bool:
+    try:
+        session.txn(ops=[Put(RESERVATIONS_KEY, state, context=context, label=label)], system=True)
+        return True
+    except StaleContext:
+        return False  # someone else changed the reservations since we read them: re-evaluate
+
+
+def reservations(session: Session) -> list[Reservation]:
+    """The live reservations, judged by the authority's clock."""
+    state, _, now = _load(session)
+    return _live(state, now)
+
+
+def reserve(session: Session, paths: list[str], *, ttl: float = 3600.0, shared: bool = False) -> list[Reservation]:
+    """Reserve every path or glob in ``paths`` for this session's agent, or none of them.
+
+    Refused (StaleContext) if one overlaps another agent's live exclusive reservation,
+    or, when exclusive, any other agent's live reservation."""
+    if session.agent is None:
+        raise Invalid("agent", "reserving paths needs an agent name: pass --agent NAME or set COMITY_AGENT")
+    if not isinstance(paths, list) or not paths:
+        raise Invalid("paths", "give at least one path or glob")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 7 * 24 * 3600:
+        raise Invalid("ttl", f"must be seconds in (0, 604800], got {ttl!r}")
+    wanted = list(dict.fromkeys(normalize(p) for p in paths))
+    me = session.agent
+    for _ in range(_MAX_RETRIES):
+        state, context, now = _load(session)
+        live = _live(state, now)
+        for p in wanted:
+            for r in live:
+                if r.holder != me and overlaps(p, r.pattern) and not (shared and r.shared):
+                    kind = "shared" if r.shared else "exclusive"
+                    raise StaleContext(
+                        f"{p!r} overlaps {r.holder}'s {kind} reservation {r.pattern!r} (token {r.token},"
+                        f" {r.expires - now:.0f}s left); work elsewhere, or ask {r.holder} to release it",
+                        key=RESERVATIONS_KEY,
+                        conflict=r.to_json(),
+                    )
+        token = int(state["next_token"])
+        mine = {(r.pattern, r.holder): r for r in live}
+        granted = []
+        for p in wanted:
+            old = mine.pop((p, me), None)
+            granted.append(Reservation(p, me, shared, old.token if old else token, now + ttl))
+            if old is None:
+                token += 1
+        entries = [r.to_json() for r in mine.values()] + [g.to_json() for g in granted]
+        if _save(session, {"next_token": token, "entries": entries}, context, "reserve"):
+            return granted
+    raise StaleContext("reservations kept changing under contention; retry", key=RESERVATIONS_KEY)
+
+
+def release(session: Session, paths: list[str]) -> list[str]:
+    """Release this agent's reservations of exactly these patterns; NotFound if it held none."""
+    if session.agent is None:
+        raise Invalid("agent", "releasing paths needs an agent name")
+    if not isinstance(paths, list) or not paths:
+        raise Invalid("paths", "give at least one path or glob")
+    wanted = {normalize(p) for p in paths}
+    for _ in range(_MAX_RETRIES):
+        state, context, now = _load(session)
+        live = _live(state, now)
+        gone = [r.pattern for r in live if r.holder == session.agent and r.pattern in wanted]
+        if not gone:
+            raise NotFound(f"{session.agent} holds no reservation on {sorted(wanted)}; see `comity reservations`")
+        keep = [r.to_json() for r in live if not (r.holder == session.agent and r.pattern in wanted)]
+        if _save(session, {"next_token": state["next_token"], "entries": keep}, context, "release"):
+            return gone
+    raise StaleContext("reservations kept changing under contention; retry", key=RESERVATIONS_KEY)

@@ -1,0 +1,8 @@
+"""Services: the task board and the causal history of work."""
+
+from __future__ import annotations
+
+from .tasks import OPEN_PREFIX, TASK_PREFIX, Board, Claim, parse_task_id, task_key
+from .why import why
+
+__all__ = ["Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"]

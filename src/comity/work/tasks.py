@@ -1,0 +1,441 @@
+"""The task board: add, assign, claim, checkpoint, complete, with takeover of orphaned work.
+
+A task is a system key ``@task/T-n`` holding its record; while it waits to be
+claimed, a marker key ``@open/…`` lists it in the ready queue (a range scan on the
+store's live-key index).  A claim is one guarded transaction: the task's context is
+still current, the lease ``@task/T-n`` is free or expired (a strictly greater fencing
+token), the record says who claimed it, the marker goes.  Every fenced action
+(checkpoint, done, release, fail) checks the token in the same transaction as its
+write.  An expired lease leaves the task *orphaned*: claimable again, and its next
+claimant gets a greater token and the last checkpoint as its handoff.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..coord.leases import DEFAULT_TTL_S
+from ..coord.liveness import PhiAccrual, agents
+from ..coord.sequences import next_number
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..store import Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned
+
+__all__ = ["Board", "Claim", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
+
+TASK_PREFIX = "@task/"
+OPEN_PREFIX = "@open/"
+_ID = re.compile(r"(?:T-)?([1-9][0-9]{0,11})")
+_RETRIES = 64
+_TITLE_MAX = 500
+_BODY_MAX = 100_000
+_NOTE_MAX = 20_000
+# Changes that matter to a claim made on an old read: the task was closed, assigned or claimed.
+_MATTERS = {"task.assign", "task.claim", "task.done", "task.fail", "task.release"}
+
+
+def parse_task_id(task_id: object, field: str = "id") -> str:
+    if isinstance(task_id, int) and not isinstance(task_id, bool):
+        task_id = str(task_id)
+    if not isinstance(task_id, str) or _ID.fullmatch(task_id.strip()) is None:
+        raise Invalid(field, f"{task_id!r} is not a task id; ids look like T-12 (or 12)")
+    m = _ID.fullmatch(task_id.strip())
+    assert m is not None
+    return f"T-{int(m.group(1))}"
+
+
+def task_key(task_id: str) -> str:
+    return TASK_PREFIX + task_id
+
+
+def _open_key(task_id: str) -> str:
+    return f"{OPEN_PREFIX}{int(task_id[2:]):012d}"
+
+
+def _text(value: object, field: str, cap: int, *, required: bool = False) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise Invalid(field, "must be a non-empty string" if required else "must be a string")
+    if len(value) > cap:
+        raise Invalid(field, f"is {len(value)} characters; the cap is {cap}")
+    return value
+
+
+def _ttl(ttl: object) -> float:
+    if ttl is None:
+        return DEFAULT_TTL_S
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 7 * 24 * 3600:
+        raise Invalid("ttl", f"must be seconds in (0, 604800], got {ttl!r}")
+    return float(ttl)
+
+
+@dataclass(slots=True)
+class Claim:
+    task: dict[str, Any]
+    token: int
+    expires: float
+    handoff: list[dict[str, Any]]
+    news: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "token": self.token, "expires": self.expires, "handoff": self.handoff, "news": self.news}
+
+
+class Board:
+    """One agent's view of the task board, over one store session."""
+
+    def __init__(self, session: Session, *, detector: PhiAccrual | None = None) -> None:
+        self.session = session
+        self.detector = detector or PhiAccrual()
+
+    # ------------------------------------------------------------------ reads
+    def _read(self, task_id: str) -> Versioned:
+        v = self.session.get(task_key(task_id))
+        if not v.values:
+            raise NotFound(f"no task {task_id}; see `comity task list`", id=task_id)
+        return v
+
+    def _view(self, record: dict[str, Any], lease: dict[str, Any] | None, now: float, context: str | None = None) -> dict[str, Any]:
+        """A task as an agent sees it: its record, its effective status, its lease."""
+        out = dict(record)
+        status = record["status"]
+        if status == "claimed" and lease is not None:
+            if lease["holder"] is None or lease["expires"] <= now:
+                status = "orphaned"
+        out["state"] = status
+        out["lease"] = None if lease is None or status != "claimed" else {
+            "holder": lease["holder"], "token": lease["token"], "expires": lease["expires"]
+        }
+        if context is not None:
+            out["context"] = context
+        return out
+
+    def _leases(self) -> tuple[dict[str, dict[str, Any]], float]:
+        rows, now = self.session.leases(TASK_PREFIX)
+        return {r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in rows}, now
+
+    def _lease(self, task_id: str) -> tuple[dict[str, Any] | None, float]:
+        rows, now = self.session.leases(task_key(task_id), limit=1)
+        for r in rows:
+            if r.resource == task_key(task_id):
+                return {"holder": r.holder, "token": r.token, "expires": r.expires}, now
+        return None, now
+
+    def show(self, task_id: str) -> dict[str, Any]:
+        task_id = parse_task_id(task_id)
+        v = self._read(task_id)
+        lease, now = self._lease(task_id)
+        return self._view(v.values[0], lease, now, v.context)
+
+    def tasks(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        leases, now = self._leases()
+        views = [self._view(v.values[0], leases.get(v.key[len(TASK_PREFIX) :]), now, v.context) for v in self.session.scan(TASK_PREFIX) if v.values]
+        views.sort(key=lambda t: int(t["id"][2:]))
+        return [t for t in views if status is None or t["state"] == status]
+
+    def ready(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Claimable by this agent: open or orphaned, unassigned or assigned to it, dependencies done."""
+        me = self.session.agent
+        expired, now = self.session.expired_leases(TASK_PREFIX, limit=limit)
+        leases = {
+            r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in expired
+        }
+        orphaned = sorted(leases, key=lambda t: int(t[2:]))
+        markers = self.session.scan(OPEN_PREFIX, limit=limit)
+        candidates = orphaned + [m.values[0]["id"] for m in markers if m.values]
+        out: list[dict[str, Any]] = []
+        done_cache: dict[str, bool] = {}
+        for tid in dict.fromkeys(candidates):
+            v = self.session.get(task_key(tid))
+            if not v.values:
+                continue
+            view = self._view(v.values[0], leases.get(tid), now, v.context)
+            if view["state"] not in ("open", "orphaned"):
+                continue
+            if view.get("assignee") not in (None, me):
+                continue
+            if not all(self._is_done(d, done_cache) for d in view.get("deps", [])):
+                continue
+            out.append(view)
+            if len(out) >= limit:
+                break
+        return out
+
+    def _is_done(self, dep: str, cache: dict[str, bool]) -> bool:
+        if dep not in cache:
+            v = self.session.get(task_key(dep))
+            cache[dep] = bool(v.values) and v.values[0]["status"] == "done"
+        return cache[dep]
+
+    # ----------------------------------------------------------------- writes
+    def _agent(self) -> str:
+        if self.session.agent is None:
+            raise Invalid("agent", "task changes need an agent name: pass --agent NAME or set COMITY_AGENT")
+        return self.session.agent
+
+    def add(
+        self,
+        title: str,
+        *,
+        body: str = "",
+        deps: Iterable[str] = (),
+        labels: Iterable[str] = (),
+        assignee: str | None = None,
+    ) -> dict[str, Any]:
+        me = self._agent()
+        title = _text(title, "title", _TITLE_MAX, required=True)
+        body = _text(body, "body", _BODY_MAX)
+        dep_ids = [parse_task_id(d, "deps") for d in deps]
+        for d in dep_ids:
+            if not self.session.get(task_key(d)).values:
+                raise NotFound(f"dependency {d} does not exist; add it first", field="deps")
+        label_list = list(dict.fromkeys(labels))
+        if not all(isinstance(lab, str) and 0 < len(lab) <= 64 for lab in label_list):
+            raise Invalid("labels", "each label is a string of 1 to 64 characters")
+        task_id = f"T-{next_number(self.session, 'tasks')}"
+        record = {
+            "id": task_id,
+            "title": title,
+            "body": body,
+            "labels": label_list,
+            "deps": dep_ids,
+            "status": "open",
+            "assignee": assignee,
+            "claimed_by": None,
+            "checkpoints": [],
+            "result": None,
+            "created_by": me,
+            "completed_by": None,
+            "done_token": None,
+            "attempts": 0,
+        }
+        r = self.session.txn(
+            ops=[
+                Create(task_key(task_id), record, label="task.add"),
+                Create(_open_key(task_id), {"id": task_id, "assignee": assignee}, label="task.open"),
+            ],
+            system=True,
+        )
+        return {**record, "state": "open", "lease": None, "context": r.results[0]["context"], "news": r.news}
+
+    def _update(self, task_id: str, change: Any, label: str, *, guards: list[Any] | None = None, extra_ops: Any = None) -> dict[str, Any]:
+        """Re-read, recompute and write with the fresh context until no one wrote between."""
+        for _ in range(_RETRIES):
+            v = self._read(task_id)
+            record = dict(v.values[0])
+            new = change(record)
+            ops: list[Any] = [Put(task_key(task_id), new, context=v.context, label=label)]
+            if extra_ops is not None:
+                ops += extra_ops(record, new)
+            try:
+                r = self.session.txn(guards=guards or [], ops=ops, system=True)
+            except StaleContext as e:
+                if e.key == task_key(task_id):
+                    continue
+                raise
+            lease, now = self._lease(task_id)
+            return {**self._view(new, lease, now, r.results[0]["context"]), "news": r.news}
+        raise StaleContext(f"task {task_id} kept changing under contention; retry", key=task_key(task_id))
+
+    def assign(self, task_id: str, agent: str | None) -> dict[str, Any]:
+        self._agent()
+        task_id = parse_task_id(task_id)
+        if agent is not None and (not isinstance(agent, str) or not agent):
+            raise Invalid("agent", "name the agent to assign the task to")
+
+        def change(rec: dict[str, Any]) -> dict[str, Any]:
+            if rec["status"] in ("done", "failed"):
+                raise StaleContext(
+                    f"task {task_id} is {rec['status']} (by {rec.get('completed_by')}); it cannot be assigned",
+                    key=task_key(task_id),
+                )
+            return {**rec, "assignee": agent}
+
+        def marker(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
+            m = self.session.get(_open_key(task_id))
+            if m.values:
+                return [Put(_open_key(task_id), {"id": task_id, "assignee": agent}, context=m.context, label="task.open")]
+            return []
+
+        return self._update(task_id, change, "task.assign", extra_ops=marker)
+
+    def _refuse(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
+        """Log the refused claim on the task's history (for `comity why`), then explain it."""
+        try:
+            self.session.txn(
+                ops=[Note(task_key(task_id), "task.claim-refused", {"reason": message, **detail}, seen=seen)], system=True
+            )
+        except (StaleContext, Fenced, LeaseExpired):  # pragma: no cover - notes are never stale
+            pass
+        return StaleContext(message, key=task_key(task_id), news=news, **detail)
+
+    def claim(
+        self,
+        task_id: str,
+        *,
+        context: str | None = None,
+        ttl: float | None = None,
+        steal: bool = False,
+    ) -> Claim:
+        me = self._agent()
+        task_id = parse_task_id(task_id)
+        ttl_s = _ttl(ttl)
+        key = task_key(task_id)
+        seen: int | None = None
+        if context is not None:
+            seen = self.session.store.codec.open(context, key).pos
+            moved = [e for e in self.session.log(key, after=seen) if e["op"] in _MATTERS]
+            moved = [e for e in moved if not (e["op"] == "task.assign" and e.get("value", {}).get("assignee") == me)]
+            if moved:
+                who = ", ".join(f"{e['agent']} ({e['op'].split('.')[1]} at pos {e['pos']})" for e in moved)
+                raise self._refuse(
+                    task_id,
+                    f"task {task_id} changed since you read it: {who}; re-read it (`comity task show {task_id}`)"
+                    " or call `comity task ready`",
+                    [{k: v for k, v in e.items() if k != "value"} for e in moved],
+                    seen,
+                    missed=[e["pos"] for e in moved],
+                )
+        for _ in range(_RETRIES):
+            v = self._read(task_id)
+            rec = v.values[0]
+            lease, now = self._lease(task_id)
+            view = self._view(rec, lease, now)
+            state = view["state"]
+            if state in ("done", "failed"):
+                by = rec.get("completed_by") or "someone"
+                raise self._refuse(task_id, f"task {task_id} was {'completed' if state == 'done' else 'failed'} by {by}; call `comity task ready`", [], seen)
+            if rec.get("assignee") not in (None, me):
+                raise self._refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen, assignee=rec["assignee"])
+            if any(not self._is_done(d, {}) for d in rec.get("deps", [])):
+                raise self._refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen)
+            stealing = False
+            if state == "claimed":
+                holder = lease["holder"] if lease else None
+                if not steal:
+                    raise self._refuse(
+                        task_id,
+                        f"task {task_id} is claimed by {holder} (token {lease['token'] if lease else '?'},"
+                        f" {lease['expires'] - now if lease else 0:.0f}s left); call `comity task ready`",
+                        [],
+                        seen,
+                        holder=holder,
+                    )
+                status = {a.agent: a for a in agents(self.session, detector=self.detector)}.get(holder or "")
+                if holder != me and (status is None or not status.suspected):
+                    raise self._refuse(
+                        task_id,
+                        f"task {task_id} is held by {holder}, who is not suspected"
+                        f" (phi {status.phi if status else 0:.1f}); --steal takes only a suspected agent's task",
+                        [],
+                        seen,
+                        holder=holder,
+                    )
+                stealing = True
+            new = {**rec, "status": "claimed", "claimed_by": me, "attempts": rec.get("attempts", 0) + 1}
+            ops: list[Any] = [Acquire(key, ttl_s, steal=stealing), Put(key, new, context=v.context, label="task.claim")]
+            marker = self.session.get(_open_key(task_id))
+            if marker.values:
+                ops.append(Delete(_open_key(task_id), context=marker.context, label="task.claimed"))
+            try:
+                r = self.session.txn(ops=ops, system=True)
+            except StaleContext as e:
+                if e.key in (key, _open_key(task_id)):
+                    continue  # the task moved between our read and our write: look again
+                if e.details.get("holder"):
+                    raise self._refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen, holder=e.details["holder"]) from None
+                raise
+            grant = r.results[0]
+            task = self._view(new, {"holder": me, "token": grant["token"], "expires": grant["expires"]}, now, r.results[1]["context"])
+            return Claim(task, grant["token"], grant["expires"], list(rec.get("checkpoints", [])), r.news)
+        raise StaleContext(f"task {task_id} kept changing under contention; retry", key=key)
+
+    def claim_next(self, *, ttl: float | None = None) -> Claim:
+        """Claim the first ready task, trying the next when another agent wins the race."""
+        self._agent()
+        tried: set[str] = set()
+        rng = self.session.store.rng
+        for _ in range(_RETRIES):
+            ready = [t for t in self.ready(limit=64) if t["id"] not in tried]
+            if not ready:
+                raise NotFound("nothing is ready to claim; see `comity task list`")
+            # Spread agents over the first few ready tasks so they do not all race for one.
+            pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
+            try:
+                return self.claim(pick["id"], ttl=ttl)
+            except (StaleContext, NotFound):
+                tried.add(pick["id"])
+        raise NotFound("lost every race for a ready task; retry")
+
+    def _fenced(self, task_id: str, token: int, label: str, change: Any, *, release: bool = False, ttl: float | None = None) -> dict[str, Any]:
+        self._agent()
+        task_id = parse_task_id(task_id)
+        if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+            raise Invalid("token", f"must be the fencing token your claim returned, got {token!r}")
+        key = task_key(task_id)
+        lease_op: Any = Release(key, token) if release else Renew(key, token, _ttl(ttl))
+
+        def extra(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
+            ops = [lease_op]
+            if new["status"] == "open":
+                ops.append(Create(_open_key(task_id), {"id": task_id, "assignee": new.get("assignee")}, label="task.open"))
+            return ops
+
+        return self._update(task_id, change, label, guards=[Holds(key, token)], extra_ops=extra)
+
+    def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
+        task_id = parse_task_id(task_id)
+        key = task_key(task_id)
+        r = self.session.txn(ops=[Renew(key, token, _ttl(ttl))], system=True).results[0]
+        return {"id": task_id, "token": r["token"], "expires": r["expires"]}
+
+    def checkpoint(self, task_id: str, token: int, note: str, *, ttl: float | None = None) -> dict[str, Any]:
+        me = self._agent()
+        note = _text(note, "note", _NOTE_MAX, required=True)
+        now = self.session.now()
+
+        def change(rec: dict[str, Any]) -> dict[str, Any]:
+            cps = list(rec.get("checkpoints", []))[-49:]
+            return {**rec, "checkpoints": cps + [{"agent": me, "token": token, "note": note, "at": now}]}
+
+        return self._fenced(task_id, token, "task.checkpoint", change, ttl=ttl)
+
+    def done(self, task_id: str, token: int, *, result: str = "") -> dict[str, Any]:
+        me = self._agent()
+        task_id = parse_task_id(task_id)
+        result = _text(result, "result", _BODY_MAX)
+        current = self._read(task_id).values[0]
+        if current["status"] == "done":
+            if current.get("done_token") == token and current.get("completed_by") == me:
+                return {**self.show(task_id), "replayed": True}  # the same completion, retried
+            raise StaleContext(
+                f"task {task_id} was already completed by {current.get('completed_by')} (token {current.get('done_token')})",
+                key=task_key(task_id),
+            )
+
+        def change(rec: dict[str, Any]) -> dict[str, Any]:
+            return {**rec, "status": "done", "result": result, "completed_by": me, "done_token": token}
+
+        return self._fenced(task_id, token, "task.done", change, release=True)
+
+    def release(self, task_id: str, token: int) -> dict[str, Any]:
+        def change(rec: dict[str, Any]) -> dict[str, Any]:
+            return {**rec, "status": "open", "claimed_by": None}
+
+        return self._fenced(task_id, token, "task.release", change, release=True)
+
+    def fail(self, task_id: str, token: int, *, reason: str = "") -> dict[str, Any]:
+        me = self._agent()
+        reason = _text(reason, "reason", _NOTE_MAX)
+
+        def change(rec: dict[str, Any]) -> dict[str, Any]:
+            return {**rec, "status": "failed", "result": reason, "completed_by": me, "done_token": token}
+
+        return self._fenced(task_id, token, "task.fail", change, release=True)
+
+
+
+

@@ -1,0 +1,59 @@
+"""`comity why`: the causal history of a task or key.
+
+Every write that carried a context records the log position of the read it was based
+on (``seen``).  So for each action the history can say what its author had seen, and
+which earlier actions on the same task or key it had not: those two were concurrent
+(neither saw the other), the situation that version vectors exist to detect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store import Session
+from ..store._codec import check_key
+from .tasks import TASK_PREFIX, parse_task_id, task_key
+
+__all__ = ["why"]
+
+_LEASE = "@lease/"
+
+
+def _name(op: str) -> str:
+    return op.split(".", 1)[1] if op.startswith("task.") else op
+
+
+def _target_key(target: str) -> str:
+    try:
+        return task_key(parse_task_id(target, "target"))
+    except Exception:
+        return check_key(target, "target", system=True)
+
+
+def why(session: Session, target: str, *, limit: int = 1000) -> dict[str, Any]:
+    key = _target_key(target)
+    events = session.log(key, limit=limit)
+    if key.startswith(TASK_PREFIX):
+        events += session.log(_LEASE + key, limit=limit)
+        events.sort(key=lambda e: e["pos"])
+    if not events:
+        from ..errors import NotFound
+
+        raise NotFound(f"nothing is known about {target!r}", target=target)
+    history: list[dict[str, Any]] = []
+    explanations: list[str] = []
+    for i, e in enumerate(events):
+        item = {k: v for k, v in e.items() if k not in ("value", "session", "dot")}
+        seen = e.get("seen")
+        if seen is not None:
+            missed = [m for m in events[:i] if m["pos"] > seen and m["agent"] != e["agent"]]
+            item["had_seen_up_to"] = seen
+            item["did_not_see"] = [m["pos"] for m in missed]
+            for m in missed:
+                outcome = " (refused)" if e["op"].endswith("refused") else " (kept both as siblings)" if e.get("siblings") else ""
+                explanations.append(
+                    f"{e['agent']}'s {_name(e['op'])} (pos {e['pos']}) did not see {m['agent']}'s "
+                    f"{_name(m['op'])} (pos {m['pos']}): they were concurrent{outcome}"
+                )
+        history.append(item)
+    return {"target": target, "key": key, "history": history, "explanations": explanations}
