@@ -228,3 +228,158 @@ def bench_store(
         result["sqlite"] = sqlite3.sqlite_version
         result["python"] = platform.python_version()
         return result
+
+
+# --------------------------------------------------------------------- claims
+
+
+def _claims_worker(store_path: str, agent: str, go: str, out: str) -> None:
+    """One agent process: claim the next ready task and complete it, until nothing is ready."""
+    from .errors import ComityError, NotFound
+    from .work import Board
+
+    store = _open(Path(store_path))
+    board = Board(store.session(agent))
+    while not Path(go).exists():
+        time.sleep(0.001)
+    lat: list[float] = []
+    done: list[str] = []
+    errors = 0
+    while True:
+        t = time.perf_counter()
+        try:
+            c = board.claim_next(ttl=600)
+        except NotFound:
+            break
+        except ComityError:
+            errors += 1
+            continue
+        lat.append(time.perf_counter() - t)
+        try:
+            board.done(c.task["id"], c.token)
+            done.append(c.task["id"])
+        except ComityError:
+            errors += 1
+    Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": errors}))
+
+
+def _baseline_worker(db_path: str, agent: str, go: str, out: str) -> None:
+    """The same loop on a plain table: UPDATE … WHERE status='open', then mark it done."""
+    db = _connect_raw(Path(db_path))
+    while not Path(go).exists():
+        time.sleep(0.001)
+    lat: list[float] = []
+    done: list[int] = []
+    while True:
+        t = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute(
+            "UPDATE tasks SET status = 'claimed', owner = ? WHERE id = (SELECT id FROM tasks WHERE status = 'open' LIMIT 1)"
+            " RETURNING id",
+            (agent,),
+        ).fetchone()
+        db.execute("COMMIT")
+        if row is None:
+            break
+        lat.append(time.perf_counter() - t)
+        db.execute("BEGIN IMMEDIATE")
+        n = db.execute("UPDATE tasks SET status = 'done' WHERE id = ? AND owner = ? AND status = 'claimed'", (row[0], agent)).rowcount
+        db.execute("COMMIT")
+        if n:
+            done.append(row[0])
+    Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": 0}))
+
+
+def _run_workers(kind: str, target: str, agents: int, root: Path) -> tuple[float, list[float], list[Any], int]:
+    import subprocess
+    import sys
+
+    go = root / f"{kind}.go"
+    outs = [root / f"{kind}-{i}.json" for i in range(agents)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "comity.bench", kind, target, f"agent-{i}", str(go), str(outs[i])])
+        for i in range(agents)
+    ]
+    time.sleep(0.5 + 0.05 * agents)  # let every process import and open the store
+    t0 = time.perf_counter()
+    go.write_text("go")
+    for p in procs:
+        p.wait()
+    wall = time.perf_counter() - t0
+    lat: list[float] = []
+    done: list[Any] = []
+    errors = 0
+    for i, o in enumerate(outs):
+        if procs[i].returncode != 0 or not o.exists():
+            raise RuntimeError(f"{kind} worker {i} failed (exit {procs[i].returncode})")
+        r = json.loads(o.read_text())
+        lat += r["lat"]
+        done += r["done"]
+        errors += r["errors"]
+    return wall, lat, done, errors
+
+
+def bench_claims(
+    *, agents: int = 8, tasks: int = 500, directory: str | None = None, progress: Callable[[str], None] = lambda m: None
+) -> dict[str, Any]:
+    from .work import Board
+
+    with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
+        root = Path(tmp)
+        store_path = root / "board.db"
+        store = _open(store_path)
+        board = Board(store.session("triage"))
+        progress(f"bench: adding {tasks} tasks")
+        for i in range(tasks):
+            board.add(f"task {i}")
+        raw = _connect_raw(root / "baseline.db")
+        raw.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, status TEXT NOT NULL, owner TEXT)")
+        raw.execute("BEGIN")
+        raw.executemany("INSERT INTO tasks (id, status) VALUES (?, 'open')", ((i,) for i in range(tasks)))
+        raw.execute("COMMIT")
+        raw.close()
+
+        progress(f"bench: {agents} processes drain {tasks} tasks through comity")
+        wall, lat, done, errors = _run_workers("claims", str(store_path), agents, root)
+        progress(f"bench: {agents} processes drain {tasks} rows with UPDATE … WHERE status='open'")
+        bwall, blat, bdone, _ = _run_workers("baseline", str(root / "baseline.db"), agents, root)
+
+        log_done: dict[str, int] = {}
+        s = store.session()
+        after = 0
+        while True:
+            events = s.log(after=after, limit=10_000)
+            if not events:
+                break
+            for e in events:
+                if e["op"] == "task.done":
+                    log_done[e["key"]] = log_done.get(e["key"], 0) + 1
+            after = events[-1]["pos"]
+        store.close()
+        claims_s = round(len(lat) / wall, 1)
+        baseline_s = round(len(blat) / bwall, 1)
+        return {
+            "agents": agents,
+            "tasks": tasks,
+            "claims": len(lat),
+            "completed": len(set(done)),
+            "double_completions": (len(done) - len(set(done))) + sum(n - 1 for n in log_done.values() if n > 1),
+            "not_completed": tasks - len(log_done),
+            "errors": errors,
+            "claims_s": claims_s,
+            "claim_p50_ms": _pct(lat, 0.50),
+            "claim_p99_ms": _pct(lat, 0.99),
+            "baseline_claims_s": baseline_s,
+            "baseline_claim_p50_ms": _pct(blat, 0.50),
+            "claims_ratio": round(claims_s / baseline_s, 3) if baseline_s else None,
+            "wall_s": round(wall, 3),
+            "baseline_wall_s": round(bwall, 3),
+            "pragmas": {**PRAGMAS, "busy_timeout_ms": BUSY_TIMEOUT_MS},
+        }
+
+
+if __name__ == "__main__":
+    import sys
+
+    kind, target, agent, go, out = sys.argv[1:6]
+    (_claims_worker if kind == "claims" else _baseline_worker)(target, agent, go, out)

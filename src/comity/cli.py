@@ -502,6 +502,22 @@ def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, 
             out.print(f"{k:>16}: {v}", markup=False)
 
 
+@command(bench_group, "claims")
+@click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")
+@click.option("--tasks", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Tasks to drain.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go.")
+def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, *, as_json: bool) -> None:
+    """N processes drain M tasks (claim, complete) against a plain SQLite UPDATE queue."""
+    from .bench import bench_claims
+
+    result = bench_claims(agents=agents, tasks=tasks, directory=directory, progress=lambda m: err.print(m, markup=False))
+    if as_json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"{k:>22}: {v}", markup=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="comity", standalone_mode=False)

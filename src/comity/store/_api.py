@@ -268,6 +268,24 @@ class Session:
         clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
         return Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated)
 
+    def get_many(self, keys: list[str]) -> list[Versioned]:
+        """Several keys read from one snapshot (the news rides on the first)."""
+        for k in keys:
+            check_key(k, system=True)
+        codec = self.store.codec
+        with self.store.backend.transaction(write=self.name is not None) as tx:
+            rows = [tx.load(k) for k in keys]
+            head = tx.head()
+            self.interest.update(keys)
+            news, truncated = self._collect(tx, head, self.interest)
+        out = []
+        for k, row in zip(keys, rows):
+            clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+            out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head)))
+        if out:
+            out[0].news, out[0].news_truncated = news, truncated
+        return out
+
     def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The audit trail: events in log order, with their values."""
         if key is not None:

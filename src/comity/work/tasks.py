@@ -54,6 +54,11 @@ def _open_key(task_id: str) -> str:
     return f"{OPEN_PREFIX}{int(task_id[2:]):012d}"
 
 
+def _marker(record: dict[str, Any]) -> dict[str, Any]:
+    """What the ready queue needs without reading the task: who may claim it, what it waits on."""
+    return {"id": record["id"], "assignee": record.get("assignee"), "deps": record.get("deps", [])}
+
+
 def _text(value: object, field: str, cap: int, *, required: bool = False) -> str:
     if value is None and not required:
         return ""
@@ -136,33 +141,41 @@ class Board:
         views.sort(key=lambda t: int(t["id"][2:]))
         return [t for t in views if status is None or t["state"] == status]
 
-    def ready(self, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """Claimable by this agent: open or orphaned, unassigned or assigned to it, dependencies done."""
+    def ready(self, *, limit: int = 1000, full: bool = True) -> list[dict[str, Any]]:
+        """Claimable by this agent: open or orphaned, unassigned or assigned to it, dependencies done.
+
+        Without ``full``, open tasks come as the queue knows them (id, assignee, deps), unread."""
         me = self.session.agent
         expired, now = self.session.expired_leases(TASK_PREFIX, limit=limit)
-        leases = {
-            r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in expired
-        }
-        orphaned = sorted(leases, key=lambda t: int(t[2:]))
-        markers = self.session.scan(OPEN_PREFIX, limit=limit)
-        candidates = orphaned + [m.values[0]["id"] for m in markers if m.values]
+        orphan_ids = sorted((r.resource[len(TASK_PREFIX) :] for r in expired), key=lambda t: int(t[2:]))
+        leases = {r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in expired}
         out: list[dict[str, Any]] = []
         done_cache: dict[str, bool] = {}
-        for tid in dict.fromkeys(candidates):
-            v = self.session.get(task_key(tid))
-            if not v.values:
-                continue
-            view = self._view(v.values[0], leases.get(tid), now, v.context)
-            if view["state"] not in ("open", "orphaned"):
-                continue
-            if view.get("assignee") not in (None, me):
-                continue
-            if not all(self._is_done(d, done_cache) for d in view.get("deps", [])):
-                continue
-            out.append(view)
+        records = self.session.get_many([task_key(t) for t in orphan_ids])
+        for v in records:
+            if v.values:
+                view = self._view(v.values[0], leases.get(v.values[0]["id"]), now, v.context)
+                if view["state"] == "orphaned" and view.get("assignee") in (None, me) and self._deps_done(view, done_cache):
+                    out.append(view)
+        for m in self.session.scan(OPEN_PREFIX, limit=limit):
             if len(out) >= limit:
                 break
+            if not m.values:
+                continue
+            marker = m.values[0]
+            if marker.get("assignee") not in (None, me) or not self._deps_done(marker, done_cache):
+                continue
+            out.append({"id": marker["id"], "state": "open", "assignee": marker.get("assignee"), "deps": marker.get("deps", [])})
+        out = out[:limit]
+        if full:
+            stubs = [i for i, t in enumerate(out) if "title" not in t]
+            for i, v in zip(stubs, self.session.get_many([task_key(out[i]["id"]) for i in stubs])):
+                if v.values:
+                    out[i] = self._view(v.values[0], None, now, v.context)
         return out
+
+    def _deps_done(self, task: dict[str, Any], cache: dict[str, bool]) -> bool:
+        return all(self._is_done(d, cache) for d in task.get("deps", []))
 
     def _is_done(self, dep: str, cache: dict[str, bool]) -> bool:
         if dep not in cache:
@@ -215,16 +228,26 @@ class Board:
         r = self.session.txn(
             ops=[
                 Create(task_key(task_id), record, label="task.add"),
-                Create(_open_key(task_id), {"id": task_id, "assignee": assignee}, label="task.open"),
+                Create(_open_key(task_id), _marker(record), label="task.open"),
             ],
             system=True,
         )
         return {**record, "state": "open", "lease": None, "context": r.results[0]["context"], "news": r.news}
 
-    def _update(self, task_id: str, change: Any, label: str, *, guards: list[Any] | None = None, extra_ops: Any = None) -> dict[str, Any]:
+    def _update(
+        self,
+        task_id: str,
+        change: Any,
+        label: str,
+        *,
+        guards: list[Any] | None = None,
+        extra_ops: Any = None,
+        first: Versioned | None = None,
+    ) -> dict[str, Any]:
         """Re-read, recompute and write with the fresh context until no one wrote between."""
         for _ in range(_RETRIES):
-            v = self._read(task_id)
+            v = first if first is not None else self._read(task_id)
+            first = None
             record = dict(v.values[0])
             new = change(record)
             ops: list[Any] = [Put(task_key(task_id), new, context=v.context, label=label)]
@@ -236,7 +259,11 @@ class Board:
                 if e.key == task_key(task_id):
                     continue
                 raise
-            lease, now = self._lease(task_id)
+            granted = [x for x in r.results if "token" in x and x.get("holder")]
+            if new["status"] == "claimed" and not granted:
+                lease, now = self._lease(task_id)
+            else:  # the transaction itself says what the lease now is
+                lease, now = (granted[0] if granted else None), 0.0
             return {**self._view(new, lease, now, r.results[0]["context"]), "news": r.news}
         raise StaleContext(f"task {task_id} kept changing under contention; retry", key=task_key(task_id))
 
@@ -257,10 +284,13 @@ class Board:
         def marker(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
             m = self.session.get(_open_key(task_id))
             if m.values:
-                return [Put(_open_key(task_id), {"id": task_id, "assignee": agent}, context=m.context, label="task.open")]
+                return [Put(_open_key(task_id), _marker(new), context=m.context, label="task.open")]
             return []
 
         return self._update(task_id, change, "task.assign", extra_ops=marker)
+
+    def _refusal(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
+        return StaleContext(message, key=task_key(task_id), news=news, **detail)
 
     def _refuse(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
         """Log the refused claim on the task's history (for `comity why`), then explain it."""
@@ -279,7 +309,12 @@ class Board:
         context: str | None = None,
         ttl: float | None = None,
         steal: bool = False,
+        record_refusal: bool = True,
     ) -> Claim:
+        """Claim ``task_id``: one transaction takes its lease (a greater fencing token) and marks it.
+
+        Refusals are logged on the task's history (for `comity why`) unless
+        ``record_refusal`` is off (claim_next's lost races are not news)."""
         me = self._agent()
         task_id = parse_task_id(task_id)
         ttl_s = _ttl(ttl)
@@ -299,24 +334,27 @@ class Board:
                     seen,
                     missed=[e["pos"] for e in moved],
                 )
+        refuse = self._refuse if record_refusal else self._refusal
         for _ in range(_RETRIES):
-            v = self._read(task_id)
+            v, marker = self.session.get_many([key, _open_key(task_id)])
+            if not v.values:
+                raise NotFound(f"no task {task_id}; see `comity task list`", id=task_id)
             rec = v.values[0]
             lease, now = self._lease(task_id)
             view = self._view(rec, lease, now)
             state = view["state"]
             if state in ("done", "failed"):
                 by = rec.get("completed_by") or "someone"
-                raise self._refuse(task_id, f"task {task_id} was {'completed' if state == 'done' else 'failed'} by {by}; call `comity task ready`", [], seen)
+                raise refuse(task_id, f"task {task_id} was {'completed' if state == 'done' else 'failed'} by {by}; call `comity task ready`", [], seen)
             if rec.get("assignee") not in (None, me):
-                raise self._refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen, assignee=rec["assignee"])
+                raise refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen, assignee=rec["assignee"])
             if any(not self._is_done(d, {}) for d in rec.get("deps", [])):
-                raise self._refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen)
+                raise refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen)
             stealing = False
             if state == "claimed":
                 holder = lease["holder"] if lease else None
                 if not steal:
-                    raise self._refuse(
+                    raise refuse(
                         task_id,
                         f"task {task_id} is claimed by {holder} (token {lease['token'] if lease else '?'},"
                         f" {lease['expires'] - now if lease else 0:.0f}s left); call `comity task ready`",
@@ -326,7 +364,7 @@ class Board:
                     )
                 status = {a.agent: a for a in agents(self.session, detector=self.detector)}.get(holder or "")
                 if holder != me and (status is None or not status.suspected):
-                    raise self._refuse(
+                    raise refuse(
                         task_id,
                         f"task {task_id} is held by {holder}, who is not suspected"
                         f" (phi {status.phi if status else 0:.1f}); --steal takes only a suspected agent's task",
@@ -337,7 +375,6 @@ class Board:
                 stealing = True
             new = {**rec, "status": "claimed", "claimed_by": me, "attempts": rec.get("attempts", 0) + 1}
             ops: list[Any] = [Acquire(key, ttl_s, steal=stealing), Put(key, new, context=v.context, label="task.claim")]
-            marker = self.session.get(_open_key(task_id))
             if marker.values:
                 ops.append(Delete(_open_key(task_id), context=marker.context, label="task.claimed"))
             try:
@@ -346,7 +383,7 @@ class Board:
                 if e.key in (key, _open_key(task_id)):
                     continue  # the task moved between our read and our write: look again
                 if e.details.get("holder"):
-                    raise self._refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen, holder=e.details["holder"]) from None
+                    raise refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen, holder=e.details["holder"]) from None
                 raise
             grant = r.results[0]
             task = self._view(new, {"holder": me, "token": grant["token"], "expires": grant["expires"]}, now, r.results[1]["context"])
@@ -359,18 +396,28 @@ class Board:
         tried: set[str] = set()
         rng = self.session.store.rng
         for _ in range(_RETRIES):
-            ready = [t for t in self.ready(limit=64) if t["id"] not in tried]
+            ready = [t for t in self.ready(limit=16, full=False) if t["id"] not in tried]
             if not ready:
                 raise NotFound("nothing is ready to claim; see `comity task list`")
             # Spread agents over the first few ready tasks so they do not all race for one.
             pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
             try:
-                return self.claim(pick["id"], ttl=ttl)
+                return self.claim(pick["id"], ttl=ttl, record_refusal=False)
             except (StaleContext, NotFound):
                 tried.add(pick["id"])
         raise NotFound("lost every race for a ready task; retry")
 
-    def _fenced(self, task_id: str, token: int, label: str, change: Any, *, release: bool = False, ttl: float | None = None) -> dict[str, Any]:
+    def _fenced(
+        self,
+        task_id: str,
+        token: int,
+        label: str,
+        change: Any,
+        *,
+        release: bool = False,
+        ttl: float | None = None,
+        first: Versioned | None = None,
+    ) -> dict[str, Any]:
         self._agent()
         task_id = parse_task_id(task_id)
         if isinstance(token, bool) or not isinstance(token, int) or token < 1:
@@ -381,10 +428,10 @@ class Board:
         def extra(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
             ops = [lease_op]
             if new["status"] == "open":
-                ops.append(Create(_open_key(task_id), {"id": task_id, "assignee": new.get("assignee")}, label="task.open"))
+                ops.append(Create(_open_key(task_id), _marker(new), label="task.open"))
             return ops
 
-        return self._update(task_id, change, label, guards=[Holds(key, token)], extra_ops=extra)
+        return self._update(task_id, change, label, guards=[Holds(key, token)], extra_ops=extra, first=first)
 
     def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
@@ -407,7 +454,8 @@ class Board:
         me = self._agent()
         task_id = parse_task_id(task_id)
         result = _text(result, "result", _BODY_MAX)
-        current = self._read(task_id).values[0]
+        first = self._read(task_id)
+        current = first.values[0]
         if current["status"] == "done":
             if current.get("done_token") == token and current.get("completed_by") == me:
                 return {**self.show(task_id), "replayed": True}  # the same completion, retried
@@ -419,7 +467,7 @@ class Board:
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             return {**rec, "status": "done", "result": result, "completed_by": me, "done_token": token}
 
-        return self._fenced(task_id, token, "task.done", change, release=True)
+        return self._fenced(task_id, token, "task.done", change, release=True, first=first)
 
     def release(self, task_id: str, token: int) -> dict[str, Any]:
         def change(rec: dict[str, Any]) -> dict[str, Any]:
