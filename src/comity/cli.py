@@ -159,6 +159,8 @@ def get_cmd(obj: Ctx, key: str, *, as_json: bool) -> None:
         out.print(f"{key}: (absent)", markup=False)
     for value in v.values:
         out.print(json.dumps(value, ensure_ascii=False), markup=False)
+    if v.type is not None:
+        err.print(f"{key} is a {v.type} CRDT: change it with `comity update`", markup=False)
     if len(v.values) > 1:
         err.print(f"{key} has {len(v.values)} siblings; write with this context to resolve them", markup=False)
     err.print(f"context: {v.context}", markup=False)
@@ -198,6 +200,24 @@ def create_cmd(obj: Ctx, key: str, json_value: str, request_id: str | None, *, a
     """Write JSON_VALUE to KEY only if KEY does not exist (exit 3 naming the holder if it does)."""
     value = parse_json(json_value, "JSON_VALUE")
     _written(obj.session().create(key, value, request_id=request_id), as_json)
+
+
+@command(cli, "update")
+@click.argument("key")
+@click.argument("op")
+@click.argument("json_arg", metavar="[JSON_ARG]", required=False)
+@click.option("--type", "crdt", metavar="TYPE", help="The CRDT type, on a key's first update: gcounter, pncounter, lww, mvreg, orset, flag, ormap.")
+@_request_id
+def update_cmd(obj: Ctx, key: str, op: str, json_arg: str | None, crdt: str | None, request_id: str | None, *, as_json: bool) -> None:
+    """Apply a CRDT operation to KEY: merges, never stale (e.g. `update labels/T-12 add '"backend"' --type orset`)."""
+    arg = None if json_arg is None else parse_json(json_arg, "JSON_ARG")
+    r = obj.session().update(key, op, arg, type=crdt, request_id=request_id)
+    res = r.results[0]
+    print_news(r.news, r.news_truncated)
+    if as_json:
+        _print_json({**res, "news": r.news})
+    else:
+        out.print(json.dumps(res["value"], ensure_ascii=False), markup=False)
 
 
 @command(cli, "delete")

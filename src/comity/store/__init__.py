@@ -14,7 +14,7 @@ from ._api import News, Session, Store, TxnResult, Versioned, Written
 from ._backend import Backend, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta, Tx
 from ._discovery import check_location, discover, resolve_path
 from ._sqlite import PRAGMAS, SCHEMA_VERSION, SQLiteBackend
-from ._txn import Absent, Acquire, Create, Delete, Guard, Holds, Next, Note, Op, Put, Release, Renew, Unchanged
+from ._txn import Absent, Acquire, Create, Delete, Guard, Holds, Next, Note, Op, Put, Release, Renew, Unchanged, Update
 
 __all__ = [
     "open",
@@ -34,6 +34,7 @@ __all__ = [
     "Acquire",
     "Renew",
     "Release",
+    "Update",
     "Next",
     "Note",
     "Guard",

@@ -21,6 +21,8 @@ from ._txn import (
     Guard,
     Op,
     Put,
+    Update,
+    crdt_of,
     event_json,
     live_values,
 )
@@ -42,6 +44,7 @@ class Versioned:
     context: str
     news: list[dict[str, Any]] = field(default_factory=list)
     news_truncated: bool = False
+    type: str | None = None  # the CRDT type, for keys changed with update
 
     @property
     def value(self) -> Any:
@@ -52,6 +55,8 @@ class Versioned:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "values": self.values, "context": self.context, "news": self.news}
+        if self.type is not None:
+            out["type"] = self.type
         if self.news_truncated:
             out["news_truncated"] = True
         return out
@@ -266,7 +271,7 @@ class Session:
             self.interest.add(key)
             news, truncated = self._collect(tx, head, self.interest)
         clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
-        return Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated)
+        return Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated, crdt_of(clock))
 
     def get_many(self, keys: list[str]) -> list[Versioned]:
         """Several keys read from one snapshot (the news rides on the first)."""
@@ -281,7 +286,7 @@ class Session:
         out = []
         for k, row in zip(keys, rows):
             clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
-            out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head)))
+            out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head), type=crdt_of(clock)))
         if out:
             out[0].news, out[0].news_truncated = news, truncated
         return out
@@ -369,7 +374,7 @@ class Session:
         with self.store.backend.transaction(write=True) as tx:
             outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
             for o in ops:
-                if isinstance(o, (Put, Create, Delete)):
+                if isinstance(o, (Put, Create, Delete, Update)):
                     self.interest.add(o.key)
             for g in guards:
                 key = getattr(g, "key", None)
@@ -396,6 +401,13 @@ class Session:
     def create(self, key: str, value: Any, *, request_id: str | None = None) -> Written:
         """Write ``value`` only if ``key`` has no live value; StaleContext names who has it."""
         return self._write(Create(key, value), request_id)
+
+    def update(self, key: str, op: str, arg: Any = None, *, type: str | None = None, request_id: str | None = None) -> TxnResult:
+        """Apply a CRDT operation to ``key`` (typed by ``type`` on its first update).
+
+        Never stale: concurrent updates merge.  The result's ``results[0]`` has the
+        ``type``, the new ``value`` and a ``context``."""
+        return self.txn(ops=[Update(key, op, arg, type)], request_id=request_id)
 
     def delete(self, key: str, *, context: str | None = None, request_id: str | None = None) -> Written:
         """Leave a tombstone; the same context rules as put."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
+from ..crdt import TYPES, UpdateContext, crdt_type
 from ..errors import Fenced, Invalid, LeaseExpired, StaleContext
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
 from ._codec import ContextCodec, check_key, compact_json, dump_value
@@ -34,6 +35,7 @@ __all__ = [
     "Acquire",
     "Renew",
     "Release",
+    "Update",
     "Next",
     "Note",
     "Guard",
@@ -103,6 +105,18 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
+class Update:
+    """Apply ``op(arg)`` to the CRDT held by ``key`` (typed ``type`` by its first update).
+
+    Needs no context and is never stale: CRDT operations commute (Shapiro et al. 2011)."""
+
+    key: str
+    op: str
+    arg: Any = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Next:
     """Take the next number of sequence ``name``: unique, increasing, never reissued."""
 
@@ -144,7 +158,7 @@ class Release:
 
 
 Guard = Union[Unchanged, Absent, Holds]
-Op = Union[Put, Create, Delete, Next, Note, Acquire, Renew, Release]
+Op = Union[Put, Create, Delete, Update, Next, Note, Acquire, Renew, Release]
 
 SEQ_PREFIX = "@seq/"
 _LABEL = re.compile(r"[a-z][a-z0-9_.\-]{0,31}")
@@ -155,8 +169,21 @@ _LEASE_OPS = (Acquire, Renew, Release)
 # ----------------------------------------------------------------------- helpers
 
 
+def _reveal(w: list[Any]) -> Any:
+    # [value] is a plain value; [state, type] a CRDT's state, read as its value.
+    return w[0] if len(w) == 1 else TYPES[w[1]].from_json(w[0]).value()
+
+
 def live_values(clock: DVVSet) -> list[Any]:
-    return [w[0] for w in clock.values() if w]
+    return [_reveal(w) for w in clock.values() if w]
+
+
+def crdt_of(clock: DVVSet) -> str | None:
+    """The CRDT type a key holds, or None for a plain (or absent) key."""
+    for w in clock.values():
+        if len(w) == 2:
+            return str(w[1])
+    return None
 
 
 def has_live(clock: DVVSet) -> bool:
@@ -241,6 +268,16 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int, system: b
                     if not system:
                         raise Invalid("type", "notes are for comity's own layers")
                     texts[i] = dump_value(o.detail, max_value_bytes, "detail")
+            elif isinstance(o, Update):
+                check_key(o.key, system=system)
+                if o.key in seen_keys:
+                    raise Invalid("key", f"{o.key!r} is written twice in one transaction; combine the writes")
+                seen_keys.add(o.key)
+                if not isinstance(o.op, str) or not o.op:
+                    raise Invalid("op", "name the operation, e.g. 'add' or 'inc'")
+                if o.type is not None:
+                    crdt_type(o.type)
+                texts[i] = dump_value({"op": o.op, "arg": o.arg}, max_value_bytes, "arg")
             elif isinstance(o, Next):
                 check_key(o.name, "name")
                 if SEQ_PREFIX + o.name in seen_keys:
@@ -360,6 +397,9 @@ class Executor:
             if isinstance(o, _KEY_OPS):
                 res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks)
                 appended += 1
+            elif isinstance(o, Update):
+                res, last_pos = self._crdt(tx, caller, request_id, o, texts[i], rows, clocks)
+                appended += 1
             elif isinstance(o, Next):
                 res, last_pos = self._next(tx, caller, request_id, o, rows, clocks)
                 appended += 1
@@ -390,6 +430,8 @@ class Executor:
         key = o.key
         clock = self._clock(tx, key, rows, clocks)
         row = rows[key]
+        if not isinstance(o, Delete) and crdt_of(clock) is not None:
+            raise Invalid("key", f"{key!r} is a {crdt_of(clock)} CRDT; change it with update, not put or create")
         seen_pos: int | None = None
         value = o.value if isinstance(o, (Put, Create)) else None
         keep_both = isinstance(o, Put) and o.keep_both
@@ -463,6 +505,47 @@ class Executor:
         clocks[key] = new
         rows[key] = state
         return new, joined, counter, pos
+
+    def _crdt(
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        o: Update,
+        text: str,
+        rows: dict[str, KeyRow | None],
+        clocks: dict[str, DVVSet],
+    ) -> tuple[dict[str, Any], int]:
+        key = o.key
+        clock = self._clock(tx, key, rows, clocks)
+        held = crdt_of(clock)
+        if held is None and has_live(clock):
+            raise Invalid("key", f"{key!r} holds a plain value, not a CRDT; write it with put, or use another key")
+        type_name = held or o.type
+        if type_name is None:
+            raise Invalid("type", f"{key!r} has no CRDT type yet: give one with --type ({', '.join(TYPES)})")
+        if o.type is not None and o.type != type_name:
+            raise Invalid("type", f"{key!r} is a {type_name}, not a {o.type}; leave --type out or use another key")
+        cls = crdt_type(type_name)
+        states = [w[0] for w in clock.values() if len(w) == 2]
+        state = cls.new()
+        for st in states:  # siblings of a CRDT merge; they are never shown side by side
+            state = state.merge(cls.from_json(st))
+        stamp = HLCTimestamp.decode(self._stamp(rows[key]))
+        delta = state.update(o.op, o.arg, self.meta.replica_id, UpdateContext(time=stamp))
+        new_state = state.merge(delta).to_json()
+        dump_value(new_state, self.max_value_bytes, "value")
+        event_text = compact_json({"op": o.op, "arg": o.arg, "delta": delta.to_json()})
+        new, joined, counter, pos = self._commit(
+            tx, caller, request_id, key, f"update.{o.op}"[:32], clock, clock.join(), [new_state, type_name], event_text, None, rows, clocks
+        )
+        return {
+            "key": key,
+            "type": type_name,
+            "value": cls.from_json(new_state).value(),
+            "context": self.codec.seal(key, joined, pos),
+            "pos": pos,
+        }, pos
 
     def _next(
         self, tx: Tx, caller: Caller, request_id: str, o: Next, rows: dict[str, KeyRow | None], clocks: dict[str, DVVSet]
