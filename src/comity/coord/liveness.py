@@ -105,11 +105,14 @@ def agents(
     leases, now = session.leases("")
     actions: dict[str, list[float]] = {}
     beats: dict[str, float] = {}
+    counted: set[str] = set()
     for e in events:
         t = _wall(e["hlc"])
         if e["op"] == HEARTBEAT_OP:
             beats[e["agent"]] = t
-        else:
+        elif e["request_id"] not in counted:
+            # One action is one transaction: a claim writes several events, all one request.
+            counted.add(e["request_id"])
             actions.setdefault(e["agent"], []).append(t)
     holds: dict[str, list[dict[str, Any]]] = {}
     for lease in leases:

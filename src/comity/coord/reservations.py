@@ -42,12 +42,14 @@ def normalize(pattern: object, field: str = "paths") -> str:
     if not isinstance(pattern, str) or not pattern.strip():
         raise Invalid(field, "each path or glob must be a non-empty string, e.g. 'src/app.py' or 'src/**'")
     p = pattern.strip().replace("\\", "/")
+    if p.startswith("/"):
+        raise Invalid(field, f"{pattern[:60]!r} is absolute; use a path relative to the repository root")
     while p.startswith("./"):
         p = p[2:]
     p = "/".join(seg for seg in p.split("/") if seg not in ("", "."))
     if len(p) > _MAX_PATTERN or not p:
         raise Invalid(field, f"{pattern[:60]!r} is empty or longer than {_MAX_PATTERN} characters")
-    if p.startswith("/") or ".." in p.split("/") or any(ord(c) < 32 for c in p):
+    if ".." in p.split("/") or any(ord(c) < 32 for c in p):
         raise Invalid(field, f"{pattern[:60]!r}: use a path relative to the repository, without '..'")
     return p
 

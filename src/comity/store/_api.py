@@ -118,9 +118,11 @@ class News:
         return {"events": self.events, "truncated": self.truncated, "position": self.position}
 
 
-def _check_agent(agent: object, field: str = "agent") -> str:
+def check_agent(agent: object, field: str = "agent") -> str:
     if not isinstance(agent, str) or not agent:
-        raise Invalid(field, "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
+        if field == "agent":
+            raise Invalid(field, "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
+        raise Invalid(field, f"must be an agent name, got {agent!r}")
     if len(agent) > _AGENT_MAX or not all(c.isalnum() or c in "_.-@+:" for c in agent):
         raise Invalid(field, f"{agent[:40]!r} is not a valid name: use up to {_AGENT_MAX} letters, digits and _ . - @ + :")
     return agent
@@ -202,11 +204,11 @@ class Session:
 
     def __init__(self, store: Store, agent: str | None, name: str | None) -> None:
         self.store = store
-        self.agent = None if agent is None else _check_agent(agent)
+        self.agent = None if agent is None else check_agent(agent)
         self.name = name
         self.interest: set[str] = set()
         if name is not None:
-            _check_agent(name, "session")
+            check_agent(name, "session")
             self.id = name
             with store.backend.transaction(write=False) as tx:
                 row = tx.load_session(name)
@@ -226,7 +228,7 @@ class Session:
         limit = self.store.news_limit
         # An active session is near the head, so scanning what came after its position and
         # filtering in memory is cheapest; far behind, ask the log's (key, pos) index instead.
-        rows = tx.events(self.position, exclude_session=self.id, limit=_SCAN + 1)
+        rows = tx.events(self.position, exclude_session=self.id, limit=(_SCAN if keys is not None else limit) + 1)
         if keys is not None:
             wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
             if len(rows) <= _SCAN:

@@ -47,6 +47,7 @@ class LeaseRow:
     token: int
     expires: float
     pos: int = 0
+    hlc: str = ""  # the HLC time of its last event, so the next one is later
 
 
 @dataclass(slots=True)

@@ -38,10 +38,11 @@ def check_key(key: object, field: str = "key", *, system: bool = False) -> str:
         raise Invalid(field, f"must be a string, got {type(key).__name__}")
     if not key:
         raise Invalid(field, "must not be empty; use a path-like name such as 'files/db/0267.sql'")
-    if len(key.encode()) > KEY_MAX_BYTES:
-        raise Invalid(field, f"is {len(key.encode())} bytes; keys are at most {KEY_MAX_BYTES} bytes")
     if key.startswith("@"):
         raise Invalid(field, f"{key[:80]!r}: keys starting with '@' are comity's own (tasks, sequences); use the task, seq or reserve commands")
+    if len(key) > KEY_MAX_BYTES:
+        raise Invalid(field, f"is {len(key)} characters; keys are at most {KEY_MAX_BYTES}")
+    # The pattern admits ASCII only, so a key that passes is as many bytes as characters.
     if _KEY_RE.fullmatch(key) is None or "//" in key or key.endswith("/"):
         raise Invalid(
             field,
@@ -55,12 +56,15 @@ def dump_value(value: Any, max_bytes: int, field: str = "value") -> str:
     """Canonical JSON of a value, refusing what JSON cannot carry or what is too big."""
     try:
         text = compact_json(value)
-    except (TypeError, ValueError) as e:
+        size = len(text.encode())
+    except (TypeError, ValueError) as e:  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise Invalid(field, f"must be JSON (strings, numbers, booleans, null, lists, objects): {e}") from None
-    if len(text.encode()) > max_bytes:
+    except RecursionError:
+        raise Invalid(field, "is nested too deeply to store; flatten it") from None
+    if size > max_bytes:
         raise Invalid(
             field,
-            f"is {len(text.encode())} bytes of JSON; the cap is {max_bytes} bytes "
+            f"is {size} bytes of JSON; the cap is {max_bytes} bytes "
             "(store a path or a digest instead, or raise max_value_bytes)",
         )
     return text
@@ -70,6 +74,8 @@ def parse_json(text: str, field: str) -> Any:
     """Parse JSON typed by a person or an agent, with an error that says how to quote it."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise Invalid(field, "is nested too deeply; flatten it") from None
     except (TypeError, ValueError) as e:
         raise Invalid(
             field,

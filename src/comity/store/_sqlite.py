@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import time  # only to wait out a lock while a fresh store is set up
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
 
 PRAGMAS = {"journal_mode": "wal", "synchronous": "FULL"}
 DEFAULT_BUSY_TIMEOUT_S = 30.0
+_OPEN_RETRY_S = 0.005
 
 _EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen"
 
@@ -51,7 +53,7 @@ def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
     db.execute("CREATE TABLE requests (request_id TEXT PRIMARY KEY, digest TEXT NOT NULL, outcome TEXT NOT NULL) WITHOUT ROWID")
     db.execute(
         "CREATE TABLE leases (resource TEXT PRIMARY KEY, holder TEXT, token INTEGER NOT NULL, expires REAL NOT NULL,"
-        " pos INTEGER NOT NULL) WITHOUT ROWID"
+        " pos INTEGER NOT NULL, hlc TEXT NOT NULL) WITHOUT ROWID"
     )
     # Finding orphaned work (held leases past their expiry) must not scan every lease ever granted.
     db.execute("CREATE INDEX leases_held ON leases (expires) WHERE holder IS NOT NULL")
@@ -108,14 +110,15 @@ class _SQLiteTx:
         self.db.execute("UPDATE keys SET pos = ? WHERE key = ?", (pos, key))
 
     def lease(self, resource: str) -> LeaseRow | None:
-        row = self.db.execute("SELECT holder, token, expires, pos FROM leases WHERE resource = ?", (resource,)).fetchone()
-        return None if row is None else LeaseRow(resource, row[0], row[1], row[2], row[3])
+        row = self.db.execute("SELECT holder, token, expires, pos, hlc FROM leases WHERE resource = ?", (resource,)).fetchone()
+        return None if row is None else LeaseRow(resource, row[0], row[1], row[2], row[3], row[4])
 
     def save_lease(self, row: LeaseRow) -> None:
         self.db.execute(
-            "INSERT INTO leases (resource, holder, token, expires, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource)"
-            " DO UPDATE SET holder = excluded.holder, token = excluded.token, expires = excluded.expires, pos = excluded.pos",
-            (row.resource, row.holder, row.token, row.expires, row.pos),
+            "INSERT INTO leases (resource, holder, token, expires, pos, hlc) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource)"
+            " DO UPDATE SET holder = excluded.holder, token = excluded.token, expires = excluded.expires,"
+            " pos = excluded.pos, hlc = excluded.hlc",
+            (row.resource, row.holder, row.token, row.expires, row.pos, row.hlc),
         )
 
     def append(self, e: EventRow) -> int:
@@ -203,7 +206,7 @@ class _SQLiteTx:
 
     def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:
         rows = self.db.execute(
-            "SELECT resource, holder, token, expires, pos FROM leases WHERE holder IS NOT NULL AND expires <= ?"
+            "SELECT resource, holder, token, expires, pos, hlc FROM leases WHERE holder IS NOT NULL AND expires <= ?"
             " AND resource >= ? AND resource < ? ORDER BY expires LIMIT ?",
             (now, prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
@@ -211,7 +214,7 @@ class _SQLiteTx:
 
     def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
         rows = self.db.execute(
-            "SELECT resource, holder, token, expires, pos FROM leases WHERE resource >= ? AND resource < ?"
+            "SELECT resource, holder, token, expires, pos, hlc FROM leases WHERE resource >= ? AND resource < ?"
             " ORDER BY resource LIMIT ?",
             (prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
@@ -273,7 +276,17 @@ class SQLiteBackend:
             raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = self.db.execute("PRAGMA journal_mode = wal").fetchone()[0]
+            # Switching a new file to WAL takes a lock SQLite does not wait for: processes
+            # opening a fresh store together retry here until the first has set it up.
+            attempts = max(1, int(busy_timeout / _OPEN_RETRY_S))
+            for attempt in range(attempts):
+                try:
+                    mode = self.db.execute("PRAGMA journal_mode = wal").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e) or attempt == attempts - 1:
+                        raise
+                    time.sleep(_OPEN_RETRY_S)
             if mode != "wal":
                 raise Unavailable(f"the store at {self.path} could not switch to WAL (journal_mode={mode}); is it on a network filesystem?")
             self.db.execute("PRAGMA synchronous = FULL")

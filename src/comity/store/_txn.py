@@ -199,6 +199,7 @@ def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
         "session": e.session,
         "dot": [e.replica, e.counter],
         "hlc": e.hlc,
+        "request_id": e.request_id,
     }
     if e.seen is not None:
         out["seen"] = e.seen
@@ -463,7 +464,7 @@ class Executor:
             "dot": [self.meta.replica_id, counter],
         }, pos
 
-    def _stamp(self, row: KeyRow | None) -> str:
+    def _stamp(self, row: KeyRow | LeaseRow | None) -> str:
         # Events of one key carry increasing HLC times even across processes: the encoding is
         # fixed-width, so comparing strings compares times, and only a lagging clock decodes.
         stamp = self.hlc.now().encode()
@@ -627,24 +628,32 @@ class Executor:
             expires = now + o.ttl
             detail = {"token": token, "expires": expires, "previous": previous}
             op = "steal" if o.steal and previous else "acquire"
-            pos = self._lease_event(tx, caller, request_id, resource, op, token, detail, lease.pos if lease else 0)
-            tx.save_lease(LeaseRow(resource, caller.agent, token, expires, pos))
+            pos, stamp = self._lease_event(tx, caller, request_id, resource, op, token, detail, lease)
+            tx.save_lease(LeaseRow(resource, caller.agent, token, expires, pos, stamp))
             return {"resource": resource, "holder": caller.agent, **detail}, pos
         lease = self._check_holds(tx, resource, o.token, now)
         if isinstance(o, Renew):
             lease.expires = now + o.ttl
             tx.save_lease(lease)
             return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": lease.expires}, 0
-        pos = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token}, lease.pos)
-        tx.save_lease(LeaseRow(resource, None, lease.token, now, pos))
+        pos, stamp = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token}, lease)
+        tx.save_lease(LeaseRow(resource, None, lease.token, now, pos, stamp))
         return {"resource": resource, "holder": None, "token": lease.token}, pos
 
     def _lease_event(
-        self, tx: Tx, caller: Caller, request_id: str, resource: str, op: str, token: int, detail: dict[str, Any], prev: int
-    ) -> int:
-        stamp = self.hlc.now().encode()
+        self,
+        tx: Tx,
+        caller: Caller,
+        request_id: str,
+        resource: str,
+        op: str,
+        token: int,
+        detail: dict[str, Any],
+        lease: LeaseRow | None,
+    ) -> tuple[int, str]:
+        stamp = self._stamp(lease)
         e = EventRow(
             LEASE_PREFIX + resource, op, caller.agent, caller.session, self.meta.replica_id, token, stamp, request_id,
-            None, json.dumps(detail), prev=prev,
+            None, compact_json(detail), prev=lease.pos if lease is not None else 0,
         )
-        return tx.append(e)
+        return tx.append(e), stamp

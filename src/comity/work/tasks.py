@@ -21,6 +21,7 @@ from ..coord.leases import DEFAULT_TTL_S
 from ..coord.liveness import PhiAccrual, agents
 from ..coord.sequences import next_number
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..store._api import check_agent
 from ..store import Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned
 
 __all__ = ["Board", "Claim", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
@@ -67,6 +68,16 @@ def _text(value: object, field: str, cap: int, *, required: bool = False) -> str
     if len(value) > cap:
         raise Invalid(field, f"is {len(value)} characters; the cap is {cap}")
     return value
+
+
+def _token(token: object) -> int:
+    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        raise Invalid("token", f"must be the fencing token your claim returned, got {token!r}")
+    return token
+
+
+def _assignee(agent: object, field: str = "assignee") -> str | None:
+    return None if agent is None else check_agent(agent, field)
 
 
 def _ttl(ttl: object) -> float:
@@ -205,6 +216,7 @@ class Board:
         for d in dep_ids:
             if not self.session.get(task_key(d)).values:
                 raise NotFound(f"dependency {d} does not exist; add it first", field="deps")
+        assignee = _assignee(assignee)
         label_list = list(dict.fromkeys(labels))
         if not all(isinstance(lab, str) and 0 < len(lab) <= 64 for lab in label_list):
             raise Invalid("labels", "each label is a string of 1 to 64 characters")
@@ -270,8 +282,7 @@ class Board:
     def assign(self, task_id: str, agent: str | None) -> dict[str, Any]:
         self._agent()
         task_id = parse_task_id(task_id)
-        if agent is not None and (not isinstance(agent, str) or not agent):
-            raise Invalid("agent", "name the agent to assign the task to")
+        agent = _assignee(agent, "agent")
 
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             if rec["status"] in ("done", "failed"):
@@ -420,9 +431,8 @@ class Board:
     ) -> dict[str, Any]:
         self._agent()
         task_id = parse_task_id(task_id)
-        if isinstance(token, bool) or not isinstance(token, int) or token < 1:
-            raise Invalid("token", f"must be the fencing token your claim returned, got {token!r}")
         key = task_key(task_id)
+        token = _token(token)
         lease_op: Any = Release(key, token) if release else Renew(key, token, _ttl(ttl))
 
         def extra(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
@@ -436,7 +446,7 @@ class Board:
     def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
-        r = self.session.txn(ops=[Renew(key, token, _ttl(ttl))], system=True).results[0]
+        r = self.session.txn(ops=[Renew(key, _token(token), _ttl(ttl))], system=True).results[0]
         return {"id": task_id, "token": r["token"], "expires": r["expires"]}
 
     def checkpoint(self, task_id: str, token: int, note: str, *, ttl: float | None = None) -> dict[str, Any]:
@@ -453,6 +463,7 @@ class Board:
     def done(self, task_id: str, token: int, *, result: str = "") -> dict[str, Any]:
         me = self._agent()
         task_id = parse_task_id(task_id)
+        token = _token(token)
         result = _text(result, "result", _BODY_MAX)
         first = self._read(task_id)
         current = first.values[0]
