@@ -282,7 +282,7 @@ class Board:
     def assign(self, task_id: str, agent: str | None) -> dict[str, Any]:
         self._agent()
         task_id = parse_task_id(task_id)
-        agent = _assignee(agent, "agent")
+        agent = _assignee(agent)
 
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             if rec["status"] in ("done", "failed"):
