@@ -12,6 +12,15 @@ SURFACE = {
         "ComityError", "StaleContext", "Fenced", "LeaseExpired", "NotFound", "Invalid", "Unavailable",
         "__version__",
     ],
+    "comity.crdt": [
+        "CRDT", "UpdateContext", "GCounter", "PNCounter", "LWWRegister", "MVRegister", "ORSet", "EWFlag", "ORMap",
+        "TYPES", "crdt_type",
+    ],
+    "comity.coord": [
+        "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
+        "Reservation", "overlaps", "reserve", "release", "reservations",
+    ],
+    "comity.work": ["Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"],
     "comity.causal": ["Dot", "Ordering", "VersionVector", "DVVSet", "HLC", "HLCTimestamp"],
     "comity.store": [
         "open", "locate", "Store", "Session", "Versioned", "Written", "TxnResult", "News",

@@ -1,10 +1,9 @@
 """Causal contexts and dot stores: the machinery shared by the causal CRDTs.
 
-Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), section 6:
-a causal CRDT is a *dot store* (DotSet, DotFun or DotMap) paired with a *causal
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018): a causal CRDT is a *dot store* (DotSet, DotFun or DotMap) paired with a *causal
 context*, the set of dots it has seen.  A dot seen but absent from the store was
-removed; that is how removes travel without tombstones.  The context is kept compact
-(section 7.1): a version vector for the contiguous prefix of each replica's dots, plus
+removed; that is how removes travel without tombstones.  The context is kept compact:
+a version vector for the contiguous prefix of each replica's dots, plus
 a "dot cloud" of the dots not yet contiguous with it.
 """
 
@@ -152,7 +151,7 @@ class Kind(ABC, Generic[S]):
     """How one causal type's dot store joins, reads, mutates and serializes.
 
     A causal CRDT is a store of its kind plus a context; an ORMap field is a store alone,
-    sharing the map's context (the paper's embedding, section 6.3).
+    sharing the map's context (the paper's ORMap embedding).
     """
 
     @abstractmethod

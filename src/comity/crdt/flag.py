@@ -1,7 +1,7 @@
 """Enable-wins flag: a boolean where a concurrent enable beats a disable.
 
-Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), figure 8
-(EWFlag): a DotSet of the enables not yet disabled, in a causal context.  ``enable``
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), EWFlag:
+a DotSet of the enables not yet disabled, in a causal context.  ``enable``
 mints a dot that supersedes the enables it has seen; ``disable`` ships those dots
 only, so an enable it did not see survives.
 """

@@ -1,9 +1,8 @@
 """G-Counter: a grow-only counter, one monotonic entry per replica.
 
 Shapiro, Preguiça, Baquero, Zawirski, "A comprehensive study of Convergent and
-Commutative Replicated Data Types" (INRIA RR-7506, 2011), specification 6; delta
-mutator after Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC
-2018), figure 3: the delta of ``inc`` is the incrementing replica's new entry alone.
+Commutative Replicated Data Types" (INRIA RR-7506, 2011); delta mutator after
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018): the delta of ``inc`` is the incrementing replica's new entry alone.
 The entries are a :class:`~comity.causal.VersionVector`, whose merge is the pointwise max.
 """
 

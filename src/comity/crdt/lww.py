@@ -1,7 +1,7 @@
 """LWW-Register: the write with the greatest (HLC time, replica) wins.
 
 Shapiro, Preguiça, Baquero, Zawirski, "A comprehensive study of Convergent and
-Commutative Replicated Data Types" (INRIA RR-7506, 2011), specification 8, ordered by
+Commutative Replicated Data Types" (INRIA RR-7506, 2011), ordered by
 hybrid logical clocks (Kulkarni et al., "Logical Physical Clocks", OPODIS 2014) so
 that a write never loses to one it causally follows; the replica id breaks ties of
 time.  The delta of ``set`` is the one-write register itself (Almeida, Shoker,

@@ -1,9 +1,8 @@
 """MV-Register: a register that keeps concurrent writes as siblings.
 
 Shapiro, Preguiça, Baquero, Zawirski, "A comprehensive study of Convergent and
-Commutative Replicated Data Types" (INRIA RR-7506, 2011), specification 10, in the
-causal form of Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC
-2018), figure 9: a DotFun from each write's dot to its value, in a causal context.
+Commutative Replicated Data Types" (INRIA RR-7506, 2011), in the causal form of
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018): a DotFun from each write's dot to its value, in a causal context.
 ``set`` mints a dot and its delta's context covers every value the writer has seen,
 so a causally later write replaces them and concurrent writes survive side by side.
 """

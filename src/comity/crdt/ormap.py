@@ -1,7 +1,7 @@
 """OR-Map: a map from field names to nested CRDTs, with observed-remove of fields.
 
-Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), figure 10
-(ORMap): a DotMap from each field to its value's dot store, all sharing the map's one
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), ORMap:
+a DotMap from each field to its value's dot store, all sharing the map's one
 causal context.  Updating a field runs the nested delta-mutator in that shared
 context; removing a field ships the dots it has seen, so its value resets to bottom
 there while a concurrent update (dots the remover never saw) survives.  A field is
@@ -10,13 +10,14 @@ two types both survive (value() then shows them as ``name@type``).
 
 The causal types nest as their own dot stores.  Counters and the LWW register are
 not dot stores; a field of theirs is a DotFun from one dot per replica to that
-replica's own contributions (for counters, the causal counter of Baquero's
-delta-enabled-crdts), so a remove resets what it observed and no replica's entry
-ever has to go backwards.
+replica's own contributions (for counters, as the causal counter "ccounter" of
+Baquero's delta-enabled-crdts library), so a remove resets what it observed and a
+replica that counts again after a reset never needs its entry to go backwards.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import reduce
 from typing import Any, ClassVar
@@ -113,9 +114,9 @@ class _ORMapKind(Kind[Store]):
         return (d for (_, t), s in store.items() for d in _KINDS[t].dots(s))
 
     def value(self, store: Store) -> dict[str, Any]:
-        names = [name for name, _ in store]
+        types = Counter(name for name, _ in store)
         return {
-            name if names.count(name) == 1 else f"{name}@{t}": _KINDS[t].value(store[name, t])
+            name if types[name] == 1 else f"{name}@{t}": _KINDS[t].value(store[name, t])
             for name, t in sorted(store)
         }
 

@@ -2,7 +2,7 @@
 
 Bieniusa, Zawirski, Preguiça, Shapiro, Baquero, Balegas, Duarte, "An optimized
 conflict-free replicated set" (arXiv:1210.3368, 2012), in the delta form of Almeida,
-Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018), figure 7: a DotMap
+Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018) (AWSet): a DotMap
 from each element to the dots of its adds, in a causal context.  ``add`` mints a dot
 and supersedes the element's dots the adder has seen; ``remove`` ships only those
 dots, in a context, so a concurrent add (a dot the remover never saw) wins.

@@ -1,9 +1,8 @@
 """PN-Counter: a counter that goes both ways, as two G-Counters (increments, decrements).
 
 Shapiro, Preguiça, Baquero, Zawirski, "A comprehensive study of Convergent and
-Commutative Replicated Data Types" (INRIA RR-7506, 2011), specification 7; delta
-mutators after Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC
-2018), section 4: a delta carries only the changed replica's entry of one side.
+Commutative Replicated Data Types" (INRIA RR-7506, 2011); delta mutators after
+Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC 2018): a delta carries only the changed replica's entry of one side.
 """
 
 from __future__ import annotations
