@@ -273,10 +273,11 @@ def news_cmd(obj: Ctx, limit: int, *, as_json: bool) -> None:
 
 @command(cli, "keys")
 @click.argument("prefix", default="")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
-def keys_cmd(obj: Ctx, prefix: str, limit: int, *, as_json: bool) -> None:
-    """List keys starting with PREFIX (deleted keys keep a tombstone and are listed)."""
-    keys = obj.session().keys(prefix, limit=limit)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="At most this many keys.")
+@click.option("--deleted", is_flag=True, help="Also list deleted keys (they keep a tombstone).")
+def keys_cmd(obj: Ctx, prefix: str, limit: int, deleted: bool, *, as_json: bool) -> None:
+    """List keys starting with PREFIX (comity's own '@' keys only when PREFIX starts with '@')."""
+    keys = obj.session().keys(prefix, limit=limit, deleted=deleted)
     if as_json:
         _print_json(keys)
     else:

@@ -310,9 +310,7 @@ class Session:
         if not isinstance(prefix, str):
             raise Invalid("prefix", "must be a string")
         with self.store.backend.transaction(write=False) as tx:
-            keys = tx.keys(prefix, limit, live_only=not deleted)
-        # comity's own '@' keys sort first; list them only when asked for by prefix.
-        return keys if prefix.startswith("@") else [k for k in keys if not k.startswith("@")]
+            return tx.keys(prefix, limit, live_only=not deleted)
 
     def scan(self, prefix: str, *, limit: int = 100_000) -> list[Versioned]:
         """Every live key under ``prefix`` with its values and context, from one snapshot."""
@@ -391,7 +389,13 @@ class Session:
         return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
 
     def _write(self, op: Put | Create | Delete, request_id: str | None) -> Written:
-        r = self.txn(ops=[op], request_id=request_id)
+        try:
+            r = self.txn(ops=[op], request_id=request_id)
+        except Invalid as e:
+            # One operation: name its field as the caller wrote it ("key", not "ops[0].key").
+            if e.field.startswith("ops[0]."):
+                raise Invalid(e.field[len("ops[0].") :], e.message.split(": ", 1)[-1], **{k: v for k, v in e.details.items() if k != "field"}) from None
+            raise
         res = r.results[0]
         return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed)
 

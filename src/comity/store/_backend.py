@@ -128,7 +128,8 @@ class Tx(Protocol):
     def save_session(self, row: SessionRow) -> None: ...
 
     def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
-        """Keys starting with ``prefix``, in order; tombstoned ones too unless ``live_only``."""
+        """Keys starting with ``prefix``, in order; tombstoned ones too unless ``live_only``.
+        System keys ('@…') only when ``prefix`` starts with '@'."""
         ...
 
     def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:

@@ -190,7 +190,10 @@ class _SQLiteTx:
 
     def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
         # Range scan: prefix <= key < prefix + U+10FFFF (on the live-key index when live_only).
+        # comity's own '@' keys are listed only when the prefix asks for them.
         where = " AND live = 1" if live_only else ""
+        if not prefix.startswith("@"):
+            where += " AND key NOT GLOB '@*'"
         rows = self.db.execute(
             f"SELECT key FROM keys WHERE key >= ? AND key < ?{where} ORDER BY key LIMIT ?",
             (prefix, prefix + "\U0010ffff", limit),
@@ -291,6 +294,7 @@ class SQLiteBackend:
                 raise Unavailable(f"the store at {self.path} could not switch to WAL (journal_mode={mode}); is it on a network filesystem?")
             self.db.execute("PRAGMA synchronous = FULL")
             self._migrate(rng)
+            self._new_replica_if_copied(rng)
             self.meta = self._read_meta()
         except sqlite3.DatabaseError as e:
             self.db.close()
@@ -311,6 +315,31 @@ class SQLiteBackend:
             for step in MIGRATIONS[version:]:
                 step(self.db, rng)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _new_replica_if_copied(self, rng: Rng) -> None:
+        """A replica is a file, not a process: a copied or restored file must not reuse the
+        original's replica id, or two replicas would issue the same dots.  The file's
+        identity (device, inode) is recorded; a file that is not the one recorded takes a
+        new replica id (a harmless change for a file merely moved across filesystems)."""
+        st = os.stat(self.path)
+        here = f"{st.st_dev}:{st.st_ino}"
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'file'").fetchone()
+        if row is not None and row[0] == here:
+            return
+        with self._begin_immediate():
+            row = self.db.execute("SELECT value FROM meta WHERE name = 'file'").fetchone()
+            if row is not None and row[0] == here:
+                return
+            if row is not None:  # a copy: the original keeps its id, this file takes a new one
+                old = self.db.execute("SELECT value FROM meta WHERE name = 'replica_id'").fetchone()[0]
+                self.db.execute("UPDATE meta SET value = ? WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
+                self.db.execute(
+                    "INSERT INTO meta (name, value) VALUES ('copied_from', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (old,),
+                )
+            self.db.execute(
+                "INSERT INTO meta (name, value) VALUES ('file', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (here,)
+            )
 
     def _read_meta(self) -> StoreMeta:
         rows = dict(self.db.execute("SELECT name, value FROM meta").fetchall())

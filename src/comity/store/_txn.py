@@ -21,7 +21,7 @@ from typing import Any, Union
 
 from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
 from ..crdt import TYPES, UpdateContext, crdt_type
-from ..errors import Fenced, Invalid, LeaseExpired, StaleContext
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
 from ._codec import ContextCodec, check_key, compact_json, dump_value
 
@@ -431,6 +431,8 @@ class Executor:
         key = o.key
         clock = self._clock(tx, key, rows, clocks)
         row = rows[key]
+        if isinstance(o, Delete) and not has_live(clock):
+            raise NotFound(f"{key!r} does not exist (or is already deleted); nothing to delete", key=key)
         if not isinstance(o, Delete) and crdt_of(clock) is not None:
             raise Invalid("key", f"{key!r} is a {crdt_of(clock)} CRDT; change it with update, not put or create")
         seen_pos: int | None = None
@@ -633,9 +635,11 @@ class Executor:
             return {"resource": resource, "holder": caller.agent, **detail}, pos
         lease = self._check_holds(tx, resource, o.token, now)
         if isinstance(o, Renew):
-            lease.expires = now + o.ttl
-            tx.save_lease(lease)
-            return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": lease.expires}, 0
+            # Logged like every mutation: a renewal is the sign of life of an agent in long silent work.
+            expires = now + o.ttl
+            pos, stamp = self._lease_event(tx, caller, request_id, resource, "renew", lease.token, {"token": lease.token, "expires": expires}, lease)
+            tx.save_lease(LeaseRow(resource, lease.holder, lease.token, expires, pos, stamp))
+            return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": expires}, pos
         pos, stamp = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token}, lease)
         tx.save_lease(LeaseRow(resource, None, lease.token, now, pos, stamp))
         return {"resource": resource, "holder": None, "token": lease.token}, pos
