@@ -20,7 +20,7 @@ SURFACE = {
         "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
         "Reservation", "overlaps", "reserve", "release", "reservations",
     ],
-    "comity.work": ["Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"],
+    "comity.work": ["Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"],
     "comity.causal": ["Dot", "Ordering", "VersionVector", "DVVSet", "HLC", "HLCTimestamp"],
     "comity.store": [
         "open", "locate", "Store", "Session", "Versioned", "Written", "TxnResult", "News",

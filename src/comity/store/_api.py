@@ -251,6 +251,11 @@ class Session:
             tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
         return [], False
 
+    def catch_up(self) -> tuple[list[dict[str, Any]], bool]:
+        """The news an answer would carry now: what others changed in this session's keys."""
+        with self.store.backend.transaction(write=self.name is not None) as tx:
+            return self._collect(tx, tx.head(), self.interest)
+
     def news(self, *, limit: int | None = None) -> News:
         """Everything other sessions wrote since this session last looked (capped)."""
         saved = self.store.news_limit

@@ -389,7 +389,7 @@ class Executor:
                 if has_live(clock):
                     raise self._stale(tx, g.key, rows[g.key], None, None, "exists")
             else:
-                self._check_holds(tx, g.resource, g.token, now)
+                self._check_holds(tx, g.resource, g.token, now, caller.agent)
 
         results: list[dict[str, Any]] = []
         last_pos = 0
@@ -584,7 +584,7 @@ class Executor:
         return {"key": o.key, "op": o.label, "pos": pos}, pos
 
     # -- leases: fencing tokens never rewind; expiry is judged by the authority's clock
-    def _check_holds(self, tx: Tx, resource: str, token: int, now: float) -> LeaseRow:
+    def _check_holds(self, tx: Tx, resource: str, token: int, now: float, agent: str) -> LeaseRow:
         lease = tx.lease(resource)
         if lease is None or token > lease.token:
             raise Fenced(f"no lease on {resource!r} was ever granted with token {token}", resource=resource, token=token)
@@ -599,6 +599,14 @@ class Executor:
             )
         if lease.holder is None:
             raise Fenced(f"the lease on {resource!r} with token {token} was released", resource=resource, token=token)
+        if lease.holder != agent:
+            # A token is its holder's: another agent cannot renew, complete or release with it.
+            raise Fenced(
+                f"the lease on {resource!r} with token {token} is held by {lease.holder}, not {agent}",
+                resource=resource,
+                token=token,
+                holder=lease.holder,
+            )
         if lease.expires <= now:
             raise LeaseExpired(
                 f"the lease on {resource!r} with token {token} expired {now - lease.expires:.1f}s ago;"
@@ -633,7 +641,7 @@ class Executor:
             pos, stamp = self._lease_event(tx, caller, request_id, resource, op, token, detail, lease)
             tx.save_lease(LeaseRow(resource, caller.agent, token, expires, pos, stamp))
             return {"resource": resource, "holder": caller.agent, **detail}, pos
-        lease = self._check_holds(tx, resource, o.token, now)
+        lease = self._check_holds(tx, resource, o.token, now, caller.agent)
         if isinstance(o, Renew):
             # Logged like every mutation: a renewal is the sign of life of an agent in long silent work.
             expires = now + o.ttl

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .agent import VERBS, Agent
 from .tasks import OPEN_PREFIX, TASK_PREFIX, Board, Claim, parse_task_id, task_key
 from .why import why
 
-__all__ = ["Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"]
+__all__ = ["Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"]

@@ -1,0 +1,258 @@
+"""What one agent can do: the verbs every face exposes, each answering one JSON object.
+
+The MCP server's tools, the HTTP API's endpoints and the remote client are this class
+over different transports; the CLI uses it too.  Every answer carries ``news`` (what
+others changed, since this agent last looked, in what it touched) and ``stale`` (the
+keys and tasks it read whose contexts that news makes out of date), because agent
+hosts drop notifications.  It remembers the context of each key and task it last
+read or wrote, so ``write`` and ``task_claim`` are checked against what the agent saw
+without the agent copying tokens around.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ..coord import agents as agent_statuses
+from ..coord import heartbeat as send_heartbeat
+from ..coord import next_number, reservations, reserve
+from ..coord import release as release_reservations
+from ..errors import Invalid
+from ..store import Session
+from .tasks import Board, parse_task_id, task_key
+from .why import why as causal_history
+
+__all__ = ["Agent", "VERBS"]
+
+# The verbs, in the order tools are listed; each is a method of Agent.
+VERBS = [
+    "whoami", "read", "write", "create", "delete", "update", "news", "log", "keys",
+    "task_add", "task_list", "task_ready", "task_show", "task_assign", "task_claim", "task_renew",
+    "task_checkpoint", "task_complete", "task_release", "task_fail",
+    "seq_next", "reserve_paths", "release_paths", "reservations", "agents", "why", "heartbeat",
+]  # fmt: skip
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid(field, f"must be a list, e.g. [\"T-1\"], got {type(value).__name__}")
+    return list(value)
+
+
+class Agent:
+    """One agent's verbs over one store session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.board = Board(session)
+        self.contexts: dict[str, str] = {}  # key -> the context this agent last saw
+
+    # ------------------------------------------------------------ plumbing
+    def _answer(self, body: dict[str, Any], news: list[dict[str, Any]] | None = None, truncated: bool = False) -> dict[str, Any]:
+        if news is None:
+            news, truncated = self.session.catch_up()
+        changed = {n["key"] for n in news}
+        stale = sorted(k for k in self.contexts if k in changed)
+        out = dict(body)
+        out["news"] = news
+        out["stale"] = stale
+        if truncated:
+            out["news_truncated"] = True
+        return out
+
+    def _remember(self, key: str, context: str | None) -> None:
+        if context is not None:
+            self.contexts[key] = context
+
+    def _task_context(self, task: dict[str, Any]) -> None:
+        self._remember(task_key(task["id"]), task.get("context"))
+
+    def _with_news(self, result: dict[str, Any]) -> dict[str, Any]:
+        news = result.pop("news", None)
+        return self._answer(result, news)
+
+    # ------------------------------------------------------------ identity
+    def whoami(self) -> dict[str, Any]:
+        s = self.session
+        return self._answer(
+            {
+                "agent": s.agent,
+                "session": s.id,
+                "store": s.store.location,
+                "store_id": s.store.store_id,
+                "replica": s.store.replica_id,
+                "position": s.position,
+            }
+        )
+
+    # --------------------------------------------------------------- keys
+    def read(self, key: str) -> dict[str, Any]:
+        v = self.session.get(key)
+        self._remember(key, v.context)
+        body = {"key": v.key, "values": v.values, "context": v.context}
+        if v.type is not None:
+            body["type"] = v.type
+        return self._answer(body, v.news, v.news_truncated)
+
+    def write(self, key: str, value: Any, context: str | None = None, keep_both: bool = False) -> dict[str, Any]:
+        ctx = context if context is not None else self.contexts.get(key)
+        w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both))
+        self._remember(key, w.context)
+        body = w.to_json()
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+
+    def create(self, key: str, value: Any) -> dict[str, Any]:
+        w = self.session.create(key, value)
+        self._remember(key, w.context)
+        body = w.to_json()
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+
+    def delete(self, key: str, context: str | None = None) -> dict[str, Any]:
+        ctx = context if context is not None else self.contexts.get(key)
+        w = self.session.delete(key, context=ctx)
+        self._remember(key, w.context)
+        body = w.to_json()
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+
+    def update(self, key: str, op: str, arg: Any = None, type: str | None = None) -> dict[str, Any]:
+        r = self.session.update(key, op, arg, type=type)
+        res = r.results[0]
+        self._remember(key, res["context"])
+        return self._answer(res, r.news, r.news_truncated)
+
+    def news(self, limit: int = 50) -> dict[str, Any]:
+        n = self.session.news(limit=limit)
+        suspects = [
+            {"op": "suspected", "agent": a.agent, "phi": round(a.phi, 2), "holds": [h["resource"] for h in a.holds]}
+            for a in agent_statuses(self.session)
+            if a.suspected
+        ]
+        return self._answer({"position": n.position, "suspected": suspects}, n.events, n.truncated)
+
+    def log(self, key: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        return self._answer({"events": self.session.log(key, after=after, limit=limit)})
+
+    def keys(self, prefix: str = "", limit: int = 1000) -> dict[str, Any]:
+        return self._answer({"keys": self.session.keys(prefix, limit=limit)})
+
+    # -------------------------------------------------------------- tasks
+    def task_add(
+        self,
+        title: str,
+        body: str = "",
+        deps: list[str] | None = None,
+        labels: list[str] | None = None,
+        assignee: str | None = None,
+    ) -> dict[str, Any]:
+        t = self.board.add(title, body=body, deps=_list(deps, "deps"), labels=_list(labels, "labels"), assignee=assignee)
+        self._task_context(t)
+        return self._with_news(t)
+
+    def task_list(self, state: str | None = None) -> dict[str, Any]:
+        tasks = self.board.tasks(status=state)
+        return self._answer({"tasks": tasks})
+
+    def task_ready(self) -> dict[str, Any]:
+        tasks = self.board.ready()
+        for t in tasks:
+            self._task_context(t)
+        return self._answer({"tasks": tasks})
+
+    def task_show(self, id: str) -> dict[str, Any]:
+        t = self.board.show(id)
+        self._task_context(t)
+        return self._answer(t)
+
+    def task_assign(self, id: str, agent: str | None) -> dict[str, Any]:
+        t = self.board.assign(id, agent)
+        self._task_context(t)
+        return self._with_news(t)
+
+    def task_claim(
+        self,
+        id: str | None = None,
+        context: str | None = None,
+        ttl: float | None = None,
+        steal: bool = False,
+        next: bool = False,
+    ) -> dict[str, Any]:
+        if next == (id is not None):
+            raise Invalid("id", "give a task id, or next=true for the first ready task (not both)")
+        if next:
+            c = self.board.claim_next(ttl=ttl)
+        else:
+            tid = parse_task_id(id)
+            ctx = context if context is not None else self.contexts.get(task_key(tid))
+            c = self.board.claim(tid, context=ctx, ttl=ttl, steal=bool(steal))
+        self._task_context(c.task)
+        body = c.to_json()
+        news = body.pop("news")
+        return self._answer(body, news)
+
+    def task_renew(self, id: str, token: int, ttl: float | None = None) -> dict[str, Any]:
+        return self._answer(self.board.renew(id, token, ttl=ttl))
+
+    def task_checkpoint(self, id: str, token: int, note: str) -> dict[str, Any]:
+        t = self.board.checkpoint(id, token, note)
+        self._task_context(t)
+        return self._with_news(t)
+
+    def task_complete(self, id: str, token: int, result: str = "") -> dict[str, Any]:
+        t = self.board.done(id, token, result=result)
+        self._task_context(t)
+        return self._with_news(t)
+
+    def task_release(self, id: str, token: int) -> dict[str, Any]:
+        t = self.board.release(id, token)
+        self._task_context(t)
+        return self._with_news(t)
+
+    def task_fail(self, id: str, token: int, reason: str = "") -> dict[str, Any]:
+        t = self.board.fail(id, token, reason=reason)
+        self._task_context(t)
+        return self._with_news(t)
+
+    # ------------------------------------------------------- coordination
+    def seq_next(self, name: str) -> dict[str, Any]:
+        if self.session.agent is None:
+            raise Invalid("agent", "taking a number needs an agent name")
+        return self._answer({"sequence": name, "value": next_number(self.session, name)})
+
+    def reserve_paths(self, paths: list[str], ttl: float | None = None, shared: bool = False) -> dict[str, Any]:
+        got = reserve(self.session, _list(paths, "paths"), ttl=3600.0 if ttl is None else ttl, shared=bool(shared))
+        return self._answer({"reservations": [r.to_json() for r in got]})
+
+    def release_paths(self, paths: list[str]) -> dict[str, Any]:
+        return self._answer({"released": release_reservations(self.session, _list(paths, "paths"))})
+
+    def reservations(self) -> dict[str, Any]:
+        return self._answer({"reservations": [r.to_json() for r in reservations(self.session)]})
+
+    def agents(self) -> dict[str, Any]:
+        return self._answer({"agents": [a.to_json() for a in agent_statuses(self.session)]})
+
+    def why(self, target: str) -> dict[str, Any]:
+        return self._answer(causal_history(self.session, target))
+
+    def heartbeat(self) -> dict[str, Any]:
+        return self._answer({"pos": send_heartbeat(self.session)})
+
+    # -------------------------------------------------------------- calls
+    def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Dispatch a verb by name with JSON arguments (for the HTTP and MCP faces)."""
+        if verb not in VERBS:
+            raise Invalid("verb", f"unknown verb {verb!r}; use one of: {', '.join(VERBS)}")
+        fn: Callable[..., dict[str, Any]] = getattr(self, verb)
+        if not isinstance(args, (dict, type(None))):
+            raise Invalid("args", f"{verb}: arguments must be a JSON object")
+        args = dict(args or {})
+        try:
+            inspect.signature(fn).bind(**args)
+        except TypeError as e:
+            params = ", ".join(inspect.signature(fn).parameters)
+            raise Invalid("args", f"{verb}: {e}; it takes ({params})") from None
+        return fn(**args)
