@@ -1,4 +1,4 @@
-"""The ``comity`` command: a thin face over the Python API.
+"""The ``comity`` command: a thin face over the agent verbs (:class:`comity.work.Agent`).
 
 Results go to stdout (JSON with ``--json``), news and messages to stderr.
 """
@@ -16,18 +16,11 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .errors import (
-    EXIT_INTERNAL,
-    EXIT_INVALID,
-    ComityError,
-)
-from .coord import agents, next_number, reservations, reserve
-from .coord import release as release_paths
-from .errors import Invalid
-from .store import Session, Store
-from .work import Board, why
+from .errors import EXIT_INTERNAL, EXIT_INVALID, ComityError, Invalid
+from .store import Store
 from .store import open as open_store
 from .store._codec import parse_json
+from .work import Agent
 
 EXIT_CODES = """\b
 Exit codes (one meaning each):
@@ -46,19 +39,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Ctx:
+    """What the global options chose: where the store is and who is acting."""
+
     def __init__(self, store: str | None, agent: str | None, session: str | None) -> None:
         self.store_location = store
-        self.agent = agent
+        self.agent_name = agent
         self.session_name = session
         self._store: Store | None = None
+        self._agent: Agent | None = None
 
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.store_location)
         return self._store
 
-    def session(self) -> Session:
-        return self.store().session(self.agent, name=self.session_name)
+    def agent(self) -> Agent:
+        if self._agent is None:
+            self._agent = Agent(self.store().session(self.agent_name, name=self.session_name))
+        return self._agent
 
     def close(self) -> None:
         if self._store is not None:
@@ -66,6 +64,9 @@ class Ctx:
 
 
 def _print_json(obj: Any) -> None:
+    if isinstance(obj, dict) and obj.get("stale") == []:
+        # A one-shot CLI process remembers no reads, so nothing it read can be stale.
+        obj = {k: v for k, v in obj.items() if k != "stale"}
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -80,6 +81,10 @@ def print_news(news: list[dict[str, Any]], truncated: bool = False) -> None:
         err.print(_news_line(n), markup=False)
     if truncated:
         err.print("news: … more; run `comity news` to see the rest", markup=False)
+
+
+def _news_of(answer: dict[str, Any]) -> None:
+    print_news(answer.get("news", []), bool(answer.get("news_truncated")))
 
 
 def fail(e: ComityError, as_json: bool) -> NoReturn:
@@ -131,13 +136,16 @@ def cli(ctx: click.Context, store: str | None, agent: str | None, session: str |
     ctx.obj = Ctx(store, agent, session)
 
 
+# ------------------------------------------------------------------------ keys
+
+
 @command(cli, "init")
 def init_cmd(obj: Ctx, *, as_json: bool) -> None:
     """Create the store (if needed) and say where it is."""
     from .store import locate
 
-    path, why = locate(obj.store_location)
-    info = obj.store().info()
+    _, why = locate(obj.store_location)
+    info = obj.agent().info()
     info["why"] = why
     if as_json:
         _print_json(info)
@@ -150,31 +158,31 @@ def init_cmd(obj: Ctx, *, as_json: bool) -> None:
 @click.argument("key")
 def get_cmd(obj: Ctx, key: str, *, as_json: bool) -> None:
     """Read KEY: its values (several if siblings) and the context to write with."""
-    v = obj.session().get(key)
-    print_news(v.news, v.news_truncated)
+    v = obj.agent().read(key)
+    _news_of(v)
     if as_json:
-        _print_json(v.to_json())
+        _print_json(v)
         return
-    if not v.values:
+    if not v["values"]:
         out.print(f"{key}: (absent)", markup=False)
-    for value in v.values:
+    for value in v["values"]:
         out.print(json.dumps(value, ensure_ascii=False), markup=False)
-    if v.type is not None:
-        err.print(f"{key} is a {v.type} CRDT: change it with `comity update`", markup=False)
-    if len(v.values) > 1:
-        err.print(f"{key} has {len(v.values)} siblings; write with this context to resolve them", markup=False)
-    err.print(f"context: {v.context}", markup=False)
+    if v.get("type"):
+        err.print(f"{key} is a {v['type']} CRDT: change it with `comity update`", markup=False)
+    if len(v["values"]) > 1:
+        err.print(f"{key} has {len(v['values'])} siblings; write with this context to resolve them", markup=False)
+    err.print(f"context: {v['context']}", markup=False)
 
 
-def _written(w: Any, as_json: bool) -> None:
-    print_news(w.news, w.news_truncated)
+def _written(w: dict[str, Any], as_json: bool) -> None:
+    _news_of(w)
     if as_json:
-        _print_json(w.to_json())
+        _print_json(w)
     else:
-        note = f", {len(w.values)} siblings" if len(w.values) > 1 else ""
-        again = " (retry: recorded outcome)" if w.replayed else ""
-        out.print(f"{w.op} {w.key} at pos {w.pos}{note}{again}", markup=False)
-        err.print(f"context: {w.context}", markup=False)
+        note = f", {len(w['values'])} siblings" if len(w["values"]) > 1 else ""
+        again = " (retry: recorded outcome)" if w.get("replayed") else ""
+        out.print(f"{w['op']} {w['key']} at pos {w['pos']}{note}{again}", markup=False)
+        err.print(f"context: {w['context']}", markup=False)
 
 
 _request_id = click.option("--request-id", metavar="ID", help="Idempotency key: a retry with the same id returns the recorded outcome.")
@@ -189,7 +197,7 @@ _request_id = click.option("--request-id", metavar="ID", help="Idempotency key: 
 def put_cmd(obj: Ctx, key: str, json_value: str, context: str | None, keep_both: bool, request_id: str | None, *, as_json: bool) -> None:
     """Write JSON_VALUE to KEY over what CTX saw (exit 3 if it changed since)."""
     value = parse_json(json_value, "JSON_VALUE")
-    _written(obj.session().put(key, value, context=context, keep_both=keep_both, request_id=request_id), as_json)
+    _written(obj.agent().write(key, value, context=context, keep_both=keep_both, request_id=request_id), as_json)
 
 
 @command(cli, "create")
@@ -199,7 +207,7 @@ def put_cmd(obj: Ctx, key: str, json_value: str, context: str | None, keep_both:
 def create_cmd(obj: Ctx, key: str, json_value: str, request_id: str | None, *, as_json: bool) -> None:
     """Write JSON_VALUE to KEY only if KEY does not exist (exit 3 naming the holder if it does)."""
     value = parse_json(json_value, "JSON_VALUE")
-    _written(obj.session().create(key, value, request_id=request_id), as_json)
+    _written(obj.agent().create(key, value, request_id=request_id), as_json)
 
 
 @command(cli, "update")
@@ -211,13 +219,9 @@ def create_cmd(obj: Ctx, key: str, json_value: str, request_id: str | None, *, a
 def update_cmd(obj: Ctx, key: str, op: str, json_arg: str | None, crdt: str | None, request_id: str | None, *, as_json: bool) -> None:
     """Apply a CRDT operation to KEY: merges, never stale (e.g. `update labels/T-12 add '"backend"' --type orset`)."""
     arg = None if json_arg is None else parse_json(json_arg, "JSON_ARG")
-    r = obj.session().update(key, op, arg, type=crdt, request_id=request_id)
-    res = r.results[0]
-    print_news(r.news, r.news_truncated)
-    if as_json:
-        _print_json({**res, "news": r.news})
-    else:
-        out.print(json.dumps(res["value"], ensure_ascii=False), markup=False)
+    r = obj.agent().update(key, op, arg, type=crdt, request_id=request_id)
+    _news_of(r)
+    _print_json(r) if as_json else out.print(json.dumps(r["value"], ensure_ascii=False), markup=False)
 
 
 @command(cli, "delete")
@@ -226,7 +230,7 @@ def update_cmd(obj: Ctx, key: str, op: str, json_arg: str | None, crdt: str | No
 @_request_id
 def delete_cmd(obj: Ctx, key: str, context: str | None, request_id: str | None, *, as_json: bool) -> None:
     """Delete KEY (a tombstone), if nothing changed since CTX."""
-    _written(obj.session().delete(key, context=context, request_id=request_id), as_json)
+    _written(obj.agent().delete(key, context=context, request_id=request_id), as_json)
 
 
 @command(cli, "log")
@@ -235,7 +239,7 @@ def delete_cmd(obj: Ctx, key: str, context: str | None, request_id: str | None, 
 @click.option("--limit", type=int, default=100, show_default=True, help="At most this many events.")
 def log_cmd(obj: Ctx, key: str | None, after: int, limit: int, *, as_json: bool) -> None:
     """The event log (the audit trail), optionally of one KEY."""
-    events = obj.session().log(key, after=after, limit=limit)
+    events = obj.agent().log(key, after=after, limit=limit)["events"]
     if as_json:
         _print_json(events)
         return
@@ -248,26 +252,29 @@ def log_cmd(obj: Ctx, key: str | None, after: int, limit: int, *, as_json: bool)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="At most this many events.")
 def news_cmd(obj: Ctx, limit: int, *, as_json: bool) -> None:
     """What other sessions changed since this session (--session) last looked."""
+    agent = obj.agent()
     if obj.session_name is None:
         err.print("news: no --session given, so there is no position to start from; showing the latest events", markup=False)
-        s = obj.session()
-        start = max(0, s.position - limit)
-        events = s.log(after=start, limit=limit)
+        head = agent.session.head()
+        events = agent.log(after=max(0, head - limit), limit=limit)["events"]
         if as_json:
-            _print_json({"events": events, "truncated": False, "position": s.position})
+            _print_json({"events": events, "truncated": False, "position": head})
         else:
             for e in events:
                 out.print(_news_line(e)[6:], markup=False)
         return
-    n = obj.session().news(limit=limit)
+    n = agent.news(limit=limit)
     if as_json:
-        _print_json(n.to_json())
+        body = {"events": n["news"], "truncated": bool(n.get("news_truncated")), "position": n["position"]}
+        _print_json({**body, "suspected": n["suspected"]} if n["suspected"] else body)
         return
-    if not n.events:
+    if not n["news"]:
         out.print("nothing new", markup=False)
-    for e in n.events:
+    for e in n["news"]:
         out.print(_news_line(e)[6:], markup=False)
-    if n.truncated:
+    for s in n["suspected"]:
+        out.print(f"suspected: {s['agent']} (phi {s['phi']}) holds {', '.join(s['holds']) or 'nothing'}", markup=False)
+    if n.get("news_truncated"):
         err.print("more news: run `comity news` again", markup=False)
 
 
@@ -277,7 +284,7 @@ def news_cmd(obj: Ctx, limit: int, *, as_json: bool) -> None:
 @click.option("--deleted", is_flag=True, help="Also list deleted keys (they keep a tombstone).")
 def keys_cmd(obj: Ctx, prefix: str, limit: int, deleted: bool, *, as_json: bool) -> None:
     """List keys starting with PREFIX (comity's own '@' keys only when PREFIX starts with '@')."""
-    keys = obj.session().keys(prefix, limit=limit, deleted=deleted)
+    keys = obj.agent().keys(prefix, limit=limit, deleted=deleted)["keys"]
     if as_json:
         _print_json(keys)
     else:
@@ -288,20 +295,11 @@ def keys_cmd(obj: Ctx, prefix: str, limit: int, deleted: bool, *, as_json: bool)
 # ---------------------------------------------------------------- coordination
 
 
-def _board(obj: Ctx) -> Board:
-    return Board(obj.session())
-
-
 def _task_line(t: dict[str, Any]) -> str:
-    who = t.get("lease", {}) or {}
+    who = t.get("lease") or {}
     extra = f" [{who.get('holder')} token {who.get('token')}]" if who else ""
     assignee = f" (assigned to {t['assignee']})" if t.get("assignee") else ""
-    return f"{t['id']:<7} {t['state']:<9} {t['title']}{assignee}{extra}"
-
-
-def _print_task_news(result: dict[str, Any] | Any) -> None:
-    news = result.get("news", []) if isinstance(result, dict) else getattr(result, "news", [])
-    print_news(news)
+    return f"{t['id']:<7} {t['state']:<9} {t.get('title', '')}{assignee}{extra}"
 
 
 @cli.group("task")
@@ -317,8 +315,8 @@ def task_group() -> None:
 @click.option("--assign", "assignee", metavar="AGENT", help="Assign it to AGENT at once.")
 def task_add_cmd(obj: Ctx, title: str, body: str, deps: tuple[str, ...], labels: tuple[str, ...], assignee: str | None, *, as_json: bool) -> None:
     """Add a task; prints its id."""
-    t = _board(obj).add(title, body=body, deps=deps, labels=labels, assignee=assignee)
-    _print_task_news(t)
+    t = obj.agent().task_add(title, body=body, deps=list(deps), labels=list(labels), assignee=assignee)
+    _news_of(t)
     _print_json(t) if as_json else out.print(t["id"], markup=False)
 
 
@@ -326,7 +324,7 @@ def task_add_cmd(obj: Ctx, title: str, body: str, deps: tuple[str, ...], labels:
 @click.option("--state", type=click.Choice(["open", "claimed", "orphaned", "done", "failed"]), help="Only tasks in this state.")
 def task_list_cmd(obj: Ctx, state: str | None, *, as_json: bool) -> None:
     """Every task with its state and who holds it."""
-    tasks = _board(obj).tasks(status=state)
+    tasks = obj.agent().task_list(state)["tasks"]
     if as_json:
         _print_json(tasks)
     else:
@@ -337,21 +335,22 @@ def task_list_cmd(obj: Ctx, state: str | None, *, as_json: bool) -> None:
 @command(task_group, "ready")
 def task_ready_cmd(obj: Ctx, *, as_json: bool) -> None:
     """Tasks you may claim now: open or orphaned, unassigned or yours, dependencies done."""
-    tasks = _board(obj).ready()
+    tasks = obj.agent().task_ready()["tasks"]
     if as_json:
         _print_json(tasks)
-    else:
-        if not tasks:
-            err.print("nothing ready", markup=False)
-        for t in tasks:
-            out.print(_task_line(t), markup=False)
+        return
+    if not tasks:
+        err.print("nothing ready", markup=False)
+    for t in tasks:
+        out.print(_task_line(t), markup=False)
 
 
 @command(task_group, "show")
 @click.argument("task_id", metavar="ID")
 def task_show_cmd(obj: Ctx, task_id: str, *, as_json: bool) -> None:
     """One task, with the context to claim it with."""
-    t = _board(obj).show(task_id)
+    t = obj.agent().task_show(task_id)
+    _news_of(t)
     if as_json:
         _print_json(t)
         return
@@ -368,8 +367,8 @@ def task_show_cmd(obj: Ctx, task_id: str, *, as_json: bool) -> None:
 @click.argument("agent", metavar="AGENT")
 def task_assign_cmd(obj: Ctx, task_id: str, agent: str, *, as_json: bool) -> None:
     """Assign task ID to AGENT: only AGENT may then claim it."""
-    t = _board(obj).assign(task_id, agent)
-    _print_task_news(t)
+    t = obj.agent().task_assign(task_id, agent)
+    _news_of(t)
     _print_json(t) if as_json else out.print(_task_line(t), markup=False)
 
 
@@ -381,23 +380,22 @@ def task_assign_cmd(obj: Ctx, task_id: str, agent: str, *, as_json: bool) -> Non
 @click.option("--steal", is_flag=True, help="Take the task from a suspected agent, with a greater token.")
 def task_claim_cmd(obj: Ctx, task_id: str | None, take_next: bool, context: str | None, ttl: float | None, steal: bool, *, as_json: bool) -> None:
     """Claim task ID (or --next): prints the fencing token to pass to later task commands."""
-    board = _board(obj)
     if take_next == (task_id is not None):
         raise Invalid("ID", "give a task ID or --next, not both and not neither")
-    c = board.claim_next(ttl=ttl) if take_next else board.claim(task_id or "", context=context, ttl=ttl, steal=steal)
-    print_news(c.news)
+    c = obj.agent().task_claim(task_id, context=context, ttl=ttl, steal=steal, next=take_next)
+    _news_of(c)
     if as_json:
-        _print_json(c.to_json())
+        _print_json(c)
         return
-    out.print(f"{c.task['id']} token {c.token}", markup=False)
-    for h in c.handoff:
+    out.print(f"{c['task']['id']} token {c['token']}", markup=False)
+    for h in c["handoff"]:
         err.print(f"handoff from {h['agent']}: {h['note']}", markup=False)
 
 
 def _fenced_cmd(name: str, help_text: str, call: Callable[..., dict[str, Any]], *extra: Callable[[Any], Any]) -> None:
     def cmd(obj: Ctx, task_id: str, token: int, *, as_json: bool, **kw: Any) -> None:
-        t = call(_board(obj), task_id, token, **kw)
-        _print_task_news(t)
+        t = call(obj.agent(), task_id, token, **kw)
+        _news_of(t)
         if as_json:
             _print_json(t)
         elif "state" in t:
@@ -412,14 +410,14 @@ def _fenced_cmd(name: str, help_text: str, call: Callable[..., dict[str, Any]], 
     command(task_group, name, help=help_text)(cmd)
 
 
-_fenced_cmd("renew", "Extend your lease on task ID (for long silent work).", lambda b, i, t, ttl: b.renew(i, t, ttl=ttl),
+_fenced_cmd("renew", "Extend your lease on task ID (for long silent work).", lambda a, i, t, ttl: a.task_renew(i, t, ttl=ttl),
             click.option("--ttl", type=float, default=None, help="New lease length in seconds."))
 _fenced_cmd("checkpoint", "Record a handoff note on task ID; a successor gets the last one.",
-            lambda b, i, t, note: b.checkpoint(i, t, note), click.option("--note", required=True, help="What is done, what is next."))
+            lambda a, i, t, note: a.task_checkpoint(i, t, note), click.option("--note", required=True, help="What is done, what is next."))
 _fenced_cmd("done", "Complete task ID (refused, exit 3, if your token was superseded).",
-            lambda b, i, t, result: b.done(i, t, result=result), click.option("--result", default="", help="What came of it."))
-_fenced_cmd("release", "Give task ID back to the queue.", lambda b, i, t: b.release(i, t))
-_fenced_cmd("fail", "Mark task ID failed.", lambda b, i, t, reason: b.fail(i, t, reason=reason),
+            lambda a, i, t, result: a.task_complete(i, t, result=result), click.option("--result", default="", help="What came of it."))
+_fenced_cmd("release", "Give task ID back to the queue.", lambda a, i, t: a.task_release(i, t))
+_fenced_cmd("fail", "Mark task ID failed.", lambda a, i, t, reason: a.task_fail(i, t, reason=reason),
             click.option("--reason", default="", help="Why it failed."))
 
 
@@ -432,11 +430,9 @@ def seq_group() -> None:
 @click.argument("name")
 def seq_next_cmd(obj: Ctx, name: str, *, as_json: bool) -> None:
     """Print the next number of sequence NAME (bare on stdout)."""
-    s = obj.session()
-    if s.agent is None:
-        raise Invalid("agent", "taking a number needs an agent name: pass --agent NAME or set COMITY_AGENT")
-    n = next_number(s, name)
-    _print_json({"sequence": name, "value": n}) if as_json else out.print(str(n), markup=False)
+    r = obj.agent().seq_next(name)
+    _news_of(r)
+    _print_json(r) if as_json else out.print(str(r["value"]), markup=False)
 
 
 @command(cli, "reserve")
@@ -445,53 +441,55 @@ def seq_next_cmd(obj: Ctx, name: str, *, as_json: bool) -> None:
 @click.option("--shared", is_flag=True, help="Shared: others may reserve overlapping paths shared too.")
 def reserve_cmd(obj: Ctx, paths: tuple[str, ...], ttl: float, shared: bool, *, as_json: bool) -> None:
     """Reserve paths or globs (exclusive unless --shared); exit 3 naming the holder on overlap."""
-    got = reserve(obj.session(), list(paths), ttl=ttl, shared=shared)
+    r = obj.agent().reserve_paths(list(paths), ttl=ttl, shared=shared)
+    _news_of(r)
     if as_json:
-        _print_json([r.to_json() for r in got])
+        _print_json(r["reservations"])
     else:
-        for r in got:
-            out.print(f"reserved {r.pattern} ({'shared' if r.shared else 'exclusive'}, token {r.token})", markup=False)
+        for x in r["reservations"]:
+            out.print(f"reserved {x['pattern']} ({'shared' if x['shared'] else 'exclusive'}, token {x['token']})", markup=False)
 
 
 @command(cli, "release")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
 def release_cmd(obj: Ctx, paths: tuple[str, ...], *, as_json: bool) -> None:
     """Release your reservations of these paths or globs."""
-    gone = release_paths(obj.session(), list(paths))
-    _print_json({"released": gone}) if as_json else out.print("released " + " ".join(gone), markup=False)
+    r = obj.agent().release_paths(list(paths))
+    _news_of(r)
+    _print_json({"released": r["released"]}) if as_json else out.print("released " + " ".join(r["released"]), markup=False)
 
 
 @command(cli, "reservations")
 def reservations_cmd(obj: Ctx, *, as_json: bool) -> None:
     """Live path reservations."""
-    rs = reservations(obj.session())
+    rs = obj.agent().reservations()["reservations"]
     if as_json:
-        _print_json([r.to_json() for r in rs])
+        _print_json(rs)
     else:
         for r in rs:
-            out.print(f"{r.pattern:<40} {r.holder:<12} {'shared' if r.shared else 'exclusive'} token {r.token}", markup=False)
+            out.print(f"{r['pattern']:<40} {r['holder']:<12} {'shared' if r['shared'] else 'exclusive'} token {r['token']}", markup=False)
 
 
 @command(cli, "agents")
 @click.option("--ttl", type=float, default=300.0, show_default=True, help="Never suspect an agent silent for less than this.")
 def agents_cmd(obj: Ctx, ttl: float, *, as_json: bool) -> None:
     """Agents seen in the log: progress, suspicion (phi accrual), what each holds."""
-    rows = agents(obj.session(), ttl=ttl)
+    rows = obj.agent().agents(ttl=ttl)["agents"]
     if as_json:
-        _print_json([a.to_json() for a in rows])
+        _print_json(rows)
         return
     for a in rows:
-        flag = "SUSPECTED" if a.suspected else "ok"
-        silent = f"silent {a.silent_s:.0f}s" if a.silent_s is not None else "no actions"
-        holds = ", ".join(h["resource"] for h in a.holds) or "-"
-        out.print(f"{a.agent:<16} {flag:<9} phi {a.phi:6.2f}  {silent:<14} holds {holds}", markup=False)
+        flag = "SUSPECTED" if a["suspected"] else "ok"
+        silent = f"silent {a['silent_s']:.0f}s" if a["silent_s"] is not None else "no actions"
+        holds = ", ".join(h["resource"] for h in a["holds"]) or "-"
+        out.print(f"{a['agent']:<16} {flag:<9} phi {a['phi']:6.2f}  {silent:<14} holds {holds}", markup=False)
 
 
 @command(cli, "why")
 @click.argument("target", metavar="TASK_OR_KEY")
 def why_cmd(obj: Ctx, target: str, *, as_json: bool) -> None:
     """The causal history of a task or key: who did what, and what each had seen."""
-    w = why(obj.session(), target)
+    w = obj.agent().why(target)
     if as_json:
         _print_json(w)
         return

@@ -28,7 +28,7 @@ __all__ = ["Agent", "VERBS"]
 
 # The verbs, in the order tools are listed; each is a method of Agent.
 VERBS = [
-    "whoami", "read", "write", "create", "delete", "update", "news", "log", "keys",
+    "info", "whoami", "read", "write", "create", "delete", "update", "news", "log", "keys",
     "task_add", "task_list", "task_ready", "task_show", "task_assign", "task_claim", "task_renew",
     "task_checkpoint", "task_complete", "task_release", "task_fail",
     "seq_next", "reserve_paths", "release_paths", "reservations", "agents", "why", "heartbeat",
@@ -76,6 +76,10 @@ class Agent:
         return self._answer(result, news)
 
     # ------------------------------------------------------------ identity
+    def info(self) -> dict[str, Any]:
+        """Where the store is and what it holds (``comity init``)."""
+        return self._answer(self.session.store.info())
+
     def whoami(self) -> dict[str, Any]:
         s = self.session
         return self._answer(
@@ -98,33 +102,37 @@ class Agent:
             body["type"] = v.type
         return self._answer(body, v.news, v.news_truncated)
 
-    def write(self, key: str, value: Any, context: str | None = None, keep_both: bool = False) -> dict[str, Any]:
+    def write(
+        self, key: str, value: Any, context: str | None = None, keep_both: bool = False, request_id: str | None = None
+    ) -> dict[str, Any]:
         ctx = context if context is not None else self.contexts.get(key)
-        w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both))
+        w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both), request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
         return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
 
-    def create(self, key: str, value: Any) -> dict[str, Any]:
-        w = self.session.create(key, value)
+    def create(self, key: str, value: Any, request_id: str | None = None) -> dict[str, Any]:
+        w = self.session.create(key, value, request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
         return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
 
-    def delete(self, key: str, context: str | None = None) -> dict[str, Any]:
+    def delete(self, key: str, context: str | None = None, request_id: str | None = None) -> dict[str, Any]:
         ctx = context if context is not None else self.contexts.get(key)
-        w = self.session.delete(key, context=ctx)
+        w = self.session.delete(key, context=ctx, request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
         return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
 
-    def update(self, key: str, op: str, arg: Any = None, type: str | None = None) -> dict[str, Any]:
-        r = self.session.update(key, op, arg, type=type)
+    def update(self, key: str, op: str, arg: Any = None, type: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        r = self.session.update(key, op, arg, type=type, request_id=request_id)
         res = r.results[0]
         self._remember(key, res["context"])
         return self._answer(res, r.news, r.news_truncated)
 
     def news(self, limit: int = 50) -> dict[str, Any]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise Invalid("limit", f"must be an integer in [1, 1000], got {limit!r}")
         n = self.session.news(limit=limit)
         suspects = [
             {"op": "suspected", "agent": a.agent, "phi": round(a.phi, 2), "holds": [h["resource"] for h in a.holds]}
@@ -136,8 +144,8 @@ class Agent:
     def log(self, key: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
         return self._answer({"events": self.session.log(key, after=after, limit=limit)})
 
-    def keys(self, prefix: str = "", limit: int = 1000) -> dict[str, Any]:
-        return self._answer({"keys": self.session.keys(prefix, limit=limit)})
+    def keys(self, prefix: str = "", limit: int = 1000, deleted: bool = False) -> dict[str, Any]:
+        return self._answer({"keys": self.session.keys(prefix, limit=limit, deleted=bool(deleted))})
 
     # -------------------------------------------------------------- tasks
     def task_add(
@@ -232,8 +240,8 @@ class Agent:
     def reservations(self) -> dict[str, Any]:
         return self._answer({"reservations": [r.to_json() for r in reservations(self.session)]})
 
-    def agents(self) -> dict[str, Any]:
-        return self._answer({"agents": [a.to_json() for a in agent_statuses(self.session)]})
+    def agents(self, ttl: float = 300.0) -> dict[str, Any]:
+        return self._answer({"agents": [a.to_json() for a in agent_statuses(self.session, ttl=ttl)]})
 
     def why(self, target: str) -> dict[str, Any]:
         return self._answer(causal_history(self.session, target))
