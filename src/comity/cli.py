@@ -39,14 +39,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Ctx:
-    """What the global options chose: where the store is and who is acting."""
+    """What the global options chose: where the store is, who is acting, and how they prove it."""
 
-    def __init__(self, store: str | None, agent: str | None, session: str | None) -> None:
+    def __init__(self, store: str | None, agent: str | None, session: str | None, auth: str | None = None) -> None:
         self.store_location = store
         self.agent_name = agent
         self.session_name = session
+        self.auth = auth
         self._store: Store | None = None
         self._agent: Agent | None = None
+
+    @property
+    def remote(self) -> bool:
+        """A comity server (``--store http://…``, several separated by commas) rather than a store."""
+        return (self.store_location or "").lower().startswith(("http://", "https://"))
 
     def store(self) -> Store:
         if self._store is None:
@@ -54,8 +60,15 @@ class Ctx:
         return self._store
 
     def agent(self) -> Agent:
+        """The agent verbs: in process over the store, or over HTTP against a comity server
+        (``comity.remote.RemoteAgent`` has the same verbs and answers)."""
         if self._agent is None:
-            self._agent = Agent(self.store().session(self.agent_name, name=self.session_name))
+            if self.remote:
+                from .remote import RemoteAgent
+
+                self._agent = RemoteAgent(self.store_location or "", auth=self.auth, agent=self.agent_name)
+            else:
+                self._agent = Agent(self.store().session(self.agent_name, name=self.session_name))
         return self._agent
 
     def close(self) -> None:
@@ -124,16 +137,17 @@ def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[
 @click.option("--store", envvar="COMITY_STORE", metavar="PATH_OR_URL", help="Store location [env COMITY_STORE]. Default: the git common dir of this repository, else ./.comity")
 @click.option("--agent", envvar="COMITY_AGENT", metavar="NAME", help="Who is acting [env COMITY_AGENT]. Reads need none; writes do.")
 @click.option("--session", envvar="COMITY_SESSION", metavar="NAME", help="Named session whose news position persists across calls [env COMITY_SESSION].")
+@click.option("--auth", envvar="COMITY_AUTH", metavar="TOKEN", help="Your agent token for a comity server (--store http://…) [env COMITY_AUTH].")
 @click.version_option(__version__, prog_name="comity")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, agent: str | None, session: str | None) -> None:
+def cli(ctx: click.Context, store: str | None, agent: str | None, session: str | None, auth: str | None) -> None:
     """comity: coordination for teams of AI agents.
 
     Every read returns a context; every write carries one. A write whose context
     misses newer values is refused with the news, or kept beside them with
     --keep-both. Nothing is silently lost.
     """
-    ctx.obj = Ctx(store, agent, session)
+    ctx.obj = Ctx(store, agent, session, auth)
 
 
 # ------------------------------------------------------------------------ keys
@@ -535,6 +549,19 @@ def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, *
     else:
         for k, v in result.items():
             out.print(f"{k:>22}: {v}", markup=False)
+
+
+def _register_faces() -> None:
+    """The server and MCP faces add their own commands (``comity serve``, ``comity mcp``, …)."""
+    import importlib
+    import importlib.util
+
+    for name in ("comity.server.commands", "comity.mcp.commands"):
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(cli)
+
+
+_register_faces()
 
 
 def main(argv: list[str] | None = None) -> None:
