@@ -557,7 +557,11 @@ def _register_faces() -> None:
     import importlib.util
 
     for name in ("comity.server.commands", "comity.mcp.commands"):
-        if importlib.util.find_spec(name) is not None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the face's package is not there at all
+            found = False
+        if found:
             importlib.import_module(name).register(cli)
 
 

@@ -207,6 +207,8 @@ class Session:
         self.agent = None if agent is None else check_agent(agent)
         self.name = name
         self.interest: set[str] = set()
+        self._requests = 0
+        self._request_prefix = store.rng.new_id("q")[:13]
         if name is not None:
             check_agent(name, "session")
             self.id = name
@@ -370,7 +372,9 @@ class Session:
         agent = self._require_agent()
         record = request_id is not None
         if request_id is None:
-            request_id = self.store.rng.new_id("q")
+            # Unique without asking the RNG each time: the session id is random, the count is not.
+            self._requests += 1
+            request_id = f"{self._request_prefix}.{self._requests}"
         elif not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
             raise Invalid("request_id", "must be a string of 1 to 128 characters")
         guards = list(guards or [])
