@@ -556,7 +556,7 @@ def _register_faces() -> None:
     import importlib
     import importlib.util
 
-    for name in ("comity.server.commands", "comity.mcp.commands"):
+    for name in ("comity.server.commands", "comity.mcp.commands", "comity.repo.commands"):
         try:
             found = importlib.util.find_spec(name) is not None
         except ModuleNotFoundError:  # the face's package is not there at all
