@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..causal import HLC, DVVSet
-from ..errors import Invalid
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._backend import Backend, LeaseRow, SessionRow, Tx
 from ._codec import DEFAULT_MAX_VALUE_BYTES, ContextCodec, check_key
@@ -31,6 +31,7 @@ __all__ = ["Store", "Session", "Versioned", "Written", "TxnResult", "News", "DEF
 
 DEFAULT_NEWS_LIMIT = 50
 _SCAN = 256
+_UNDELIVERED_MAX = 500
 _AGENT_MAX = 128
 
 
@@ -209,6 +210,8 @@ class Session:
         self.interest: set[str] = set()
         self._requests = 0
         self._request_prefix = store.rng.new_id("q")[:13]
+        self._undelivered: list[dict[str, Any]] = []
+        self._undelivered_truncated = False
         if name is not None:
             check_agent(name, "session")
             self.id = name
@@ -245,7 +248,25 @@ class Session:
             self.position = max(self.position, head)
         if self.name is not None:
             tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
-        return [event_json(e) for e in rows], truncated
+        news = [event_json(e) for e in rows]
+        self._hold(news, truncated)
+        return news, truncated
+
+    def _hold(self, news: list[dict[str, Any]], truncated: bool) -> None:
+        # Every piece of news this session collects is also kept until a face hands it to
+        # the agent: layers above (the task board) read and write on the agent's behalf
+        # and would otherwise swallow news the agent was never shown.
+        self._undelivered.extend(news)
+        self._undelivered_truncated |= truncated
+        if len(self._undelivered) > _UNDELIVERED_MAX:
+            del self._undelivered[: len(self._undelivered) - _UNDELIVERED_MAX]
+            self._undelivered_truncated = True
+
+    def take_news(self) -> tuple[list[dict[str, Any]], bool]:
+        """The news collected since it was last taken (each event once), for a face to deliver."""
+        news, truncated = self._undelivered, self._undelivered_truncated
+        self._undelivered, self._undelivered_truncated = [], False
+        return news, truncated
 
     def _quiet(self, tx: Tx, head: int) -> tuple[list[dict[str, Any]], bool]:
         self.position = head
@@ -381,14 +402,14 @@ class Session:
         ops = list(ops or [])
         caller = Caller(agent, self.id)
         with self.store.backend.transaction(write=True) as tx:
-            outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
-            for o in ops:
-                if isinstance(o, (Put, Create, Delete, Update)):
-                    self.interest.add(o.key)
-            for g in guards:
-                key = getattr(g, "key", None)
-                if key is not None:
-                    self.interest.add(key)
+            try:
+                outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
+            except (StaleContext, Fenced, LeaseExpired, NotFound):
+                # Refused by the state: what it tried to change is now this session's concern,
+                # so the next answer carries the news that explains the refusal.
+                self._interested(guards, ops)
+                raise
+            self._interested(guards, ops)
             if not replayed and outcome["pos"] == self.position + outcome["appended"]:
                 # Positions are issued in order under the write lock: if this transaction's
                 # events directly follow what the session had seen, nobody else wrote between.
@@ -396,6 +417,15 @@ class Session:
             else:
                 news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
         return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
+
+    def _interested(self, guards: list[Guard], ops: list[Op]) -> None:
+        for o in ops:
+            if isinstance(o, (Put, Create, Delete, Update)):
+                self.interest.add(o.key)
+        for g in guards:
+            key = getattr(g, "key", None)
+            if key is not None:
+                self.interest.add(key)
 
     def _write(self, op: Put | Create | Delete, request_id: str | None) -> Written:
         try:

@@ -21,6 +21,7 @@ from ..coord import next_number, reservations, reserve
 from ..coord import release as release_reservations
 from ..errors import Invalid
 from ..store import Session
+from .decisions import DECISIONS_KEY, decisions
 from .tasks import Board, parse_task_id, task_key
 from .why import why as causal_history
 
@@ -52,9 +53,11 @@ class Agent:
         self.contexts: dict[str, str] = {}  # key -> the context this agent last saw
 
     # ------------------------------------------------------------ plumbing
-    def _answer(self, body: dict[str, Any], news: list[dict[str, Any]] | None = None, truncated: bool = False) -> dict[str, Any]:
-        if news is None:
-            news, truncated = self.session.catch_up()
+    def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Whatever the verb did inside (the task board reads and writes on the agent's
+        # behalf), the news it collected waits in the session: deliver all of it, once.
+        self.session.catch_up()
+        news, truncated = self.session.take_news()
         changed = {n["key"] for n in news}
         stale = sorted(k for k in self.contexts if k in changed)
         out = dict(body)
@@ -72,8 +75,8 @@ class Agent:
         self._remember(task_key(task["id"]), task.get("context"))
 
     def _with_news(self, result: dict[str, Any]) -> dict[str, Any]:
-        news = result.pop("news", None)
-        return self._answer(result, news)
+        result.pop("news", None)  # delivered from the session, with everything else collected
+        return self._answer(result)
 
     # ------------------------------------------------------------ identity
     def info(self) -> dict[str, Any]:
@@ -100,7 +103,7 @@ class Agent:
         body = {"key": v.key, "values": v.values, "context": v.context}
         if v.type is not None:
             body["type"] = v.type
-        return self._answer(body, v.news, v.news_truncated)
+        return self._answer(body)
 
     def write(
         self, key: str, value: Any, context: str | None = None, keep_both: bool = False, request_id: str | None = None
@@ -109,26 +112,26 @@ class Agent:
         w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both), request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
 
     def create(self, key: str, value: Any, request_id: str | None = None) -> dict[str, Any]:
         w = self.session.create(key, value, request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
 
     def delete(self, key: str, context: str | None = None, request_id: str | None = None) -> dict[str, Any]:
         ctx = context if context is not None else self.contexts.get(key)
         w = self.session.delete(key, context=ctx, request_id=request_id)
         self._remember(key, w.context)
         body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")}, w.news, w.news_truncated)
+        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
 
     def update(self, key: str, op: str, arg: Any = None, type: str | None = None, request_id: str | None = None) -> dict[str, Any]:
         r = self.session.update(key, op, arg, type=type, request_id=request_id)
         res = r.results[0]
         self._remember(key, res["context"])
-        return self._answer(res, r.news, r.news_truncated)
+        return self._answer(res)
 
     def news(self, limit: int = 50) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -139,7 +142,7 @@ class Agent:
             for a in agent_statuses(self.session)
             if a.suspected
         ]
-        return self._answer({"position": n.position, "suspected": suspects}, n.events, n.truncated)
+        return self._answer({"position": n.position, "suspected": suspects})
 
     def log(self, key: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
         return self._answer({"events": self.session.log(key, after=after, limit=limit)})
@@ -199,7 +202,7 @@ class Agent:
         self._task_context(c.task)
         body = c.to_json()
         news = body.pop("news")
-        return self._answer(body, news)
+        return self._answer(body)
 
     def task_renew(self, id: str, token: int, ttl: float | None = None) -> dict[str, Any]:
         return self._answer(self.board.renew(id, token, ttl=ttl))
@@ -232,7 +235,11 @@ class Agent:
 
     def reserve_paths(self, paths: list[str], ttl: float | None = None, shared: bool = False) -> dict[str, Any]:
         got = reserve(self.session, _list(paths, "paths"), ttl=3600.0 if ttl is None else ttl, shared=bool(shared))
-        return self._answer({"reservations": [r.to_json() for r in got]})
+        # Decisions on these paths come with the grant; ones recorded later come as news.
+        self.session.interest.add(DECISIONS_KEY)
+        ds = [d for d in decisions(self.session) if any(d.covers(r.pattern) for r in got)]
+        brief = [{"id": d.id, "agent": d.agent, "paths": d.paths, "text": d.text, "commit": d.commit} for d in ds]
+        return self._answer({"reservations": [r.to_json() for r in got], "decisions": brief})
 
     def release_paths(self, paths: list[str]) -> dict[str, Any]:
         return self._answer({"released": release_reservations(self.session, _list(paths, "paths"))})
@@ -247,7 +254,9 @@ class Agent:
         return self._answer(causal_history(self.session, target))
 
     def heartbeat(self) -> dict[str, Any]:
-        return self._answer({"pos": send_heartbeat(self.session)})
+        """A host's sign of life.  Answers without news: a background heartbeat has no one to
+        show it to, so what it saw waits in the session for the agent's next answer."""
+        return {"pos": send_heartbeat(self.session)}
 
     # -------------------------------------------------------------- calls
     def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:

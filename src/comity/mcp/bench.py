@@ -1,0 +1,134 @@
+"""``comity bench mcp``: tool-call latency through ``comity mcp`` over stdio, as a host sees it.
+
+The official MCP client starts ``comity mcp`` as a subprocess on a store with a board
+of ``tasks`` tasks and a log of ``log_events`` events (seeded in bulk).  Before every
+measured call another session writes a key the bench agent read, so every store call
+answers with news, as it would on a busy team; each ``task_claim`` takes another task.
+The baseline is a no-op tool of the same SDK in the same server process and run
+(``COMITY_MCP_BENCH=1`` registers it): what is left above it is comity's own cost.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..bench import _open, _pct, _seed_log
+from ..work import Agent, Board
+from .server import BENCH_ENV
+
+__all__ = ["bench_mcp"]
+
+POOL = 32  # keys the bench agent reads and another session keeps writing
+TOOLS = ["noop", "read", "write", "task_claim"]
+WARMUP = 20
+
+
+def _comity() -> list[str]:
+    beside = Path(sys.executable).with_name("comity")
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "comity.cli"]
+
+
+async def _drive(path: Path, other: Agent, calls: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    from mcp import Client, StdioServerParameters
+
+    command = _comity()
+    params = StdioServerParameters(
+        command=command[0],
+        args=[*command[1:], "mcp", "--agent", "bench"],
+        env={"COMITY_STORE": str(path), BENCH_ENV: "1"},
+    )
+    lat: dict[str, list[float]] = {t: [] for t in TOOLS}
+    with_news: dict[str, int] = {t: 0 for t in TOOLS}
+    async with Client(params, read_timeout_seconds=60) as c:
+        for j in range(POOL):
+            await c.call_tool("read", {"key": f"bench/shared/{j}"})
+        ready = await c.call_tool("task_ready", {})  # as an agent would: claims then carry the contexts read here
+        assert not ready.is_error, ready.content
+        writes = 0
+
+        def args(tool: str, i: int) -> dict[str, Any]:
+            if tool == "read":
+                return {"key": f"bench/shared/{i % POOL}"}
+            if tool == "write":
+                return {"key": f"bench/own/{i % POOL}", "value": {"n": i, "note": "x" * 100}}
+            if tool == "task_claim":
+                return {"id": f"T-{i + 1}"}
+            return {}
+
+        async def one(tool: str, i: int, measure: bool) -> None:
+            nonlocal writes
+            writes += 1
+            other.write(f"bench/shared/{writes % POOL}", {"n": writes})
+            t = time.perf_counter()
+            r = await c.call_tool(tool, args(tool, i))
+            dt = time.perf_counter() - t
+            if r.is_error:
+                raise RuntimeError(f"bench: {tool} failed: {r.content}")
+            if measure:
+                lat[tool].append(dt)
+                if (r.structured_content or {}).get("news"):
+                    with_news[tool] += 1
+
+        for i in range(WARMUP):
+            for tool in ("noop", "read", "write"):
+                await one(tool, calls + i, False)
+        progress(f"bench: {calls} calls of each of {', '.join(TOOLS)} through `comity mcp` over stdio")
+        for i in range(calls):
+            # Rotate the order so no tool always follows the same one.
+            for k in range(len(TOOLS)):
+                await one(TOOLS[(i + k) % len(TOOLS)], i, True)
+    out: dict[str, Any] = {}
+    for t in TOOLS:
+        out[f"{t}_p50_ms"] = _pct(lat[t], 0.50)
+        out[f"{t}_p99_ms"] = _pct(lat[t], 0.99)
+    for t in TOOLS[1:]:
+        out[f"{t}_with_news"] = round(with_news[t] / calls, 3)
+    out["task_claim_over_noop_p50"] = round(out["task_claim_p50_ms"] / out["noop_p50_ms"], 2)
+    return out
+
+
+def bench_mcp(
+    *,
+    tasks: int = 1000,
+    log_events: int = 100_000,
+    calls: int = 300,
+    directory: str | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """p50/p99 of ``read``, ``write``, ``task_claim`` and a no-op tool, in milliseconds."""
+    if calls > tasks:
+        raise ValueError(f"calls ({calls}) must not exceed tasks ({tasks}): each claim takes another task")
+    with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-mcp-") as tmp:
+        path = Path(tmp) / "mcp.db"
+        store = _open(path)
+        try:
+            progress(f"bench: seeding {log_events} log events and {tasks} tasks")
+            _seed_log(store, log_events)
+            board = Board(store.session("lead"))
+            for i in range(tasks):
+                board.add(f"task {i}", body="bench")
+            other = Agent(store.session("other"))
+            for j in range(POOL):
+                other.create(f"bench/shared/{j}", {"n": 0})
+            result = anyio.run(_drive, path, other, calls, progress)
+            head = store.session().head()
+        finally:
+            store.close()
+    return {
+        **result,
+        "calls": calls,
+        "tasks": tasks,
+        "log_events": log_events,
+        "log_head": head,
+        "mcp": version("mcp"),
+        "python": platform.python_version(),
+    }

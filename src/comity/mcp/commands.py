@@ -1,0 +1,211 @@
+"""``comity mcp`` (serve), ``comity mcp install`` (configure hosts), ``comity bench mcp``.
+
+Registered by :func:`comity.cli._register_faces` through :func:`register`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import ComityError, Invalid
+
+if TYPE_CHECKING:
+    from ..cli import Ctx
+    from .server import McpSession
+
+__all__ = ["register", "open_session", "server_block", "codex_block", "install"]
+
+SERVER_NAME = "comity"
+
+
+def open_session(obj: Ctx, agent: str | None) -> McpSession:
+    """The agent facade this process serves: the embedded store opened directly, or a comity
+    server when ``--store`` is an ``http://`` URL."""
+    from ..store import open as open_store
+    from ..work import Agent
+    from .server import McpSession
+
+    if obj.remote:
+        from ..remote import RemoteAgent
+
+        remote = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=agent)
+        me = remote.whoami()  # fails fast on a bad token or an unreachable server
+        return McpSession(remote, agent or me.get("agent"), close=remote.close, session_id=me.get("session"))
+    store = open_store(obj.store_location)
+    return McpSession(Agent(store.session(agent)), agent, close=store.close)
+
+
+def _need_sdk() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None or importlib.util.find_spec("mcp.server.mcpserver") is None:
+        raise Invalid("mcp", "`comity mcp` needs the MCP SDK 2.x: pip install 'comity[mcp]'")
+
+
+# ----------------------------------------------------------------- install
+
+
+def _comity_command() -> list[str]:
+    """How a host should start comity: by name if it is on PATH, else by absolute path."""
+    found = shutil.which("comity")
+    if found:
+        return ["comity"]
+    beside = Path(sys.executable).with_name("comity")
+    if beside.exists():
+        return [str(beside.absolute())]
+    return [sys.executable, "-m", "comity.cli"]
+
+
+def server_block(agent: str | None, store: str | None, remote: bool = False) -> dict[str, Any]:
+    """The ``mcpServers`` entry for Claude Code's ``.mcp.json``."""
+    command = _comity_command()
+    args = command[1:] + ["mcp"]
+    if agent:
+        args += ["--agent", agent]
+    if store:
+        if not remote:
+            store = str(Path(store).expanduser().absolute())
+        args += ["--store", store]
+    block: dict[str, Any] = {"type": "stdio", "command": command[0], "args": args}
+    if remote:
+        # The token stays in the host's environment, never in a file checked into the repository.
+        block["env"] = {"COMITY_AUTH": "${COMITY_AUTH}"}
+    return block
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def codex_block(block: dict[str, Any]) -> str:
+    """The same server as a ``[mcp_servers.comity]`` table for Codex's ``~/.codex/config.toml``."""
+    lines = [
+        f"[mcp_servers.{SERVER_NAME}]",
+        f"command = {_toml_str(block['command'])}",
+        "args = [" + ", ".join(_toml_str(a) for a in block["args"]) + "]",
+    ]
+    if "env" in block:
+        lines.append('env_vars = ["COMITY_AUTH"]')
+    return "\n".join(lines) + "\n"
+
+
+def _repository(directory: str | None) -> Path:
+    if directory is not None:
+        return Path(directory)
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return Path.cwd()
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else Path.cwd()
+
+
+def install(repository: Path, block: dict[str, Any]) -> tuple[Path, bool]:
+    """Write or update ``.mcp.json`` in ``repository``, keeping the other servers there.
+    Returns the file and whether it changed (running it twice changes nothing)."""
+    path = repository / ".mcp.json"
+    config: dict[str, Any] = {}
+    if path.exists():
+        try:
+            config = json.loads(path.read_text() or "{}")
+        except json.JSONDecodeError as e:
+            raise Invalid(str(path), f"is not valid JSON ({e}); fix or remove it, then run `comity mcp install` again") from None
+        if not isinstance(config, dict) or not isinstance(config.get("mcpServers", {}), dict):
+            raise Invalid(str(path), "must be a JSON object whose mcpServers is an object")
+    servers = config.setdefault("mcpServers", {})
+    if servers.get(SERVER_NAME) == block:
+        return path, False
+    servers[SERVER_NAME] = block
+    tmp = path.with_name(".mcp.json.comity-tmp")
+    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path, True
+
+
+# ---------------------------------------------------------------- commands
+
+
+def register(cli: click.Group) -> None:
+    from ..cli import Ctx, _print_json, command, err, fail, out
+
+    @cli.group("mcp", invoke_without_command=True)
+    @click.option("--agent", "mcp_agent", metavar="NAME", help="Who this server acts as (default: the global --agent / COMITY_AGENT).")
+    @click.option("--http", is_flag=True, help="Serve streamable HTTP at /mcp instead of stdio; each agent authenticates with its own bearer token.")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
+    @click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True, help="With --http: the port (0: any free port, printed).")
+    @click.option("--heartbeat", type=click.FloatRange(0), default=30.0, show_default=True, envvar="COMITY_MCP_HEARTBEAT",
+                  help="Seconds between liveness heartbeats (0: none) [env COMITY_MCP_HEARTBEAT].")
+    @click.pass_context
+    def mcp_group(ctx: click.Context, mcp_agent: str | None, http: bool, host: str, port: int, heartbeat: float) -> None:
+        """Serve comity to an agent over MCP (stdio; --http for streamable HTTP).
+
+        One connection is one session: its news position and the contexts of what it
+        read live in this process, which sends a heartbeat every --heartbeat seconds.
+        Configure a host with `comity mcp install`.
+        """
+        obj: Ctx = ctx.obj
+        if mcp_agent is not None:
+            obj.agent_name = mcp_agent
+        if ctx.invoked_subcommand is not None:
+            return
+        try:
+            _need_sdk()
+            if http:
+                from .http import serve
+
+                serve(obj, host=host, port=port, heartbeat=heartbeat)
+                return
+            from .server import serve_stdio
+
+            session = open_session(obj, obj.agent_name)
+        except ComityError as e:
+            fail(e, False)
+        if obj.agent_name is None:
+            err.print("comity mcp: no --agent given: reads work, writes will be refused (set --agent NAME or COMITY_AGENT)", markup=False)
+        serve_stdio(session, heartbeat=heartbeat)
+
+    @command(mcp_group, "install")
+    @click.option("--agent", "agent", metavar="NAME", help="The agent name the host's server acts as (default: the global --agent).")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False, exists=True), default=None,
+                  help="The repository (default: the git top level of the current directory).")
+    def install_cmd(obj: Ctx, agent: str | None, directory: str | None, *, as_json: bool) -> None:
+        """Write comity into the repository's .mcp.json (Claude Code) and print Codex's config.toml block."""
+        agent = agent or obj.agent_name
+        block = server_block(agent, obj.store_location, remote=obj.remote)
+        path, changed = install(_repository(directory), block)
+        codex = codex_block(block)
+        if as_json:
+            _print_json({"path": str(path), "changed": changed, "server": SERVER_NAME, "claude_code": block, "codex_toml": codex})
+            return
+        err.print(f"{'wrote' if changed else 'unchanged:'} {path} (server {SERVER_NAME!r} for Claude Code)", markup=False)
+        if not agent:
+            err.print("no --agent: the server takes COMITY_AGENT from the host's environment; writes need one", markup=False)
+        err.print("for Codex, add this to ~/.codex/config.toml:", markup=False)
+        out.print(codex, markup=False, end="")
+
+    bench_group = cli.commands.get("bench")
+    if isinstance(bench_group, click.Group):
+
+        @command(bench_group, "mcp")
+        @click.option("--tasks", type=click.IntRange(10, 1_000_000), default=1000, show_default=True, help="Tasks on the board.")
+        @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True, help="Events seeded in the log.")
+        @click.option("--calls", type=click.IntRange(10, 1_000_000), default=300, show_default=True, help="Measured calls per tool (each claim takes another task).")
+        @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
+        def bench_mcp_cmd(obj: Ctx, tasks: int, log_events: int, calls: int, directory: str | None, *, as_json: bool) -> None:
+            """Tool-call latency through `comity mcp` over stdio (official MCP client) against the SDK's own no-op tool."""
+            from .bench import bench_mcp
+
+            result = bench_mcp(tasks=tasks, log_events=log_events, calls=calls, directory=directory,
+                               progress=lambda m: err.print(m, markup=False))
+            if as_json:
+                _print_json(result)
+            else:
+                for k, v in result.items():
+                    out.print(f"{k:>20}: {v}", markup=False)
