@@ -20,13 +20,20 @@ SURFACE = {
         "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
         "Reservation", "overlaps", "reserve", "release", "reservations",
     ],
-    "comity.work": ["Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"],
+    "comity.work": [
+        "Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX",
+        "Decision", "decide", "decisions", "acknowledge",
+    ],
+    "comity.repo": [
+        "Repo", "GitFailed", "Template", "new_migration", "check", "renumber", "install", "uninstall", "pre_commit",
+        "decide_on_commit", "doctor",
+    ],
     "comity.causal": ["Dot", "Ordering", "VersionVector", "DVVSet", "HLC", "HLCTimestamp"],
     "comity.store": [
         "open", "locate", "Store", "Session", "Versioned", "Written", "TxnResult", "News",
         "Unchanged", "Absent", "Holds", "Put", "Create", "Delete", "Acquire", "Renew", "Release", "Update", "Next", "Note",
         "Guard", "Op", "Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow",
-        "SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION",
+        "SQLiteBackend", "PostgresBackend", "PRAGMAS", "SCHEMA_VERSION",
     ],
     "comity.runtime": [
         "Clock", "SystemClock", "VirtualClock", "Rng", "SystemRng", "SeededRng",

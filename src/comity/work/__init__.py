@@ -1,9 +1,11 @@
-"""Services: the task board and the causal history of work."""
+"""Services: the task board, decisions on paths, and the causal history of work."""
 
 from __future__ import annotations
 
 from .agent import VERBS, Agent
+from .decisions import Decision, acknowledge, decide, decisions
 from .tasks import OPEN_PREFIX, TASK_PREFIX, Board, Claim, parse_task_id, task_key
 from .why import why
 
-__all__ = ["Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX"]
+__all__ = ["Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX",
+           "Decision", "decide", "decisions", "acknowledge"]
