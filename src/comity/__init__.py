@@ -16,10 +16,54 @@ Errors (``comity.errors``) sit beside the seams: every layer may raise them.
 
 from __future__ import annotations
 
+import os as _os
+from typing import TYPE_CHECKING, overload
+
 from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
-from .store import News, Session, Store, TxnResult, Versioned, Written, open
+from .runtime import Clock, Rng
+from .store import News, Session, Store, TxnResult, Versioned, Written
+from .store import open as _open_store
+
+if TYPE_CHECKING:
+    from .remote import RemoteStore
 
 __version__ = "0.1.0"
+
+
+@overload
+def open(
+    location: str | _os.PathLike[str] | None = None,
+    *,
+    auth: None = None,
+    clock: Clock | None = None,
+    rng: Rng | None = None,
+    max_value_bytes: int | None = None,
+    busy_timeout: float = 30.0,
+) -> Store: ...
+@overload
+def open(location: str | None = None, *, auth: str, timeout: float = 60.0) -> RemoteStore: ...
+def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
+    location: str | _os.PathLike[str] | None = None,
+    *,
+    auth: str | None = None,
+    clock: Clock | None = None,
+    rng: Rng | None = None,
+    max_value_bytes: int | None = None,
+    busy_timeout: float = 30.0,
+    timeout: float = 60.0,
+) -> Store | RemoteStore:
+    """Open the store at ``location`` (see :func:`comity.store.open`), or, for
+    ``http://host:port`` (several separated by commas, for failover), a comity server
+    as a :class:`comity.remote.RemoteStore` acting with the agent token ``auth``."""
+    where = location if location is not None else _os.environ.get("COMITY_STORE") or None
+    if isinstance(where, str) and where.strip().lower().startswith(("http://", "https://")):
+        from .remote import RemoteStore
+
+        return RemoteStore(where, auth=auth, timeout=timeout)
+    if auth is not None:
+        raise Invalid("auth", "a token is for a comity server (http://…); a store path or postgresql:// URL takes none")
+    return _open_store(location, clock=clock, rng=rng, max_value_bytes=max_value_bytes, busy_timeout=busy_timeout)
+
 
 __all__ = [
     "open",

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -21,6 +21,9 @@ from .store import Store
 from .store import open as open_store
 from .store._codec import parse_json
 from .work import Agent
+
+if TYPE_CHECKING:
+    from .remote import RemoteAgent
 
 EXIT_CODES = """\b
 Exit codes (one meaning each):
@@ -47,7 +50,7 @@ class Ctx:
         self.session_name = session
         self.auth = auth
         self._store: Store | None = None
-        self._agent: Agent | None = None
+        self._agent: Agent | RemoteAgent | None = None
 
     @property
     def remote(self) -> bool:
@@ -59,7 +62,7 @@ class Ctx:
             self._store = open_store(self.store_location)
         return self._store
 
-    def agent(self) -> Agent:
+    def agent(self) -> Agent | RemoteAgent:
         """The agent verbs: in process over the store, or over HTTP against a comity server
         (``comity.remote.RemoteAgent`` has the same verbs and answers)."""
         if self._agent is None:
@@ -158,7 +161,7 @@ def init_cmd(obj: Ctx, *, as_json: bool) -> None:
     """Create the store (if needed) and say where it is."""
     from .store import locate
 
-    _, why = locate(obj.store_location)
+    why = "a comity server" if obj.remote else locate(obj.store_location)[1]
     info = obj.agent().info()
     info["why"] = why
     if as_json:

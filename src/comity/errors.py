@@ -3,7 +3,7 @@
 =============  ==============================================  =========  ====
 error          meaning                                          CLI exit   HTTP
 =============  ==============================================  =========  ====
-Invalid        bad input: names the field and the fix           2          400
+Invalid        bad input: names the field and the fix           2          422
 StaleContext   the state moved past the caller's context        3          409
 Fenced         a fencing token was superseded                   3          409
 LeaseExpired   the caller's lease ran out                       3          409
@@ -61,7 +61,7 @@ class Invalid(ComityError):
 
     code = "invalid"
     exit_code = EXIT_INVALID
-    http_status = 400
+    http_status = 422
 
     def __init__(self, field: str, message: str, **details: Any) -> None:
         super().__init__(f"{field}: {message}", field=field, **details)

@@ -428,13 +428,7 @@ class Session:
                 self.interest.add(key)
 
     def _write(self, op: Put | Create | Delete, request_id: str | None) -> Written:
-        try:
-            r = self.txn(ops=[op], request_id=request_id)
-        except Invalid as e:
-            # One operation: name its field as the caller wrote it ("key", not "ops[0].key").
-            if e.field.startswith("ops[0]."):
-                raise Invalid(e.field[len("ops[0].") :], e.message.split(": ", 1)[-1], **{k: v for k, v in e.details.items() if k != "field"}) from None
-            raise
+        r = self.txn(ops=[op], request_id=request_id)
         res = r.results[0]
         return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed)
 

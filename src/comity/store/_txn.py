@@ -293,6 +293,8 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int, system: b
             else:
                 raise Invalid("type", f"unknown operation {type(o).__name__}")
         except Invalid as e:
+            if len(ops) == 1 and not guards:
+                raise  # one operation: name its field as the caller wrote it ("key", not "ops[0].key")
             raise _at(f"ops[{i}]", e) from None
     return texts
 
