@@ -1,17 +1,19 @@
 """Shared fixtures: a store per backend, the virtual clock it runs on, and the CLI.
 
 The store conformance suite is parametrized over ``BACKENDS``.  A backend is a name and
-a factory ``(directory, clock, rng, **open_kwargs) -> Store``; a second engine joins the
-suite by adding an entry to ``FACTORIES``.
+a factory ``(directory, clock, rng, **open_kwargs) -> Store``: SQLite, and PostgreSQL
+when ``COMITY_TEST_POSTGRES_URL`` names a server (else its cases are skipped, saying so).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +26,58 @@ from comity.runtime import Clock, Rng, SeededRng, VirtualClock
 Factory = Callable[..., comity.Store]
 
 
+# PostgreSQL: each store is a fresh schema of the database at COMITY_TEST_POSTGRES_URL
+# (named after the store's path, so the same name reopens it), dropped after the test.
+# Without the variable the postgres cases are skipped, with a reason saying so.
+PG_URL = os.environ.get("COMITY_TEST_POSTGRES_URL") or None
+PG_SKIP: str | None = None
+if PG_URL is None:
+    PG_SKIP = "PostgreSQL tests skipped: set COMITY_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+elif importlib.util.find_spec("psycopg") is None or importlib.util.find_spec("psycopg_pool") is None:
+    PG_SKIP = "PostgreSQL tests skipped: psycopg is not installed (pip install -e '.[dev]')"
+
+
+_RUN = os.urandom(8).hex()  # a schema left by a crashed run is never reopened by a later one
+
+
+def pg_schema(where: Path | str) -> str:
+    """The schema that stands for the store at ``where``: unique per test and name."""
+    return "t_" + hashlib.sha1(f"{_RUN}:{where}".encode()).hexdigest()[:24]
+
+
+def pg_url(schema: str) -> str:
+    """The store URL of ``schema``.  Tests do not crash the server, so they do not wait for
+    each commit's WAL flush (``synchronous_commit=off``); comity never sets that itself."""
+    assert PG_URL is not None
+    url = PG_URL + ("&" if "?" in PG_URL else "?") + "schema=" + schema
+    if "options=" not in PG_URL:
+        url += "&options=-c%20synchronous_commit%3Doff"
+    return url
+
+
+def drop_pg_schemas(schemas: Iterable[str]) -> None:
+    import psycopg
+
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def _sqlite(where: Path, clock: Clock, rng: Rng, **kw: Any) -> comity.Store:
     return comity.open(where, clock=clock, rng=rng, **kw)
 
 
-FACTORIES: dict[str, Factory] = {"sqlite": _sqlite}
+def _postgres(where: Path, clock: Clock, rng: Rng, **kw: Any) -> comity.Store:
+    return comity.open(pg_url(pg_schema(where)), clock=clock, rng=rng, **kw)
 
-# PostgreSQL joins once comity.store has a backend for it; until then a set
-# COMITY_TEST_POSTGRES_URL is ignored (the param is simply not there yet).
-_PG_URL = os.environ.get("COMITY_TEST_POSTGRES_URL")
-if _PG_URL and hasattr(comity.store, "PostgresBackend"):
 
-    def _postgres(where: Path, clock: Clock, rng: Rng, **kw: Any) -> comity.Store:
-        # Each test needs its own empty store: give the backend a fresh schema or
-        # database per call here when it lands (``where.name`` is unique per store).
-        return comity.open(_PG_URL, clock=clock, rng=rng, **kw)
+FACTORIES: dict[str, Factory] = {"sqlite": _sqlite, "postgres": _postgres}
 
-    FACTORIES["postgres"] = _postgres
-
-BACKENDS = list(FACTORIES)
+BACKENDS: list[Any] = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.skip(reason=PG_SKIP)) if PG_SKIP else "postgres",
+]
 
 
 @pytest.fixture
@@ -60,9 +95,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClo
     factory = FACTORIES[request.param]
     seeds = itertools.count(1)
     opened: list[comity.Store] = []
+    places: set[Path] = set()
 
     def make(name: str = "s.db", **kw: Any) -> comity.Store:
         kw.setdefault("clock", clock)
+        places.add(tmp_path / name)
         s = factory(tmp_path / name, rng=SeededRng(next(seeds)), **kw)
         opened.append(s)
         return s
@@ -70,6 +107,18 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClo
     yield make
     for s in opened:
         s.close()
+    if request.param == "postgres":
+        drop_pg_schemas(pg_schema(p) for p in places)
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema for this test (skipped without a server)."""
+    if PG_SKIP:
+        pytest.skip(PG_SKIP)
+    schema = pg_schema(tmp_path)
+    yield pg_url(schema)
+    drop_pg_schemas([schema])
 
 
 @pytest.fixture

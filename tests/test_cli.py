@@ -170,7 +170,7 @@ def test_an_unreachable_store_is_exit_5(comity_cli: Run, tmp_path: Path) -> None
 
 
 def test_unsupported_store_urls_are_bad_input(comity_cli: Run) -> None:
-    r = comity_cli("get", "k", store="postgresql://db.example/comity")
+    r = comity_cli("get", "k", store="mysql://db.example/comity")
     assert r.returncode == 2 and "store" in r.stderr
     no_traceback(r)
 

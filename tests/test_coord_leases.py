@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 import comity
 from comity import Fenced, Invalid, LeaseExpired, StaleContext
 from comity.coord import Leases, PhiAccrual, agents, heartbeat
-from comity.runtime import SeededRng, VirtualClock
+from comity.runtime import VirtualClock
 from comity.store import Holds, Put
 from comity.work import Board
 
@@ -31,10 +30,9 @@ def vclock() -> VirtualClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, vclock: VirtualClock) -> Iterator[comity.Store]:
-    s = comity.open(tmp_path / "s.db", clock=vclock, rng=SeededRng(1))
-    yield s
-    s.close()
+def store(make_store: Callable[..., comity.Store], vclock: VirtualClock) -> comity.Store:
+    """A store of each backend (conftest), on the virtual clock."""
+    return make_store(clock=vclock)
 
 
 def leases(store: comity.Store, agent: str) -> Leases:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import comity
 from comity import Invalid, NotFound, StaleContext
 from comity.coord import overlaps, release, reservations, reserve
-from comity.runtime import SeededRng, VirtualClock
+from comity.runtime import VirtualClock
 
 # ------------------------------------------------------------------------ overlaps
 
@@ -191,10 +191,9 @@ def vclock() -> VirtualClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, vclock: VirtualClock) -> Iterator[comity.Store]:
-    s = comity.open(tmp_path / "s.db", clock=vclock, rng=SeededRng(1))
-    yield s
-    s.close()
+def store(make_store: Callable[..., comity.Store], vclock: VirtualClock) -> comity.Store:
+    """A store of each backend (conftest), on the virtual clock."""
+    return make_store(clock=vclock)
 
 
 def held(store: comity.Store) -> set[tuple[str, str, bool]]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import comity
 from comity import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext
-from comity.runtime import SeededRng, VirtualClock
+from comity.runtime import VirtualClock
 from comity.work import Board, why
 
 # ------------------------------------------------------------------------ fixtures
@@ -29,10 +28,9 @@ def vclock() -> VirtualClock:
 
 
 @pytest.fixture
-def st(tmp_path: Path, vclock: VirtualClock) -> Iterator[comity.Store]:
-    s = comity.open(tmp_path / "s.db", clock=vclock, rng=SeededRng(1))
-    yield s
-    s.close()
+def st(make_store: Callable[..., comity.Store], vclock: VirtualClock) -> comity.Store:
+    """A store of each backend (conftest), on the virtual clock."""
+    return make_store(clock=vclock)
 
 
 def board(store: comity.Store, agent: str) -> Board:
@@ -206,10 +204,10 @@ def test_two_sessions_that_read_the_same_task_one_claim_wins_and_the_loser_hears
     assert board(st, "x").show(t["id"])["lease"] == {"holder": "carol", "token": won.token, "expires": won.expires}
 
 
-def test_concurrent_claims_from_two_threads_exactly_one_wins(tmp_path: Path, vclock: VirtualClock) -> None:
-    """Two stores (two SQLite connections) on one file, claiming at once, 20 times."""
-    s1 = comity.open(tmp_path / "c.db", clock=vclock, rng=SeededRng(1))
-    s2 = comity.open(tmp_path / "c.db", clock=vclock, rng=SeededRng(2))
+def test_concurrent_claims_from_two_threads_exactly_one_wins(make_store: Callable[..., comity.Store], vclock: VirtualClock) -> None:
+    """Two handles (two connections) on one store, claiming at once, 20 times."""
+    s1 = make_store("c.db", clock=vclock)
+    s2 = make_store("c.db", clock=vclock)
     try:
         ids = [board(s1, "triage").add(f"t{i}")["id"] for i in range(20)]
         boards = {"bob": board(s1, "bob"), "carol": board(s2, "carol")}

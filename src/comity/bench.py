@@ -4,11 +4,17 @@ The store benchmark runs at the durability the README claims (WAL,
 ``synchronous=FULL``), and compares comity's put with the least a durable
 key-value write can do on the same engine: a ``kv(key PRIMARY KEY, value)``
 table, one upsert and one commit per operation, the same pragmas.
+
+With ``store_url`` (``postgresql://…``) both run on that PostgreSQL database instead,
+at its own durability settings: comity in scratch schemas ``comity_bench_*``, the
+baseline a ``kv`` (or ``tasks``) table in another, one autocommitted upsert per
+operation; every scratch schema is dropped afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 import tempfile
@@ -17,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .store import PRAGMAS, SQLiteBackend, Store
+from .store import PRAGMAS, PostgresBackend, SQLiteBackend, Store
+from .store._postgres import is_postgres_url, split_url
 from .runtime import SystemClock, SystemRng
 
-__all__ = ["bench_store"]
+__all__ = ["bench_store", "bench_claims"]
 
 BUSY_TIMEOUT_MS = 30_000
 VALUE: dict[str, Any] = {"path": "db/migrations/0267_add_index.sql", "author": "agent-7", "note": "x" * 120}
@@ -52,9 +59,129 @@ def _connect_raw(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _open(path: Path) -> Store:
+def _open(where: Path | str) -> Store:
+    """A store at a path, or at a postgres URL (leases on the database's clock)."""
     clock, rng = SystemClock(), SystemRng()
-    return Store(SQLiteBackend(path, clock=clock, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000), clock=clock, rng=rng)
+    if isinstance(where, str) and is_postgres_url(where):
+        return Store(PostgresBackend(where, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000), clock=clock, rng=rng)
+    return Store(SQLiteBackend(where, clock=clock, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000), clock=clock, rng=rng)
+
+
+def _connect_pg(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(split_url(url)[0], autocommit=True)
+
+
+class _SQLite:
+    """Where a benchmark's stores and baseline live: SQLite files in a scratch directory."""
+
+    name = "sqlite"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def target(self, name: str) -> str:
+        return str(self.root / f"{name}.db")
+
+    def raw(self, name: str, table: str = "kv") -> Any:
+        db = _connect_raw(self.root / f"{name}.db")
+        if table == "tasks":
+            db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, status TEXT NOT NULL, owner TEXT)")
+        return db
+
+    def raw_puts(self, db: Any, start: int, n: int) -> list[float]:
+        return _raw_puts(db, start, n)
+
+    def raw_gets(self, db: Any, n: int) -> list[float]:
+        return _raw_gets(db, n)
+
+    def seed(self, store: Store, events: int) -> None:
+        _seed_log(store, events)
+
+    def about(self) -> dict[str, Any]:
+        return {"pragmas": {**PRAGMAS, "busy_timeout_ms": BUSY_TIMEOUT_MS}, "sqlite": sqlite3.sqlite_version}
+
+    def close(self) -> None:
+        pass
+
+
+class _Postgres:
+    """Scratch schemas ``comity_bench_<run>_<name>`` in the database of ``url``, dropped on close."""
+
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.run = f"comity_bench_{os.urandom(4).hex()}"
+        self.schemas: list[str] = []
+        self.admin = _connect_pg(url)
+
+    def target(self, name: str) -> str:
+        schema = f"{self.run}_{name}"
+        self.schemas.append(schema)
+        conninfo = split_url(self.url)[0]
+        return conninfo + ("&" if "?" in conninfo else "?") + f"schema={schema}"
+
+    def raw(self, name: str, table: str = "kv") -> Any:
+        schema = f"{self.run}_{name}"
+        self.schemas.append(schema)
+        conn = _connect_pg(self.url)
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path = {schema}")
+        if table == "tasks":
+            conn.execute("CREATE TABLE tasks (id integer PRIMARY KEY, status text NOT NULL, owner text)")
+        else:
+            conn.execute("CREATE TABLE kv (key text PRIMARY KEY, value text NOT NULL)")
+        return conn
+
+    def raw_puts(self, conn: Any, start: int, n: int) -> list[float]:
+        # Autocommit: each upsert is one transaction, committed before it returns.
+        lat = []
+        for i in range(start, start + n):
+            text = json.dumps(_value(i), separators=(",", ":"))
+            t = time.perf_counter()
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"k{i % KEYSPACE}", text),
+                prepare=True,
+            )
+            lat.append(time.perf_counter() - t)
+        return lat
+
+    def raw_gets(self, conn: Any, n: int) -> list[float]:
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            row = conn.execute("SELECT value FROM kv WHERE key = %s", (f"k{i % KEYSPACE}",), prepare=True).fetchone()
+            json.loads(row[0])
+            lat.append(time.perf_counter() - t)
+        return lat
+
+    def seed(self, store: Store, events: int) -> None:
+        _seed_log_pg(store, events)
+
+    def about(self) -> dict[str, Any]:
+        settings = {
+            name: self.admin.execute(f"SHOW {name}").fetchone()[0]
+            for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
+        }
+        return {"postgres": settings}
+
+    def close(self) -> None:
+        for schema in self.schemas:
+            self.admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        self.admin.close()
+
+
+def _engine(store_url: str | None, root: Path) -> _SQLite | _Postgres:
+    if store_url is None:
+        return _SQLite(root)
+    if not is_postgres_url(store_url):
+        from .errors import Invalid
+
+        raise Invalid("store_url", f"benchmarks take a postgresql:// URL (or none, for SQLite), got {store_url[:80]!r}")
+    return _Postgres(store_url)
 
 
 class _PutLoop:
@@ -139,95 +266,135 @@ def _seed_log(store: Store, events: int) -> None:
     db.execute("COMMIT")
 
 
+def _seed_log_pg(store: Store, events: int) -> None:
+    """:func:`_seed_log` for PostgreSQL, generated by the server in one transaction."""
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    s = backend.sql.schema
+    replica = store.replica_id
+    text = json.dumps(VALUE, separators=(",", ":"))
+    clock = json.dumps({"e": [[replica, 1, [[VALUE]]]]}, separators=(",", ":"))
+    with _connect_pg(backend.conninfo) as conn, conn.transaction():
+        conn.execute(
+            f"INSERT INTO {s}.events (pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev)"
+            " SELECT j + 1, 'seed/' || (j %% 200000), 'put', 'seed', 'seed', %s, 1, '0', 'seed' || j, %s, NULL,"
+            " greatest(0, j + 1 - 200000) FROM generate_series(0, %s - 1) AS j",
+            (replica, text, events),
+        )
+        conn.execute(
+            f"INSERT INTO {s}.requests (request_id, digest, outcome)"
+            " SELECT 'qseed' || lpad(to_hex(j), 16, '0'), '', '{{}}' FROM generate_series(0, %s - 1) AS j",
+            (events,),
+        )
+        conn.execute(
+            f"INSERT INTO {s}.keys (key, clock, hlc, pos) SELECT 'seed/' || k, %s, '0',"
+            " k + 1 + ((%s - 1 - k) / 200000) * 200000 FROM generate_series(0, least(%s, 200000) - 1) AS k"
+            " ON CONFLICT DO NOTHING",
+            (clock, events, events),
+        )
+        conn.execute(f"UPDATE {s}.log_head SET pos = %s", (events,))
+        conn.execute(f"ANALYZE {s}.events")
+
+
 def bench_store(
     *,
     ops: int = 5000,
     log_events: int = 1_000_000,
     directory: str | None = None,
     progress: Callable[[str], None] = lambda m: None,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
+    """Put, get and create against the plain upsert of the same engine: SQLite files in
+    a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
-        root = Path(tmp)
-        store = _open(root / "fresh.db")
-        raw = _connect_raw(root / "raw.db")
-        loop = _PutLoop(store, "k")
-        per_round = max(1, ops // ROUNDS)
+        engine = _engine(store_url, Path(tmp))
+        try:
+            return _bench_store(engine, ops, log_events, progress)
+        finally:
+            engine.close()
 
-        # Warm both (page cache, statement caches), then alternate rounds so drift hits both.
-        loop.run(min(KEYSPACE, ops))
-        _raw_puts(raw, 0, min(KEYSPACE, ops))
-        progress(f"bench: {ops} puts against {ops} raw upserts, {ROUNDS} alternating rounds")
-        put_lat: list[float] = []
-        raw_lat: list[float] = []
-        for r in range(ROUNDS):
-            put_lat += loop.run(per_round)
-            raw_lat += _raw_puts(raw, r * per_round, per_round)
 
-        s = store.session()
-        get_lat = []
-        for i in range(ops):
-            key = f"k{i % KEYSPACE}"
-            t = time.perf_counter()
-            s.get(key)
-            get_lat.append(time.perf_counter() - t)
-        raw_get_lat = _raw_gets(raw, ops)
+def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    store = _open(engine.target("fresh"))
+    raw = engine.raw("raw")
+    loop = _PutLoop(store, "k")
+    per_round = max(1, ops // ROUNDS)
 
-        w = store.session("bench")
-        create_lat = []
-        for i in range(ops):
-            t = time.perf_counter()
-            w.create(f"new/{i}", VALUE)
-            create_lat.append(time.perf_counter() - t)
-        store.close()
-        raw.close()
+    # Warm both (page cache, statement caches), then alternate rounds so drift hits both.
+    loop.run(min(KEYSPACE, ops))
+    engine.raw_puts(raw, 0, min(KEYSPACE, ops))
+    progress(f"bench: {ops} puts against {ops} raw upserts on {engine.name}, {ROUNDS} alternating rounds")
+    put_lat: list[float] = []
+    raw_lat: list[float] = []
+    for r in range(ROUNDS):
+        put_lat += loop.run(per_round)
+        raw_lat += engine.raw_puts(raw, r * per_round, per_round)
 
-        result: dict[str, Any] = {
-            "ops": ops,
-            "value_bytes": len(json.dumps(_value(0), separators=(",", ":"))),
-            "put_ops_s": _rate(put_lat),
-            "get_ops_s": _rate(get_lat),
-            "create_ops_s": _rate(create_lat),
-            "raw_ops_s": _rate(raw_lat),
-            "raw_get_ops_s": _rate(raw_get_lat),
-            "put_ratio": round(_rate(put_lat) / _rate(raw_lat), 3),
-            "get_ratio": round(_rate(get_lat) / _rate(raw_get_lat), 3),
-            "put_p50_ms": _pct(put_lat, 0.50),
-            "put_p99_ms": _pct(put_lat, 0.99),
-            "get_p50_ms": _pct(get_lat, 0.50),
-            "get_p99_ms": _pct(get_lat, 0.99),
-            "create_p50_ms": _pct(create_lat, 0.50),
-            "create_p99_ms": _pct(create_lat, 0.99),
-            "raw_p50_ms": _pct(raw_lat, 0.50),
-            "raw_p99_ms": _pct(raw_lat, 0.99),
-        }
+    s = store.session()
+    get_lat = []
+    for i in range(ops):
+        key = f"k{i % KEYSPACE}"
+        t = time.perf_counter()
+        s.get(key)
+        get_lat.append(time.perf_counter() - t)
+    raw_get_lat = engine.raw_gets(raw, ops)
 
-        if log_events:
-            progress(f"bench: seeding {log_events} events for growth_ratio")
-            big = _open(root / "grown.db")
-            _seed_log(big, log_events)
-            fresh = _open(root / "fresh2.db")
-            grown_loop, fresh_loop = _PutLoop(big, "k"), _PutLoop(fresh, "k")
-            grown_loop.run(min(KEYSPACE, ops))
-            fresh_loop.run(min(KEYSPACE, ops))
-            grown_lat: list[float] = []
-            fresh_lat: list[float] = []
-            for _ in range(ROUNDS):
-                grown_lat += grown_loop.run(per_round)
-                fresh_lat += fresh_loop.run(per_round)
-            big.close()
-            fresh.close()
-            result.update(
-                {
-                    "log_events": log_events,
-                    "grown_put_p50_ms": _pct(grown_lat, 0.50),
-                    "fresh_put_p50_ms": _pct(fresh_lat, 0.50),
-                    "growth_ratio": round(_pct(grown_lat, 0.50) / _pct(fresh_lat, 0.50), 3),
-                }
-            )
-        result["pragmas"] = {**PRAGMAS, "busy_timeout_ms": BUSY_TIMEOUT_MS}
-        result["sqlite"] = sqlite3.sqlite_version
-        result["python"] = platform.python_version()
-        return result
+    w = store.session("bench")
+    create_lat = []
+    for i in range(ops):
+        t = time.perf_counter()
+        w.create(f"new/{i}", VALUE)
+        create_lat.append(time.perf_counter() - t)
+    store.close()
+    raw.close()
+
+    result: dict[str, Any] = {
+        "backend": engine.name,
+        "ops": ops,
+        "value_bytes": len(json.dumps(_value(0), separators=(",", ":"))),
+        "put_ops_s": _rate(put_lat),
+        "get_ops_s": _rate(get_lat),
+        "create_ops_s": _rate(create_lat),
+        "raw_ops_s": _rate(raw_lat),
+        "raw_get_ops_s": _rate(raw_get_lat),
+        "put_ratio": round(_rate(put_lat) / _rate(raw_lat), 3),
+        "get_ratio": round(_rate(get_lat) / _rate(raw_get_lat), 3),
+        "put_p50_ms": _pct(put_lat, 0.50),
+        "put_p99_ms": _pct(put_lat, 0.99),
+        "get_p50_ms": _pct(get_lat, 0.50),
+        "get_p99_ms": _pct(get_lat, 0.99),
+        "create_p50_ms": _pct(create_lat, 0.50),
+        "create_p99_ms": _pct(create_lat, 0.99),
+        "raw_p50_ms": _pct(raw_lat, 0.50),
+        "raw_p99_ms": _pct(raw_lat, 0.99),
+    }
+
+    if log_events:
+        progress(f"bench: seeding {log_events} events for growth_ratio")
+        big = _open(engine.target("grown"))
+        engine.seed(big, log_events)
+        fresh = _open(engine.target("fresh2"))
+        grown_loop, fresh_loop = _PutLoop(big, "k"), _PutLoop(fresh, "k")
+        grown_loop.run(min(KEYSPACE, ops))
+        fresh_loop.run(min(KEYSPACE, ops))
+        grown_lat: list[float] = []
+        fresh_lat: list[float] = []
+        for _ in range(ROUNDS):
+            grown_lat += grown_loop.run(per_round)
+            fresh_lat += fresh_loop.run(per_round)
+        big.close()
+        fresh.close()
+        result.update(
+            {
+                "log_events": log_events,
+                "grown_put_p50_ms": _pct(grown_lat, 0.50),
+                "fresh_put_p50_ms": _pct(fresh_lat, 0.50),
+                "growth_ratio": round(_pct(grown_lat, 0.50) / _pct(fresh_lat, 0.50), 3),
+            }
+        )
+    result.update(engine.about())
+    result["python"] = platform.python_version()
+    return result
 
 
 # --------------------------------------------------------------------- claims
@@ -238,7 +405,7 @@ def _claims_worker(store_path: str, agent: str, go: str, out: str) -> None:
     from .errors import ComityError, NotFound
     from .work import Board
 
-    store = _open(Path(store_path))
+    store = _open(store_path if is_postgres_url(store_path) else Path(store_path))
     board = Board(store.session(agent))
     while not Path(go).exists():
         time.sleep(0.001)
@@ -290,6 +457,34 @@ def _baseline_worker(db_path: str, agent: str, go: str, out: str) -> None:
     Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": 0}))
 
 
+def _pg_baseline_worker(url: str, agent: str, go: str, out: str) -> None:
+    """The same loop on a plain PostgreSQL table, autocommitted: the usual queue idiom,
+    ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)``, then mark it done."""
+    conn = _connect_pg(url)
+    conn.execute(f"SET search_path = {split_url(url)[1]}")
+    while not Path(go).exists():
+        time.sleep(0.001)
+    lat: list[float] = []
+    done: list[int] = []
+    while True:
+        t = time.perf_counter()
+        row = conn.execute(
+            "UPDATE tasks SET status = 'claimed', owner = %s WHERE id = (SELECT id FROM tasks WHERE status = 'open'"
+            " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+            (agent,),
+        ).fetchone()
+        if row is None:
+            break
+        lat.append(time.perf_counter() - t)
+        n = conn.execute(
+            "UPDATE tasks SET status = 'done' WHERE id = %s AND owner = %s AND status = 'claimed'", (row[0], agent)
+        ).rowcount
+        if n:
+            done.append(row[0])
+    conn.close()
+    Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": 0}))
+
+
 def _run_workers(kind: str, target: str, agents: int, root: Path) -> tuple[float, list[float], list[Any], int]:
     import subprocess
     import sys
@@ -320,66 +515,88 @@ def _run_workers(kind: str, target: str, agents: int, root: Path) -> tuple[float
 
 
 def bench_claims(
-    *, agents: int = 8, tasks: int = 500, directory: str | None = None, progress: Callable[[str], None] = lambda m: None
+    *,
+    agents: int = 8,
+    tasks: int = 500,
+    directory: str | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+    store_url: str | None = None,
+) -> dict[str, Any]:
+    """``agents`` processes drain ``tasks`` tasks through comity, then through a plain
+    table of the same engine: SQLite files, or the PostgreSQL database at ``store_url``."""
+    with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
+        engine = _engine(store_url, Path(tmp))
+        try:
+            return _bench_claims(engine, agents, tasks, Path(tmp), progress)
+        finally:
+            engine.close()
+
+
+def _bench_claims(
+    engine: _SQLite | _Postgres, agents: int, tasks: int, root: Path, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     from .work import Board
 
-    with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
-        root = Path(tmp)
-        store_path = root / "board.db"
-        store = _open(store_path)
-        board = Board(store.session("triage"))
-        progress(f"bench: adding {tasks} tasks")
-        for i in range(tasks):
-            board.add(f"task {i}")
-        raw = _connect_raw(root / "baseline.db")
-        raw.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, status TEXT NOT NULL, owner TEXT)")
+    store_target = engine.target("board")
+    store = _open(store_target)
+    board = Board(store.session("triage"))
+    progress(f"bench: adding {tasks} tasks")
+    for i in range(tasks):
+        board.add(f"task {i}")
+    raw = engine.raw("baseline", "tasks")
+    if engine.name == "sqlite":
         raw.execute("BEGIN")
         raw.executemany("INSERT INTO tasks (id, status) VALUES (?, 'open')", ((i,) for i in range(tasks)))
         raw.execute("COMMIT")
-        raw.close()
+        baseline_kind, baseline_target, idiom = "baseline", engine.target("baseline"), "UPDATE … WHERE status='open'"
+    else:
+        raw.execute("INSERT INTO tasks (id, status) SELECT i, 'open' FROM generate_series(0, %s - 1) AS i", (tasks,))
+        baseline_kind, baseline_target, idiom = "pg-baseline", engine.target("baseline"), "UPDATE … FOR UPDATE SKIP LOCKED"
+    raw.close()
 
-        progress(f"bench: {agents} processes drain {tasks} tasks through comity")
-        wall, lat, done, errors = _run_workers("claims", str(store_path), agents, root)
-        progress(f"bench: {agents} processes drain {tasks} rows with UPDATE … WHERE status='open'")
-        bwall, blat, bdone, _ = _run_workers("baseline", str(root / "baseline.db"), agents, root)
+    progress(f"bench: {agents} processes drain {tasks} tasks through comity on {engine.name}")
+    wall, lat, done, errors = _run_workers("claims", store_target, agents, root)
+    progress(f"bench: {agents} processes drain {tasks} rows with {idiom}")
+    bwall, blat, bdone, _ = _run_workers(baseline_kind, baseline_target, agents, root)
 
-        log_done: dict[str, int] = {}
-        s = store.session()
-        after = 0
-        while True:
-            events = s.log(after=after, limit=10_000)
-            if not events:
-                break
-            for e in events:
-                if e["op"] == "task.done":
-                    log_done[e["key"]] = log_done.get(e["key"], 0) + 1
-            after = events[-1]["pos"]
-        store.close()
-        claims_s = round(len(lat) / wall, 1)
-        baseline_s = round(len(blat) / bwall, 1)
-        return {
-            "agents": agents,
-            "tasks": tasks,
-            "claims": len(lat),
-            "completed": len(set(done)),
-            "double_completions": (len(done) - len(set(done))) + sum(n - 1 for n in log_done.values() if n > 1),
-            "not_completed": tasks - len(log_done),
-            "errors": errors,
-            "claims_s": claims_s,
-            "claim_p50_ms": _pct(lat, 0.50),
-            "claim_p99_ms": _pct(lat, 0.99),
-            "baseline_claims_s": baseline_s,
-            "baseline_claim_p50_ms": _pct(blat, 0.50),
-            "claims_ratio": round(claims_s / baseline_s, 3) if baseline_s else None,
-            "wall_s": round(wall, 3),
-            "baseline_wall_s": round(bwall, 3),
-            "pragmas": {**PRAGMAS, "busy_timeout_ms": BUSY_TIMEOUT_MS},
-        }
+    log_done: dict[str, int] = {}
+    s = store.session()
+    after = 0
+    while True:
+        events = s.log(after=after, limit=10_000)
+        if not events:
+            break
+        for e in events:
+            if e["op"] == "task.done":
+                log_done[e["key"]] = log_done.get(e["key"], 0) + 1
+        after = events[-1]["pos"]
+    store.close()
+    claims_s = round(len(lat) / wall, 1)
+    baseline_s = round(len(blat) / bwall, 1)
+    return {
+        "backend": engine.name,
+        "agents": agents,
+        "tasks": tasks,
+        "claims": len(lat),
+        "completed": len(set(done)),
+        "double_completions": (len(done) - len(set(done))) + sum(n - 1 for n in log_done.values() if n > 1),
+        "not_completed": tasks - len(log_done),
+        "errors": errors,
+        "claims_s": claims_s,
+        "claim_p50_ms": _pct(lat, 0.50),
+        "claim_p99_ms": _pct(lat, 0.99),
+        "baseline_claims_s": baseline_s,
+        "baseline_claim_p50_ms": _pct(blat, 0.50),
+        "claims_ratio": round(claims_s / baseline_s, 3) if baseline_s else None,
+        "wall_s": round(wall, 3),
+        "baseline_wall_s": round(bwall, 3),
+        **engine.about(),
+    }
 
 
 if __name__ == "__main__":
     import sys
 
     kind, target, agent, go, out = sys.argv[1:6]
-    (_claims_worker if kind == "claims" else _baseline_worker)(target, agent, go, out)
+    workers = {"claims": _claims_worker, "baseline": _baseline_worker, "pg-baseline": _pg_baseline_worker}
+    workers[kind](target, agent, go, out)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .. import __version__
-from ..errors import ComityError, Invalid
+from ..errors import ComityError
 from ..store import Store
 from ..work import VERBS, Agent
 from .auth import Authenticator, Identity, issue_token

@@ -13,6 +13,7 @@ from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._api import News, Session, Store, TxnResult, Versioned, Written
 from ._backend import Backend, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta, Tx
 from ._discovery import check_location, discover, resolve_path
+from ._postgres import PostgresBackend, is_postgres_url
 from ._sqlite import PRAGMAS, SCHEMA_VERSION, SQLiteBackend
 from ._txn import Absent, Acquire, Create, Delete, Guard, Holds, Next, Note, Op, Put, Release, Renew, Unchanged, Update
 
@@ -47,18 +48,21 @@ __all__ = [
     "EventRow",
     "SessionRow",
     "SQLiteBackend",
+    "PostgresBackend",
     "PRAGMAS",
     "SCHEMA_VERSION",
 ]
 
 
-def locate(location: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
-    """Where ``open(location)`` would put the store, and why."""
+def locate(location: str | os.PathLike[str] | None = None) -> tuple[Path | str, str]:
+    """Where ``open(location)`` would put the store (a file, or a postgres URL), and why."""
     if location is None:
         location = os.environ.get("COMITY_STORE") or None
     if location is None:
         return discover()
     check_location(str(location))
+    if isinstance(location, str) and is_postgres_url(location):
+        return location, "given"
     return resolve_path(location), "given"
 
 
@@ -74,9 +78,19 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
 
     With no location: ``$COMITY_STORE``, else the git common directory of the
     current repository (shared by all its worktrees), else ``./.comity``.
+    ``postgresql://user@host/db?schema=NAME`` opens (creating) schema NAME (default
+    ``comity``) of a PostgreSQL database; leases there expire by the database's clock
+    unless a ``clock`` is passed (tests).
     """
-    path, _why = locate(location)
-    clock = clock or SystemClock()
+    where, _why = locate(location)
     rng = rng or SystemRng()
-    backend = SQLiteBackend(path, clock=clock, rng=rng, busy_timeout=busy_timeout)
-    return Store(backend, clock=clock, rng=rng, max_value_bytes=max_value_bytes)
+    backend: Backend
+    if isinstance(where, str):
+        backend = PostgresBackend(where, clock=clock, rng=rng, busy_timeout=busy_timeout)
+    else:
+        backend = SQLiteBackend(where, clock=clock or SystemClock(), rng=rng, busy_timeout=busy_timeout)
+    try:
+        return Store(backend, clock=clock or SystemClock(), rng=rng, max_value_bytes=max_value_bytes)
+    except BaseException:
+        backend.close()  # a bad option must not leak the file handle or the connection pool
+        raise

@@ -8,6 +8,7 @@ one store with no server at all; elsewhere it is ``./.comity``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,9 +53,15 @@ def discover(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
     return here / ".comity" / STORE_FILE, "no git repository here"
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")  # a scheme, not a drive letter
+
+
 def check_location(location: str) -> None:
+    """Refuse a URL this comity cannot open (a path, or a postgres URL, passes)."""
     lowered = location.lower()
-    if lowered.startswith(("postgres://", "postgresql://", "http://", "https://")):
+    if lowered.startswith(("postgres://", "postgresql://")):
+        return
+    if _URL.match(location):
         scheme = lowered.split(":", 1)[0]
         raise Invalid(
             "store",
