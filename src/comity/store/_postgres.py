@@ -1,0 +1,701 @@
+"""The shared backend: comity's tables in one schema of a PostgreSQL database.
+
+``postgresql://user@host:5432/db?schema=NAME`` (``postgres://`` too): the tables live
+in schema ``NAME`` (default ``comity``), created and migrated on open, so one database
+can hold several stores (the tests give each its own schema).  ``schema`` is comity's
+parameter, not libpq's: it is taken out of the URL before connecting.
+
+Locking.  Every write transaction first locks the one row of ``log_head``
+(``SELECT … FOR UPDATE``), so writers are serialized: whatever a guard checked is still
+true when the transaction commits, under PostgreSQL's default READ COMMITTED, with no
+serialization failures to retry.  Reads run at REPEATABLE READ, READ ONLY: one
+snapshot, so a read sees one consistent state, and they never wait for writers.
+
+Positions.  Log positions are issued from that same locked row, not from a sequence:
+sequence values are taken at insert but become visible at commit, out of order, so a
+reader could see position 8 before 7 commits and a news or log cursor at 8 would skip
+7 for ever.  Under the head lock positions commit in order and ``head`` is exactly the
+greatest committed position.
+
+Durability.  A write is acknowledged after its COMMIT returns, at the server's
+``synchronous_commit`` (on by default: the commit is flushed to the WAL).
+
+Time.  Leases expire by the *database's* clock (``clock_timestamp()``, read once a write
+transaction holds the head lock), the one clock every ``comity serve`` and agent shares.
+A ``clock`` passed explicitly replaces it: tests pass a virtual clock to expire leases
+without sleeping; production passes none.
+
+Change feed.  Each write transaction sends ``NOTIFY comity_<schema>, '<head>'``,
+delivered when it commits; :meth:`PostgresBackend.wait_for_change` LISTENs and
+returns the committed head, re-read after every wake-up or time-out, so a missed
+notification delays a waiter but never loses a change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import threading
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ..errors import Invalid, Unavailable
+from ..runtime import Clock, Rng, SystemClock
+from ._backend import EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["PostgresBackend", "SCHEMA_VERSION", "DEFAULT_SCHEMA", "is_postgres_url"]
+
+DEFAULT_SCHEMA = "comity"
+DEFAULT_POOL_SIZE = 4
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+# A client stopped inside a write transaction holds the head lock; the server ends its
+# session after this long, as SQLite's busy timeout bounds a stuck writer.
+IDLE_IN_TRANSACTION_S = 60.0
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,48}")  # "comity_" + schema stays a 63-byte channel name
+_SCHEMES = ("postgresql://", "postgres://")
+_TOP = "\U0010ffff"  # prefix <= key < prefix + U+10FFFF: a prefix scan in "C" (code point) order
+
+_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen"
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.lower().startswith(_SCHEMES)
+
+
+def split_url(url: str, schema: str | None = None) -> tuple[str, str, str]:
+    """(libpq URL without ``schema``, schema name, location safe to show: no password)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [v for k, v in query if k == "schema"]
+    schema = schema if schema is not None else (named[-1] if named else DEFAULT_SCHEMA)
+    if _SCHEMA_RE.fullmatch(schema) is None:
+        raise Invalid(
+            "schema",
+            f"{schema[:80]!r} is not a usable schema name: use lowercase letters, digits and _ "
+            "(up to 49 characters, not starting with a digit), e.g. ?schema=comity",
+        )
+    rest = [(k, v) for k, v in query if k != "schema"]
+    conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = user.split(":", 1)[0] + ":***@" + host
+    shown_query = urlencode(rest + ([("schema", schema)] if schema != DEFAULT_SCHEMA else []), quote_via=quote)
+    location = urlunsplit(parts._replace(netloc=netloc, query=shown_query))
+    return conninfo, schema, location
+
+
+# ------------------------------------------------------------------ schema and migrations
+
+
+def _migration_1(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
+    # Keys and resources sort in "C" order (code points), as in SQLite: listings agree
+    # across backends and a prefix is a range scan whatever the database's locale.
+    cur.execute(f"CREATE TABLE {s}.meta (name text PRIMARY KEY, value text NOT NULL)")
+    cur.execute(f"CREATE TABLE {s}.log_head (one boolean PRIMARY KEY DEFAULT true CHECK (one), pos bigint NOT NULL)")
+    cur.execute(f"INSERT INTO {s}.log_head (pos) VALUES (0)")
+    cur.execute(
+        f"CREATE TABLE {s}.keys (key text COLLATE \"C\" PRIMARY KEY, clock text NOT NULL, hlc text NOT NULL,"
+        " pos bigint NOT NULL, live boolean NOT NULL DEFAULT true)"
+    )
+    # Listing live keys under a prefix (task markers, `comity keys`) must not walk tombstones.
+    cur.execute(f"CREATE INDEX keys_live ON {s}.keys (key) WHERE live")
+    cur.execute(
+        f"CREATE TABLE {s}.events (pos bigint PRIMARY KEY, key text COLLATE \"C\" NOT NULL, op text NOT NULL,"
+        " agent text NOT NULL, session text NOT NULL, replica text NOT NULL, counter bigint NOT NULL,"
+        " hlc text NOT NULL, request_id text NOT NULL, value text, detail text, prev bigint NOT NULL, seen bigint)"
+    )
+    # A key's history is one index range (SQLite walks the ``prev`` chain instead, to spare
+    # a page per commit; here an index insert is cheap beside the commit's round trips).
+    cur.execute(f"CREATE INDEX events_key ON {s}.events (key, pos)")
+    cur.execute(f"CREATE TABLE {s}.requests (request_id text PRIMARY KEY, digest text NOT NULL, outcome text NOT NULL)")
+    cur.execute(
+        f"CREATE TABLE {s}.leases (resource text COLLATE \"C\" PRIMARY KEY, holder text, token bigint NOT NULL,"
+        " expires double precision NOT NULL, pos bigint NOT NULL, hlc text NOT NULL)"
+    )
+    # Finding orphaned work (held leases past their expiry) must not scan every lease ever granted.
+    cur.execute(f"CREATE INDEX leases_held ON {s}.leases (expires) WHERE holder IS NOT NULL")
+    cur.execute(
+        f"CREATE TABLE {s}.sessions (name text PRIMARY KEY, agent text NOT NULL, position bigint NOT NULL,"
+        " interest text NOT NULL)"
+    )
+    for name, value in (
+        ("store_id", rng.new_id("s")[:17]),
+        ("replica_id", rng.new_id("r")[:13]),
+        ("secret", rng.token_bytes(32).hex()),
+        ("schema_version", "0"),
+    ):
+        cur.execute(f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s)", (name, value))
+
+
+# Each entry migrates the schema from version i to i+1.  Never edit a released one.
+MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _Sql:
+    """Every statement, qualified with the store's schema once."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.schema = s
+        self.channel = f"comity_{schema}"
+        self.begin_write = f"BEGIN; SELECT pos FROM {s}.log_head FOR UPDATE"
+        # The time is read after the lock is granted: expiry is judged when this writer's turn comes.
+        self.begin_write_timed = self.begin_write + "; SELECT extract(epoch FROM clock_timestamp())::float8"
+        self.begin_read = f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pos FROM {s}.log_head"
+        self.now = "SELECT extract(epoch FROM clock_timestamp())::float8"
+        self.head = f"SELECT pos FROM {s}.log_head"
+        self.set_head = f"UPDATE {s}.log_head SET pos = %s"
+        self.notify = "SELECT pg_notify(%s, %s)"
+        self.load = f"SELECT clock, hlc, pos, live FROM {s}.keys WHERE key = %s"
+        self.update_key = f"UPDATE {s}.keys SET clock = %s, hlc = %s, pos = %s WHERE key = %s"
+        self.upsert_key = (
+            f"INSERT INTO {s}.keys (key, clock, hlc, pos, live) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE"
+            " SET clock = excluded.clock, hlc = excluded.hlc, pos = excluded.pos, live = excluded.live"
+        )
+        self.touch = f"UPDATE {s}.keys SET pos = %s WHERE key = %s"
+        self.lease = f"SELECT holder, token, expires, pos, hlc FROM {s}.leases WHERE resource = %s"
+        self.save_lease = (
+            f"INSERT INTO {s}.leases (resource, holder, token, expires, pos, hlc) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (resource) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+            " expires = excluded.expires, pos = excluded.pos, hlc = excluded.hlc"
+        )
+        self.append = (
+            f"INSERT INTO {s}.events ({_EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        self.events = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s ORDER BY pos LIMIT %s"
+        self.events_excl = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s AND session <> %s ORDER BY pos LIMIT %s"
+        self.events_keys = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s ORDER BY pos LIMIT %s"
+        self.events_keys_excl = (
+            f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s AND session <> %s ORDER BY pos LIMIT %s"
+        )
+        self.recorded = f"SELECT digest, outcome FROM {s}.requests WHERE request_id = %s"
+        self.record = f"INSERT INTO {s}.requests (request_id, digest, outcome) VALUES (%s, %s, %s)"
+        self.load_session = f"SELECT agent, position, interest FROM {s}.sessions WHERE name = %s"
+        self.save_session = (
+            f"INSERT INTO {s}.sessions (name, agent, position, interest) VALUES (%s, %s, %s, %s) ON CONFLICT (name)"
+            " DO UPDATE SET agent = excluded.agent, position = excluded.position, interest = excluded.interest"
+        )
+        keys = f"SELECT key FROM {s}.keys WHERE key >= %s AND key < %s"
+        self.keys = {
+            (live, system): keys + (" AND live" if live else "") + ("" if system else " AND key NOT LIKE '@%%'")
+            + " ORDER BY key LIMIT %s"
+            for live in (True, False)
+            for system in (True, False)
+        }
+        self.scan = (
+            f"SELECT key, clock, hlc, pos, live FROM {s}.keys WHERE key >= %s AND key < %s AND live ORDER BY key LIMIT %s"
+        )
+        self.expired = (
+            f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE holder IS NOT NULL AND expires <= %s"
+            " AND resource >= %s AND resource < %s ORDER BY expires LIMIT %s"
+        )
+        self.leases = (
+            f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE resource >= %s AND resource < %s"
+            " ORDER BY resource LIMIT %s"
+        )
+
+
+def _event(r: Any) -> EventRow:
+    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0])
+
+
+def _range(prefix: str) -> tuple[str, str] | None:
+    """The key range of ``prefix``; None when no key can have it (text cannot hold NUL)."""
+    if "\x00" in prefix:
+        return None
+    try:
+        prefix.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no key has one
+        return None
+    return prefix, prefix + _TOP
+
+
+# ----------------------------------------------------------------------- transactions
+
+
+class _PgTx:
+    """Writes are deferred and sent together, pipelined, before the next read or with the
+    COMMIT: a put is three round trips (begin and lock, load, write and commit)."""
+
+    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending")
+
+    def __init__(self, cur: psycopg.Cursor[Any], sql: _Sql, clock: Clock | None, head: int, now: float | None) -> None:
+        self.cur = cur
+        self.sql = sql
+        self.clock = clock
+        self._head = head
+        self._now = now
+        self.appended = False
+        self.pending: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        if self.pending:
+            self.flush((sql, args))  # the read rides with the writes; its result is the cursor's
+            return self.cur
+        return self.cur.execute(sql, args)
+
+    def flush(self, *then: tuple[str, tuple[Any, ...]]) -> None:
+        """Send the deferred writes (and ``then``) in one pipeline: one round trip."""
+        cur = self.cur
+        with cur.connection.pipeline():
+            for sql, args in self.pending:
+                cur.execute(sql, args)
+            for sql, args in then:
+                cur.execute(sql, args)
+        self.pending.clear()
+
+    def now(self) -> float:
+        if self.clock is not None:
+            return self.clock.now()
+        if self._now is None:
+            self._now = float(self._query(self.sql.now).fetchone()[0])  # type: ignore[index]
+        return self._now
+
+    def head(self) -> int:
+        return self._head
+
+    def load(self, key: str) -> KeyRow | None:
+        row = self._query(self.sql.load, (key,)).fetchone()
+        return None if row is None else KeyRow(row[0], row[1], row[2], row[3])
+
+    def save(self, key: str, row: KeyRow, prior: KeyRow | None) -> None:
+        if prior is not None and prior.live == row.live:
+            self.pending.append((self.sql.update_key, (row.clock, row.hlc, row.pos, key)))
+        else:
+            self.pending.append((self.sql.upsert_key, (key, row.clock, row.hlc, row.pos, row.live)))
+
+    def touch(self, key: str, pos: int) -> None:
+        self.pending.append((self.sql.touch, (pos, key)))
+
+    def lease(self, resource: str) -> LeaseRow | None:
+        row = self._query(self.sql.lease, (resource,)).fetchone()
+        return None if row is None else LeaseRow(resource, row[0], row[1], row[2], row[3], row[4])
+
+    def save_lease(self, row: LeaseRow) -> None:
+        self.pending.append((self.sql.save_lease, (row.resource, row.holder, row.token, row.expires, row.pos, row.hlc)))
+
+    def append(self, e: EventRow) -> int:
+        # The head lock is held: the next position is ours, and commits in order.
+        pos = self._head + 1
+        self.pending.append(
+            (
+                self.sql.append,
+                (pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen),
+            )
+        )
+        self._head = e.pos = pos
+        self.appended = True
+        return pos
+
+    def events(
+        self,
+        after: int,
+        *,
+        keys: Collection[str] | None = None,
+        exclude_session: str | None = None,
+        limit: int = 100,
+    ) -> list[EventRow]:
+        sql = self.sql
+        if keys is None:
+            if exclude_session is None:
+                rows = self._query(sql.events, (after, limit)).fetchall()
+            else:
+                rows = self._query(sql.events_excl, (after, exclude_session, limit)).fetchall()
+        else:
+            wanted = list(keys)
+            if exclude_session is None:
+                rows = self._query(sql.events_keys, (wanted, after, limit)).fetchall()
+            else:
+                rows = self._query(sql.events_keys_excl, (wanted, after, exclude_session, limit)).fetchall()
+        return [_event(r) for r in rows]
+
+    def recorded(self, request_id: str) -> tuple[str, str] | None:
+        row = self._query(self.sql.recorded, (request_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def record(self, request_id: str, digest: str, outcome: str) -> None:
+        self.pending.append((self.sql.record, (request_id, digest, outcome)))
+
+    def load_session(self, name: str) -> SessionRow | None:
+        row = self._query(self.sql.load_session, (name,)).fetchone()
+        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]))
+
+    def save_session(self, row: SessionRow) -> None:
+        self.pending.append((self.sql.save_session, (row.name, row.agent, row.position, json.dumps(sorted(row.interest)))))
+
+    def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
+        r = _range(prefix)
+        if r is None:
+            return []
+        rows = self._query(self.sql.keys[live_only, prefix.startswith("@")], (*r, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
+        r = _range(prefix)
+        if r is None:
+            return []
+        rows = self._query(self.sql.scan, (*r, limit)).fetchall()
+        return [(row[0], KeyRow(row[1], row[2], row[3], row[4])) for row in rows]
+
+    def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:
+        r = _range(prefix)
+        if r is None:
+            return []
+        rows = self._query(self.sql.expired, (now, *r, limit)).fetchall()
+        return [LeaseRow(*row) for row in rows]
+
+    def leases(self, prefix: str, limit: int) -> list[LeaseRow]:
+        r = _range(prefix)
+        if r is None:
+            return []
+        rows = self._query(self.sql.leases, (*r, limit)).fetchall()
+        return [LeaseRow(*row) for row in rows]
+
+
+class _Transaction:
+    """``with backend.transaction(write=...) as tx``: a pooled connection, BEGIN (taking the
+    head lock for writes), then COMMIT on a clean exit or ROLLBACK on an exception."""
+
+    __slots__ = ("backend", "write", "conn", "tx")
+
+    def __init__(self, backend: PostgresBackend, write: bool) -> None:
+        self.backend = backend
+        self.write = write
+
+    def __enter__(self) -> _PgTx:
+        b = self.backend
+        try:
+            self.conn = b._pool.getconn(timeout=b.busy_timeout)
+        except b._pg_errors as e:
+            raise b._unavailable(e, "cannot get a connection") from None
+        try:
+            cur = self.conn.cursor()
+            now: float | None = None
+            if self.write:
+                cur.execute(b.sql.begin_write if b.clock is not None else b.sql.begin_write_timed)
+                cur.nextset()
+                head = int(cur.fetchone()[0])  # type: ignore[index]
+                if b.clock is None:
+                    cur.nextset()
+                    now = float(cur.fetchone()[0])  # type: ignore[index]
+            else:
+                cur.execute(b.sql.begin_read)
+                cur.nextset()
+                head = int(cur.fetchone()[0])  # type: ignore[index]
+        except BaseException as e:
+            self._finish(rollback=True)
+            if isinstance(e, b._pg_errors):
+                raise b._unavailable(e, "cannot begin a transaction") from None
+            raise
+        self.tx = _PgTx(cur, b.sql, b.clock, head, now)
+        return self.tx
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        b = self.backend
+        if exc is not None:
+            self._finish(rollback=True)
+            if isinstance(exc, b._pg_errors):
+                raise b._unavailable(exc, "the transaction failed; nothing was written") from None
+            return
+        tx = self.tx
+        try:
+            if tx.appended:
+                head = tx._head
+                tx.flush((b.sql.set_head, (head,)), (b.sql.notify, (b.notify_channel, str(head))), ("COMMIT", ()))
+            elif tx.pending:
+                tx.flush(("COMMIT", ()))
+            else:
+                tx.cur.execute("COMMIT")
+        except BaseException as e:
+            self._finish(rollback=True)
+            if isinstance(e, b._pg_errors):
+                raise b._unavailable(
+                    e, "could not commit; the write may or may not have been applied: retry with the same request id"
+                ) from None
+            raise
+        self._finish(rollback=False)
+
+    def _finish(self, *, rollback: bool) -> None:
+        conn = self.conn
+        if rollback:
+            try:
+                if not conn.closed and conn.info.transaction_status != self.backend._idle:
+                    conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection is broken; the pool replaces it
+                pass
+        self.backend._pool.putconn(conn)
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class PostgresBackend:
+    """A comity store in one schema of a PostgreSQL database (``?schema=NAME``, default
+    ``comity``).  Thread-safe: each transaction takes a connection from a pool of
+    ``pool_size``.  ``clock=None`` (production) judges expiry by the database's clock."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        rng: Rng,
+        schema: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+        except ImportError:
+            raise Invalid(
+                "store", "PostgreSQL stores need psycopg: pip install 'comity[postgres]'"
+            ) from None
+        self._psycopg = psycopg
+        self._idle = psycopg.pq.TransactionStatus.IDLE
+        self.conninfo, self.schema, self.location = split_url(url, schema)
+        if pool_size < 1:
+            raise Invalid("pool_size", f"must be at least 1, got {pool_size!r}")
+        self.clock = clock
+        self.busy_timeout = busy_timeout
+        self.sql = _Sql(self.schema)
+        self.notify_channel = self.sql.channel
+        self._pg_errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg_pool.PoolTimeout,
+        )
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listening = threading.Lock()  # held by the one thread reading the listener
+        self._changed = threading.Condition()  # waiters without it wait here for its news
+        self._latest = 0  # the greatest committed head the listener has read
+        self._notified = 0  # the greatest head a notification announced
+        self._closed = False
+        self._wall: Clock = SystemClock()  # waiting on a socket takes real time, whatever judges leases
+
+        # Open (and migrate) on a connection of our own first: an unreachable server is an
+        # error now, not a pool retrying in the background until a timeout.
+        try:
+            with psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs()) as conn:
+                self._migrate(conn, rng)
+                self._new_replica_if_copied(conn, rng)
+                self.meta = self._read_meta(conn)
+        except psycopg.OperationalError as e:
+            raise self._unavailable(e, "cannot open the store") from None
+        except psycopg.Error as e:
+            raise Unavailable(f"cannot open the store at {self.location}: {e} (is it a comity schema?)") from None
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+            self.conninfo,
+            kwargs={"autocommit": True, **self._connect_kwargs()},
+            min_size=1,
+            max_size=pool_size,
+            timeout=busy_timeout,
+            num_workers=1,
+            open=True,
+            name=f"comity-{self.schema}",
+        )
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        # A writer waits for the head lock at most busy_timeout (then Unavailable, as SQLite's
+        # busy timeout).  The URL's own ``options`` come after ours, so they win.
+        kw: dict[str, Any] = {}
+        conninfo = self._psycopg.conninfo.conninfo_to_dict(self.conninfo)
+        if "connect_timeout" not in conninfo:
+            kw["connect_timeout"] = max(1, int(min(self.busy_timeout, 10)))
+        theirs = conninfo.get("options")
+        kw["options"] = (
+            f"-c lock_timeout={int(self.busy_timeout * 1000)}"
+            f" -c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION_S * 1000)}"
+            + (f" {theirs}" if theirs else "")
+        )
+        return kw
+
+    def _unavailable(self, e: BaseException, what: str) -> Unavailable:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, self._psycopg.errors.LockNotAvailable):
+            return Unavailable(f"the store at {self.location} is busy (no write lock within {self.busy_timeout:g}s); retry")
+        return Unavailable(f"{what} at {self.location}: {reason}")
+
+    # ------------------------------------------------------------------ setting up
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT to_regclass(%s)", (f'{self.sql.schema}.meta',)).fetchone()
+        if row is None or row[0] is None:
+            return 0
+        got = conn.execute(f"SELECT value FROM {self.sql.schema}.meta WHERE name = 'schema_version'").fetchone()
+        return int(got[0]) if got is not None else 0
+
+    def _migrate(self, conn: psycopg.Connection[Any], rng: Rng) -> None:
+        if self._version(conn) == SCHEMA_VERSION:
+            return
+        s = self.sql.schema
+        with conn.transaction():
+            # Processes opening a fresh store together: one creates it, the others wait here.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"comity/{self.schema}",))
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise Invalid(
+                    "store",
+                    f"{self.location} has schema version {version}, newer than this comity understands "
+                    f"({SCHEMA_VERSION}); upgrade comity",
+                )
+            with conn.cursor() as cur:
+                for step in MIGRATIONS[version:]:
+                    step(cur, s, rng)
+            conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _identity(self, conn: psycopg.Connection[Any]) -> str:
+        """Which database this schema is: the cluster, its timeline (a restore or failover
+        starts a new one), the database and schema oids (a dump restored gets new ones)."""
+        parts: list[str] = []
+        for q in (
+            "SELECT system_identifier::text FROM pg_control_system()",
+            "SELECT timeline_id::text FROM pg_control_checkpoint()",
+        ):
+            try:
+                with conn.transaction():
+                    row = conn.execute(q).fetchone()
+                parts.append(str(row[0]) if row else "")
+            except self._psycopg.Error:  # not allowed to read the control file: oids alone
+                parts.append("")
+        row = conn.execute(
+            "SELECT d.oid::text, n.oid::text FROM pg_database d, pg_namespace n"
+            " WHERE d.datname = current_database() AND n.nspname = %s",
+            (self.schema,),
+        ).fetchone()
+        if row is not None:
+            parts += [row[0], row[1]]
+        return ":".join(parts)
+
+    def _new_replica_if_copied(self, conn: psycopg.Connection[Any], rng: Rng) -> None:
+        """A replica is a database, not a process: a restored copy must not reuse the
+        original's replica id, or two replicas would issue the same dots."""
+        s = self.sql.schema
+        here = self._identity(conn)
+        row = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'database'").fetchone()
+        if row is not None and row[0] == here:
+            return
+        with conn.transaction():
+            conn.execute(f"SELECT pos FROM {s}.log_head FOR UPDATE")  # no writer issues dots meanwhile
+            row = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'database'").fetchone()
+            if row is not None and row[0] == here:
+                return
+            if row is not None:  # a copy: the original keeps its id, this one takes a new one
+                old = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'replica_id'").fetchone()
+                conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
+                conn.execute(
+                    f"INSERT INTO {s}.meta (name, value) VALUES ('copied_from', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (old[0] if old else "",),
+                )
+            conn.execute(
+                f"INSERT INTO {s}.meta (name, value) VALUES ('database', %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (here,),
+            )
+
+    def _read_meta(self, conn: psycopg.Connection[Any]) -> StoreMeta:
+        rows = dict(conn.execute(f"SELECT name, value FROM {self.sql.schema}.meta").fetchall())
+        return StoreMeta(
+            rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), int(rows["schema_version"]), self.location
+        )
+
+    # ------------------------------------------------------------------ the Protocol
+    def transaction(self, *, write: bool) -> _Transaction:
+        return _Transaction(self, write)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        if self._listening.acquire(blocking=False):  # else the waiting thread closes it
+            try:
+                if self._listener is not None:
+                    self._listener.close()
+                    self._listener = None
+            finally:
+                self._listening.release()
+
+    # ------------------------------------------------------------------ change feed
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        """The log's committed head once it is past ``after``, or when ``timeout`` seconds
+        have passed (then possibly still ``after`` or less).  Many threads may wait at once:
+        one of them reads the LISTEN connection and shares what it reads."""
+        deadline = self._wall.monotonic() + max(0.0, timeout)
+        while True:
+            if self._listening.acquire(blocking=False):
+                try:
+                    head = self._pump(after, deadline)
+                finally:
+                    if self._closed and self._listener is not None:  # closed while we waited
+                        self._listener.close()
+                        self._listener = None
+                    with self._changed:
+                        self._listening.release()
+                        self._changed.notify_all()
+                return head
+            with self._changed:
+                while self._latest <= after and self._listening.locked():
+                    remaining = deadline - self._wall.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                if self._latest > after:
+                    return self._latest
+                if deadline - self._wall.monotonic() <= 0:
+                    break
+            # the listening thread left before our change came: take its place
+        with self.transaction(write=False) as tx:  # timed out: a durable catch-up read
+            return tx.head()
+
+    def _pump(self, after: int, deadline: float) -> int:
+        try:
+            conn = self._listen()
+            notified = self._notified
+            while True:
+                # Read after LISTEN is in force: a commit either is in this read or notifies us.
+                row = conn.execute(self.sql.head).fetchone()
+                head = int(row[0]) if row else 0
+                with self._changed:
+                    if head > self._latest:
+                        self._latest = head
+                        self._changed.notify_all()
+                if head > after:
+                    return head
+                if self._notified != notified:
+                    notified = self._notified  # one came in with that read: read again
+                    continue
+                remaining = deadline - self._wall.monotonic()
+                if remaining <= 0:
+                    return head
+                # Wait for the server to send something (a notification); the next query reads it.
+                select.select([conn.fileno()], [], [], remaining)
+        except self._pg_errors as e:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            raise self._unavailable(e, "lost the change feed") from None
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise Unavailable(f"the store at {self.location} is closed")
+        if self._listener is None:
+            conn = self._psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs())
+            conn.add_notify_handler(self._on_notify)
+            conn.execute(f'LISTEN "{self.notify_channel}"')
+            self._listener = conn
+        return self._listener
+
+    def _on_notify(self, n: psycopg.Notify) -> None:
+        try:
+            self._notified = max(self._notified, int(n.payload))
+        except ValueError:
+            pass
