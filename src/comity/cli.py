@@ -526,11 +526,14 @@ def bench_group() -> None:
 @click.option("--ops", type=click.IntRange(100, 10_000_000), default=5000, show_default=True, help="Operations per measurement.")
 @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=1_000_000, show_default=True, help="Events seeded in bulk for growth_ratio (0 skips it).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (default: a temporary directory).")
-def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, *, as_json: bool) -> None:
-    """Put, get and create throughput and latency against a plain SQLite upsert."""
+@click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite; scratch schemas are dropped after.")
+def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+    """Put, get and create throughput and latency against a plain upsert on the same engine."""
     from .bench import bench_store
 
-    result = bench_store(ops=ops, log_events=log_events, directory=directory, progress=lambda m: err.print(m, markup=False))
+    result = bench_store(
+        ops=ops, log_events=log_events, directory=directory, store_url=store_url, progress=lambda m: err.print(m, markup=False)
+    )
     if as_json:
         _print_json(result)
     else:
@@ -542,11 +545,14 @@ def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, 
 @click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")
 @click.option("--tasks", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Tasks to drain.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go.")
-def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, *, as_json: bool) -> None:
-    """N processes drain M tasks (claim, complete) against a plain SQLite UPDATE queue."""
+@click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite.")
+def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+    """N processes drain M tasks (claim, complete) against a plain UPDATE queue on the same engine."""
     from .bench import bench_claims
 
-    result = bench_claims(agents=agents, tasks=tasks, directory=directory, progress=lambda m: err.print(m, markup=False))
+    result = bench_claims(
+        agents=agents, tasks=tasks, directory=directory, store_url=store_url, progress=lambda m: err.print(m, markup=False)
+    )
     if as_json:
         _print_json(result)
     else:
@@ -559,7 +565,7 @@ def _register_faces() -> None:
     import importlib
     import importlib.util
 
-    for name in ("comity.server.commands", "comity.mcp.commands", "comity.repo.commands"):
+    for name in ("comity.server.commands", "comity.mcp.commands", "comity.repo.commands", "comity.chaos.commands"):
         try:
             found = importlib.util.find_spec(name) is not None
         except ModuleNotFoundError:  # the face's package is not there at all
