@@ -470,8 +470,18 @@ class Board:
         if current["status"] == "done":
             if current.get("done_token") == token and current.get("completed_by") == me:
                 return {**self.show(task_id), "replayed": True}  # the same completion, retried
+            done_token = current.get("done_token") or 0
+            if token < done_token:  # a successor took over and finished: this holder is a zombie
+                raise Fenced(
+                    f"token {token} for task {task_id} was superseded: {current.get('completed_by')} completed it"
+                    f" with token {done_token}; stop, your work on it does not count",
+                    resource=task_key(task_id),
+                    token=token,
+                    current=done_token,
+                    holder=current.get("completed_by"),
+                )
             raise StaleContext(
-                f"task {task_id} was already completed by {current.get('completed_by')} (token {current.get('done_token')})",
+                f"task {task_id} was already completed by {current.get('completed_by')} (token {done_token})",
                 key=task_key(task_id),
             )
 
