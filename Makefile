@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/migration_race.py
+	$(BIN)/python examples/chaos_story.py
 
 test: $(STAMP)
 	$(BIN)/python -m mypy

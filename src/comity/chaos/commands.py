@@ -1,0 +1,273 @@
+"""``comity chaos …`` and ``comity bench chaos``: the harness's face.
+
+Results on stdout (JSON with ``--json``), progress and messages on stderr.  This
+module registers itself with the CLI (``register``) rather than being imported by
+it, so the harness stays below the faces.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .checkers import CHECKERS
+from .explore import random_search, shrink, systematic
+from .nemesis import Schedule
+from .report import REPORT_COMMAND, markdown_table, report
+from .runner import RunResult, run
+from .scenarios import SCENARIOS
+from .strategies import STRATEGIES
+
+__all__ = ["register", "chaos_group", "bench_chaos_cmd"]
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+_scenario = click.Choice(sorted(SCENARIOS))
+_strategy = click.Choice(list(STRATEGIES))
+
+
+def _json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, when stderr is a terminal (never mixed into stdout)."""
+    if not enabled or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    found = {k: v for k, v in counts.items() if v}
+    return ", ".join(f"{k} {v}" for k, v in found.items()) if found else "none"
+
+
+def _explain(r: RunResult, limit: int = 5) -> None:
+    """Each anomaly, with the operations that show it."""
+    shown: set[str] = set()
+    for a in r.anomalies:
+        if a.checker in shown and limit <= 1:
+            continue
+        shown.add(a.checker)
+        out.print(f"  [{a.checker}] {a.explanation}", markup=False)
+        for i in a.ops[:4]:
+            out.print(f"      {r.history[i].line()}", markup=False)
+        limit -= 1
+        if limit <= 0:
+            more = len(r.anomalies) - len(shown)
+            if more > 0:
+                out.print(f"  … {len(r.anomalies)} anomalies in all; --json lists them", markup=False)
+            break
+
+
+def _print_run(r: RunResult, as_json: bool, history: bool) -> None:
+    if as_json:
+        _json(r.to_json(history=history))
+        return
+    out.print(f"{r.scenario} under {r.strategy}, seed {r.seed}", markup=False)
+    out.print(f"  history   {r.history_hash}  ({sum(1 for o in r.history if o.type == 'invoke')} operations, {len(r.schedule.faults)} faults)", markup=False)
+    out.print(f"  anomalies {_counts_line(r.counts())}", markup=False)
+    out.print(f"  completion {100 * r.completion:.1f}% ({r.units_done}/{r.units} units of work done correctly)", markup=False)
+    if r.anomalies:
+        _explain(r)
+    if history:
+        for o in r.history:
+            out.print(o.line(), markup=False)
+
+
+@click.group("chaos")
+def chaos_group() -> None:
+    """The chaos harness: scenarios × strategies under a nemesis, judged by checkers."""
+
+
+@chaos_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the scenario names as a JSON list.")
+def list_cmd(as_json: bool) -> None:
+    """The scenarios, the failure each reproduces, and the strategies."""
+    if as_json:
+        _json(list(SCENARIOS))
+        return
+    for s in SCENARIOS.values():
+        out.print(f"{s.name:<20} {s.failure}", markup=False)
+        out.print(f"{'':<20} checks: {', '.join(s.about)}", markup=False)
+    out.print("strategies: " + ", ".join(f"{k} ({v.summary})" for k, v in STRATEGIES.items()), markup=False)
+
+
+@chaos_group.command("run")
+@click.argument("scenario", type=_scenario)
+@click.option("--strategy", type=_strategy, default="comity", show_default=True, help="The coordination strategy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The seed: the same seed gives the same history.")
+@click.option("--quiet", "no_faults", is_flag=True, help="No faults: the scenario's fault-free run.")
+@click.option("--history", is_flag=True, help="Print the whole history.")
+@click.option("--save-schedule", type=click.Path(dir_okay=False), help="Write the run's schedule (its faults) to this JSON file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (history_hash, anomalies, completion, …).")
+def run_cmd(scenario: str, strategy: str, seed: int, no_faults: bool, history: bool, save_schedule: str | None, as_json: bool) -> None:
+    """Run SCENARIO once: prints the history hash, the anomalies and the completion."""
+    r = run(scenario, strategy, seed, quiet=no_faults)
+    if save_schedule:
+        r.schedule.save(save_schedule)
+        err.print(f"schedule written to {save_schedule}: `comity chaos replay {save_schedule}` reproduces this run", markup=False)
+    _print_run(r, as_json, history)
+
+
+@chaos_group.command("explore")
+@click.argument("scenario", type=_scenario)
+@click.option("--strategy", type=_strategy, default="comity", show_default=True, help="The coordination strategy.")
+@click.option("--seeds", type=click.IntRange(0, 1_000_000), default=100, show_default=True, help="Random seeds to try first.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The seed of the systematic search's fault-free run.")
+@click.option("--budget", type=click.IntRange(0, 10_000_000), default=1000, show_default=True, help="Runs the systematic search may spend.")
+@click.option("--pairs/--no-pairs", default=None, help="Inject pairs of faults (default: on the small scenarios).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the shrunk failing schedule to this JSON file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def explore_cmd(scenario: str, strategy: str, seeds: int, seed: int, budget: int, pairs: bool | None, save: str | None, as_json: bool) -> None:
+    """Random seeds, then a systematic search over fault points (each alone, then pairs);
+    shrinks the first failure to a short schedule and says how to replay it."""
+    with _progress(f"{scenario}/{strategy}: {seeds} random seeds") as tick:
+        rand = random_search(scenario, strategy, range(seeds), progress=tick, total=seeds)
+    use_pairs = SCENARIOS[scenario].small if pairs is None else pairs
+    with _progress(f"{scenario}/{strategy}: systematic search") as tick:
+        sysr = systematic(scenario, strategy, seed, budget=budget, pairs=use_pairs, progress=tick)
+    found = rand.first.schedule if rand.first is not None else None
+    if found is None and sysr.failures:
+        found = Schedule(scenario, strategy, seed, sysr.failures[0].faults)
+    shrunk = None
+    if found is not None:
+        with _progress("shrinking the failing schedule") as tick:
+            tick(0, 1)
+            shrunk = shrink(scenario, strategy, found.seed, found.faults)
+        small = Schedule(scenario, strategy, found.seed, shrunk.faults)
+        if save:
+            small.save(save)
+    result = {
+        "scenario": scenario, "strategy": strategy, "random": rand.to_json(), "systematic": sysr.to_json(),
+        "shrunk": None if shrunk is None or found is None else {**shrunk.to_json(), "seed": found.seed},
+    }  # fmt: skip
+    if as_json:
+        _json(result)
+        return
+    r = rand.to_json()
+    out.print(f"random: {r['seeds']} seeds, {r['failing_seeds']} failing ({_counts_line(r['by_checker'])})", markup=False)
+    s = sysr.to_json()
+    out.print(
+        f"systematic: {s['fault_points']} fault points, {s['combinations']} (point, fault) combinations;"
+        f" {s['pruned_repeats']} pruned as repeats, {s['singles_run']} run alone ({s['singles_no_effect']} changed nothing,"
+        f" {s['representatives']} distinct behaviours); {s['pairs_considered']} pairs, {s['pairs_unreachable']} unreachable,"
+        f" {s['pairs_run']} run{' (budget exhausted)' if s['budget_exhausted'] else ''}; {s['failures']} failing",
+        markup=False,
+    )
+    if shrunk is None or found is None:
+        out.print("no anomaly found", markup=False)
+        return
+    out.print(f"shrunk a failing schedule from {len(shrunk.original)} faults to {len(shrunk.faults)} ({shrunk.runs} runs), seed {found.seed}:", markup=False)
+    for f in shrunk.faults:
+        out.print(f"  {f.describe()}", markup=False)
+    out.print(f"  anomalies {_counts_line(shrunk.result.counts())}", markup=False)
+    _explain(shrunk.result, limit=2)
+    where = save or "schedule.json"
+    out.print(f"replay: comity chaos replay {where}" + ("" if save else f"   (save it with --save {where})"), markup=False)
+
+
+@chaos_group.command("replay")
+@click.argument("source", metavar="SEED_OR_SCHEDULE")
+@click.option("--scenario", type=_scenario, help="With a SEED: the scenario (a schedule file names its own).")
+@click.option("--strategy", type=_strategy, help="With a SEED: the strategy (a schedule file names its own).")
+@click.option("--history", is_flag=True, help="Print the whole history.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def replay_cmd(source: str, scenario: str | None, strategy: str | None, history: bool, as_json: bool) -> None:
+    """Reproduce a run from its SEED (with --scenario and --strategy) or from a saved
+    schedule (a JSON file from `comity chaos run --save-schedule` or `explore --save`)."""
+    if source.isdigit() or (source.startswith("-") and source[1:].isdigit()):
+        if scenario is None or strategy is None:
+            raise click.UsageError("a SEED needs --scenario and --strategy (a schedule file names its own)")
+        r = run(scenario, strategy, int(source))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise click.UsageError(f"{source!r} is neither a seed nor a schedule file")
+        try:
+            sched = Schedule.load(path)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise click.UsageError(f"{source}: {e}") from None
+        if sched.scenario not in SCENARIOS or sched.strategy not in STRATEGIES:
+            raise click.UsageError(f"{source}: unknown scenario {sched.scenario!r} or strategy {sched.strategy!r}")
+        r = run(scenario or sched.scenario, strategy or sched.strategy, sched.seed, faults=sched.faults)
+    _print_run(r, as_json, history)
+
+
+@chaos_group.command("report")
+@click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True, help="Seeds per scenario × strategy.")
+@click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable).")
+@click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Only this strategy (repeatable).")
+@click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+@click.option("--json", "as_json", is_flag=True, help="Print {rows: [{scenario, strategy, runs, anomalies, completion, distinct_histories}]}.")
+def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool, as_json: bool) -> None:
+    """Every scenario under every strategy over --seeds seeds: in how many runs each checker
+    found an anomaly, and how much of the work got done correctly."""
+    total_runs = seeds * (len(scenarios) or len(SCENARIOS)) * (len(strategies) or len(STRATEGIES))
+    with _progress(f"{total_runs} runs") as tick:
+        rows = report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs, progress=tick)
+    if as_json:
+        _json({"seeds": seeds, "checkers": list(CHECKERS), "command": f"comity chaos report --seeds {seeds}", "rows": [r.to_json() for r in rows]})
+        return
+    if markdown:
+        out.print(markdown_table(rows), markup=False)
+        out.print(f"\nRegenerate: `{REPORT_COMMAND.replace('1000', str(seeds))}`", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"comity chaos report: {seeds} seeds per row (runs with at least one anomaly, per checker)")
+    for col in ["scenario", "strategy", "runs", *[c.replace("_", " ") for c in CHECKERS], "completion", "histories"]:
+        table.add_column(col, justify="left" if col in ("scenario", "strategy") else "right")
+    for r in rows:
+        cells = [str(r.anomalies[c]) if r.anomalies[c] else "·" for c in CHECKERS]
+        style = "bold green" if r.strategy == "comity" and not any(r.anomalies.values()) else None
+        table.add_row(r.scenario, r.strategy, str(r.runs), *cells, f"{100 * r.completion:.1f}%", str(r.distinct_histories), style=style)
+    out.print(table)
+
+
+@click.command("chaos")
+@click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_chaos_cmd(seeds: int, as_json: bool) -> None:
+    """Simulated busy-afternoon schedules per second under comity, against the `none` strategy in the same run."""
+    from .bench import bench_chaos
+
+    with _progress("simulating") as tick:
+        result = bench_chaos(seeds=seeds, progress=tick)
+    if as_json:
+        _json(result)
+        return
+    for k, v in result.items():
+        out.print(f"{k:>24}: {v}", markup=False)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``comity chaos …`` and ``comity bench chaos`` to the CLI."""
+    cli.add_command(chaos_group)
+    bench = cli.commands.get("bench")
+    if isinstance(bench, click.Group):
+        bench.add_command(bench_chaos_cmd)
+

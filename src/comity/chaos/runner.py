@@ -1,0 +1,179 @@
+"""One run: a scenario, a strategy, a seed, and a nemesis (random, or a schedule).
+
+The seed is split into independent streams (the plan, each agent, the network, the
+store, the nemesis), so a schedule recorded from a random run and replayed on the
+same seed reaches the same fault points and gives the same history.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime import SeededRng, VirtualClock
+from .agents import ROLES, AgentCtx, Cast
+from .checkers import check, counts
+from .history import Anomaly, History
+from .nemesis import Fault, Nemesis, Schedule
+from .scenarios import SCENARIOS, Scenario, Setup, units_done
+from .sim import START, Gen, Process, Simulation
+from .strategies import STRATEGIES, FinalState, Strategy
+
+__all__ = ["Run", "RunResult", "run", "scratch_dir"]
+
+
+def scratch_dir() -> Path:
+    """Where a run's store file goes: tmpfs when there is one (the simulator's store is
+    scratch; it keeps the store's own durability settings, which cost little there)."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="comity-chaos-", dir=base))
+
+
+@dataclass(slots=True)
+class RunResult:
+    scenario: str
+    strategy: str
+    seed: int
+    history: History
+    final: FinalState
+    anomalies: list[Anomaly]
+    units: int
+    units_done: int
+    schedule: Schedule
+    points: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    end: float = 0.0
+    events: int = 0
+    _hash: str | None = None
+
+    @property
+    def history_hash(self) -> str:
+        if self._hash is None:
+            self._hash = self.history.hash()
+        return self._hash
+
+    @property
+    def completion(self) -> float:
+        return self.units_done / self.units if self.units else 1.0
+
+    def counts(self) -> dict[str, int]:
+        return counts(self.anomalies)
+
+    def failed(self, checker: str | None = None) -> bool:
+        return any(checker is None or a.checker == checker for a in self.anomalies)
+
+    def to_json(self, *, history: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": self.scenario,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "history_hash": self.history_hash,
+            "anomalies": self.counts(),
+            "completion": round(self.completion, 4),
+            "units": self.units,
+            "units_done": self.units_done,
+            "operations": sum(1 for o in self.history if o.type == "invoke"),
+            "faults": [f.to_json() for f in self.schedule.faults],
+            "virtual_seconds": round(self.end - START, 3),
+            "found": [a.to_json() for a in self.anomalies],
+        }
+        if history:
+            out["history"] = self.history.to_json()
+        return out
+
+
+class Run:
+    """Everything one run holds; :meth:`execute` runs it and returns the result."""
+
+    def __init__(
+        self,
+        scenario: Scenario | str,
+        strategy: type[Strategy] | str,
+        seed: int,
+        *,
+        faults: list[Fault] | None = None,
+        quiet: bool = False,
+        record_points: bool = False,
+    ) -> None:
+        self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+        self.strategy_class = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+        self.seed = seed
+        self.rng = SeededRng(seed)
+        self.history = History()
+        if quiet:
+            faults = []
+        self.nemesis = Nemesis(self.scenario.profile, rng=self.rng.fork("nemesis"), schedule=faults)
+        self.nemesis.record_points = record_points
+        self.clock = VirtualClock(START)
+        self.sim = Simulation(self.clock, self.nemesis, self.rng.fork("net"), self._on_fault)
+        self.setup: Setup = self.scenario.build(self.rng.fork("plan"))
+        self.durable: dict[str, dict[str, Any]] = {}  # what an agent's host keeps across a crash (its transcript)
+        self.workdir = scratch_dir()
+        self.strategy: Strategy = self.strategy_class(self.sim, self.rng.fork("store"), self.workdir)
+        store_rng = self.rng.fork("restarts")
+        self.sim.restart_downtime = lambda node: 1.0 + 19.0 * store_rng.random()
+
+    def _on_fault(self, fault: Fault) -> None:
+        self.history.note("nemesis", fault.kind, {"point": fault.point, "arg": fault.arg}, self.clock.now())
+
+    def _starter(self, cast: Cast) -> Any:
+        role = ROLES[cast.role]
+
+        def start(proc: Process) -> Gen[None]:
+            return role(AgentCtx(self, proc, cast))
+
+        return start
+
+    def _settled(self) -> bool:
+        final = self.strategy.final_state()
+        if len(final.tasks) < self.setup.expected_tasks:
+            return False
+        if any(t.status not in ("done", "failed") for t in final.tasks.values()):
+            return False
+        return units_done(self.setup.units, final) == len(self.setup.units)
+
+    def execute(self) -> RunResult:
+        try:
+            self.strategy.setup(self.setup.plan)
+            for c in self.setup.cast:
+                self.sim.spawn(c.name, c.role, self._starter(c), START + c.start, exempt=c.exempt)
+            self.sim.quiescent_check = self._settled
+            self.sim.run(START + self.scenario.horizon)
+            final = self.strategy.final_state()
+        finally:
+            self.strategy.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.history.note("observer", "final", final.to_json(), self.clock.now())
+        anomalies = check(self.history, final)
+        return RunResult(
+            self.scenario.name,
+            self.strategy_class.name,
+            self.seed,
+            self.history,
+            final,
+            anomalies,
+            len(self.setup.units),
+            units_done(self.setup.units, final),
+            Schedule(self.scenario.name, self.strategy_class.name, self.seed, list(self.nemesis.injected)),
+            list(self.nemesis.points),
+            self.clock.now(),
+            self.sim.events,
+        )
+
+
+def run(
+    scenario: Scenario | str,
+    strategy: type[Strategy] | str,
+    seed: int,
+    *,
+    faults: list[Fault] | None = None,
+    quiet: bool = False,
+    record_points: bool = False,
+) -> RunResult:
+    """Run ``scenario`` under ``strategy`` with ``seed``: a random nemesis, or exactly
+    ``faults`` when given (``quiet``: no faults at all)."""
+    return Run(scenario, strategy, seed, faults=faults, quiet=quiet, record_points=record_points).execute()

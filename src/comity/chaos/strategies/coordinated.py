@@ -1,0 +1,229 @@
+"""The ``comity`` strategy: the real store, coordination and task code.
+
+The authority is a store process: a :class:`comity.Store` over a SQLite file on the
+simulation's :class:`~comity.runtime.VirtualClock` and a seeded RNG, with one
+session (and :class:`comity.work.Agent` facade) per agent process, created when the
+process first speaks.  Restarting it closes the store and opens the file again:
+what survives is what the store made durable.  The client sends each verb as one
+request; writes carry a request id (retries under it are answered from the
+recorded outcome), claims carry the context of the read the agent decided on, and
+every write of a task's work product carries the task's fencing token in the same
+guarded transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from ... import errors
+from ...runtime import SeededRng
+from ...store import Holds, Put, Store
+from ...store import open as open_store
+from ...work import Agent, task_key
+from ..sim import Gen, Simulation
+from .base import LEASE_TTL_S, BoardView, Client, FinalState, FinalTask, Grant, Plan, Snapshot, Strategy, TaskView
+
+__all__ = ["ComityStrategy", "StoreServer", "ComityClient"]
+
+ADDRESS = "store"
+
+
+@functools.lru_cache(maxsize=4096)
+def _work(body: str) -> dict[str, Any]:
+    """A task's plan, kept as JSON in its body (parsed once per distinct body; read-only)."""
+    return dict(json.loads(body)) if body else {}
+
+
+def _view(t: dict[str, Any]) -> TaskView:
+    state = t.get("state", t["status"])
+    status = "claimed" if state == "orphaned" else state
+    work = _work(t.get("body") or "")
+    return TaskView(t["id"], t["title"], status, t.get("assignee"), t.get("claimed_by"), work, list(t.get("checkpoints", [])),
+                    state == "orphaned", t.get("context"))  # fmt: skip
+
+
+class StoreServer:
+    """The store process: sessions per agent process, verbs answered as JSON."""
+
+    def __init__(self, path: Path, clock: Any, rng: SeededRng) -> None:
+        self.path = path
+        self.clock = clock
+        self.rng = rng
+        self.opens = 0
+        self.store = self._open()
+        self.agents: dict[str, Agent] = {}
+
+    def _open(self) -> Store:
+        self.opens += 1
+        return open_store(self.path, clock=self.clock, rng=self.rng.fork(f"open/{self.opens}"))
+
+    def restart(self) -> None:
+        """Close the store and open its file again: sessions are gone, the data is not."""
+        self.store.close()
+        self.store = self._open()
+        self.agents = {}
+
+    def agent(self, pid: str, name: str) -> Agent:
+        a = self.agents.get(pid)
+        if a is None:
+            a = self.agents[pid] = Agent(self.store.session(name))
+        return a
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        agent = self.agent(message["pid"], message["agent"])
+        try:
+            return {"value": self.serve(agent, message["op"], message["args"])}
+        except errors.Invalid:
+            raise  # the harness asked for something malformed: a bug to see, not a fault to absorb
+        except errors.ComityError as e:
+            body = e.to_json()
+            return {"error": body.pop("error"), "message": body.pop("message"), **{k: v for k, v in body.items() if k in ("holder", "key")}}
+
+    def serve(self, agent: Agent, op: str, a: dict[str, Any]) -> Any:
+        if op == "read":
+            r = agent.read(a["key"])
+            return {"values": r["values"], "context": r["context"]}
+        if op == "write":
+            agent.write(a["key"], a["value"], context=a["context"], request_id=a["rid"])
+            return None
+        if op == "create":
+            agent.create(a["key"], a["value"], request_id=a["rid"])
+            return None
+        if op == "next":
+            return agent.seq_next(a["seq"])["value"]
+        if op == "ready":
+            return agent.board.ready(limit=a.get("limit", 24))
+        if op == "board":
+            return agent.board.tasks()
+        if op == "add":
+            return agent.task_add(a["title"], body=json.dumps(a["work"], sort_keys=True), deps=a.get("deps"), assignee=a["assignee"])["id"]
+        if op == "assign":
+            agent.task_assign(a["id"], a["to"])
+            return None
+        if op == "claim":
+            c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S)
+            return {"token": c["token"], "handoff": c["handoff"]}
+        if op == "checkpoint":
+            agent.task_checkpoint(a["id"], a["token"], a["note"])
+            return None
+        if op == "commit":
+            return self.commit(agent, a)
+        if op == "complete":
+            return bool(agent.task_complete(a["id"], a["token"], result=json.dumps(a["result"], sort_keys=True)).get("replayed"))
+        if op == "release":
+            agent.task_release(a["id"], a["token"])
+            return None
+        raise ValueError(f"store: unknown op {op!r}")
+
+    def commit(self, agent: Agent, a: dict[str, Any]) -> None:
+        """A write under a task's lease: the token is checked in the same transaction (the
+        agent facade has no verb for it, so it is composed from the guarded transaction)."""
+        agent.session.txn(
+            guards=[Holds(task_key(a["id"]), a["token"])],
+            ops=[Put(a["key"], a["value"], context=a["context"])],
+            system=True,
+            request_id=a["rid"],
+        )
+
+    def final_state(self) -> FinalState:
+        s = self.store.session()
+        tasks = {}
+        for t in Agent(s).board.tasks():
+            work = _work(t.get("body") or "")
+            tasks[t["id"]] = FinalTask(t["id"], t["title"], t["status"], t.get("assignee"), t.get("claimed_by"), work)
+        files = {}
+        for v in s.scan(""):
+            if not v.key.startswith("@") and v.values:
+                files[v.key] = v.values[0] if len(v.values) == 1 else {"siblings": v.values}
+        return FinalState(tasks, files)
+
+
+class ComityClient(Client):
+    def _call(self, op: str, **args: Any) -> Gen[Any]:
+        return self.ctx.call(ADDRESS, op, args)
+
+    def read(self, key: str) -> Gen[Snapshot]:
+        r = yield from self._call("read", key=key)
+        values = r["values"]
+        return Snapshot(key, values[0] if len(values) == 1 else (None if not values else {"siblings": values}), r["context"])
+
+    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[None]:
+        yield from self._call("write", key=key, value=[*basis.items, item], context=basis.context, rid=self.ctx.request_id())
+
+    def create(self, key: str, value: Any) -> Gen[None]:
+        yield from self._call("create", key=key, value=value, rid=self.ctx.request_id())
+
+    def next_number(self, sequence: str, prefix: str) -> Gen[int]:
+        n: int = yield from self._call("next", seq=sequence)
+        return n
+
+    def ready(self) -> Gen[BoardView]:
+        tasks = yield from self._call("ready")
+        return BoardView([_view(t) for t in tasks])
+
+    def board(self) -> Gen[BoardView]:
+        tasks = yield from self._call("board")
+        return BoardView([_view(t) for t in tasks])
+
+    def add_task(self, title: str, work: dict[str, Any], assignee: str | None) -> Gen[str]:
+        tid: str = yield from self._call("add", title=title, work=work, assignee=assignee)
+        return tid
+
+    def assign(self, task: TaskView, agent: str) -> Gen[None]:
+        yield from self._call("assign", id=task.id, to=agent)
+
+    def claim(self, task: TaskView) -> Gen[Grant]:
+        r = yield from self._call("claim", id=task.id, context=task.context)
+        return Grant(task, int(r["token"]), list(r["handoff"]))
+
+    def checkpoint(self, grant: Grant, note: str) -> Gen[None]:
+        yield from self._call("checkpoint", id=grant.task.id, token=grant.token, note=note)
+
+    def commit(self, grant: Grant, key: str, value: Any, basis: Snapshot) -> Gen[None]:
+        yield from self._call("commit", id=grant.task.id, token=grant.token, key=key, value=value, context=basis.context, rid=self.ctx.request_id())
+
+    def complete(self, grant: Grant, result: dict[str, Any]) -> Gen[bool]:
+        replayed: bool = yield from self._call("complete", id=grant.task.id, token=grant.token, result=result)
+        return replayed
+
+    def release(self, grant: Grant) -> Gen[None]:
+        yield from self._call("release", id=grant.task.id, token=grant.token)
+
+
+class ComityStrategy(Strategy):
+    name = "comity"
+    summary = "comity's store: context-checked writes, sequences, leases with fencing tokens, orphan takeover"
+    server_class: type[StoreServer] = StoreServer
+    client_class: type[ComityClient] = ComityClient
+
+    def __init__(self, sim: Simulation, rng: SeededRng, workdir: Path) -> None:
+        super().__init__(sim, rng, workdir)
+        self.server = self.server_class(workdir / "store.db", sim.clock, rng)
+
+    def setup(self, plan: Plan) -> None:
+        self.sim.add_node(ADDRESS, self.server)
+        store = self.server.store
+        s = store.session("setup")
+        for name, start in plan.sequences.items():
+            s.txn(ops=[Put(f"@seq/{name}", start)], system=True)  # numbers already taken before the scenario
+        for key, value in plan.files.items():
+            s.create(key, value)
+        agent = Agent(s)
+        ids: dict[str, str] = {}
+        for t in plan.tasks:
+            work = {**t.work, "deps": list(t.deps)} if t.deps else dict(t.work)
+            ids[t.title] = agent.task_add(
+                t.title, body=json.dumps(work, sort_keys=True), deps=[ids[d] for d in t.deps], assignee=t.assignee
+            )["id"]
+
+    def client(self, ctx: Any) -> Client:
+        return self.client_class(ctx)
+
+    def final_state(self) -> FinalState:
+        return self.server.final_state()
+
+    def close(self) -> None:
+        self.server.store.close()
