@@ -192,8 +192,3 @@ class Nemesis:
                 self.injected.append(fault)
                 return fault
         return None
-
-    def withdraw(self, fault: Fault) -> None:
-        """A fault the simulator could not apply (a crash of the last live worker): not in the schedule."""
-        if self.injected and self.injected[-1] is fault:
-            self.injected.pop()
