@@ -21,6 +21,10 @@ from ..coord import next_number, reservations, reserve
 from ..coord import release as release_reservations
 from ..errors import Invalid
 from ..store import Session
+from ._change_verbs import ChangeVerbs
+from .attestations import Keyring
+from .changes import Changes, inbox_key
+from .checks import Runner
 from .decisions import DECISIONS_KEY, decisions
 from .tasks import Board, parse_task_id, task_key
 from .why import why as causal_history
@@ -44,13 +48,19 @@ def _list(value: Any, field: str) -> list[Any]:
     return list(value)
 
 
-class Agent:
+class Agent(ChangeVerbs):
     """One agent's verbs over one store session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, runner: Runner | None = None, signing: bool = True) -> None:
+        """``runner`` re-executes checks (default: a clean git worktree of the repository
+        here); ``signing`` lets ``attest`` sign with this user's private key (a server,
+        which holds no agent's key, passes False and checks the envelopes it is sent)."""
         self.session = session
         self.board = Board(session)
+        self.changes = Changes(session, runner=runner, keyring=Keyring() if signing else None)
         self.contexts: dict[str, str] = {}  # key -> the context this agent last saw
+        if session.agent is not None:
+            session.interest.add(inbox_key(session.agent))  # news about its changes, in every session of it
 
     # ------------------------------------------------------------ plumbing
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:

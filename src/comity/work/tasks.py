@@ -34,7 +34,7 @@ _TITLE_MAX = 500
 _BODY_MAX = 100_000
 _NOTE_MAX = 20_000
 # Changes that matter to a claim made on an old read: the task was closed, assigned or claimed.
-_MATTERS = {"task.assign", "task.claim", "task.done", "task.fail", "task.release"}
+_MATTERS = {"task.assign", "task.claim", "task.done", "task.fail", "task.release", "task.submitted", "task.reopen"}
 
 
 def parse_task_id(task_id: object, field: str = "id") -> str:
@@ -354,9 +354,10 @@ class Board:
             lease, now = self._lease(task_id)
             view = self._view(rec, lease, now)
             state = view["state"]
-            if state in ("done", "failed"):
+            if state in ("done", "failed", "submitted"):
                 by = rec.get("completed_by") or "someone"
-                raise refuse(task_id, f"task {task_id} was {'completed' if state == 'done' else 'failed'} by {by}; call `comity task ready`", [], seen)
+                what = {"done": "completed", "failed": "failed", "submitted": "submitted for verification"}[state]
+                raise refuse(task_id, f"task {task_id} was {what} by {by}; call `comity task ready`", [], seen)
             if rec.get("assignee") not in (None, me):
                 raise refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen, assignee=rec["assignee"])
             if any(not self._is_done(d, {}) for d in rec.get("deps", [])):
@@ -428,6 +429,7 @@ class Board:
         release: bool = False,
         ttl: float | None = None,
         first: Versioned | None = None,
+        guards: list[Any] | None = None,
     ) -> dict[str, Any]:
         self._agent()
         task_id = parse_task_id(task_id)
@@ -441,7 +443,7 @@ class Board:
                 ops.append(Create(_open_key(task_id), _marker(new), label="task.open"))
             return ops
 
-        return self._update(task_id, change, label, guards=[Holds(key, token)], extra_ops=extra, first=first)
+        return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first)
 
     def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
@@ -465,9 +467,10 @@ class Board:
         task_id = parse_task_id(task_id)
         token = _token(token)
         result = _text(result, "result", _BODY_MAX)
-        first = self._read(task_id)
+        first: Versioned | None = self._read(task_id)
+        assert first is not None
         current = first.values[0]
-        if current["status"] == "done":
+        if current["status"] in ("done", "submitted"):
             if current.get("done_token") == token and current.get("completed_by") == me:
                 return {**self.show(task_id), "replayed": True}  # the same completion, retried
             done_token = current.get("done_token") or 0
@@ -485,10 +488,28 @@ class Board:
                 key=task_key(task_id),
             )
 
-        def change(rec: dict[str, Any]) -> dict[str, Any]:
-            return {**rec, "status": "done", "result": result, "completed_by": me, "done_token": token}
+        from .changes import gate  # changes build on the board; the board asks them only here
 
-        return self._fenced(task_id, token, "task.done", change, release=True, first=first)
+        for _ in range(_RETRIES):
+            try:
+                status, guards, changes = gate(self.session, task_id, token)
+            except (NotFound, StaleContext):
+                self.renew(task_id, token)  # a superseded or expired token is told so first (Fenced, LeaseExpired)
+                raise
+
+            def change(rec: dict[str, Any]) -> dict[str, Any]:
+                extra = {"changes": changes} if changes else {}
+                return {**rec, "status": status, "result": result, "completed_by": me, "done_token": token, **extra}
+
+            label = "task.done" if status == "done" else "task.submitted"
+            try:
+                return self._fenced(task_id, token, label, change, release=True, first=first, guards=guards)
+            except StaleContext as e:
+                if e.key is not None and e.key.startswith("@change"):
+                    first = None  # a change it relied on moved: judge again
+                    continue
+                raise
+        raise StaleContext(f"task {task_id}: its changes kept changing; retry", key=task_key(task_id))
 
     def release(self, task_id: str, token: int) -> dict[str, Any]:
         def change(rec: dict[str, Any]) -> dict[str, Any]:

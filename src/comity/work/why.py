@@ -31,6 +31,20 @@ def _target_key(target: str) -> str:
 
 
 def why(session: Session, target: str, *, limit: int = 1000) -> dict[str, Any]:
+    """The causal history of a task or key; for a change (``C-4``), also its provenance:
+    what it was built on and what was built on it, transitively, with their states."""
+    if isinstance(target, str) and target.strip().upper().startswith("C-"):
+        from .changes import Changes, change_key, parse_change_id
+
+        cid = parse_change_id(target, "target")
+        prov = Changes(session).provenance(cid)
+        out = why(session, change_key(cid), limit=limit)
+        out.update(target=target, built_on=prov["built_on"], built_upon_by=prov["built_upon_by"],
+                   commits=prov["commits"], keys=prov["keys"], state=prov["change"]["state"])
+        for b in prov["built_on"]:
+            if b["state"] in ("refuted", "tainted"):
+                out["explanations"].append(f"{cid} is built on {b['id']} by {b['author']}, which is {b['state']}")
+        return out
     key = _target_key(target)
     events = session.log(key, limit=limit)
     if key.startswith(TASK_PREFIX):
