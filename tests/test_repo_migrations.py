@@ -218,3 +218,22 @@ def test_renumber_django_follows_dependencies(tmp_path: Path) -> None:
     assert f'("shop", "{main_stem}")' in (feat / d / f"{first}.py").read_text()
     two = (feat / d / f"{second}.py").read_text()
     assert f'("shop", "{first}")' in two and '("auth", "0001_initial")' in two
+
+
+def test_a_task_asking_again_holds_one_number_in_any_worktree(tmp_path: Path) -> None:
+    """One unit of work, one number: the agent that crashed after taking it, a retry whose
+    answer was lost, and the successor that took the task over all get the same number."""
+    repo = make_repo(tmp_path / "repo", hooks=False)
+    _seed(repo)
+    a, b = worktree(repo, "wt-a"), worktree(repo, "wt-b")
+    with open_store(repo) as store:
+        alice, bob = store.session("alice"), store.session("bob")
+        first = new_migration(alice, Repo.find(a), MIG, "add_users", task="T-9")
+        again = new_migration(alice, Repo.find(a), MIG, "add_users", task="T-9")
+        assert again["number"] == first["number"] == 2 and again["held"] and again["file"] == first["file"]
+        successor = new_migration(bob, Repo.find(b), MIG, "add_users", task="T-9")  # took T-9 over, in its worktree
+        assert successor["number"] == 2 and (b / successor["file"]).exists()
+        other = new_migration(bob, Repo.find(b), MIG, "add_orders", task="T-9")  # a second migration of the task
+        plain = new_migration(alice, Repo.find(a), MIG, "add_index")  # no task: always a fresh number
+        assert (other["number"], plain["number"]) == (3, 4)
+        assert check(alice, Repo.find(a), MIG) == []  # the same file in two worktrees is not a duplicate

@@ -17,7 +17,7 @@ SURFACE = {
         "TYPES", "crdt_type",
     ],
     "comity.coord": [
-        "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
+        "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "allocate", "Allocation", "raise_to", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
         "Reservation", "overlaps", "reserve", "release", "reservations",
     ],
     "comity.work": [

@@ -95,6 +95,10 @@ class AgentCtx:
         """This agent's clock: the simulation's, plus its skew."""
         return self.sim.now() + self.proc.skew
 
+    @property
+    def skew(self) -> float:
+        return self.proc.skew
+
     def decide(self, point: str, kinds: tuple[str, ...]) -> Fault | None:
         if self.proc.exempt:
             return None
@@ -104,7 +108,11 @@ class AgentCtx:
         return fault
 
     def call(self, dest: str, op: str, args: dict[str, Any]) -> Gen[Any]:
-        """One round trip, sent up to ``ATTEMPTS`` times under one request id."""
+        """One round trip, sent up to ``ATTEMPTS`` times under one request id.
+
+        A refusal of a resent request the authority cannot recognise as a resend (no
+        request id, or a verb that does not replay) may be a refusal of the first
+        attempt's own effect: the outcome is unknown, not refused."""
         self.rpc += 1
         for attempt in range(ATTEMPTS):
             try:
@@ -112,6 +120,8 @@ class AgentCtx:
             except Timeout:
                 continue
             if "error" in reply:
+                if attempt > 0 and op not in self.client.retry_safe:
+                    raise Unknown(op)
                 details = {k: v for k, v in reply.items() if k not in ("error", "message")}
                 raise Refused(reply["error"], reply.get("message", ""), **details)
             return reply.get("value")
@@ -125,8 +135,12 @@ class AgentCtx:
         self.writes += 1
         return f"{self.pid}.w{self.writes}"
 
-    def think(self, span: tuple[float, float]) -> Gen[None]:
+    def think(self, span: tuple[float, float], *, kind: str | None = None) -> Gen[None]:
+        """Spend virtual time; ``kind`` counts it as a step of work (``step``) or a draft of a
+        note (``draft``) for the cost of coordination."""
         self.thinks += 1
+        if kind is not None:
+            self.run.costs[kind] = self.run.costs.get(kind, 0) + 1
         lo, hi = span
         seconds = lo + (hi - lo) * self.rng.random()
         fault = self.decide(f"think:{self.pid}:{self.thinks}", ("stall",))
@@ -225,15 +239,16 @@ class AgentCtx:
     def append(self, key: str, item: str, basis: Snapshot) -> Gen[None]:
         c = self.client
         value = {"key": key, "item": item, "read": basis.items, "basis": basis.read_op}
-        yield from self.op("append", value, lambda: c.append(key, item, basis), mutating=True)
+        # A client that re-reads under a lock says what it actually wrote over.
+        yield from self.op("append", value, lambda: c.append(key, item, basis), lambda read: {} if read is None else {"read": read}, mutating=True)
 
     def create(self, key: str, content: dict[str, Any]) -> Gen[None]:
         c = self.client
         yield from self.op("create", {"key": key, "wid": content["wid"], "basis": None}, lambda: c.create(key, content), mutating=True)
 
-    def next_number(self, sequence: str, prefix: str) -> Gen[int]:
+    def next_number(self, sequence: str, prefix: str, unit: str) -> Gen[int]:
         c = self.client
-        n: int = yield from self.op("next", {"seq": sequence}, lambda: c.next_number(sequence, prefix), lambda n: {"n": n})
+        n: int = yield from self.op("next", {"seq": sequence, "unit": unit}, lambda: c.next_number(sequence, prefix, unit), lambda n: {"n": n})
         return n
 
     def ready(self) -> Gen[BoardView]:
@@ -264,14 +279,18 @@ class AgentCtx:
 
     def claim(self, task: TaskView) -> Gen[Grant]:
         c = self.client
-        value = {"id": task.id, "title": task.title, "basis": task.read_op}
-        grant: Grant = yield from self.op("claim", value, lambda: c.claim(task), lambda g: {"token": g.token})
+        value: dict[str, Any] = {"id": task.id, "title": task.title, "basis": task.read_op}
+        if c.lease_ttl is not None:
+            value["ttl"] = c.lease_ttl
+        grant: Grant = yield from self.op("claim", value, lambda: c.claim(task), _grant_summary)
         return grant
 
     def checkpoint(self, grant: Grant, note: str) -> Gen[None]:
         c = self.client
         value = {"id": grant.task.id, "title": grant.task.title, "token": grant.token, "note": note}
-        yield from self.op("checkpoint", value, lambda: c.checkpoint(grant, note), mutating=True)
+        if c.lease_ttl is not None:
+            value["ttl"] = c.lease_ttl
+        yield from self.op("checkpoint", value, lambda: c.checkpoint(grant, note), _expiry_summary, mutating=True)
 
     def commit(self, grant: Grant, key: str, content: dict[str, Any], basis: Snapshot) -> Gen[None]:
         c = self.client
@@ -287,6 +306,19 @@ class AgentCtx:
     def release(self, grant: Grant) -> Gen[None]:
         c = self.client
         yield from self.op("release", {"id": grant.task.id, "title": grant.task.title, "token": grant.token}, lambda: c.release(grant), mutating=True)
+
+
+def _grant_summary(g: Grant) -> dict[str, Any]:
+    out: dict[str, Any] = {"token": g.token}
+    if g.reread:
+        out["reread"] = True
+    if g.expires is not None:
+        out["expires"] = round(g.expires, 6)
+    return out
+
+
+def _expiry_summary(expires: float | None) -> dict[str, Any]:
+    return {} if expires is None else {"expires": round(expires, 6)}
 
 
 def _snap_summary(s: Snapshot) -> dict[str, Any]:
@@ -334,10 +366,12 @@ def _reclaim(ctx: AgentCtx, task: TaskView) -> Gen[Grant | None]:
 
 
 def migration(ctx: AgentCtx, unit: str) -> Gen[str | None]:
-    """Take the next migration number and write the migration under it."""
+    """Take the next migration number and write the migration under it.  A number that
+    turns out taken is looked at: if the file there is this unit's (written by this
+    agent before a crash, or by the agent it took the task over from), it is kept."""
     for _ in range(6):
         try:
-            n = yield from ctx.next_number("migrations", "migrations/")
+            n = yield from ctx.next_number("migrations", "migrations/", unit)
         except Refused:  # the lock on the migrations directory is held: wait
             yield from ctx.think((20.0, 60.0))
             continue
@@ -349,15 +383,14 @@ def migration(ctx: AgentCtx, unit: str) -> Gen[str | None]:
         try:
             yield from ctx.create(key, content)
             return key
-        except Refused:  # the number is taken after all: take another
+        except (Refused, Unknown):
+            pass
+        try:  # taken after all, or no answer: whose is it?
+            snap = yield from ctx.read(key)
+        except (Refused, Unknown):
             continue
-        except Unknown:
-            try:
-                snap = yield from ctx.read(key)
-            except (Refused, Unknown):
-                continue
-            if snap.wid == content["wid"]:
-                return key
+        if isinstance(snap.value, dict) and snap.value.get("unit") == unit:
+            return key  # this unit's migration: ours from before, or our predecessor's
     return None
 
 
@@ -374,7 +407,7 @@ def note_append(ctx: AgentCtx, key: str, entry: str) -> Gen[bool]:
         snap = ctx.recall(f"notes:{key}", snap)
         if any(logical(str(i)) == entry for i in snap.items):
             return True  # already there (an earlier attempt whose answer was lost)
-        yield from ctx.think(NOTE_S)
+        yield from ctx.think(NOTE_S, kind="draft")
         try:
             yield from ctx.append(key, f"{entry}@{ctx.pid}.{ctx.k + 1}", snap)
             return True
@@ -408,7 +441,7 @@ def _work(ctx: AgentCtx, grant: Grant, step: int | None, migrated: str | None) -
     except (Refused, Unknown):
         return
     while i < steps:
-        yield from ctx.think(STEP_S)
+        yield from ctx.think(STEP_S, kind="step")
         note = f"step {i + 1}"
         if plan.get("migration") and migrated is None:
             migrated = yield from migration(ctx, unit)

@@ -1,5 +1,7 @@
 """Checkers: what must hold, judged from the history and the final state.
 
+Outcome checkers (what users see):
+
 =====================  ===================================================================
 checker                an anomaly is
 =====================  ===================================================================
@@ -22,6 +24,27 @@ checker                an anomaly is
                        VLDB 2020)
 =====================  ===================================================================
 
+Primitive checkers (whether the mechanisms underneath kept their promises, whatever
+the outcome; a checker is trusted only once it has caught a bug, see ``mutants.py``):
+
+=====================  ===================================================================
+``sequence``           a number handed to two units of work, or a later allocation not
+                       greater than an earlier one; a task id handed out twice
+``lease_overlap``      two agents certainly holding one task's lease (or lock, or claim)
+                       at the same instant, without an explicit steal
+``lease_renewal``      a renewal acknowledged with an expiry short of its TTL, or a lease
+                       refused as expired while certainly still valid
+``token_order``        a fencing token handed to two grants of one task, or a later
+                       grant's token not greater than an earlier one's
+``allocation``         one unit of work (a feature) holding two migration numbers
+``durability``         after the store restarted: a number or token issued again, or an
+                       acknowledged write missing from a read
+=====================  ===================================================================
+
+A lease is judged by what a correct authority must guarantee, not by what it
+answers: a grant or renewal invoked at ``t`` with TTL ``d`` holds the lease at least
+until ``t + d`` (the grant happened after its invocation), unless released.
+
 Timing is judged conservatively from the history's own order: a change counts as
 unseen by a read only when it was invoked after the read completed, and as made
 before an action only when it completed before the action was invoked.  Operations
@@ -35,7 +58,11 @@ from collections.abc import Callable
 from .history import Anomaly, History, Op
 from .strategies.base import FinalState
 
-__all__ = ["CHECKERS", "check", "lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "elle_cycle", "counts"]
+__all__ = [
+    "CHECKERS", "OUTCOME", "PRIMITIVE", "check", "counts",
+    "lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "elle_cycle",
+    "sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability",
+]  # fmt: skip
 
 OK, INFO = "ok", "info"
 
@@ -122,7 +149,8 @@ def stale_action(h: History, final: FinalState) -> list[Anomaly]:
         changes[o.value["id"]].append(o)
     out = []
     for c in h.completed("claim", OK):
-        basis = c.value.get("basis", -1)
+        # A client that re-read the task under a lock decided on that read, not the old one.
+        basis = c.invoke if c.value.get("reread") else c.value.get("basis", -1)
         if not isinstance(basis, int) or basis < 0 or basis >= len(h):
             continue
         read_done = h[basis].time
@@ -328,6 +356,258 @@ def elle_cycle(h: History, final: FinalState) -> list[Anomaly]:
     return out
 
 
+# ------------------------------------------------------------ primitives
+
+
+def sequence(h: History, final: FinalState) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    by_seq: dict[str, list[Op]] = defaultdict(list)
+    for o in h.completed("next", OK):
+        by_seq[o.value["seq"]].append(o)
+    for seq, ops in sorted(by_seq.items()):
+        holders: dict[int, dict[str, Op]] = defaultdict(dict)
+        first: dict[str, Op] = {}
+        for o in ops:
+            unit = str(o.value.get("unit", o.index))
+            holders[o.value["n"]].setdefault(unit, o)
+            first.setdefault(unit, o)
+        for n, units in sorted(holders.items()):
+            if len(units) > 1:
+                who = ", ".join(f"{u} ({o.process}, op {o.index})" for u, o in sorted(units.items()))
+                out.append(Anomaly("sequence", "issued-twice", f"{seq} number {n} was handed to {len(units)} units of work: {who}",
+                                   [o.index for o in units.values()]))  # fmt: skip
+        firsts = sorted(first.values(), key=lambda o: o.time)
+        for a in firsts:
+            later = next((b for b in firsts if _inv_time(h, b) > a.time and b.value["n"] <= a.value["n"]), None)
+            if later is not None and len(holders[later.value["n"]]) == 1:  # (a number issued twice is reported above)
+                out.append(Anomaly(
+                    "sequence", "not-increasing",
+                    f"{seq}: {later.process} got {later.value['n']} (op {later.index}) after {a.process} had got {a.value['n']} (op {a.index})",
+                    [a.index, later.index],
+                ))  # fmt: skip
+                break
+    ids: dict[str, list[Op]] = defaultdict(list)
+    for o in h.completed("add", OK):
+        ids[str(o.value.get("id"))].append(o)
+    for tid, ops in sorted(ids.items()):
+        titles = {str(o.value.get("title")) for o in ops}
+        if len(titles) > 1:
+            out.append(Anomaly("sequence", "id-issued-twice", f"task id {tid} was given to {len(titles)} tasks: {', '.join(sorted(titles))}",
+                               [o.index for o in ops]))  # fmt: skip
+    return out
+
+
+class _Grant:
+    """One acknowledged claim of a task: the lease it took, its renewals, its end."""
+
+    __slots__ = ("resource", "agent", "token", "claim", "ttl", "steal", "renewals", "ends", "refusals")
+
+    def __init__(self, claim: Op, inv: float) -> None:
+        self.resource: str = claim.value["id"]
+        self.agent = claim.agent
+        self.token = claim.value.get("token")
+        self.claim = claim
+        ttl = claim.value.get("ttl")
+        self.ttl = float(ttl) if isinstance(ttl, (int, float)) else float("inf")
+        self.steal = bool(claim.value.get("steal"))
+        self.renewals: list[tuple[float, float, Op]] = [(inv, claim.time, claim)]  # (invoked, acknowledged, op)
+        self.ends: list[float] = []  # invocation times of what may have released it
+        self.refusals: list[tuple[float, float, Op]] = []  # fenced actions refused as expired
+
+    def certain_end(self, t: float) -> float:
+        """Until when the lease was certainly held, by what was acknowledged by ``t``."""
+        return max(inv + self.ttl for inv, ack, _ in self.renewals if ack <= t)
+
+    def held_at(self, t: float) -> bool:
+        return self.claim.time <= t < self.certain_end(t) and not any(e <= t for e in self.ends)
+
+
+def _grants(h: History) -> dict[str, list[_Grant]]:
+    grants: dict[tuple[str, str, object], _Grant] = {}
+    out: dict[str, list[_Grant]] = defaultdict(list)
+    for o in h.completed("claim", OK):
+        key = (o.value["id"], o.agent, o.value.get("token"))
+        if key not in grants:
+            g = grants[key] = _Grant(o, _inv_time(h, o))
+            out[g.resource].append(g)
+    for o in h.completed(("checkpoint", "commit", "complete", "release")):
+        found = grants.get((o.value["id"], o.agent, o.value.get("token")))
+        if found is None:
+            continue
+        g = found
+        inv = _inv_time(h, o)
+        if o.f == "checkpoint" and o.type == OK and "ttl" in o.value:
+            g.renewals.append((inv, o.time, o))
+        if o.f in ("complete", "release") and o.type in (OK, INFO):
+            g.ends.append(inv)
+        if o.type == "fail" and o.value.get("error") == "lease_expired":
+            g.refusals.append((inv, o.time, o))
+    return out
+
+
+def lease_overlap(h: History, final: FinalState) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    for resource, gs in sorted(_grants(h).items()):
+        gs.sort(key=lambda g: g.claim.time)
+        for j, g2 in enumerate(gs):
+            if g2.steal:
+                continue
+            t = g2.claim.time
+            for g1 in gs[:j]:
+                if g1.agent != g2.agent and g1.held_at(t):
+                    out.append(Anomaly(
+                        "lease_overlap", "two-holders",
+                        f"{g2.claim.process} was granted {g2.claim.value.get('title')} (op {g2.claim.index}, token {g2.token}) while"
+                        f" {g1.claim.process}'s grant (op {g1.claim.index}, token {g1.token}) certainly held it until"
+                        f" t={g1.certain_end(t):.1f}", [g1.claim.index, g2.claim.index],
+                    ))  # fmt: skip
+                    break
+    return out
+
+
+def lease_renewal(h: History, final: FinalState) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    grants = _grants(h)
+    steals: dict[str, list[Op]] = defaultdict(list)
+    for o in h.completed("claim"):
+        if o.value.get("steal") and o.type in (OK, INFO):
+            steals[o.value["id"]].append(o)
+    for resource, gs in sorted(grants.items()):
+        for g in gs:
+            for inv, ack, r in g.renewals[1:]:
+                expires = r.value.get("expires")
+                if isinstance(expires, (int, float)) and expires < inv + g.ttl - 1e-6:
+                    out.append(Anomaly(
+                        "lease_renewal", "not-extended",
+                        f"{r.process}'s renewal of {r.value.get('title')} (op {r.index}) was acknowledged with its lease ending at"
+                        f" t={expires:.1f}, short of t={inv + g.ttl:.1f} (invoked at {inv:.1f}, TTL {g.ttl:.0f}s)", [r.index],
+                    ))  # fmt: skip
+            for inv, ack, r in g.refusals:
+                if ack < g.certain_end(inv) and not any(e <= ack for e in g.ends):
+                    if any(_inv_time(h, s) <= ack for s in steals[resource]):
+                        continue  # taken explicitly: a steal ends a lease by design
+                    out.append(Anomaly(
+                        "lease_renewal", "ended-early",
+                        f"{r.process}'s {r.f} of {r.value.get('title')} (op {r.index}) was refused as {r.value.get('error')} at"
+                        f" t={ack:.1f}, but its lease (op {g.claim.index}) certainly held until t={g.certain_end(inv):.1f}",
+                        [g.claim.index, r.index],
+                    ))  # fmt: skip
+                    break
+    return out
+
+
+def token_order(h: History, final: FinalState) -> list[Anomaly]:
+    out: list[Anomaly] = []
+    for resource, gs in sorted(_grants(h).items()):
+        with_tokens = [g for g in gs if isinstance(g.token, int)]
+        seen: dict[int, _Grant] = {}
+        for g in with_tokens:
+            other = seen.get(g.token)  # type: ignore[arg-type]
+            if other is not None and other.agent != g.agent:
+                out.append(Anomaly(
+                    "token_order", "token-reused",
+                    f"token {g.token} for {g.claim.value.get('title')} was granted to {other.claim.process} (op {other.claim.index})"
+                    f" and to {g.claim.process} (op {g.claim.index})", [other.claim.index, g.claim.index],
+                ))  # fmt: skip
+                break
+            seen.setdefault(g.token, g)  # type: ignore[arg-type]
+        else:
+            for a in with_tokens:
+                b = next((b for b in with_tokens if _inv_time(h, b.claim) > a.claim.time and b.token <= a.token), None)  # type: ignore[operator]
+                if b is not None:
+                    out.append(Anomaly(
+                        "token_order", "not-increasing",
+                        f"{b.claim.process}'s claim of {b.claim.value.get('title')} (op {b.claim.index}) got token {b.token} after"
+                        f" {a.claim.process}'s (op {a.claim.index}) had got {a.token}", [a.claim.index, b.claim.index],
+                    ))  # fmt: skip
+                    break
+    return out
+
+
+def allocation(h: History, final: FinalState) -> list[Anomaly]:
+    by_unit: dict[str, list[str]] = defaultdict(list)
+    for key, v in sorted(final.files.items()):
+        if key.startswith("migrations/") and isinstance(v, dict) and v.get("by") != "history":
+            by_unit[str(v.get("unit"))].append(key)
+    out = []
+    creates: dict[str, list[int]] = defaultdict(list)
+    for o in h.completed("create", OK):
+        creates[o.value["key"]].append(o.index)
+    for unit, keys in sorted(by_unit.items()):
+        if len(keys) > 1:
+            out.append(Anomaly("allocation", "two-numbers", f"{unit} holds {len(keys)} migration numbers: {', '.join(keys)}",
+                               [i for k in keys for i in creates.get(k, [])[:1]]))  # fmt: skip
+    return out
+
+
+def durability(h: History, final: FinalState) -> list[Anomaly]:
+    restarts = [o for o in h if o.type == INFO and o.f == "restart"]
+    if not restarts:
+        return []
+    out: list[Anomaly] = []
+    nexts = h.completed("next", OK)
+    claims = h.completed("claim", OK)
+    writes = [o for o in h.completed(("create", "commit"), OK)]
+    appends = h.completed("append", OK)
+    reads = h.completed("read", OK)
+    for r in restarts:
+        tr = r.time
+        before: dict[str, Op] = {}
+        for o in nexts:
+            if o.time < tr and (o.value["seq"] not in before or o.value["n"] > before[o.value["seq"]].value["n"]):
+                before[o.value["seq"]] = o
+        for o in nexts:
+            b = before.get(o.value["seq"])
+            if b is not None and _inv_time(h, o) > tr and o.value["n"] <= b.value["n"] and o.value.get("unit") != b.value.get("unit"):
+                held = [x for x in nexts if x.value.get("unit") == o.value.get("unit") and x.time < tr]
+                if not held:
+                    out.append(Anomaly("durability", "number-reissued",
+                                       f"{o.process} got {o.value['seq']} number {o.value['n']} (op {o.index}) after the store restarted"
+                                       f" (op {r.index}), though {b.value['n']} was issued before it (op {b.index})", [b.index, r.index, o.index]))  # fmt: skip
+        top: dict[str, Op] = {}
+        for o in claims:
+            if o.time < tr and isinstance(o.value.get("token"), int):
+                t = top.get(o.value["id"])
+                if t is None or o.value["token"] > t.value["token"]:
+                    top[o.value["id"]] = o
+        for o in claims:
+            t = top.get(o.value["id"])
+            if t is not None and _inv_time(h, o) > tr and isinstance(o.value.get("token"), int) and o.value["token"] <= t.value["token"] and o.agent != t.agent:
+                out.append(Anomaly("durability", "token-reissued",
+                                   f"{o.process}'s claim of {o.value.get('title')} got token {o.value['token']} (op {o.index}) after the store"
+                                   f" restarted (op {r.index}), though token {t.value['token']} was granted before (op {t.index})",
+                                   [t.index, r.index, o.index]))  # fmt: skip
+        for rd in reads:
+            if _inv_time(h, rd) <= tr:
+                continue
+            key = rd.value["key"]
+            if "items" in rd.value:
+                items = [str(x) for x in rd.value["items"]]
+                for a in appends:
+                    if a.value["key"] != key or a.time >= tr or str(a.value["item"]) in items:
+                        continue
+                    overwriters = [x for x in appends if x.value["key"] == key and x.index != a.index and _inv_time(h, x) > _inv_time(h, a)
+                                   and x.time < _inv_time(h, rd) and str(a.value["item"]) not in [str(i) for i in x.value.get("read", [])]]
+                    if not overwriters:
+                        out.append(Anomaly("durability", "write-lost",
+                                           f"{a.process}'s entry {a.value['item']} in {key} (op {a.index}) was acknowledged before the store"
+                                           f" restarted (op {r.index}); {rd.process}'s read after it (op {rd.index}) does not have it",
+                                           [a.index, r.index, rd.index]))  # fmt: skip
+                        break
+            elif rd.value.get("wid") is None:
+                lost = next((w for w in writes if w.value["key"] == key and w.time < tr), None)
+                if lost is not None:
+                    out.append(Anomaly("durability", "write-lost",
+                                       f"{lost.process}'s {lost.f} of {key} (op {lost.index}) was acknowledged before the store restarted"
+                                       f" (op {r.index}); {rd.process}'s read after it (op {rd.index}) found nothing", [lost.index, r.index, rd.index]))  # fmt: skip
+    return out
+
+
+OUTCOME = ("lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "elle_cycle")
+PRIMITIVE = ("sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability")
+
+# The registry: add a checker here (a function of the history and the final state) and
+# every report, run and mutant run judges by it.
 CHECKERS: dict[str, Callable[[History, FinalState], list[Anomaly]]] = {
     "lost_update": lost_update,
     "duplicate_work": duplicate_work,
@@ -335,6 +615,12 @@ CHECKERS: dict[str, Callable[[History, FinalState], list[Anomaly]]] = {
     "fencing_violation": fencing_violation,
     "orphaned_task": orphaned_task,
     "elle_cycle": elle_cycle,
+    "sequence": sequence,
+    "lease_overlap": lease_overlap,
+    "lease_renewal": lease_renewal,
+    "token_order": token_order,
+    "allocation": allocation,
+    "durability": durability,
 }
 
 

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .checkers import CHECKERS
 from .explore import random_search, shrink, systematic
 from .nemesis import Schedule
-from .report import REPORT_COMMAND, markdown_table, report
+from .report import FAULT_FREE, FAULTED, REPORT_COMMAND, margins, markdown_costs, markdown_margins, markdown_table, report
 from .runner import RunResult, run
 from .scenarios import SCENARIOS
 from .strategies import STRATEGIES
@@ -221,31 +221,55 @@ def replay_cmd(source: str, scenario: str | None, strategy: str | None, history:
 @click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable).")
 @click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Only this strategy (repeatable).")
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
-@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
-@click.option("--json", "as_json", is_flag=True, help="Print {rows: [{scenario, strategy, runs, anomalies, completion, distinct_histories}]}.")
+@click.option("--markdown", is_flag=True, help="Print the tables as Markdown (as in docs/evidence.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print {rows: [...], margins: [...]}: fault-free and faulted rows with costs.")
 def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool, as_json: bool) -> None:
-    """Every scenario under every strategy over --seeds seeds: in how many runs each checker
-    found an anomaly, and how much of the work got done correctly."""
+    """Every scenario under every strategy over --seeds seeds, each seed without faults and
+    with them: in how many runs each checker found an anomaly, how much of the work got done
+    (by the horizon, and by twice the fault-free run's time), what coordination cost, and
+    comity's margin over the best baseline."""
     total_runs = seeds * (len(scenarios) or len(SCENARIOS)) * (len(strategies) or len(STRATEGIES))
-    with _progress(f"{total_runs} runs") as tick:
+    with _progress(f"{total_runs} seeds × 2 runs") as tick:
         rows = report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs, progress=tick)
+    ms = margins(rows)
     if as_json:
-        _json({"seeds": seeds, "checkers": list(CHECKERS), "command": f"comity chaos report --seeds {seeds}", "rows": [r.to_json() for r in rows]})
+        _json({
+            "seeds": seeds, "checkers": list(CHECKERS), "command": f"comity chaos report --seeds {seeds} --json",
+            "rows": [r.to_json() for r in rows], "margins": ms,
+        })  # fmt: skip
         return
     if markdown:
-        out.print(markdown_table(rows), markup=False)
+        out.print("Faulted runs (the scenario's random nemesis):\n", markup=False)
+        out.print(markdown_table(rows, FAULTED), markup=False)
+        out.print("\nFault-free runs:\n", markup=False)
+        out.print(markdown_table(rows, FAULT_FREE), markup=False)
+        out.print("\nThe cost of coordination (faulted runs):\n", markup=False)
+        out.print(markdown_costs(rows), markup=False)
+        if ms:
+            out.print("\ncomity against the best baseline:\n", markup=False)
+            out.print(markdown_margins(ms), markup=False)
         out.print(f"\nRegenerate: `{REPORT_COMMAND.replace('1000', str(seeds))}`", markup=False)
         return
     from rich.table import Table
 
-    table = Table(title=f"comity chaos report: {seeds} seeds per row (runs with at least one anomaly, per checker)")
-    for col in ["scenario", "strategy", "runs", *[c.replace("_", " ") for c in CHECKERS], "completion", "histories"]:
-        table.add_column(col, justify="left" if col in ("scenario", "strategy") else "right")
+    short = {c: "".join(w[0] for w in c.split("_")) for c in CHECKERS}
+    table = Table(title=f"comity chaos report: {seeds} seeds per row (runs with at least one anomaly, per checker)", caption=
+                  "checkers: " + ", ".join(f"{v}={k}" for k, v in short.items()))  # fmt: skip
+    for col in ["scenario", "strategy", "faults", "any", *short.values(), "done", "2×", "waste", "refusals"]:
+        table.add_column(col, justify="left" if col in ("scenario", "strategy", "faults") else "right")
     for r in rows:
         cells = [str(r.anomalies[c]) if r.anomalies[c] else "·" for c in CHECKERS]
-        style = "bold green" if r.strategy == "comity" and not any(r.anomalies.values()) else None
-        table.add_row(r.scenario, r.strategy, str(r.runs), *cells, f"{100 * r.completion:.1f}%", str(r.distinct_histories), style=style)
+        style = "bold green" if not STRATEGIES[r.strategy].baseline and not r.any_anomaly else None
+        tight = "" if r.completion_tight is None else f"{100 * r.completion_tight:.0f}%"
+        table.add_row(r.scenario, r.strategy, r.faults, str(r.any_anomaly or "·"), *cells, f"{100 * r.completion:.1f}%", tight,
+                      f"{r.wasted_steps:.1f}", f"{r.refusals_per_agent:.1f}", style=style)  # fmt: skip
     out.print(table)
+    for m in ms:
+        out.print(
+            f"{m['scenario']} ({m['faults']}): best baseline {m['best_baseline']} {m['baseline_runs_with_anomaly']}/{m['runs']} runs with an anomaly,"
+            f" comity {m['comity_runs_with_anomaly']}/{m['runs']}",
+            markup=False,
+        )
 
 
 @click.command("chaos")

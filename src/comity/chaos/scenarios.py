@@ -106,7 +106,7 @@ def _migration_collision(rng: SeededRng) -> Setup:
     tasks = [TaskPlan(f"migration-{i}", {"kind": "feature", "steps": _u(rng, 2, 4), "migration": True}, f"impl-{i}") for i in range(1, n + 1)]
     files = {f"migrations/{k:04d}": {"wid": f"seed.{k}", "unit": f"old-{k}", "by": "history"} for k in (265, 266)}
     cast = [Cast(f"impl-{i}", "implementer", _uniform(rng, 0, 60)) for i in range(1, n + 1)]
-    return Setup(Plan(tasks, files, {"migrations": 266}), cast, _task_units(tasks))
+    return Setup(Plan(tasks, files), cast, _task_units(tasks))
 
 
 def _stale_bug_pickup(rng: SeededRng) -> Setup:
@@ -179,7 +179,7 @@ def _busy_afternoon(rng: SeededRng) -> Setup:
     cast += [Cast(name, "implementer", _uniform(rng, 0, 60)) for name in crew]
     cast.append(Cast("reviewer", "reviewer", _uniform(rng, 0, 60), {"idle_max": 300.0, "poll": 180.0}))
     units = _task_units(tasks) + [("task", str(r[1])) for r in reports]
-    return Setup(Plan(tasks, files, {"migrations": 266}), cast, units, expected_tasks=100)
+    return Setup(Plan(tasks, files), cast, units, expected_tasks=100)
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -193,6 +193,7 @@ class Simulation:
         self.stopped = False
         self.quiescent_check: Callable[[], bool] = lambda: False
         self.restart_downtime: Callable[[str], float] = lambda node: 5.0
+        self.on_restart: Callable[[str], None] = lambda node: None
         self.node_restarts = 0
         self.events = 0
 
@@ -255,6 +256,7 @@ class Simulation:
         if node is None or self.is_down(address):
             return
         self.node_restarts += 1
+        self.on_restart(address)
         node.restart()
         self._down[address] = self.clock.now() + self.restart_downtime(address)
 

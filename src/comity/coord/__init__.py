@@ -5,13 +5,16 @@ from __future__ import annotations
 from .leases import DEFAULT_TTL_S, Lease, Leases
 from .liveness import AgentStatus, PhiAccrual, agents, heartbeat
 from .reservations import Reservation, overlaps, release, reservations, reserve
-from .sequences import next_number
+from .sequences import Allocation, allocate, next_number, raise_to
 
 __all__ = [
     "Lease",
     "Leases",
     "DEFAULT_TTL_S",
     "next_number",
+    "allocate",
+    "Allocation",
+    "raise_to",
     "PhiAccrual",
     "AgentStatus",
     "agents",

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..coord.sequences import next_number
+from ..coord.sequences import Allocation, next_number, raise_to
+from ..coord.sequences import allocate as allocate_number
 from ..errors import Invalid, NotFound, StaleContext
 from ..store import Create, Put, Session
 from ._git import GitFailed, Repo, read_objects, tree_names
@@ -333,22 +334,6 @@ def record_of(session: Session, d: str, n: int) -> dict[str, Any] | None:
 # --------------------------------------------------------------------- allocation
 
 
-def _raise_sequence(session: Session, name: str, floor: int) -> None:
-    """Raise sequence ``name`` to at least ``floor`` (a guarded write; never lowers it)."""
-    key = "@seq/" + name
-    for _ in range(_RETRIES):
-        v = session.get(key)
-        current = max((int(x) for x in v.values if isinstance(x, int)), default=0)
-        if current >= floor:
-            return
-        try:
-            session.txn(ops=[Put(key, floor, context=v.context, label="seed")], system=True)
-            return
-        except StaleContext:
-            continue  # another process moved it: re-read, it may already be past the floor
-    raise StaleContext(f"sequence {name!r} kept changing while seeding; retry", key=key)
-
-
 def _ts_after(value: int) -> int:
     try:
         return int((datetime.strptime(str(value), _TS) + timedelta(seconds=1)).strftime(_TS))
@@ -371,14 +356,17 @@ def _allocate_timestamp(session: Session, name: str, floor: int) -> int:
     raise StaleContext(f"sequence {name!r} kept changing; retry", key=key)
 
 
-def allocate(session: Session, d: str, template: Template, floor: int) -> int:
+def allocate(session: Session, d: str, template: Template, floor: int, *, unit: str | None = None) -> Allocation:
     """A number for a new migration of ``d``, greater than ``floor`` and than every number
-    allocated before, never handed to anyone else."""
+    allocated before, never handed to anyone else; with ``unit`` (a task and a slug), the
+    number that unit already holds, if it holds one."""
     name = f"migrations/{dir_key(d)}"
     if template.numbering == "timestamp":
-        return _allocate_timestamp(session, name, floor)
-    _raise_sequence(session, name, floor)
-    return next_number(session, name)
+        return Allocation(_allocate_timestamp(session, name, floor))
+    if unit is not None and template.numbering == "number":
+        return allocate_number(session, name, floor=floor, unit=unit)
+    raise_to(session, name, floor)
+    return Allocation(next_number(session, name))
 
 
 # ------------------------------------------------------------------ file contents
@@ -497,19 +485,28 @@ def new_migration(
     target.mkdir(parents=True, exist_ok=True)
     parents = _heads_here(target, tpl, d)
     when = datetime.fromtimestamp(session.now(), tz=timezone.utc)
+    # One task asking again for the same migration (after a crash, a lost answer, or as the
+    # successor of an agent presumed dead) gets the number it already holds, not a second one.
+    unit = f"{task}/{slug}" if task else None
+    held = False
     for _ in range(_RETRIES):
-        n = allocate(session, d, tpl, floor)
-        if tpl.numbering != "revision" and survey(repo, d, tpl, numbers={n}):
-            floor = max(floor, n)  # written by hand since the survey, somewhere: skip it
-            continue
+        got = allocate(session, d, tpl, floor, unit=unit)
+        n, held = got.number, got.held
         rev = secrets.token_hex(6) if tpl.numbering == "revision" else ""
         name = tpl.filename(slug, n=n, rev=rev)
+        if held and (target / name).exists():
+            break  # this worktree already has the unit's file: nothing to create
+        if tpl.numbering != "revision" and any(m.name != name for m in survey(repo, d, tpl, numbers={n}).values()):
+            floor = max(floor, n)  # written by hand since the survey, somewhere: skip it
+            unit = None  # the unit's number is someone else's file now: take a fresh one
+            continue
         try:
             with open(target / name, "x", encoding="utf-8") as f:
                 f.write(_content(tpl, d, slug, n, rev, parents, when.strftime("%Y-%m-%d %H:%M:%S")))
             break
         except FileExistsError:
             floor = max(floor, n)  # a file appeared since the survey: take the next one
+            unit = None
     else:
         raise StaleContext(f"could not create a new migration in {d}: every number taken was already on disk")
     rel = f"{d}/{name}" if d else name
@@ -529,6 +526,10 @@ def new_migration(
         record["down_revision"] = parents
     elif tpl.kind == "django":
         record["dependencies"] = parents
+    if held:
+        record["held"] = True  # the task's number from before: its record stays as first written
+        if record_of(session, d, n) is not None:
+            return record
     session.txn(ops=[Create(f"{MIGRATION_PREFIX}{dir_key(d)}/{n}", record, label="migration")], system=True)
     return record
 
@@ -743,7 +744,7 @@ def renumber(
         if dry_run:
             floor = n = _ts_after(floor) if tpl.numbering == "timestamp" else floor + 1
         else:
-            n = allocate(session, d, tpl, floor)
+            n = allocate(session, d, tpl, floor).number
             floor = n
         new = tpl.filename(slug, n=n)
         renamed[name] = new

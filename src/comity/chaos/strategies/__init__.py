@@ -1,4 +1,9 @@
-"""The coordination strategies a scenario runs under, each behind the same client verbs."""
+"""The coordination strategies a scenario runs under, each behind the same client verbs.
+
+The baselines, weakest first: ``none``, ``naive-locks`` and ``pool`` are what teams of
+agents use today; ``careful-locks`` and ``cas`` are what a careful team would build
+without comity.  ``comity`` is the real store.  Register a new strategy in
+``STRATEGIES`` (the report's rows follow this order)."""
 
 from __future__ import annotations
 
@@ -19,17 +24,23 @@ from .base import (
     TaskView,
     Unknown,
 )
+from .careful import CarefulLocksStrategy
+from .cas import CasStrategy
 from .coordinated import ComityClient, ComityStrategy, StoreServer
-from .files import LocksStrategy, NoneStrategy
+from .files import FileServer, NaiveLocksStrategy, NoneStrategy
 from .pool import PoolStrategy
 
 __all__ = [
     "STRATEGIES",
     "Strategy",
     "Client",
+    "BASELINES",
     "NoneStrategy",
-    "LocksStrategy",
+    "NaiveLocksStrategy",
     "PoolStrategy",
+    "CarefulLocksStrategy",
+    "CasStrategy",
+    "FileServer",
     "ComityStrategy",
     "ComityClient",
     "StoreServer",
@@ -48,9 +59,6 @@ __all__ = [
     "STALE_AFTER_S",
 ]
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    "none": NoneStrategy,
-    "locks": LocksStrategy,
-    "pool": PoolStrategy,
-    "comity": ComityStrategy,
-}
+_ALL: list[type[Strategy]] = [NoneStrategy, NaiveLocksStrategy, PoolStrategy, CarefulLocksStrategy, CasStrategy, ComityStrategy]
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in _ALL}
+BASELINES = [name for name, s in STRATEGIES.items() if s.baseline]

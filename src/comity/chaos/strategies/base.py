@@ -4,6 +4,13 @@ A strategy is an authority node in the simulation (the store process, a lock and
 server, a message pool) and a client library each agent uses to reach it.  The
 client's verbs are generators: each round trip yields a :class:`~comity.chaos.sim.Call`
 through the agent's context, so the nemesis can strike it.
+
+To add a strategy: subclass :class:`Strategy` (its authority node and final state)
+and :class:`Client` (the verbs), and register the class in ``STRATEGIES``
+(``strategies/__init__.py``); set ``baseline = False`` only for comity's own
+variants.  A client that grants leases says so with ``lease_ttl``, and answers a
+claim and a checkpoint with the lease's expiry by the authority's clock, so the
+primitive checkers can judge its grants.
 """
 
 from __future__ import annotations
@@ -105,6 +112,8 @@ class Grant:
     task: TaskView
     token: int
     handoff: list[dict[str, Any]] = field(default_factory=list)
+    expires: float | None = None  # by the authority's clock (virtual time); None: no lease
+    reread: bool = False  # the client re-read the task under a lock and decided on that read
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +179,11 @@ class Client(ABC):
     """One agent incarnation's handle on a strategy.  Verbs raise :class:`Refused` or
     :class:`Unknown`; state a client keeps (held locks, a pool view) dies with it."""
 
+    lease_ttl: ClassVar[float | None] = None  # the TTL of the leases its claims take (None: no leases)
+    # Requests the authority answers the same when sent again (reads; writes under a request
+    # id): a refusal of any other resent request may be a refusal of its own first attempt.
+    retry_safe: ClassVar[frozenset[str]] = frozenset()
+
     def __init__(self, ctx: AgentCtx) -> None:
         self.ctx = ctx
         self.me = ctx.name
@@ -182,15 +196,16 @@ class Client(ABC):
         return self.read(key)
 
     @abstractmethod
-    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[None]:
-        """Write ``basis``'s list plus ``item`` back to ``key``."""
+    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[list[Any] | None]:
+        """Write ``basis``'s list plus ``item`` back to ``key``; returns the list it wrote
+        over when that is not ``basis``'s (a client that re-reads under a lock)."""
 
     @abstractmethod
     def create(self, key: str, value: Any) -> Gen[None]: ...
 
     @abstractmethod
-    def next_number(self, sequence: str, prefix: str) -> Gen[int]:
-        """The next number for files named ``prefix`` NNNN."""
+    def next_number(self, sequence: str, prefix: str, unit: str) -> Gen[int]:
+        """The next number for files named ``prefix`` NNNN, for the unit of work ``unit``."""
 
     @abstractmethod
     def ready(self) -> Gen[BoardView]:
@@ -209,7 +224,8 @@ class Client(ABC):
     def claim(self, task: TaskView) -> Gen[Grant]: ...
 
     @abstractmethod
-    def checkpoint(self, grant: Grant, note: str) -> Gen[None]: ...
+    def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:
+        """Record progress (and renew the lease: returns its new expiry, if it has one)."""
 
     @abstractmethod
     def commit(self, grant: Grant, key: str, value: Any, basis: Snapshot) -> Gen[None]:
@@ -228,6 +244,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    baseline: ClassVar[bool] = True  # False for comity and its variants: the report's margins compare the two sides
 
     def __init__(self, sim: Simulation, rng: SeededRng, workdir: Path) -> None:
         self.sim = sim
@@ -242,6 +259,10 @@ class Strategy(ABC):
 
     @abstractmethod
     def final_state(self) -> FinalState: ...
+
+    def observe(self) -> FinalState:
+        """The state now, in the middle of a run, without changing what happens next."""
+        return self.final_state()
 
     def close(self) -> None:
         """Release what the strategy holds (the store's file)."""

@@ -3,12 +3,15 @@
 The authority is a store process: a :class:`comity.Store` over a SQLite file on the
 simulation's :class:`~comity.runtime.VirtualClock` and a seeded RNG, with one
 session (and :class:`comity.work.Agent` facade) per agent process, created when the
-process first speaks.  Restarting it closes the store and opens the file again:
-what survives is what the store made durable.  The client sends each verb as one
-request; writes carry a request id (retries under it are answered from the
-recorded outcome), claims carry the context of the read the agent decided on, and
-every write of a task's work product carries the task's fencing token in the same
-guarded transaction.
+process first speaks.  Restarting it is a crash: the connection is dropped without a
+word (an open transaction is rolled back, as when the process is killed) and the file
+opened again, so what survives is what the store made durable before it answered.
+The client sends each verb as one request; writes carry a request id (retries under
+it are answered from the recorded outcome), claims carry the context of the read the
+agent decided on, every write of a task's work product carries the task's fencing
+token in the same guarded transaction, and migration numbers come from the
+allocator (:func:`comity.coord.allocate`) with the task's unit of work, floored at
+the highest number among the files.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from ... import errors
 from ...runtime import SeededRng
+from ...coord import allocate
 from ...store import Holds, Put, Store
 from ...store import open as open_store
 from ...work import Agent, task_key
@@ -61,8 +65,9 @@ class StoreServer:
         return open_store(self.path, clock=self.clock, rng=self.rng.fork(f"open/{self.opens}"))
 
     def restart(self) -> None:
-        """Close the store and open its file again: sessions are gone, the data is not."""
-        self.store.close()
+        """The store process dies and starts again: its connection is dropped (SQLite rolls
+        back whatever was not committed) and the file opened anew; sessions are gone."""
+        self.store.backend.close()
         self.store = self._open()
         self.agents = {}
 
@@ -93,7 +98,7 @@ class StoreServer:
             agent.create(a["key"], a["value"], request_id=a["rid"])
             return None
         if op == "next":
-            return agent.seq_next(a["seq"])["value"]
+            return self.allocate(agent, a)
         if op == "ready":
             return agent.board.ready(limit=a.get("limit", 24))
         if op == "board":
@@ -105,10 +110,10 @@ class StoreServer:
             return None
         if op == "claim":
             c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S)
-            return {"token": c["token"], "handoff": c["handoff"]}
+            return {"token": c["token"], "handoff": c["handoff"], "expires": c["expires"]}
         if op == "checkpoint":
-            agent.task_checkpoint(a["id"], a["token"], a["note"])
-            return None
+            t = agent.task_checkpoint(a["id"], a["token"], a["note"])
+            return (t.get("lease") or {}).get("expires")
         if op == "commit":
             return self.commit(agent, a)
         if op == "complete":
@@ -117,6 +122,13 @@ class StoreServer:
             agent.task_release(a["id"], a["token"])
             return None
         raise ValueError(f"store: unknown op {op!r}")
+
+    def allocate(self, agent: Agent, a: dict[str, Any]) -> int:
+        """A migration number, as ``comity migrations new`` takes one: floored at the highest
+        number among the files, one per unit of work (the task's title here)."""
+        prefix = a["prefix"]
+        numbers = [int(k[len(prefix) :]) for k in agent.session.keys(prefix) if k[len(prefix) :].isdigit()]
+        return allocate(agent.session, a["seq"], floor=max(numbers, default=0), unit=a["unit"]).number
 
     def commit(self, agent: Agent, a: dict[str, Any]) -> None:
         """A write under a task's lease: the token is checked in the same transaction (the
@@ -128,8 +140,8 @@ class StoreServer:
             request_id=a["rid"],
         )
 
-    def final_state(self) -> FinalState:
-        s = self.store.session()
+    def final_state(self, store: Store | None = None) -> FinalState:
+        s = (store or self.store).session()
         tasks = {}
         for t in Agent(s).board.tasks():
             work = _work(t.get("body") or "")
@@ -140,8 +152,22 @@ class StoreServer:
                 files[v.key] = v.values[0] if len(v.values) == 1 else {"siblings": v.values}
         return FinalState(tasks, files)
 
+    def observe(self) -> FinalState:
+        """The state now, read through a store of its own (the server's sessions and random
+        stream untouched: observing a run mid-way does not change it)."""
+        store = open_store(self.path, clock=self.clock, rng=SeededRng(0))
+        try:
+            return self.final_state(store)
+        finally:
+            store.close()
+
 
 class ComityClient(Client):
+    lease_ttl = LEASE_TTL_S
+    # Writes carry a request id (a resend gets the recorded outcome), a completion resent
+    # is answered as a replay, an allocation for a unit returns the unit's number.
+    retry_safe = frozenset({"read", "ready", "board", "write", "create", "commit", "complete", "next"})
+
     def _call(self, op: str, **args: Any) -> Gen[Any]:
         return self.ctx.call(ADDRESS, op, args)
 
@@ -150,14 +176,15 @@ class ComityClient(Client):
         values = r["values"]
         return Snapshot(key, values[0] if len(values) == 1 else (None if not values else {"siblings": values}), r["context"])
 
-    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[None]:
+    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[list[Any] | None]:
         yield from self._call("write", key=key, value=[*basis.items, item], context=basis.context, rid=self.ctx.request_id())
+        return None
 
     def create(self, key: str, value: Any) -> Gen[None]:
         yield from self._call("create", key=key, value=value, rid=self.ctx.request_id())
 
-    def next_number(self, sequence: str, prefix: str) -> Gen[int]:
-        n: int = yield from self._call("next", seq=sequence)
+    def next_number(self, sequence: str, prefix: str, unit: str) -> Gen[int]:
+        n: int = yield from self._call("next", seq=sequence, prefix=prefix, unit=unit)
         return n
 
     def ready(self) -> Gen[BoardView]:
@@ -177,10 +204,11 @@ class ComityClient(Client):
 
     def claim(self, task: TaskView) -> Gen[Grant]:
         r = yield from self._call("claim", id=task.id, context=task.context)
-        return Grant(task, int(r["token"]), list(r["handoff"]))
+        return Grant(task, int(r["token"]), list(r["handoff"]), float(r["expires"]))
 
-    def checkpoint(self, grant: Grant, note: str) -> Gen[None]:
-        yield from self._call("checkpoint", id=grant.task.id, token=grant.token, note=note)
+    def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:
+        expires = yield from self._call("checkpoint", id=grant.task.id, token=grant.token, note=note)
+        return None if expires is None else float(expires)
 
     def commit(self, grant: Grant, key: str, value: Any, basis: Snapshot) -> Gen[None]:
         yield from self._call("commit", id=grant.task.id, token=grant.token, key=key, value=value, context=basis.context, rid=self.ctx.request_id())
@@ -195,7 +223,8 @@ class ComityClient(Client):
 
 class ComityStrategy(Strategy):
     name = "comity"
-    summary = "comity's store: context-checked writes, sequences, leases with fencing tokens, orphan takeover"
+    summary = "comity's store: context-checked writes, a migration allocator, leases with fencing tokens, orphan takeover"
+    baseline = False
     server_class: type[StoreServer] = StoreServer
     client_class: type[ComityClient] = ComityClient
 
@@ -207,8 +236,6 @@ class ComityStrategy(Strategy):
         self.sim.add_node(ADDRESS, self.server)
         store = self.server.store
         s = store.session("setup")
-        for name, start in plan.sequences.items():
-            s.txn(ops=[Put(f"@seq/{name}", start)], system=True)  # numbers already taken before the scenario
         for key, value in plan.files.items():
             s.create(key, value)
         agent = Agent(s)
@@ -224,6 +251,9 @@ class ComityStrategy(Strategy):
 
     def final_state(self) -> FinalState:
         return self.server.final_state()
+
+    def observe(self) -> FinalState:
+        return self.server.observe()
 
     def close(self) -> None:
         self.server.store.close()

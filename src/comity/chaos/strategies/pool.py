@@ -117,6 +117,8 @@ class PoolServer:
 class PoolClient(Client):
     """Publishes what the agent does; reads the world as the messages it received show it."""
 
+    retry_safe = frozenset({"sync"})
+
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.world = World()
@@ -144,13 +146,14 @@ class PoolClient(Client):
         snap: Snapshot = yield from nothing(Snapshot(key, self.world.files.get(key)))
         return snap
 
-    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[None]:
+    def append(self, key: str, item: Any, basis: Snapshot) -> Gen[list[Any] | None]:
         yield from self._publish({"t": "append", "key": key, "item": item})
+        return None
 
     def create(self, key: str, value: Any) -> Gen[None]:
         yield from self._publish({"t": "put", "key": key, "value": value})
 
-    def next_number(self, sequence: str, prefix: str) -> Gen[int]:
+    def next_number(self, sequence: str, prefix: str, unit: str) -> Gen[int]:
         yield from self._sync()
         numbers = [int(k[len(prefix) :]) for k in self.world.files if k.startswith(prefix) and k[len(prefix) :].isdigit()]
         return max(numbers, default=0) + 1
@@ -193,8 +196,9 @@ class PoolClient(Client):
         yield from self._publish({"t": "claim", "id": task.id, "by": self.me, "token": token})
         return Grant(task, token, list(task.checkpoints))
 
-    def checkpoint(self, grant: Grant, note: str) -> Gen[None]:
+    def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:
         yield from self._publish({"t": "checkpoint", "id": grant.task.id, "by": self.me, "note": note})
+        return None
 
     def commit(self, grant: Grant, key: str, value: Any, basis: Snapshot) -> Gen[None]:
         yield from self._publish({"t": "put", "key": key, "value": value})
