@@ -338,7 +338,7 @@ def task_add_cmd(obj: Ctx, title: str, body: str, deps: tuple[str, ...], labels:
 
 
 @command(task_group, "list")
-@click.option("--state", type=click.Choice(["open", "claimed", "orphaned", "done", "failed"]), help="Only tasks in this state.")
+@click.option("--state", type=click.Choice(["open", "claimed", "orphaned", "submitted", "done", "failed"]), help="Only tasks in this state.")
 def task_list_cmd(obj: Ctx, state: str | None, *, as_json: bool) -> None:
     """Every task with its state and who holds it."""
     tasks = obj.agent().task_list(state)["tasks"]

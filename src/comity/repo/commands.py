@@ -214,6 +214,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             err.print(f"scanned {len(s['worktrees'])} worktrees, {s['branches']} branches, migration dirs: {', '.join(s['migration_dirs']) or 'none'}", markup=False)
         problems_out(r["problems"], as_json, r)
 
+    from .verify_commands import register as register_verification
+
+    register_verification(cli)
+
     # ----------------------------------------------------------------- bench
     bench = cli.commands.get("bench")
     if isinstance(bench, click.Group):

@@ -15,7 +15,7 @@ from ..coord.reservations import reservations
 from ..store import Session
 from ..work.decisions import Decision, accepted, decisions
 from ._git import Repo, parse_diff
-from .hooks import _undo_problem
+from .hooks import _undo_problem, built_on_refuted
 from .migrations import Problem, all_dirs, duplicates, several_heads, survey
 
 __all__ = ["doctor", "DEFAULT_SILENT_S"]
@@ -107,6 +107,8 @@ def doctor(session: Session, repo: Repo, *, silent_s: float = DEFAULT_SILENT_S) 
         problems += several_heads(repo, d, tpl, found)
     problems += _silent_holders(session, silent_s)
     problems += _undid_decisions(session, repo)
+    for branch, _ in repo.branches():
+        problems += built_on_refuted(session, repo, f"refs/heads/{branch}", f"branch {branch}")
     return {
         "ok": not problems,
         "problems": [p.to_json() for p in problems],

@@ -38,7 +38,7 @@ from ..errors import Invalid
 from ..store import Session
 from ..work.decisions import Decision, Undo, acknowledge, decisions
 from ..work.tasks import parse_task_id, task_key
-from ._git import Repo, parse_diff
+from ._git import GitFailed, Repo, parse_diff
 from .migrations import CONVENTIONAL, Migration, Problem, Template, _guess, record_of, registered_dirs, survey
 
 __all__ = ["HOOKS", "MARK", "install", "uninstall", "pre_commit", "commit_msg", "hooks_dir", "Report"]
@@ -325,6 +325,36 @@ def check_task(session: Session, agent: str | None, task: str | None, token: str
     return []
 
 
+def built_on_refuted(session: Session, repo: Repo, rev: str, where: str) -> list[Problem]:
+    """``rev`` has among its ancestors the commit of a change that is refuted or tainted."""
+    from ..work.changes import Changes
+
+    bad = [c for c in Changes(session).find() if c["state"] in ("refuted", "tainted") and c.get("commit")]
+    if not bad or not repo.git("rev-parse", "--verify", "-q", rev, check=False).strip():
+        return []
+    out = []
+    for c in bad:
+        if not _is_ancestor(repo, c["commit"], rev):
+            continue
+        why = (f"refuted by {c['refuted'].get('by')}: {c['refuted'].get('reason')}" if c["state"] == "refuted"
+               else f"built on refuted {', '.join(c['tainted_by'])}")
+        out.append(Problem(
+            "built-on-refuted",
+            f"{where} is built on commit {c['commit'][:10]} of change {c['id']} by {c['author']}, which is {c['state']} ({why})",
+            f"rebase off {c['commit'][:10]} (or revert it), or wait until {c['id']} is verified again; see `comity why {c['id']}`",
+            {"change": c["id"], "commit": c["commit"], "state": c["state"]},
+        ))  # fmt: skip
+    return out
+
+
+def _is_ancestor(repo: Repo, commit: str, rev: str) -> bool:
+    try:
+        repo.git("merge-base", "--is-ancestor", commit, rev)
+    except GitFailed:  # exit 1 (not an ancestor), or a commit this repository does not have
+        return False
+    return True
+
+
 def pre_commit(session: Session, repo: Repo, env: dict[str, str]) -> Report:
     """Every check of a commit about to be made in ``repo``, with the agent's environment."""
     agent = env.get("COMITY_AGENT") or None
@@ -337,6 +367,7 @@ def pre_commit(session: Session, repo: Repo, env: dict[str, str]) -> Report:
     report.problems += check_migrations(session, repo, changes)
     report.problems += check_reservations(session, agent, paths)
     check_decisions(session, repo, agent, paths, report)
+    report.problems += built_on_refuted(session, repo, "HEAD", "this commit")
     return report
 
 

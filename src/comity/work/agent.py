@@ -22,7 +22,6 @@ from ..coord import release as release_reservations
 from ..errors import Invalid
 from ..store import Session
 from ._change_verbs import ChangeVerbs
-from .attestations import Keyring
 from .changes import Changes, inbox_key
 from .checks import Runner
 from .decisions import DECISIONS_KEY, decisions
@@ -38,6 +37,12 @@ VERBS = [
     "task_checkpoint", "task_complete", "task_release", "task_fail",
     "seq_next", "reserve_paths", "release_paths", "reservations", "agents", "why", "heartbeat",
 ]  # fmt: skip
+
+
+def _keyring() -> Any:
+    from .attestations import Keyring  # cryptography loads only where keys are used
+
+    return Keyring()
 
 
 def _list(value: Any, field: str) -> list[Any]:
@@ -57,7 +62,7 @@ class Agent(ChangeVerbs):
         which holds no agent's key, passes False and checks the envelopes it is sent)."""
         self.session = session
         self.board = Board(session)
-        self.changes = Changes(session, runner=runner, keyring=Keyring() if signing else None)
+        self.changes = Changes(session, runner=runner, keyring=_keyring() if signing else None)
         self.contexts: dict[str, str] = {}  # key -> the context this agent last saw
         if session.agent is not None:
             session.interest.add(inbox_key(session.agent))  # news about its changes, in every session of it

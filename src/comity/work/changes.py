@@ -43,7 +43,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..coord.reservations import normalize, overlaps
 from ..coord.sequences import next_number
@@ -51,8 +51,10 @@ from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
 from ..store import Create, Delete, Holds, Note, Put, Session, Unchanged, Versioned
 from ..store._api import check_agent
 from ..store._codec import check_key
-from .attestations import Keyring, PublicKey, check_statement, open_envelope, parse_public, sign_envelope, statement
 from .checks import DEFAULT_TIMEOUT_S, Runner
+
+if TYPE_CHECKING:  # signing loads cryptography: only the verbs that sign or check pay for it
+    from .attestations import Keyring, PublicKey
 from .tasks import OPEN_PREFIX, parse_task_id, task_key
 
 __all__ = [
@@ -596,6 +598,8 @@ class Changes:
 
     # -------------------------------------------------------- attestations
     def public_keys(self, agent: str | None = None) -> list[PublicKey]:
+        from .attestations import PublicKey, parse_public
+
         rows = self.session.scan(PUBKEY_PREFIX) if agent is None else [self.session.get(PUBKEY_PREFIX + check_agent(agent, "agent"))]
         out = []
         for v in rows:
@@ -606,6 +610,8 @@ class Changes:
 
     def register_key(self, public_key: str) -> dict[str, Any]:
         """Register a public key (PEM, or base64 of 32 bytes) as this agent's."""
+        from .attestations import PublicKey, parse_public
+
         me = self._me("registering a key")
         pk = PublicKey.of(me, parse_public(public_key))
         for _ in range(_RETRIES):
@@ -635,7 +641,7 @@ class Changes:
             key = self.keyring.load(me)
         else:
             key = self.keyring.create(me, self.session.store.rng.token_bytes(32))
-        from .attestations import public_pem
+        from .attestations import public_pem, sign_envelope, statement
 
         self.register_key(public_pem(key.public_key()))
         return sign_envelope(statement(rec, self.session.store.store_id, me, provenance_digest(rec)), key)
@@ -646,6 +652,8 @@ class Changes:
         Refused with the reason (Invalid, field ``envelope``) when the signature does not
         verify with a registered key, the subject or the change was altered, or the signer
         is the change's author."""
+        from .attestations import check_statement, open_envelope
+
         self._me("attesting")
         cid = parse_change_id(change_id)
         if envelope is None:
