@@ -433,7 +433,7 @@ def test_news_shows_others_writes_to_keys_the_session_read(store: comity.Store) 
     alice.create("unrelated", 1)
     v = bob.get("k")
     assert [(n["agent"], n["op"], n["key"], n["pos"]) for n in v.news] == [("alice", "create", "k", made.pos)]
-    assert bob.position == store.info()["head"]
+    assert bob.position == made.pos  # "unrelated" was not shown: news() still has it
     assert bob.get("k").news == []  # shown once
     w = alice.put("k", 2, context=alice.get("k").context)
     assert [n["pos"] for n in bob.get("k").news] == [w.pos]
@@ -532,20 +532,21 @@ def test_errors_do_not_move_the_news_position(store: comity.Store) -> None:
 
 
 def test_a_named_session_keeps_its_position_across_connections(store: comity.Store) -> None:
+    """Each block is one process (a CLI call): it opens the session, answers, and closes."""
     alice = store.session("alice")
-    s1 = store.session("bob", name="bob-cli")
-    s1.get("k")
+    with store.session("bob", name="bob-cli") as s1:
+        s1.get("k")
     w = alice.put("k", 1)
-    s2 = store.session("bob", name="bob-cli")
-    assert s2.position == s1.position < w.pos
-    assert [n["pos"] for n in s2.get("k").news] == [w.pos]
-    s3 = store.session("bob", name="bob-cli")
-    assert s3.position == store.info()["head"]
-    assert s3.get("k").news == []
+    with store.session("bob", name="bob-cli") as s2:
+        assert s2.position == s1.position < w.pos
+        assert [n["pos"] for n in s2.get("k").news] == [w.pos]
+    with store.session("bob", name="bob-cli") as s3:
+        assert s3.position == store.info()["head"]
+        assert s3.get("k").news == []
     # the keys it read are remembered too: a write elsewhere still brings news of "k"
     w2 = alice.put("k", 2, context=alice.get("k").context)
-    s4 = store.session("bob", name="bob-cli")
-    assert [n["pos"] for n in s4.put("elsewhere", 1).news] == [w2.pos]
+    with store.session("bob", name="bob-cli") as s4:
+        assert [n["pos"] for n in s4.put("elsewhere", 1).news] == [w2.pos]
     # other named sessions have their own positions
     assert store.session("bob", name="other").position == store.info()["head"]
 

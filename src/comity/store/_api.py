@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..causal import HLC, DVVSet
-from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
 from ..runtime import Clock, Rng, SystemClock, SystemRng
-from ._backend import Backend, LeaseRow, SessionRow, Tx
+from ._backend import Backend, EventRow, LeaseRow, SessionRow, Tx
 from ._codec import DEFAULT_MAX_VALUE_BYTES, ContextCodec, check_key
 from ._txn import (
     Caller,
@@ -27,9 +29,24 @@ from ._txn import (
     live_values,
 )
 
-__all__ = ["Store", "Session", "Versioned", "Written", "TxnResult", "News", "DEFAULT_NEWS_LIMIT"]
+__all__ = [
+    "Store",
+    "Session",
+    "Versioned",
+    "Written",
+    "TxnResult",
+    "News",
+    "DEFAULT_NEWS_LIMIT",
+    "DEFAULT_SESSION_SAVE_INTERVAL_S",
+    "DEFAULT_SESSION_RETENTION_S",
+]
 
 DEFAULT_NEWS_LIMIT = 50
+# A named session is kept with its own writes; otherwise at most this often (docs/news.md).
+DEFAULT_SESSION_SAVE_INTERVAL_S = 5.0
+# A named session not saved for this long is forgotten: it starts again at the log's head.
+DEFAULT_SESSION_RETENTION_S = 30 * 24 * 3600.0
+_FORGET_EVERY_S = 3600.0
 _SCAN = 256
 _UNDELIVERED_MAX = 500
 _AGENT_MAX = 128
@@ -140,6 +157,8 @@ class Store:
         rng: Rng | None = None,
         max_value_bytes: int | None = None,
         news_limit: int = DEFAULT_NEWS_LIMIT,
+        session_save_interval: float = DEFAULT_SESSION_SAVE_INTERVAL_S,
+        session_retention: float = DEFAULT_SESSION_RETENTION_S,
     ) -> None:
         self.backend = backend
         self.clock = clock or SystemClock()
@@ -154,6 +173,14 @@ class Store:
             raise Invalid("max_value_bytes", "must be at least 1")
         self.max_value_bytes = max_value_bytes
         self.news_limit = news_limit
+        if not session_save_interval >= 0:
+            raise Invalid("session_save_interval", "must be a number of seconds >= 0")
+        if not session_retention > 0:
+            raise Invalid("session_retention", "must be a number of seconds > 0")
+        self.session_save_interval = float(session_save_interval)
+        self.session_retention = float(session_retention)
+        self._named: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._forgot_at: float | None = None
         meta = backend.meta
         self.meta = meta
         self.codec = ContextCodec(meta.store_id, meta.secret)
@@ -190,7 +217,23 @@ class Store:
             "max_value_bytes": self.max_value_bytes,
         }
 
+    def _forget_idle_sessions(self, tx: Tx) -> None:
+        """Named sessions unused for ``session_retention`` are deleted (from a save, at most
+        once per ``_FORGET_EVERY_S`` per handle): one is kept per session id a face made."""
+        now = tx.now()
+        if self._forgot_at is not None and now - self._forgot_at < _FORGET_EVERY_S:
+            return
+        self._forgot_at = now
+        tx.forget_sessions(now - self.session_retention)
+
     def close(self) -> None:
+        """Save the named sessions opened here (as of their last answer), then close."""
+        for s in list(self._named):
+            try:
+                s.save()
+            except Unavailable:
+                pass  # not kept: a session resumed from its last save repeats some news
+        self._named.clear()
         self.backend.close()
 
     def __enter__(self) -> Store:
@@ -200,126 +243,283 @@ class Store:
         self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """What a session has been shown of other sessions' events: every one at or before
+    ``position``, and each event of key ``k`` at or before ``ahead[k]`` (a keyed answer
+    shows its keys' events without the others between them, so it runs ahead of
+    ``news()``; entries at or below ``position`` are dropped)."""
+
+    position: int
+    ahead: dict[str, int]
+
+    def has(self, e: EventRow) -> bool:
+        return e.pos <= self.position or e.pos <= self.ahead.get(e.key, 0)
+
+
 class Session:
-    """One agent's connection: reads return contexts, writes carry them, answers carry news."""
+    """One agent's connection: reads return contexts, writes carry them, answers carry news.
+
+    News is delivered exactly once: what a keyed answer (a read or a write) shows of the
+    session's keys, ``news()`` does not show again, and ``news()`` shows everything else.
+    What was shown moves only when the transaction that collected it has committed: a
+    failed call leaves the session where it was.  A named session is kept in the store
+    (see ``docs/news.md``): saved with its own writes, otherwise at most every
+    ``store.session_save_interval`` seconds, and when closed, always as it stood after the
+    last answer delivered, so a restart repeats a little news and never skips any."""
 
     def __init__(self, store: Store, agent: str | None, name: str | None) -> None:
         self.store = store
         self.agent = None if agent is None else check_agent(agent)
         self.name = name
         self.interest: set[str] = set()
+        # A face that hands news out through take_news() (the agent facade) sets this: then
+        # collected news waits in the session, and only take_news() counts as delivering it.
+        self.holds_news = False
+        self._lock = threading.RLock()  # one call at a time: what was shown moves in order
         self._requests = 0
         self._request_prefix = store.rng.new_id("q")[:13]
         self._undelivered: list[dict[str, Any]] = []
         self._undelivered_truncated = False
+        self._saved: tuple[_Shown, frozenset[str]] | None = None
+        self._saved_at = 0.0
         if name is not None:
             check_agent(name, "session")
             self.id = name
             with store.backend.transaction(write=False) as tx:
                 row = tx.load_session(name)
-                if row is None:
-                    self.position = tx.head()
-                else:
-                    self.position = row.position
-                    self.interest = set(row.interest)
+                head = tx.head()
+            if row is not None and self.agent is not None and row.agent and row.agent != self.agent:
+                raise Invalid("session", f"session {name!r} belongs to agent {row.agent}; choose another session name")
+            if row is None:
+                self._shown = _Shown(head, {})
+                self._delivered = self._shown
+                # Kept from the start: a server that restarts before this session's first save
+                # must resume it here, not at a later head.
+                self._save()
+            else:
+                self.interest = set(row.interest)
+                self._shown = _Shown(row.position, {k: int(v) for k, v in row.ahead.items() if v > row.position})
+                self._delivered = self._shown
+                self._saved = (self._shown, frozenset(self.interest))
+                self._saved_at = store.clock.now()
+            store._named.add(self)
         else:
             self.id = store.rng.new_id("x")[:13]
             with store.backend.transaction(write=False) as tx:
-                self.position = tx.head()
+                self._shown = _Shown(tx.head(), {})
+            self._delivered = self._shown
+
+    @property
+    def position(self) -> int:
+        """Every other session's event at or before this log position has been shown."""
+        return self._shown.position
 
     # ------------------------------------------------------------------ news
-    def _collect(self, tx: Tx, head: int, keys: Iterable[str] | None) -> tuple[list[dict[str, Any]], bool]:
-        """News after this session's position; advances the position to what was shown."""
-        limit = self.store.news_limit
+    def _collect(
+        self, tx: Tx, head: int, keys: Iterable[str] | None, limit: int | None = None
+    ) -> tuple[_Shown, list[dict[str, Any]], bool]:
+        """The news after what this session was shown: of ``keys``, or (None) of every key.
+
+        Returns what the session will have been shown once the answer is delivered, the
+        news and whether it was capped; the session itself is not changed here."""
+        limit = self.store.news_limit if limit is None else limit
+        if keys is None:
+            return self._everything(tx, head, limit)
+        shown = self._shown
+        wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         # An active session is near the head, so scanning what came after its position and
         # filtering in memory is cheapest; far behind, ask the log's (key, pos) index instead.
-        rows = tx.events(self.position, exclude_session=self.id, limit=(_SCAN if keys is not None else limit) + 1)
-        if keys is not None:
-            wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
-            if len(rows) <= _SCAN:
-                rows = [r for r in rows if r.key in wanted]
-            else:
-                rows = tx.events(self.position, keys=wanted, exclude_session=self.id, limit=limit + 1)
-        truncated = len(rows) > limit
-        if truncated:
-            rows = rows[:limit]
-            self.position = rows[-1].pos
+        rows = tx.events(shown.position, exclude_session=self.id, limit=_SCAN + 1)
+        complete = len(rows) <= _SCAN
+        if complete:
+            found = [r for r in rows if r.key in wanted and not shown.has(r)]
         else:
-            self.position = max(self.position, head)
-        if self.name is not None:
-            tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
-        news = [event_json(e) for e in rows]
-        self._hold(news, truncated)
-        return news, truncated
+            # Keys whose answers ran ahead are asked from where each was shown up to.
+            since: dict[int, list[str]] = {}
+            for k in wanted:
+                since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
+            found = []
+            for after, ks in since.items():
+                found += tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
+            found.sort(key=lambda r: r.pos)
+        truncated = len(found) > limit
+        if truncated:
+            found = found[:limit]
+        upto = found[-1].pos if truncated else head  # every event of `wanted` up to here is shown
+        # The position moves up to the first event still not shown.
+        position = shown.position
+        for r in rows:
+            if not shown.has(r) and not (r.pos <= upto and r.key in wanted):
+                break
+            position = r.pos
+        else:
+            if complete:
+                position = head
+        ahead = {k: v for k, v in shown.ahead.items() if v > position}
+        if upto > position:
+            for k in wanted:
+                if ahead.get(k, 0) < upto:
+                    ahead[k] = upto
+        return _Shown(position, ahead), [event_json(e) for e in found], truncated
 
-    def _hold(self, news: list[dict[str, Any]], truncated: bool) -> None:
+    def _everything(self, tx: Tx, head: int, limit: int) -> tuple[_Shown, list[dict[str, Any]], bool]:
+        shown = self._shown
+        found: list[EventRow] = []
+        after = shown.position
+        batch = max(limit + 1, _SCAN)
+        while True:
+            rows = tx.events(after, exclude_session=self.id, limit=batch)
+            for r in rows:
+                if not shown.has(r):  # a keyed answer showed it already
+                    found.append(r)
+                    if len(found) > limit:
+                        break
+            if len(found) > limit or len(rows) < batch:
+                break
+            after = rows[-1].pos
+        truncated = len(found) > limit
+        if truncated:
+            found = found[:limit]
+        position = found[-1].pos if truncated else head
+        ahead = {k: v for k, v in shown.ahead.items() if v > position}
+        return _Shown(position, ahead), [event_json(e) for e in found], truncated
+
+    def _shown_now(self, shown: _Shown, news: list[dict[str, Any]], truncated: bool) -> None:
+        """The answer carrying ``news`` is being returned: it counts as shown."""
+        self._shown = shown
+        if not self.holds_news:
+            self._delivered = shown
+            return
         # Every piece of news this session collects is also kept until a face hands it to
         # the agent: layers above (the task board) read and write on the agent's behalf
         # and would otherwise swallow news the agent was never shown.
         self._undelivered.extend(news)
         self._undelivered_truncated |= truncated
         if len(self._undelivered) > _UNDELIVERED_MAX:
-            del self._undelivered[: len(self._undelivered) - _UNDELIVERED_MAX]
+            # Too much waiting: forget it and go back to what was delivered, so the next
+            # answers collect it again, in order, capped (nothing is skipped).
+            self._shown = self._delivered
+            self._undelivered = []
             self._undelivered_truncated = True
 
     def take_news(self) -> tuple[list[dict[str, Any]], bool]:
         """The news collected since it was last taken (each event once), for a face to deliver."""
-        news, truncated = self._undelivered, self._undelivered_truncated
-        self._undelivered, self._undelivered_truncated = [], False
-        return news, truncated
-
-    def _quiet(self, tx: Tx, head: int) -> tuple[list[dict[str, Any]], bool]:
-        self.position = head
-        if self.name is not None:
-            tx.save_session(SessionRow(self.name, self.agent or "", self.position, sorted(self.interest)))
-        return [], False
+        with self._lock:
+            news, truncated = self._undelivered, self._undelivered_truncated
+            self._undelivered, self._undelivered_truncated = [], False
+            self._delivered = self._shown
+            return news, truncated
 
     def catch_up(self) -> tuple[list[dict[str, Any]], bool]:
         """The news an answer would carry now: what others changed in this session's keys."""
-        with self.store.backend.transaction(write=self.name is not None) as tx:
-            return self._collect(tx, tx.head(), self.interest)
+        with self._lock:
+            with self.store.backend.transaction(write=False) as tx:
+                shown, news, truncated = self._collect(tx, tx.head(), self.interest)
+            self._save_if_due()  # as of the answers before this one
+            self._shown_now(shown, news, truncated)
+            return news, truncated
 
     def news(self, *, limit: int | None = None) -> News:
-        """Everything other sessions wrote since this session last looked (capped)."""
-        saved = self.store.news_limit
-        if limit is not None:
-            self.store.news_limit = limit
+        """Everything other sessions wrote since this session last looked, less what keyed
+        answers showed already (capped at ``limit``, default ``store.news_limit``)."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise Invalid("limit", f"must be a positive integer, got {limit!r}")
+        with self._lock:
+            with self.store.backend.transaction(write=False) as tx:
+                shown, events, truncated = self._collect(tx, tx.head(), None, limit)
+            self._save_if_due()
+            self._shown_now(shown, events, truncated)
+            return News(events, truncated, shown.position)
+
+    # ------------------------------------------------------------ persistence
+    def _row(self, now: float) -> SessionRow | None:
+        """The row to keep, if it differs from the one kept: what was delivered, not what an
+        answer still on its way shows (a restart then repeats that answer's news)."""
+        state = (self._delivered, frozenset(self.interest))
+        if self.name is None or state == self._saved:
+            return None
+        d = self._delivered
+        return SessionRow(self.name, self.agent or "", d.position, sorted(self.interest), dict(d.ahead), now)
+
+    def _kept(self, row: SessionRow) -> None:
+        self._saved = (_Shown(row.position, row.ahead), frozenset(row.interest))
+        self._saved_at = self.store.clock.now()
+
+    def _save(self) -> None:
+        with self.store.backend.transaction(write=True) as tx:
+            row = self._row(tx.now())
+            if row is None:
+                return
+            tx.save_session(row)
+            self.store._forget_idle_sessions(tx)
+        self._kept(row)
+
+    def _save_if_due(self) -> None:
+        if self.name is None or self.store.clock.now() - self._saved_at < self.store.session_save_interval:
+            return
+        if self._row(0.0) is None:
+            return
         try:
-            with self.store.backend.transaction(write=self.name is not None) as tx:
-                events, truncated = self._collect(tx, tx.head(), None)
-        finally:
-            self.store.news_limit = saved
-        return News(events, truncated, self.position)
+            self._save()
+        except Unavailable:
+            pass  # kept at the next write or the next try; until then a restart repeats more
+
+    def save(self) -> None:
+        """Keep this named session's position in the store now (a no-op for an unnamed one)."""
+        with self._lock:
+            if self.name is not None:
+                self._save()
+
+    def close(self) -> None:
+        """Save (named sessions) and stop tracking; the session must not be used after."""
+        with self._lock:
+            if self.name is not None:
+                self.store._named.discard(self)
+                self._save()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ reads
     def get(self, key: str) -> Versioned:
         check_key(key, system=True)
         codec = self.store.codec
-        with self.store.backend.transaction(write=self.name is not None) as tx:
-            row = tx.load(key)
-            head = tx.head()
+        with self._lock:
             self.interest.add(key)
-            news, truncated = self._collect(tx, head, self.interest)
-        clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
-        return Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated, crdt_of(clock))
+            with self.store.backend.transaction(write=False) as tx:
+                row = tx.load(key)
+                head = tx.head()
+                shown, news, truncated = self._collect(tx, head, self.interest)
+            clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+            out = Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated, crdt_of(clock))
+            self._save_if_due()  # as of the answers before this one
+            self._shown_now(shown, news, truncated)
+            return out
 
     def get_many(self, keys: list[str]) -> list[Versioned]:
         """Several keys read from one snapshot (the news rides on the first)."""
         for k in keys:
             check_key(k, system=True)
         codec = self.store.codec
-        with self.store.backend.transaction(write=self.name is not None) as tx:
-            rows = [tx.load(k) for k in keys]
-            head = tx.head()
+        with self._lock:
             self.interest.update(keys)
-            news, truncated = self._collect(tx, head, self.interest)
-        out = []
-        for k, row in zip(keys, rows):
-            clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
-            out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head), type=crdt_of(clock)))
-        if out:
-            out[0].news, out[0].news_truncated = news, truncated
-        return out
+            with self.store.backend.transaction(write=False) as tx:
+                rows = [tx.load(k) for k in keys]
+                head = tx.head()
+                shown, news, truncated = self._collect(tx, head, self.interest)
+            out = []
+            for k, row in zip(keys, rows):
+                clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+                out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head), type=crdt_of(clock)))
+            if out:
+                out[0].news, out[0].news_truncated = news, truncated
+                self._save_if_due()
+                self._shown_now(shown, news, truncated)
+            return out
 
     def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The audit trail: events in log order, with their values."""
@@ -401,22 +601,31 @@ class Session:
         guards = list(guards or [])
         ops = list(ops or [])
         caller = Caller(agent, self.id)
-        with self.store.backend.transaction(write=True) as tx:
-            try:
-                outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
-            except (StaleContext, Fenced, LeaseExpired, NotFound):
-                # Refused by the state: what it tried to change is now this session's concern,
-                # so the next answer carries the news that explains the refusal.
+        with self._lock:
+            with self.store.backend.transaction(write=True) as tx:
+                try:
+                    outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
+                except (StaleContext, Fenced, LeaseExpired, NotFound):
+                    # Refused by the state: what it tried to change is now this session's concern,
+                    # so the next answer carries the news that explains the refusal.
+                    self._interested(guards, ops)
+                    raise
                 self._interested(guards, ops)
-                raise
-            self._interested(guards, ops)
-            if not replayed and outcome["pos"] == self.position + outcome["appended"]:
-                # Positions are issued in order under the write lock: if this transaction's
-                # events directly follow what the session had seen, nobody else wrote between.
-                news, truncated = self._quiet(tx, outcome["pos"])
-            else:
-                news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
-        return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
+                if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
+                    # Positions are issued in order under the write lock: if this transaction's
+                    # events directly follow what the session had seen, nobody else wrote between.
+                    news: list[dict[str, Any]] = []
+                    shown, truncated = _Shown(outcome["pos"], {}), False
+                else:
+                    shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+                # The session is kept with its own writes, as it stood before this answer.
+                row = self._row(tx.now()) if self.name is not None else None
+                if row is not None:
+                    tx.save_session(row)
+            if row is not None:
+                self._kept(row)
+            self._shown_now(shown, news, truncated)
+            return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
 
     def _interested(self, guards: list[Guard], ops: list[Op]) -> None:
         for o in ops:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 LEASE_PREFIX = "@lease/"  # leases' events are logged under this key prefix
@@ -71,10 +71,19 @@ class EventRow:
 
 @dataclass(slots=True)
 class SessionRow:
+    """What a named session has been shown, kept so another process or server resumes it.
+
+    Every other session's event at or before ``position`` was shown, and so was each
+    event of key ``k`` at or before ``ahead[k]`` (keyed answers run ahead of ``news()``).
+    ``interest`` is the keys it touched; ``saved`` the authority's time of the save, by
+    which idle sessions are forgotten."""
+
     name: str
     agent: str
     position: int
     interest: list[str]
+    ahead: dict[str, int] = field(default_factory=dict)
+    saved: float = 0.0
 
 
 class Tx(Protocol):
@@ -126,6 +135,11 @@ class Tx(Protocol):
     def load_session(self, name: str) -> SessionRow | None: ...
 
     def save_session(self, row: SessionRow) -> None: ...
+
+    def forget_sessions(self, saved_before: float) -> int:
+        """Delete named sessions last saved before ``saved_before``; returns how many.
+        Sessions saved before their save time was recorded are dated now instead."""
+        ...
 
     def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
         """Keys starting with ``prefix``, in order; tombstoned ones too unless ``live_only``.

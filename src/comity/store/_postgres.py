@@ -134,8 +134,15 @@ def _migration_1(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
         cur.execute(f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s)", (name, value))
 
 
+def _migration_2(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
+    # As SQLite's: keyed answers running ahead of news(), and the time of a session's last
+    # save, by which idle sessions are deleted (0: saved before it was recorded).
+    cur.execute(f"ALTER TABLE {s}.sessions ADD COLUMN ahead text NOT NULL DEFAULT '{{}}'")
+    cur.execute(f"ALTER TABLE {s}.sessions ADD COLUMN saved double precision NOT NULL DEFAULT 0")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -178,11 +185,14 @@ class _Sql:
         )
         self.recorded = f"SELECT digest, outcome FROM {s}.requests WHERE request_id = %s"
         self.record = f"INSERT INTO {s}.requests (request_id, digest, outcome) VALUES (%s, %s, %s)"
-        self.load_session = f"SELECT agent, position, interest FROM {s}.sessions WHERE name = %s"
+        self.load_session = f"SELECT agent, position, interest, ahead, saved FROM {s}.sessions WHERE name = %s"
         self.save_session = (
-            f"INSERT INTO {s}.sessions (name, agent, position, interest) VALUES (%s, %s, %s, %s) ON CONFLICT (name)"
-            " DO UPDATE SET agent = excluded.agent, position = excluded.position, interest = excluded.interest"
+            f"INSERT INTO {s}.sessions (name, agent, position, interest, ahead, saved) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET agent = excluded.agent, position = excluded.position,"
+            " interest = excluded.interest, ahead = excluded.ahead, saved = excluded.saved"
         )
+        self.date_sessions = f"UPDATE {s}.sessions SET saved = %s WHERE saved = 0"
+        self.forget_sessions = f"DELETE FROM {s}.sessions WHERE saved < %s"
         keys = f"SELECT key FROM {s}.keys WHERE key >= %s AND key < %s"
         self.keys = {
             (live, system): keys + (" AND live" if live else "") + ("" if system else " AND key NOT LIKE '@%%'")
@@ -326,10 +336,19 @@ class _PgTx:
 
     def load_session(self, name: str) -> SessionRow | None:
         row = self._query(self.sql.load_session, (name,)).fetchone()
-        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]))
+        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
 
     def save_session(self, row: SessionRow) -> None:
-        self.pending.append((self.sql.save_session, (row.name, row.agent, row.position, json.dumps(sorted(row.interest)))))
+        self.pending.append(
+            (
+                self.sql.save_session,
+                (row.name, row.agent, row.position, json.dumps(sorted(row.interest)), json.dumps(row.ahead), row.saved),
+            )
+        )
+
+    def forget_sessions(self, saved_before: float) -> int:
+        self._query(self.sql.date_sessions, (self.now(),))
+        return int(self._query(self.sql.forget_sessions, (saved_before,)).rowcount)
 
     def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
         r = _range(prefix)

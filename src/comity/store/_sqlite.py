@@ -68,8 +68,16 @@ def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
     )
 
 
+def _migration_2(db: sqlite3.Connection, rng: Rng) -> None:
+    # A session's keyed answers can run ahead of its news() position (``ahead``), and rows of
+    # sessions idle past the retention are deleted by the time of their last save (``saved``;
+    # 0 for rows saved before it was recorded: dated at the next clean-up).
+    db.execute("ALTER TABLE sessions ADD COLUMN ahead TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE sessions ADD COLUMN saved REAL NOT NULL DEFAULT 0")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -178,15 +186,20 @@ class _SQLiteTx:
         self.db.execute("INSERT INTO requests (request_id, digest, outcome) VALUES (?, ?, ?)", (request_id, digest, outcome))
 
     def load_session(self, name: str) -> SessionRow | None:
-        row = self.db.execute("SELECT agent, position, interest FROM sessions WHERE name = ?", (name,)).fetchone()
-        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]))
+        row = self.db.execute("SELECT agent, position, interest, ahead, saved FROM sessions WHERE name = ?", (name,)).fetchone()
+        return None if row is None else SessionRow(name, row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
 
     def save_session(self, row: SessionRow) -> None:
         self.db.execute(
-            "INSERT INTO sessions (name, agent, position, interest) VALUES (?, ?, ?, ?) ON CONFLICT (name)"
-            " DO UPDATE SET agent = excluded.agent, position = excluded.position, interest = excluded.interest",
-            (row.name, row.agent, row.position, json.dumps(sorted(row.interest))),
+            "INSERT INTO sessions (name, agent, position, interest, ahead, saved) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name)"
+            " DO UPDATE SET agent = excluded.agent, position = excluded.position, interest = excluded.interest,"
+            " ahead = excluded.ahead, saved = excluded.saved",
+            (row.name, row.agent, row.position, json.dumps(sorted(row.interest)), json.dumps(row.ahead), row.saved),
         )
+
+    def forget_sessions(self, saved_before: float) -> int:
+        self.db.execute("UPDATE sessions SET saved = ? WHERE saved = 0", (self.clock.now(),))
+        return self.db.execute("DELETE FROM sessions WHERE saved < ?", (saved_before,)).rowcount
 
     def keys(self, prefix: str, limit: int, *, live_only: bool = True) -> list[str]:
         # Range scan: prefix <= key < prefix + U+10FFFF (on the live-key index when live_only).

@@ -61,6 +61,9 @@ class Agent(ChangeVerbs):
         here); ``signing`` lets ``attest`` sign with this user's private key (a server,
         which holds no agent's key, passes False and checks the envelopes it is sent)."""
         self.session = session
+        # News the verbs collect (the board reads and writes inside them) waits in the
+        # session until an answer hands it out: only that counts as delivering it.
+        session.holds_news = True
         self.board = Board(session)
         self.changes = Changes(session, runner=runner, keyring=_keyring() if signing else None)
         self.contexts: dict[str, str] = {}  # key -> the context this agent last saw

@@ -1,0 +1,451 @@
+"""News, per session, on both engines: exactly once, in order, never moved by a failed call.
+
+The rules (docs/news.md): a keyed answer (a read or a write) shows the news of the
+session's keys; ``news()`` shows every other event, less what keyed answers showed; a
+call that fails moves nothing; a named session is kept in the store without a durable
+write per read, and resumes after a restart repeating some news, never skipping any.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from comity.errors import Invalid, StaleContext, Unavailable
+from comity.runtime import VirtualClock
+from comity.store import Put, Store, Tx
+from comity.store import _api
+
+
+# ------------------------------------------------------------------ a faulty engine
+
+
+class Faulty:
+    """A real backend whose next transaction fails at its commit: ``"before"`` (rolled back,
+    as when the connection dies before COMMIT) or ``"after"`` (committed, but the answer is
+    lost, as when it dies after).  It also counts write transactions."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.meta = inner.meta
+        self.fail: str | None = None
+        self.writes = 0
+
+    def transaction(self, *, write: bool) -> Any:
+        return _FaultyTransaction(self, write)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _FaultyTransaction:
+    def __init__(self, backend: Faulty, write: bool) -> None:
+        self.backend, self.write = backend, write
+
+    def __enter__(self) -> Tx:
+        self.backend.writes += self.write
+        self.inner = self.backend.inner.transaction(write=self.write)
+        return self.inner.__enter__()  # type: ignore[no-any-return]
+
+    def __exit__(self, et: Any, e: Any, tb: Any) -> Any:
+        mode, self.backend.fail = self.backend.fail, None
+        if et is None and mode == "before":
+            self.inner.__exit__(RuntimeError, RuntimeError("connection lost"), None)
+            raise Unavailable("could not commit (injected); nothing was written")
+        out = self.inner.__exit__(et, e, tb)
+        if et is None and mode == "after":
+            raise Unavailable("could not commit (injected): the answer was lost")
+        return out
+
+
+@pytest.fixture
+def faulty(store: Store) -> Iterator[tuple[Store, Faulty]]:
+    backend = Faulty(store.backend)
+    s = Store(backend, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    yield s, backend
+
+
+def positions(events: list[dict[str, Any]]) -> list[int]:
+    return [e["pos"] for e in events]
+
+
+def others(store: Store, session: str) -> list[int]:
+    """Every event in the log written by another session than ``session``."""
+    log = store.session().log(limit=10_000)
+    return [e["pos"] for e in log if e["session"] != session]
+
+
+# -------------------------------------------------------------- keyed and news()
+
+
+def test_a_keyed_answer_does_not_swallow_other_keys_news(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    other = bob.create("other", 1)
+    mine = bob.create("k", 1)
+    v = alice.get("k")
+    assert positions(v.news) == [mine.pos]  # only its key...
+    assert positions(alice.news().events) == [other.pos]  # ...and news() has the rest, once
+    assert alice.news().events == [] and alice.get("k").news == []
+
+
+def test_news_does_not_repeat_what_a_keyed_answer_showed(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    a = bob.create("a", 1)
+    k = bob.create("k", 1)
+    b = bob.create("b", 1)
+    assert positions(alice.get("k").news) == [k.pos]
+    n = alice.news()
+    assert positions(n.events) == [a.pos, b.pos] and not n.truncated
+    assert n.position == b.pos == alice.position
+
+
+def test_news_capped_below_what_keyed_answers_showed_still_delivers_each_once(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    written = []
+    for i in range(6):
+        written.append(bob.put(f"x{i}", i).pos)
+        written.append(bob.put("k", i, keep_both=True).pos)
+    keyed = positions(alice.get("k").news)
+    assert keyed == written[1::2]
+    seen: list[int] = []
+    while True:
+        n = alice.news(limit=2)
+        assert len(n.events) <= 2
+        seen += positions(n.events)
+        if not n.truncated:
+            break
+    assert seen == written[0::2]
+    assert store.news_limit == _api.DEFAULT_NEWS_LIMIT  # a per-call limit touches nothing shared
+
+
+def test_a_session_that_only_reads_its_keys_keeps_up_with_the_head(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    for i in range(3):
+        w = bob.put("k", i, keep_both=True)
+        assert positions(alice.get("k").news) == [w.pos]
+        assert alice.position == w.pos  # nothing else happened: the position keeps up
+
+
+def test_a_write_shows_news_of_its_keys_and_leaves_the_rest_to_news(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    other = bob.create("other", 1)
+    theirs = bob.put("k", 1, keep_both=True)
+    w = alice.put("k", 2, keep_both=True)
+    assert positions(w.news) == [theirs.pos]
+    assert positions(alice.news().events) == [other.pos]
+    # and a write right after what the session saw moves it without asking the log
+    again = alice.put("k", 3, keep_both=True)
+    assert again.news == [] and alice.position == again.pos
+
+
+def _program() -> st.SearchStrategy[list[tuple[str, int, int]]]:
+    verbs = st.sampled_from(["write", "write", "write", "txn", "get", "get_many", "put", "news", "catch_up"])
+    return st.lists(st.tuples(verbs, st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=60)
+
+
+def _run_mixed(store: Store, program: list[tuple[str, int, int]], observer: Any) -> list[list[int]]:
+    """Two writers and ``observer``; returns the positions of each of its answers' news."""
+    writers = [store.session("w1"), store.session("w2")]
+    answers: list[list[int]] = []
+    for verb, k, n in program:
+        key = f"k{k}"
+        if verb == "write":
+            writers[n % 2].put(key, n, keep_both=True)
+        elif verb == "txn":
+            writers[n % 2].txn(ops=[Put(f"k{(k + j) % 5}", j, keep_both=True) for j in range(1 + n % 3)])
+        elif verb == "get":
+            answers.append(positions(observer.get(key).news))
+        elif verb == "get_many":
+            answers.append(positions(observer.get_many([key, f"k{(k + 1) % 5}"])[0].news))
+        elif verb == "put":
+            answers.append(positions(observer.put(key, n, keep_both=True).news))
+        elif verb == "catch_up":
+            answers.append(positions(observer.catch_up()[0]))
+        else:
+            answers.append(positions(observer.news(limit=1 + n).events))
+    while True:  # the rest, as an agent that keeps calling news() would get it
+        got = observer.news(limit=3)
+        answers.append(positions(got.events))
+        if not got.truncated:
+            break
+    return answers
+
+
+def _check_exactly_once(store: Store, observer_id: str, start: int, answers: list[list[int]]) -> None:
+    delivered = [p for a in answers for p in a]
+    expected = [p for p in others(store, observer_id) if p > start]
+    assert sorted(delivered) == expected, "every other session's event, exactly once"
+    for a in answers:
+        assert a == sorted(a), "each answer in log order"
+    by_key: dict[str, list[int]] = {}
+    keys = {e["pos"]: e["key"] for e in store.session().log(after=start, limit=10_000)}
+    for p in delivered:
+        by_key.setdefault(keys[p], []).append(p)
+    for ps in by_key.values():
+        assert ps == sorted(ps), "each key's events in log order"
+
+
+@pytest.mark.parametrize("scan", [_api._SCAN, 3], ids=["near-head", "far-behind"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=_program(), limit=st.sampled_from([1, 2, 50]))
+def test_keyed_answers_and_news_deliver_every_event_exactly_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch, scan: int, program: list[tuple[str, int, int]], limit: int
+) -> None:
+    """The mixed-keys workload as a law: whatever the interleaving of others' writes with
+    the observer's reads, writes and news(), and whatever the caps."""
+    monkeypatch.setattr(_api, "_SCAN", scan)
+    monkeypatch.setattr(store, "news_limit", limit)
+    observer = store.session("observer")
+    start = observer.position
+    answers = _run_mixed(store, program, observer)
+    _check_exactly_once(store, observer.id, start, answers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=_program())
+def test_the_agent_facade_delivers_every_event_exactly_once(store: Store, program: list[tuple[str, int, int]]) -> None:
+    """Through the facade every face uses: news waits in the session until an answer
+    hands it out, whatever the verbs collected inside."""
+    from comity.work import Agent
+
+    agent = Agent(store.session("observer"))
+    start = agent.session.position
+
+    class Face:
+        def get(self, key: str) -> Any:
+            return _Answer(agent.read(key)["news"])
+
+        def get_many(self, keys: list[str]) -> list[Any]:
+            return [_Answer(agent.read(keys[0])["news"])]
+
+        def put(self, key: str, value: Any, keep_both: bool = False) -> Any:
+            return _Answer(agent.write(key, value, keep_both=keep_both)["news"])
+
+        def catch_up(self) -> tuple[list[dict[str, Any]], bool]:
+            return agent.log(limit=1)["news"], False
+
+        def news(self, limit: int = 50) -> Any:
+            a = agent.news(limit=limit)
+            return _Answer(a["news"], bool(a.get("news_truncated")))
+
+    answers = _run_mixed(store, program, Face())
+    _check_exactly_once(store, agent.session.id, start, answers)
+
+
+class _Answer:
+    def __init__(self, news: list[dict[str, Any]], truncated: bool = False) -> None:
+        self.news = self.events = news
+        self.truncated = truncated
+
+
+def test_a_held_backlog_too_large_to_keep_is_collected_again_not_skipped(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_api, "_UNDELIVERED_MAX", 5)
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.holds_news = True
+    alice.get("k")
+    written = [bob.put("k", i, keep_both=True).pos for i in range(4)]
+    for _ in range(3):
+        alice.get("k")  # collects, holds, never hands out: the backlog overflows
+    written += [bob.put("k", 9, keep_both=True).pos]
+    got: list[int] = []
+    for _ in range(5):
+        alice.catch_up()
+        news, truncated = alice.take_news()
+        got += positions(news)
+    assert got == written
+
+
+# -------------------------------------------------------------- failed calls
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_read_whose_transaction_fails_moves_nothing(faulty: tuple[Store, Faulty], when: str) -> None:
+    store, backend = faulty
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    at = alice.position
+    w = bob.put("k", 1)
+    o = bob.put("other", 1)
+    backend.fail = when
+    with pytest.raises(Unavailable):
+        alice.get("k")
+    assert alice.position == at
+    assert positions(alice.get("k").news) == [w.pos]
+    backend.fail = when
+    with pytest.raises(Unavailable):
+        alice.news()
+    assert positions(alice.news().events) == [o.pos]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_write_whose_commit_fails_moves_nothing(faulty: tuple[Store, Faulty], when: str) -> None:
+    """The PostgreSQL bug: the position moved inside the transaction, before its commit
+    was confirmed; the next writer took the position and the session never saw it."""
+    store, backend = faulty
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.get("k")
+    theirs = bob.put("k", 1)
+    other = bob.put("other", 1)
+    at = alice.position
+    backend.fail = when
+    with pytest.raises(Unavailable):
+        alice.put("k", 2, keep_both=True, request_id="r-1")
+    assert alice.position == at
+    later = bob.put("k", 3, keep_both=True)  # takes the next position if the write never committed
+    retry = alice.put("k", 2, keep_both=True, request_id="r-1")
+    assert retry.replayed == (when == "after")
+    assert positions(retry.news) == [theirs.pos, later.pos]
+    assert positions(alice.news().events) == [other.pos]
+
+
+def test_a_failed_agent_verb_hands_its_news_to_the_next_answer(faulty: tuple[Store, Faulty]) -> None:
+    from comity.work import Agent
+
+    store, backend = faulty
+    agent = Agent(store.session("alice"))
+    bob = store.session("bob")
+    agent.read("k")
+    w = bob.put("k", 1)
+    backend.fail = "before"
+    with pytest.raises(Unavailable):
+        agent.read("k")
+    assert positions(agent.read("k")["news"]) == [w.pos]
+
+
+def test_a_refused_write_moves_nothing_and_its_news_stays_news(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    old = alice.get("k").context
+    w = bob.put("k", 1)
+    at = alice.position
+    with pytest.raises(StaleContext) as e:
+        alice.put("k", 2, context=old)
+    assert positions(e.value.news) == [w.pos]
+    assert alice.position == at
+    assert positions(alice.get("k").news) == [w.pos]
+
+
+# --------------------------------------------------------------- named sessions
+
+
+def test_reads_of_a_named_session_write_nothing_until_the_save_interval(faulty: tuple[Store, Faulty]) -> None:
+    store, backend = faulty
+    clock = store.clock
+    assert isinstance(clock, VirtualClock)
+    bob = store.session("bob")
+    s = store.session("alice", name="alice-1")
+    bob.put("k", 0)
+    backend.writes = 0
+    for i in range(20):
+        s.get("k")
+        s.news()
+    assert backend.writes == 0  # no durable write per read
+    bob.put("k", 1, keep_both=True)
+    s.get("k")
+    clock.advance(store.session_save_interval)
+    backend.writes = 0
+    s.get("k")
+    assert backend.writes == 1  # at most one save per interval
+    s.get("k")
+    s.news()
+    assert backend.writes == 1
+
+
+def test_a_restart_resumes_a_named_session_repeating_some_news_and_skipping_none(
+    make_store: Callable[..., Store],
+) -> None:
+    first = make_store()
+    bob = first.session("bob")
+    s = first.session("alice", name="alice-1")
+    s.get("k")
+    a = bob.put("k", 1).pos
+    b = bob.put("other", 1).pos
+    shown = positions(s.get("k").news) + positions(s.news().events)
+    assert shown == [a, b]
+    mine = s.put("mine", 1)  # saved with this write: the session as of its last answer
+    c = bob.put("k", 2, context=bob.get("k").context).pos
+    shown += positions(s.get("k").news)
+    # the server dies here (no close, no save); another one opens the same store
+    second = make_store()
+    resumed = second.session("alice", name="alice-1")
+    assert "k" in resumed.interest
+    again = positions(resumed.get("k").news) + positions(resumed.news().events)
+    assert set(shown) | set(again) == {a, b, c}  # nothing skipped...
+    assert again == [c]  # ...and only the answer after the last save repeats
+    assert mine.pos not in again
+
+
+def test_closing_a_store_keeps_its_named_sessions(make_store: Callable[..., Store]) -> None:
+    first = make_store()
+    bob = first.session("bob")
+    s = first.session("alice", name="alice-1")
+    w = bob.put("k", 1).pos
+    assert positions(s.news().events) == [w]
+    first.close()
+    assert make_store().session("alice", name="alice-1").news().events == []
+
+
+def test_a_new_named_session_is_kept_from_its_first_position(make_store: Callable[..., Store]) -> None:
+    first = make_store()
+    first.session("alice", name="fresh")
+    w = first.session("bob").put("k", 1).pos
+    # a restart before the session answered anything still starts it where it began
+    assert positions(make_store().session("alice", name="fresh").news().events) == [w]
+
+
+def test_a_named_session_belongs_to_one_agent(store: Store) -> None:
+    store.session("alice", name="s").close()
+    with pytest.raises(Invalid) as e:
+        store.session("bob", name="s")
+    assert e.value.field == "session" and "alice" in e.value.message
+    store.session(None, name="s")  # reads need no agent
+
+
+def test_idle_named_sessions_are_forgotten_after_the_retention(make_store: Callable[..., Store], clock: VirtualClock) -> None:
+    store = make_store()
+    store.session_retention = 3600.0
+    store.session("alice", name="idle").close()
+    store.session("alice", name="busy").close()
+    clock.advance(3000)
+    busy = store.session("alice", name="busy")
+    store.session("bob").put("k", 1)
+    busy.get("k")
+    busy.close()  # saved: busy is 0 s idle, idle is 3000 s idle
+    clock.advance(1000)
+    store2 = make_store()
+    store2.session_retention = 3600.0
+    store2.session("alice", name="other").close()  # a save cleans up: idle is 4000 s idle
+    with store2.backend.transaction(write=False) as tx:
+        assert tx.load_session("idle") is None
+        assert tx.load_session("busy") is not None
+
+
+def test_sessions_used_from_threads_deliver_each_event_once(store: Store) -> None:
+    """A threaded server may answer two requests of one session at once."""
+    s = store.session("alice")
+    bob = store.session("bob")
+    written = [p for i in range(40) for p in [bob.put(f"k{i % 4}", i, keep_both=True).pos]]
+    got: list[list[int]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def reader(i: int) -> None:
+        barrier.wait()
+        for _ in range(30):
+            got[i] += positions(s.news(limit=3).events)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got[0] + got[1]) == written
+    assert store.news_limit == _api.DEFAULT_NEWS_LIMIT
