@@ -216,6 +216,40 @@ def replay_cmd(source: str, scenario: str | None, strategy: str | None, history:
     _print_run(r, as_json, history)
 
 
+@chaos_group.command("byzantine")
+@click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True, help="Seeds per scenario × strategy.")
+@click.option("--scenario", "scenarios", multiple=True, help="Only this Byzantine scenario (repeatable).")
+@click.option("--strategy", "strategies", multiple=True, help="Only this verification strategy: trust, review, pool, comity (repeatable).")
+@click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
+@click.option("--json", "as_json", is_flag=True, help="Print {rows: [...]}.")
+def byzantine_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool, as_json: bool) -> None:
+    """Byzantine agents (wrong work reported done, forged approvals, rubber stamps) under trust,
+    one reviewer, a message pool and comity: in how many runs tainted work was accepted, how much
+    correct work got done, and what verification cost in agent steps and time."""
+    import os
+
+    from .byzantine import BYZANTINE_SCENARIOS, VERIFIERS, byzantine_report, markdown_byzantine
+
+    for sc in scenarios:
+        if sc not in BYZANTINE_SCENARIOS:
+            raise click.BadParameter(f"{sc!r}; choose from {', '.join(BYZANTINE_SCENARIOS)}", param_hint="--scenario")
+    for st in strategies:
+        if st not in VERIFIERS:
+            raise click.BadParameter(f"{st!r}; choose from {', '.join(VERIFIERS)}", param_hint="--strategy")
+    with _progress(f"Byzantine: {seeds} seeds") as tick:
+        rows = byzantine_report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs or os.cpu_count() or 1, progress=tick)
+    if as_json:
+        _json({"seeds": seeds, "command": f"comity chaos byzantine --seeds {seeds} --json", "rows": [r.to_json() for r in rows]})
+        return
+    if markdown:
+        out.print(markdown_byzantine(rows), markup=False)
+        return
+    for r in rows:
+        out.print(f"{r.scenario:<20} {r.strategy:<8} tainted accepted in {r.tainted_runs}/{r.runs} runs,"
+                  f" completion {100 * r.completion:.1f}%, verification {r.verification_steps:.2f} steps/task", markup=False)
+
+
 @chaos_group.command("report")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True, help="Seeds per scenario × strategy.")
 @click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable).")
@@ -232,10 +266,16 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
     with _progress(f"{total_runs} seeds × 2 runs") as tick:
         rows = report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs, progress=tick)
     ms = margins(rows)
+    byz: list[Any] = []
+    if not scenarios and not strategies:  # the full report: the Byzantine rows too
+        from .byzantine import byzantine_report
+
+        with _progress(f"Byzantine: {seeds} seeds") as tick:
+            byz = byzantine_report(seeds=range(seeds), jobs=jobs or 1, progress=tick)
     if as_json:
         _json({
             "seeds": seeds, "checkers": list(CHECKERS), "command": f"comity chaos report --seeds {seeds} --json",
-            "rows": [r.to_json() for r in rows], "margins": ms,
+            "rows": [r.to_json() for r in rows], "margins": ms, "byzantine": [r.to_json() for r in byz],
         })  # fmt: skip
         return
     if markdown:
@@ -248,6 +288,11 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
         if ms:
             out.print("\ncomity against the best baseline:\n", markup=False)
             out.print(markdown_margins(ms), markup=False)
+        if byz:
+            from .byzantine import markdown_byzantine
+
+            out.print("\nByzantine agents (tainted work accepted, and the cost of verification):\n", markup=False)
+            out.print(markdown_byzantine(byz), markup=False)
         out.print(f"\nRegenerate: `{REPORT_COMMAND.replace('1000', str(seeds))}`", markup=False)
         return
     from rich.table import Table
