@@ -182,9 +182,14 @@ def test_agent_add_needs_an_admin_token(api: Api) -> None:
     carol = json.loads(r.stdout)
     assert carol["agent"] == "carol" and carol["admin"] is False
     assert call(api.url, "whoami", carol["auth_token"])[1]["agent"] == "carol"
-    # the store keeps a hash, never the token
-    stored = api.ok("read", "ops", {"key": "@auth/carol"})["values"][0]
+    # the store keeps a hash, never the token, and no verb shows even the hash
+    import comity
+
+    with comity.open(api.store) as s:
+        stored = s.session().get("@auth/carol", secrets=True).values[0]
     assert carol["auth_token"] not in json.dumps(stored) and len(stored["sha256"]) == 64
+    status, refused = api.call("read", "ops", {"key": "@auth/carol"})
+    assert status == 422 and refused["field"] == "key" and stored["sha256"] not in json.dumps(refused)
     # issuing again is refused (exit 3); --rotate replaces it and the old token stops working
     assert api.cli("ops", "agent", "add", "carol").returncode == 3
     r = api.cli("ops", "agent", "add", "carol", "--rotate", "--json")

@@ -101,6 +101,8 @@ def print_news(news: list[dict[str, Any]], truncated: bool = False) -> None:
 
 def _news_of(answer: dict[str, Any]) -> None:
     print_news(answer.get("news", []), bool(answer.get("news_truncated")))
+    if answer.get("warning"):
+        err.print(f"comity: warning: {answer['warning']}", markup=False)
 
 
 def fail(e: ComityError, as_json: bool) -> NoReturn:

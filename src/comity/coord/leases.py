@@ -42,7 +42,9 @@ class Leases:
         r = self.session.txn(ops=[Acquire(resource, ttl, steal)], system=self.system).results[0]
         return Lease(resource, r["holder"], r["token"], r["expires"])
 
-    def renew(self, resource: str, token: int, ttl: float = DEFAULT_TTL_S) -> Lease:
+    def renew(self, resource: str, token: int, ttl: float | None = None) -> Lease:
+        """Extend the lease by ``ttl`` seconds from now (default: the length it was acquired
+        or last renewed with)."""
         r = self.session.txn(ops=[Renew(resource, token, ttl)], system=self.system).results[0]
         return Lease(resource, r["holder"], r["token"], r["expires"])
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store import Note, Session
+from ..store._txn import check_ttl
 
 __all__ = ["PhiAccrual", "AgentStatus", "agents", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
 
@@ -99,6 +100,7 @@ def agents(
     """Every agent seen in the recent log: its progress, its φ, whether it is suspected
     (never before ``ttl`` seconds of silence), and the leases it holds, judged by the
     authority's clock."""
+    check_ttl(ttl, "ttl")
     detector = detector or PhiAccrual()
     head = session.head()
     events = session.log(after=max(0, head - window_events), limit=window_events)

@@ -90,12 +90,25 @@ def parse_canonical(value: Any, what: str) -> str:
         raise ValueError(e.message) from None
 
 
+# Counters stay within what a signed 64-bit integer holds, so every later operation, every
+# JSON reader and every SQL column can still take them (a 4,300-digit increment once left a
+# counter no later increment could change).
+COUNT_MAX = 2**63 - 1
+
+
 def positive_int(arg: Any, op: str) -> int:
     if arg is None:
         return 1
-    if type(arg) is not int or arg < 1:
-        raise Invalid("arg", f"{op} takes a positive integer (default 1), got {arg!r}")
+    if type(arg) is not int or arg < 1 or arg > COUNT_MAX:
+        raise Invalid("arg", f"{op} takes a positive integer up to {COUNT_MAX} (default 1), got {arg!r:.40}")
     return arg
+
+
+def bounded_sum(current: int, n: int, op: str) -> int:
+    """``current + n``, refused when it would pass :data:`COUNT_MAX`."""
+    if current + n > COUNT_MAX:
+        raise Invalid("arg", f"{op} {n} would take this replica's count past {COUNT_MAX}; use a smaller step or another key")
+    return current + n
 
 
 def no_arg(arg: Any, op: str) -> None:

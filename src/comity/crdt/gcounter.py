@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from ..causal import VersionVector
-from ._protocol import NO_CONTEXT, UpdateContext, check_actor, positive_int, unknown_op
+from ._protocol import NO_CONTEXT, UpdateContext, bounded_sum, check_actor, positive_int, unknown_op
 
 __all__ = ["GCounter"]
 
@@ -45,7 +45,7 @@ class GCounter:
             raise unknown_op(self.type_name, op, self.ops)
         n = positive_int(arg, op)
         actor = check_actor(actor)
-        return type(self)(VersionVector({actor: self._counts.get(actor) + n}))
+        return type(self)(VersionVector({actor: bounded_sum(self._counts.get(actor), n, op)}))
 
     def merge(self, other: Self) -> Self:
         return type(self)(self._counts.merge(other._counts))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from ..causal import VersionVector
-from ._protocol import NO_CONTEXT, UpdateContext, check_actor, expect, positive_int, unknown_op
+from ._protocol import NO_CONTEXT, UpdateContext, bounded_sum, check_actor, expect, positive_int, unknown_op
 
 __all__ = ["PNCounter"]
 
@@ -44,8 +44,8 @@ class PNCounter:
         n = positive_int(arg, op)
         actor = check_actor(actor)
         if op == "inc":
-            return type(self)(VersionVector({actor: self._inc.get(actor) + n}), None)
-        return type(self)(None, VersionVector({actor: self._dec.get(actor) + n}))
+            return type(self)(VersionVector({actor: bounded_sum(self._inc.get(actor), n, op)}), None)
+        return type(self)(None, VersionVector({actor: bounded_sum(self._dec.get(actor), n, op)}))
 
     def merge(self, other: Self) -> Self:
         return type(self)(self._inc.merge(other._inc), self._dec.merge(other._dec))

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Invalid, StaleContext
-from ..store import Create, Put, Session, Store
+from ..store import AUTH_PREFIX, Create, Put, Session, Store
 from ..store._api import check_agent
 from ..store._codec import check_key
 
 __all__ = ["AUTH_PREFIX", "Identity", "Authenticator", "issue_token", "token_hash"]
 
-AUTH_PREFIX = "@auth/"
 _SECRET_BYTES = 32
 _TOKEN_MAX = 128 + 1 + 2 * _SECRET_BYTES
 
@@ -51,7 +50,7 @@ def issue_token(session: Session, name: str, *, admin: bool = False, rotate: boo
     token = f"{name}.{session.store.rng.token_bytes(_SECRET_BYTES).hex()}"
     record = {"agent": name, "sha256": token_hash(token), "admin": bool(admin), "issued_by": session.agent}
     if rotate:
-        current = session.get(key)
+        current = session.get(key, secrets=True)
         session.txn(ops=[Put(key, record, context=current.context)], system=True)
     else:
         try:
@@ -94,7 +93,7 @@ class Authenticator:
             hit = self._seen.get(digest)
             if hit is not None and now - hit[1] < self.ttl:
                 return hit[0]
-            values = self._session.get(AUTH_PREFIX + name).values
+            values = self._session.get(AUTH_PREFIX + name, secrets=True).values
             record = values[0] if len(values) == 1 and isinstance(values[0], dict) else None
             if record is None or not hmac.compare_digest(str(record.get("sha256", "")), digest):
                 self._seen.pop(digest, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._api import News, Session, Store, TxnResult, Versioned, Written
+from ._codec import AUTH_PREFIX
 from ._backend import Backend, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta, Tx
 from ._discovery import check_location, discover, resolve_path
 from ._postgres import PostgresBackend, is_postgres_url
@@ -19,6 +20,7 @@ from ._txn import Absent, Acquire, Create, Delete, Guard, Holds, Next, Note, Op,
 
 __all__ = [
     "open",
+    "AUTH_PREFIX",
     "locate",
     "Store",
     "Session",

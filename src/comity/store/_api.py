@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import unicodedata
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from ..causal import HLC, DVVSet
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._backend import Backend, EventRow, LeaseRow, SessionRow, Tx
-from ._codec import DEFAULT_MAX_VALUE_BYTES, ContextCodec, check_key
+from ._codec import DEFAULT_MAX_VALUE_BYTES, KEY_MAX_BYTES, SECRET_PREFIXES, ContextCodec, check_key, is_secret
 from ._txn import (
     Caller,
     Create,
@@ -50,6 +51,9 @@ _FORGET_EVERY_S = 3600.0
 _SCAN = 256
 _UNDELIVERED_MAX = 500
 _AGENT_MAX = 128
+KEYS_MAX_LIMIT = 1_000_000
+LOG_MAX_LIMIT = 10_000
+NEWS_MAX_LIMIT = 1_000
 
 
 @dataclass(slots=True)
@@ -136,14 +140,40 @@ class News:
         return {"events": self.events, "truncated": self.truncated, "position": self.position}
 
 
+def _not_secret(key: str) -> None:
+    if is_secret(key):
+        raise Invalid("key", f"{key[:80]!r} holds secrets (an agent's token hash); comity never shows it")
+
+
+def _check_limit(limit: object, most: int, field: str = "limit") -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise Invalid(field, f"must be an integer in [1, {most}], got {limit!r:.40}")
+    return limit
+
+
 def check_agent(agent: object, field: str = "agent") -> str:
+    """An agent (or session) name, normalized: NFKC (so fullwidth ``ａｌｉｃｅ`` is ``alice``),
+    then ASCII letters, digits and ``_ . - @ + :`` only.  A name that still holds another
+    script after normalization (a Cyrillic ``а`` among Latin letters looks like ``a`` and is
+    not) is refused rather than guessed at: two agents must never look alike."""
     if not isinstance(agent, str) or not agent:
         if field == "agent":
             raise Invalid(field, "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
         raise Invalid(field, f"must be an agent name, got {agent!r}")
-    if len(agent) > _AGENT_MAX or not all(c.isalnum() or c in "_.-@+:" for c in agent):
+    if len(agent) > 4 * _AGENT_MAX:
+        raise Invalid(field, f"is {len(agent)} characters; names are at most {_AGENT_MAX}")
+    name = unicodedata.normalize("NFKC", agent)
+    foreign = sorted({c for c in name if not c.isascii()})
+    if foreign:
+        shown = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in foreign[:3])
+        raise Invalid(
+            field,
+            f"{agent[:40]!r} has characters agent names may not use ({shown}); names are ASCII letters, digits"
+            " and _ . - @ + : (a letter from another script can look like a Latin one)",
+        )
+    if len(name) > _AGENT_MAX or not all(c.isalnum() or c in "_.-@+:" for c in name):
         raise Invalid(field, f"{agent[:40]!r} is not a valid name: use up to {_AGENT_MAX} letters, digits and _ . - @ + :")
-    return agent
+    return name
 
 
 class Store:
@@ -284,7 +314,7 @@ class Session:
         self._saved: tuple[_Shown, frozenset[str]] | None = None
         self._saved_at = 0.0
         if name is not None:
-            check_agent(name, "session")
+            name = self.name = check_agent(name, "session")
             self.id = name
             with store.backend.transaction(write=False) as tx:
                 row = tx.load_session(name)
@@ -423,8 +453,8 @@ class Session:
     def news(self, *, limit: int | None = None) -> News:
         """Everything other sessions wrote since this session last looked, less what keyed
         answers showed already (capped at ``limit``, default ``store.news_limit``)."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise Invalid("limit", f"must be a positive integer, got {limit!r}")
+        if limit is not None:
+            _check_limit(limit, NEWS_MAX_LIMIT)
         with self._lock:
             with self.store.backend.transaction(write=False) as tx:
                 shown, events, truncated = self._collect(tx, tx.head(), None, limit)
@@ -485,8 +515,12 @@ class Session:
         self.close()
 
     # ------------------------------------------------------------------ reads
-    def get(self, key: str) -> Versioned:
+    def get(self, key: str, *, secrets: bool = False) -> Versioned:
+        """Read ``key``.  Keys holding secrets (``@auth/…``) are readable only by comity's own
+        layers (``secrets``)."""
         check_key(key, system=True)
+        if not secrets:
+            _not_secret(key)
         codec = self.store.codec
         with self._lock:
             self.interest.add(key)
@@ -500,10 +534,12 @@ class Session:
             self._shown_now(shown, news, truncated)
             return out
 
-    def get_many(self, keys: list[str]) -> list[Versioned]:
+    def get_many(self, keys: list[str], *, secrets: bool = False) -> list[Versioned]:
         """Several keys read from one snapshot (the news rides on the first)."""
         for k in keys:
             check_key(k, system=True)
+            if not secrets:
+                _not_secret(k)
         codec = self.store.codec
         with self._lock:
             self.interest.update(keys)
@@ -527,17 +563,27 @@ class Session:
             check_key(key, system=True)
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise Invalid("after", f"must be a log position (an integer >= 0), got {after!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise Invalid("limit", f"must be an integer in [1, 10000], got {limit!r}")
+        _check_limit(limit, LOG_MAX_LIMIT)
         with self.store.backend.transaction(write=False) as tx:
             rows = tx.events(after, keys=None if key is None else (key,), limit=limit)
-        return [event_json(e, with_value=True) for e in rows]
+        # The events of keys holding secrets stay in the audit trail, without their values.
+        return [event_json(e, with_value=not is_secret(e.key)) for e in rows]
 
-    def keys(self, prefix: str = "", *, limit: int = 1000, deleted: bool = False) -> list[str]:
+    def keys(self, prefix: str = "", *, limit: int = 1000, deleted: bool = False, secrets: bool = False) -> list[str]:
         """Keys under ``prefix``; with ``deleted``, also keys whose values are all tombstones."""
         if not isinstance(prefix, str):
             raise Invalid("prefix", "must be a string")
+        if len(prefix) > KEY_MAX_BYTES + 1:
+            raise Invalid("prefix", f"is {len(prefix)} characters; keys are at most {KEY_MAX_BYTES}")
+        _check_limit(limit, KEYS_MAX_LIMIT)
         with self.store.backend.transaction(write=False) as tx:
+            if not secrets:
+                if is_secret(prefix):
+                    return []
+                hidden = [p for p in SECRET_PREFIXES if p.startswith(prefix)]
+                if hidden:  # the listing spans keys holding secrets: leave them out
+                    n = sum(len(tx.keys(p, KEYS_MAX_LIMIT, live_only=False)) for p in hidden)
+                    return [k for k in tx.keys(prefix, limit + n, live_only=not deleted) if not is_secret(k)][:limit]
             return tx.keys(prefix, limit, live_only=not deleted)
 
     def scan(self, prefix: str, *, limit: int = 100_000) -> list[Versioned]:
@@ -567,6 +613,11 @@ class Session:
         """The log's current position."""
         with self.store.backend.transaction(write=False) as tx:
             return tx.head()
+
+    def acted(self, agent: str) -> bool:
+        """Whether ``agent`` has acted in this store (has any event in the log)."""
+        with self.store.backend.transaction(write=False) as tx:
+            return tx.acted(check_agent(agent, "agent"))
 
     def leases(self, prefix: str = "", *, limit: int = 100_000) -> tuple[list[LeaseRow], float]:
         """Leases under ``prefix`` and the authority's time they are to be judged by."""

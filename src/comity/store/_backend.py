@@ -158,6 +158,10 @@ class Tx(Protocol):
         """Leases whose resource starts with ``prefix``, in order (released ones included)."""
         ...
 
+    def acted(self, agent: str) -> bool:
+        """Whether ``agent`` has any event in the log (it has acted in this store)."""
+        ...
+
 
 class Backend(Protocol):
     meta: StoreMeta

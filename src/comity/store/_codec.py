@@ -20,8 +20,22 @@ from ..errors import Invalid
 
 KEY_MAX_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
+# A context is a version vector (one entry per replica), a key and a position, sealed: a few
+# hundred bytes.  The cap leaves room for thousands of replicas and refuses a forged token
+# before any of it is decoded.
+CONTEXT_MAX_CHARS = 64 * 1024
 _KEY_RE = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/:+=@,~]*")
 _MAC_BYTES = 12
+
+# System keys whose values are secrets (token hashes): written by comity's own layers, read
+# only by them (``secrets=True``), never shown by a verb: not by a read, a listing or the log.
+AUTH_PREFIX = "@auth/"
+SECRET_PREFIXES = (AUTH_PREFIX,)
+
+
+def is_secret(key: str) -> bool:
+    return key.startswith(SECRET_PREFIXES)
+
 
 # One encoder, built once: json.dumps with options builds a new encoder on every call.
 compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -131,20 +145,36 @@ class ContextCodec:
         fix = f"re-read the key with `comity get {key}` and pass the context it returns"
         if not isinstance(token, str):
             raise Invalid(field, f"must be a context string from a read, got {type(token).__name__}")
+        if len(token) > CONTEXT_MAX_CHARS:
+            raise Invalid(field, f"is {len(token)} characters; a context is at most {CONTEXT_MAX_CHARS}; {fix}")
         try:
             body, mac = token.split(".")
             payload = _unb64(body)
-            store_id, ctx_key, seen, pos = json.loads(payload)
-        except (ValueError, TypeError):
-            raise Invalid(field, f"is not a comity context (garbled or truncated); {fix}") from None
-        if store_id != self.store_id:
-            raise Invalid(field, f"belongs to another store ({store_id}), not this one ({self.store_id}); {fix}")
-        try:
             good = hmac.compare_digest(_unb64(mac), self._mac(payload))
         except (ValueError, TypeError):
-            good = False
+            raise Invalid(field, f"is not a comity context (garbled or truncated); {fix}") from None
         if not good:
+            # The seal is checked before the payload is parsed: nothing a forger wrote is decoded,
+            # except to say, when it is a context at all, which store it came from.
+            other = _store_of(payload)
+            if other is not None and other != self.store_id:
+                raise Invalid(field, f"belongs to another store ({other[:40]}), not this one ({self.store_id}); {fix}")
             raise Invalid(field, f"was altered: its seal does not match; {fix}")
+        try:
+            store_id, ctx_key, seen, pos = json.loads(payload)
+            vv = VersionVector.from_json(seen)
+            position = int(pos)
+        except (ValueError, TypeError, RecursionError):  # sealed by this store, so never in practice
+            raise Invalid(field, f"is not a comity context (garbled or truncated); {fix}") from None
         if ctx_key != key:
             raise Invalid(field, f"is the context of key {ctx_key!r}, not of {key!r}; {fix}")
-        return KeyContext(key, VersionVector.from_json(seen), int(pos))
+        return KeyContext(key, vv, position)
+
+
+def _store_of(payload: bytes) -> str | None:
+    """The store id a context's payload names, read without decoding the rest of it."""
+    m = _STORE_ID.match(payload)
+    return m.group(1).decode() if m else None
+
+
+_STORE_ID = re.compile(rb'\["(s[0-9a-f]{1,64})",')

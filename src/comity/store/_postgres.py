@@ -183,6 +183,7 @@ class _Sql:
         self.events_keys_excl = (
             f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s AND session <> %s ORDER BY pos LIMIT %s"
         )
+        self.acted = f"SELECT 1 FROM {s}.events WHERE agent = %s LIMIT 1"
         self.recorded = f"SELECT digest, outcome FROM {s}.requests WHERE request_id = %s"
         self.record = f"INSERT INTO {s}.requests (request_id, digest, outcome) VALUES (%s, %s, %s)"
         self.load_session = f"SELECT agent, position, interest, ahead, saved FROM {s}.sessions WHERE name = %s"
@@ -377,6 +378,10 @@ class _PgTx:
             return []
         rows = self._query(self.sql.leases, (*r, limit)).fetchall()
         return [LeaseRow(*row) for row in rows]
+
+
+    def acted(self, agent: str) -> bool:
+        return self._query(self.sql.acted, (agent,)).fetchone() is not None
 
 
 class _Transaction:

@@ -237,6 +237,12 @@ class _SQLiteTx:
         return [LeaseRow(*r) for r in rows]
 
 
+    def acted(self, agent: str) -> bool:
+        # No index on agent: a scan that stops at the first event, asked only when a task is
+        # assigned (to say so when the assignee has never acted here).
+        return self.db.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", (agent,)).fetchone() is not None
+
+
 class _Transaction:
     """``with backend.transaction(write=...) as tx``: BEGIN (IMMEDIATE for writes), then
     COMMIT on a clean exit or ROLLBACK on an exception.  A class, not a generator: it is on

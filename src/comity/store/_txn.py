@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 MAX_TTL_S = 7 * 24 * 3600.0
+DEFAULT_LEASE_S = 300.0
 
 
 # ------------------------------------------------------------------ guards and ops
@@ -146,9 +147,12 @@ class Acquire:
 
 @dataclass(frozen=True, slots=True)
 class Renew:
+    """Extend the lease on ``resource`` held with ``token`` by ``ttl`` seconds from now; with no
+    ``ttl``, by the length it was acquired or last renewed with (a lease keeps its length)."""
+
     resource: str
     token: int
-    ttl: float
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +222,10 @@ def _digest(agent: str, guards: list[Guard], ops: list[Op]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _check_ttl(ttl: object, field: str) -> float:
+def check_ttl(ttl: object, field: str) -> float:
+    """A lease length: seconds in (0, a week]; NaN, infinities and booleans are not."""
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not (0 < ttl <= MAX_TTL_S):
-        raise Invalid(field, f"must be a number of seconds in (0, {int(MAX_TTL_S)}], got {ttl!r}")
+        raise Invalid(field, f"must be a number of seconds in (0, {int(MAX_TTL_S)}], got {ttl!r:.40}")
     return float(ttl)
 
 
@@ -286,8 +291,8 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int, system: b
                 seen_keys.add(SEQ_PREFIX + o.name)
             elif isinstance(o, _LEASE_OPS):
                 check_key(o.resource, "resource", system=system)
-                if isinstance(o, (Acquire, Renew)):
-                    _check_ttl(o.ttl, "ttl")
+                if isinstance(o, Acquire) or (isinstance(o, Renew) and o.ttl is not None):
+                    check_ttl(o.ttl, "ttl")
                 if isinstance(o, (Renew, Release)):
                     _check_token(o.token, "token")
             else:
@@ -638,7 +643,7 @@ class Executor:
                 previous = lease.holder
             token = (lease.token if lease is not None else 0) + 1
             expires = now + o.ttl
-            detail = {"token": token, "expires": expires, "previous": previous}
+            detail = {"token": token, "expires": expires, "previous": previous, "ttl": o.ttl}
             op = "steal" if o.steal and previous else "acquire"
             pos, stamp = self._lease_event(tx, caller, request_id, resource, op, token, detail, lease)
             tx.save_lease(LeaseRow(resource, caller.agent, token, expires, pos, stamp))
@@ -646,13 +651,29 @@ class Executor:
         lease = self._check_holds(tx, resource, o.token, now, caller.agent)
         if isinstance(o, Renew):
             # Logged like every mutation: a renewal is the sign of life of an agent in long silent work.
-            expires = now + o.ttl
-            pos, stamp = self._lease_event(tx, caller, request_id, resource, "renew", lease.token, {"token": lease.token, "expires": expires}, lease)
+            ttl = o.ttl if o.ttl is not None else self._lease_length(tx, lease)
+            expires = now + ttl
+            detail = {"token": lease.token, "expires": expires, "ttl": ttl}
+            pos, stamp = self._lease_event(tx, caller, request_id, resource, "renew", lease.token, detail, lease)
             tx.save_lease(LeaseRow(resource, lease.holder, lease.token, expires, pos, stamp))
-            return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": expires}, pos
+            return {"resource": resource, "holder": lease.holder, "token": lease.token, "expires": expires, "ttl": ttl}, pos
         pos, stamp = self._lease_event(tx, caller, request_id, resource, "release", lease.token, {"token": lease.token}, lease)
         tx.save_lease(LeaseRow(resource, None, lease.token, now, pos, stamp))
         return {"resource": resource, "holder": None, "token": lease.token}, pos
+
+    def _lease_length(self, tx: Tx, lease: LeaseRow) -> float:
+        """The length the lease was acquired or last renewed with: its last event says.  (A lease
+        granted before events recorded it: from its expiry and that event's time.)"""
+        last = tx.events(lease.pos - 1, keys=(LEASE_PREFIX + lease.resource,), limit=1)
+        if last and last[0].pos == lease.pos and last[0].detail:
+            detail = json.loads(last[0].detail)
+            if isinstance(detail.get("ttl"), (int, float)) and 0 < detail["ttl"] <= MAX_TTL_S:
+                return float(detail["ttl"])
+            if last[0].hlc:
+                granted = HLCTimestamp.decode(last[0].hlc).wall_ms / 1000.0
+                if 0 < lease.expires - granted <= MAX_TTL_S:
+                    return lease.expires - granted
+        return DEFAULT_LEASE_S
 
     def _lease_event(
         self,

@@ -22,14 +22,15 @@ from ..coord.liveness import PhiAccrual, agents
 from ..coord.sequences import next_number
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
 from ..store._api import check_agent
-from ..store import Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned
+from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned
 
-__all__ = ["Board", "Claim", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
+__all__ = ["Board", "Claim", "STATES", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
 
 TASK_PREFIX = "@task/"
 OPEN_PREFIX = "@open/"
 _ID = re.compile(r"(?:T-)?([1-9][0-9]{0,11})")
 _RETRIES = 64
+STATES = ("open", "claimed", "orphaned", "done", "failed")
 _TITLE_MAX = 500
 _BODY_MAX = 100_000
 _NOTE_MAX = 20_000
@@ -147,6 +148,8 @@ class Board:
         return self._view(v.values[0], lease, now, v.context)
 
     def tasks(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        if status is not None and status not in STATES:
+            raise Invalid("state", f"{status!r:.40} is not a task state; use one of: {', '.join(STATES)} (or none for every task)")
         leases, now = self._leases()
         views = [self._view(v.values[0], leases.get(v.key[len(TASK_PREFIX) :]), now, v.context) for v in self.session.scan(TASK_PREFIX) if v.values]
         views.sort(key=lambda t: int(t["id"][2:]))
@@ -244,7 +247,7 @@ class Board:
             ],
             system=True,
         )
-        return {**record, "state": "open", "lease": None, "context": r.results[0]["context"], "news": r.news}
+        return self._warn_unknown(assignee, {**record, "state": "open", "lease": None, "context": r.results[0]["context"], "news": r.news})
 
     def _update(
         self,
@@ -298,7 +301,21 @@ class Board:
                 return [Put(_open_key(task_id), _marker(new), context=m.context, label="task.open")]
             return []
 
-        return self._update(task_id, change, "task.assign", extra_ops=marker)
+        return self._warn_unknown(agent, self._update(task_id, change, "task.assign", extra_ops=marker))
+
+    def _warn_unknown(self, agent: str | None, task: dict[str, Any]) -> dict[str, Any]:
+        """Assigning to a name that has never acted here (nor been issued a token) is allowed,
+        since an agent may be assigned work before it starts, but the answer says so: a typo
+        would leave the task claimable by nobody."""
+        if agent is None or agent == self.session.agent or self.session.acted(agent):
+            return task
+        if self.session.get(AUTH_PREFIX + agent, secrets=True).values:
+            return task
+        task["warning"] = (
+            f"no agent named {agent!r} has acted in this store yet; the task waits for it."
+            " If that is not the name you meant, assign it again"
+        )
+        return task
 
     def _refusal(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
         return StaleContext(message, key=task_key(task_id), news=news, **detail)
@@ -435,7 +452,8 @@ class Board:
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
         token = _token(token)
-        lease_op: Any = Release(key, token) if release else Renew(key, token, _ttl(ttl))
+        # A fenced action renews the lease for the length it was claimed or last renewed with.
+        lease_op: Any = Release(key, token) if release else Renew(key, token, None if ttl is None else _ttl(ttl))
 
         def extra(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
             ops = [lease_op]
@@ -448,8 +466,8 @@ class Board:
     def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
-        r = self.session.txn(ops=[Renew(key, _token(token), _ttl(ttl))], system=True).results[0]
-        return {"id": task_id, "token": r["token"], "expires": r["expires"]}
+        r = self.session.txn(ops=[Renew(key, _token(token), None if ttl is None else _ttl(ttl))], system=True).results[0]
+        return {"id": task_id, "token": r["token"], "expires": r["expires"], "ttl": r["ttl"]}
 
     def checkpoint(self, task_id: str, token: int, note: str, *, ttl: float | None = None) -> dict[str, Any]:
         me = self._agent()
