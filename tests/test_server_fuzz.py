@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import comity  # noqa: E402
 from comity.server import create_app, issue_token  # noqa: E402
@@ -32,15 +33,21 @@ APP = create_app(STORE)
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 schema.config.generation.update(
-    modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
     max_examples=30,
     with_security_parameters=False,  # the test sends a valid token; forged ones are tested below
 )
+# One test per operation, each with its own id ("POST /v1/read"): schemathesis' own
+# parametrization gives all of them one test id, and pytest-xdist then runs only one.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
 
 
-@schema.parametrize()
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-def test_no_input_yields_a_server_error(case: Any) -> None:
+def test_every_operation_of_the_openapi_document_is_fuzzed() -> None:
+    documented = {(m.upper(), p) for p, item in APP.openapi()["paths"].items() for m in item}
+    assert {(op.method.upper(), op.path) for op in OPERATIONS} == documented
+    assert len({op.label for op in OPERATIONS}) == len(OPERATIONS) >= 20
+
+
+def _check(case: Any) -> None:
     headers = {"Authorization": f"Bearer {TOKEN['alice']}"}
     if case.headers:
         case.headers.pop("Authorization", None)
@@ -53,6 +60,27 @@ def test_no_input_yields_a_server_error(case: Any) -> None:
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and body.get("message"), body
     if response.status_code == 422:
         assert body["error"] == "invalid" and body.get("field"), body
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_no_input_yields_a_server_error(operation: Any) -> None:
+    """Whatever the schema admits (positive cases) and much it does not (negative: wrong
+    types, missing and unknown fields), this operation answers JSON and never a 5xx."""
+    calls = []
+
+    @given(
+        case=st.one_of(
+            operation.as_strategy(schemathesis.GenerationMode.POSITIVE),
+            operation.as_strategy(schemathesis.GenerationMode.NEGATIVE),
+        )
+    )
+    @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(case: Any) -> None:
+        calls.append((case.method.upper(), case.path))
+        _check(case)
+
+    fuzz()
+    assert calls and set(calls) == {(operation.method.upper(), operation.path)}, "the cases called this operation"
 
 
 def test_forged_tokens_are_401_not_5xx() -> None:
