@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test typecheck bench clean
+.PHONY: demo test test-postgres typecheck bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The PostgreSQL cases alone.  They need a PostgreSQL server (12 or later) and a database
+# in which the URL's user may create and drop schemas: each test makes a fresh schema and
+# drops it.  Debian: apt-get install postgresql, then as the postgres user
+# `createdb test`, and trust (or a password in the URL) for 127.0.0.1 in pg_hba.conf.
+# `make test` runs them too whenever COMITY_TEST_POSTGRES_URL is set.
+PG_URL ?= $(or $(COMITY_TEST_POSTGRES_URL),postgresql://postgres@127.0.0.1:5432/test)
+test-postgres: $(STAMP)
+	@$(BIN)/python -c "import psycopg, sys; psycopg.connect(sys.argv[1], connect_timeout=5).close()" "$(PG_URL)" 2>/dev/null || \
+	  { echo "test-postgres: cannot connect to $(PG_URL)"; \
+	    echo "  start a PostgreSQL server and create the database, or set PG_URL=postgresql://USER@HOST:PORT/DB"; exit 2; }
+	COMITY_TEST_POSTGRES_URL="$(PG_URL)" $(BIN)/python -m pytest -q -n 2 --dist loadfile -k postgres
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy

@@ -162,3 +162,14 @@ def comity_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]
                               timeout=timeout, check=False)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it loudly when the PostgreSQL cases did not run, and how to run them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "PostgreSQL tests skipped" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("=", f"{len(skipped)} PostgreSQL cases were SKIPPED", yellow=True, bold=True)
+        terminalreporter.write_line(
+            "Only SQLite was tested. To run them: set COMITY_TEST_POSTGRES_URL (e.g. "
+            "postgresql://postgres@127.0.0.1:5432/test), or `make test-postgres` (the Makefile says what it needs)."
+        )
