@@ -11,8 +11,11 @@ import hashlib
 import importlib.util
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,54 @@ def clean_env(**extra: str) -> dict[str, str]:
 def cli_env() -> Callable[..., dict[str, str]]:
     """``cli_env(**extra)``: a clean environment for a subprocess (see :func:`clean_env`)."""
     return clean_env
+
+
+# A barrier for racing processes: each imports comity, says it is ready, and waits for the
+# go file, so the race is between the operations and not between interpreter start-ups.
+_TOGETHER = r"""
+import os, sys, time
+ready, go = sys.argv[1], sys.argv[2]
+import comity.cli
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+comity.cli.main(sys.argv[3:])
+"""
+
+
+def cli_together(
+    argvs: list[list[str]],
+    *,
+    env: dict[str, str] | list[dict[str, str]],
+    cwd: Path | list[Path],
+    timeout: float = 60,
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``comity ARGV`` for each argv in its own process (``env`` and ``cwd`` one for all,
+    or one each), released together by a barrier; returns each one's exit code and output."""
+    envs = env if isinstance(env, list) else [env] * len(argvs)
+    cwds = cwd if isinstance(cwd, list) else [cwd] * len(argvs)
+    barrier = Path(tempfile.mkdtemp(prefix="together-"))
+    go = barrier / "go"
+    ready = [barrier / f"ready-{i}" for i in range(len(argvs))]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _TOGETHER, str(r), str(go), *argv], env=e, cwd=c,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r, argv, e, c in zip(ready, argvs, envs, cwds)
+    ]
+    try:
+        deadline = time.monotonic() + timeout
+        while not all(r.exists() for r in ready):
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs if p.poll() is not None]
+            assert time.monotonic() < deadline, "the racers never got ready"
+            time.sleep(0.005)
+        go.touch()
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(barrier, ignore_errors=True)
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
 @pytest.fixture

@@ -404,19 +404,15 @@ def test_processes_racing_for_overlapping_paths_exactly_one_wins_each(tmp_path: 
 
 
 def test_cli_reserve_race_and_exit_codes(tmp_path: Path, comity_cli: Callable[..., Any]) -> None:
-    from conftest import COMITY, clean_env
+    from conftest import clean_env, cli_together
 
     db = str(tmp_path / "cli.db")
     assert comity_cli("init").returncode == 0
     env = clean_env(COMITY_STORE=db)
     paths = ["src/**", "src/app.py", "src", "src/*.py"]
-    procs = [
-        subprocess.Popen([*COMITY, "--agent", f"w{k}", "reserve", p, "--json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-        for k, p in enumerate(paths)
-    ]
-    outs = [p.communicate(timeout=60) for p in procs]
-    codes = [p.returncode for p in procs]
+    done = cli_together([["--agent", f"w{k}", "reserve", p, "--json"] for k, p in enumerate(paths)], env=env, cwd=tmp_path)
+    outs = [(d.stdout, d.stderr) for d in done]
+    codes = [d.returncode for d in done]
     assert sorted(codes) == [0, 3, 3, 3], (codes, outs)
     winner = f"w{codes.index(0)}"
     for code, (out, err) in zip(codes, outs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ import comity
 from comity.runtime import SeededRng, VirtualClock
 
 WORKER = """
-import sys, comity
-path, agent, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import os, sys, time, comity
+path, agent, n, ready, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 s = comity.open(path).session(agent)
+open(ready, "w").close()
+while not os.path.exists(go):  # a barrier: the workers start updating together
+    time.sleep(0.001)
 for i in range(n):
     s.update("labels/T-12", "add", f"{agent}-{i}", type="orset")
     s.update("attempts/T-12", "inc", 1, type="pncounter")
@@ -25,10 +29,16 @@ def test_processes_updating_one_orset_and_one_counter_lose_nothing(tmp_path: Pat
     path = str(tmp_path / "s.db")
     comity.open(path).close()  # set the store up once; the workers race on updates, not on creation
     procs, n = 6, 25
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{p}" for p in range(procs)]
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, path, f"w{p}", str(n)], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", WORKER, path, f"w{p}", str(n), str(ready[p]), str(go)], stderr=subprocess.PIPE, text=True)
         for p in range(procs)
     ]
+    while not all(r.exists() for r in ready):
+        assert all(w.poll() is None for w in workers), "a worker died before the barrier"
+        time.sleep(0.005)
+    go.touch()
     for w in workers:
         _, err = w.communicate(timeout=120)
         assert w.returncode == 0, err

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
 import time
+import sys
 from pathlib import Path
 
 from test_repo_support import commit, git, make_repo, ok, open_store, run, worktree
 
+import comity
 from comity.coord import reserve
+from comity.repo import Repo
+from comity.repo.hooks import check_task
+from comity.runtime import VirtualClock
 from comity.work import Agent, Board, decide
 
 CLIENT = """\
@@ -46,7 +50,7 @@ def _hook(path: Path, body: str) -> None:
 def test_an_existing_hook_still_runs_and_install_is_idempotent(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", hooks=False)
     hooks = repo / ".git" / "hooks"
-    _hook(hooks / "pre-commit", f'echo ran >> "{tmp_path}/ran"\n[ ! -e "{tmp_path}/block" ]\n')
+    _hook(hooks / "pre-commit", f'echo ran >> "{tmp_path}/ran"\nif [ -e "{tmp_path}/block" ]; then echo "blocked by the old hook" >&2; exit 1; fi\n')
     first = json.loads(ok(run(repo, "hooks", "install", "--json")).stdout)
     again = json.loads(ok(run(repo, "hooks", "install", "--json")).stdout)
     assert first["hooks"][0]["chained"] == str(hooks / "pre-commit.pre-comity")
@@ -59,7 +63,8 @@ def test_an_existing_hook_still_runs_and_install_is_idempotent(tmp_path: Path) -
     # The old hook still decides: when it refuses, the commit is refused.
     (tmp_path / "block").write_text("")
     (repo / "b.txt").write_text("b\n")
-    assert commit(repo, "b").returncode != 0
+    r = commit(repo, "b")
+    assert r.returncode != 0 and "blocked by the old hook" in r.stderr
     (tmp_path / "block").unlink()
     # comity's own checks run after it: a reservation refuses.
     with open_store(repo) as store:
@@ -115,7 +120,7 @@ def test_a_commit_that_undoes_a_decision_is_refused_until_acknowledged(tmp_path:
     # Reverting the decided lines is refused, naming the decision and its author.
     client.write_text(CLIENT + "\n\ndef post(url, body):\n    return put(url, body)\n")
     r = commit(bob, "simplify fetch", agent="bob")
-    assert r.returncode != 0
+    assert r.returncode != 0 and "undoes" in r.stderr
     assert "D-1" in r.stderr and "alice" in r.stderr and "keep the retry" in r.stderr
     assert "comity decide ack D-1" in r.stderr
     # Restoring only a line the decision removed is refused too.
@@ -127,7 +132,7 @@ def test_a_commit_that_undoes_a_decision_is_refused_until_acknowledged(tmp_path:
     # After acknowledging, bob's revert goes through; carol is still refused.
     client.write_text(CLIENT)
     carol = commit(bob, "simplify fetch", agent="carol")
-    assert carol.returncode != 0
+    assert carol.returncode != 0 and "D-1" in carol.stderr and "comity decide ack D-1" in carol.stderr
     ok(run(bob, "decide", "ack", "D-1", agent="bob"))
     assert commit(bob, "simplify fetch", agent="bob").returncode == 0
     acks = json.loads(ok(run(repo, "decisions", "--json")).stdout)[0]["acks"]
@@ -139,12 +144,15 @@ def test_a_commit_that_undoes_a_decision_is_refused_until_acknowledged(tmp_path:
 
 def test_a_commit_under_a_task_whose_lease_was_taken_over_is_refused(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    with open_store(repo) as store:
+    # Alice's lease expires and bob takes the task over on a virtual clock that starts now,
+    # so the hooks (on the real clock) see bob's lease live and alice's token superseded.
+    clock = VirtualClock(time.time())
+    with comity.open(Repo.find(repo).store_path, clock=clock) as store:
         alice = Board(store.session("alice"))
         t = alice.add("fix the parser")
-        mine = alice.claim(t["id"], ttl=0.5)
-        time.sleep(0.7)
-        bobs = Board(store.session("bob")).claim(t["id"], ttl=600)
+        mine = alice.claim(t["id"], ttl=1)
+        clock.advance(2)
+        bobs = Board(store.session("bob")).claim(t["id"], ttl=3600)
     assert bobs.token > mine.token
     (repo / "parser.py").write_text("x = 1\n")
     task = {"COMITY_TASK": t["id"], "COMITY_TOKEN": str(mine.token)}
@@ -163,6 +171,44 @@ def test_a_commit_under_a_task_whose_lease_was_taken_over_is_refused(tmp_path: P
     assert r.returncode != 0 and "superseded" in r.stderr
     # --no-verify is a person's escape.
     assert commit(repo, "parser 3", agent="alice", no_verify=True, **task).returncode == 0
+
+
+def test_check_task_refuses_every_lease_the_agent_no_longer_holds(tmp_path: Path) -> None:
+    """The rule the hooks apply to a commit made under a task, at the layer that owns it,
+    on a virtual clock: each refusal says why."""
+    clock = VirtualClock()
+    with comity.open(tmp_path / "s.db", clock=clock) as store:
+        s = store.session()
+        alice, bob = Board(store.session("alice")), Board(store.session("bob"))
+        t = alice.add("fix the parser")
+        tid = t["id"]
+        mine = alice.claim(tid, ttl=60)
+        assert check_task(s, "alice", tid, str(mine.token), "COMITY_TASK") == []
+        assert check_task(s, "alice", tid, None, "COMITY_TASK") == []
+        clock.advance(61)
+        # Expired, and nobody took it over: still refused (the work may be taken any moment).
+        [p] = check_task(s, "alice", tid, str(mine.token), "COMITY_TASK")
+        assert p.kind == "task" and f"alice's lease on task {tid} expired 1s ago" in p.message and "renew" in p.fix
+        [p] = check_task(s, "alice", tid, None, "Comity-Task trailer")
+        assert "expired" in p.message and "Comity-Task trailer" in p.message
+        # Taken over: the old holder is told who holds it now.
+        bobs = bob.claim(tid, ttl=60)
+        [p] = check_task(s, "alice", tid, str(mine.token), "COMITY_TASK")
+        assert f"alice no longer holds task {tid}" in p.message and f"now held by bob (token {bobs.token})" in p.message
+        # The successor with its own token commits; with the old token it is told it is superseded.
+        assert check_task(s, "bob", tid, str(bobs.token), "COMITY_TASK") == []
+        [p] = check_task(s, "bob", tid, str(mine.token), "COMITY_TASK")
+        assert f"token {mine.token} for task {tid} was superseded by token {bobs.token}" in p.message
+        bob.release(tid, bobs.token)
+        [p] = check_task(s, "bob", tid, str(bobs.token), "COMITY_TASK")
+        assert "released or expired" in p.message
+        never = alice.add("never claimed")["id"]
+        [p] = check_task(s, "alice", never, None, "COMITY_TASK")
+        assert "nobody ever claimed" in p.message
+        [p] = check_task(s, None, tid, None, "COMITY_TASK")
+        assert "COMITY_AGENT is not set" in p.message
+        [p] = check_task(s, "alice", tid, "seven", "COMITY_TASK")
+        assert "'seven' is not a number" in p.message
 
 
 def test_agents_hear_of_decisions_on_paths_they_reserve(tmp_path: Path) -> None:

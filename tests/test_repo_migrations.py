@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_repo_support import COMITY, commit, env, git, make_repo, ok, open_store, run, worktree
+from conftest import cli_together
+from test_repo_support import commit, env, git, make_repo, ok, open_store, run, worktree
 
 from comity.errors import Invalid
 from comity.repo import Repo, Template, check, new_migration, renumber
@@ -33,17 +33,17 @@ def test_two_worktrees_take_numbers_at_once_and_both_commits_go_through(tmp_path
     git(repo, "checkout", "-q", "main")
     a, b = worktree(repo, "wt-a"), worktree(repo, "wt-b")
 
-    def start(cwd: Path, agent: str, slug: str) -> subprocess.Popen[str]:
-        e = env(COMITY_AGENT=agent)
-        args = [*COMITY, "migrations", "new", slug, "--dir", MIG, "--json"]
-        return subprocess.Popen(args, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    procs = [start(a, "alice", "add_users"), start(b, "bob", "add_orders"), start(a, "alice", "add_index"), start(b, "bob", "add_view")]
+    # Four processes in two worktrees, released together by a barrier.
+    jobs = [(a, "alice", "add_users"), (b, "bob", "add_orders"), (a, "alice", "add_index"), (b, "bob", "add_view")]
+    outs = cli_together(
+        [["migrations", "new", slug, "--dir", MIG, "--json"] for _, _, slug in jobs],
+        env=[env(COMITY_AGENT=agent) for _, agent, _ in jobs],
+        cwd=[cwd for cwd, _, _ in jobs],
+    )
     results = []
-    for p in procs:
-        out, errs = p.communicate(timeout=60)
-        assert p.returncode == 0, errs
-        results.append(json.loads(out))
+    for p in outs:
+        assert p.returncode == 0, p.stderr
+        results.append(json.loads(p.stdout))
     numbers = [r["number"] for r in results]
     assert len(set(numbers)) == 4 and min(numbers) > 7, numbers
     for r, (wt, agent) in zip(results, [(a, "alice"), (b, "bob"), (a, "alice"), (b, "bob")]):
@@ -237,3 +237,30 @@ def test_a_task_asking_again_holds_one_number_in_any_worktree(tmp_path: Path) ->
         plain = new_migration(alice, Repo.find(a), MIG, "add_index")  # no task: always a fresh number
         assert (other["number"], plain["number"]) == (3, 4)
         assert check(alice, Repo.find(a), MIG) == []  # the same file in two worktrees is not a duplicate
+
+
+def test_a_number_in_another_worktrees_uncommitted_file_is_not_taken(tmp_path: Path) -> None:
+    """A hand-written migration that exists only on another worktree's disk (not committed,
+    not taken through comity) still holds its number: the next one taken is past it."""
+    repo = make_repo(tmp_path / "repo", hooks=False)
+    _seed(repo)
+    a, b = worktree(repo, "wt-a"), worktree(repo, "wt-b")
+    (a / MIG / "0002_by_hand.sql").write_text("-- written by hand, not committed\n")
+    (a / MIG / "0003_staged.sql").write_text("-- staged, not committed\n")
+    git(a, "add", MIG)
+    with open_store(repo) as store:
+        got = new_migration(store.session("bob"), Repo.find(b), MIG, "add_orders")
+    assert got["number"] == 4 and got["file"] == f"{MIG}/0004_add_orders.sql"
+    assert not (b / MIG / "0002_add_orders.sql").exists() and not (b / MIG / "0003_add_orders.sql").exists()
+
+
+def test_the_hook_refuses_a_duplicate_of_another_worktrees_uncommitted_file(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    _seed(repo)
+    a, b = worktree(repo, "wt-a"), worktree(repo, "wt-b")
+    (a / MIG / "0002_by_hand.sql").write_text("-- not committed\n")
+    (b / MIG / "0002_orders.sql").write_text("-- bob's\n")
+    r = commit(b, "orders", agent="bob")
+    assert r.returncode != 0
+    assert "number 2 is already used by" in r.stderr and f"{MIG}/0002_by_hand.sql" in r.stderr and str(a) in r.stderr
+    assert "its number was not taken through comity" in r.stderr

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from conftest import cli_together  # noqa: E402
 from server_support import COMITY, Served, agent_token, call, clean_env, comity, serve  # noqa: E402
 
 from comity.work import VERBS, Agent  # noqa: E402
@@ -97,7 +98,7 @@ def test_racing_claims_of_one_task_one_wins_and_the_loser_is_told_who(api: Api) 
         assert sorted(s for s, _ in results) == [200, 409], results
         winner = next(who for who, (s, _) in zip(["alice", "bob"], results) if s == 200)
         loser_body = next(a for s, a in results if s == 409)
-        assert loser_body["error"] in ("stale_context", "fenced") and winner in loser_body["message"], loser_body
+        assert loser_body["error"] == "stale_context" and winner in loser_body["message"], loser_body
         shown = api.ok("task_show", "ops", {"id": tid})
         assert shown["state"] == "claimed" and shown["lease"]["holder"] == winner
 
@@ -105,16 +106,9 @@ def test_racing_claims_of_one_task_one_wins_and_the_loser_is_told_who(api: Api) 
 def test_the_cli_against_the_server_exits_3_for_the_loser(api: Api) -> None:
     tid = api.ok("task_add", "ops", {"title": "the CLI race"})["id"]
     for args in (["create", "db/cli/migrations/0267", '"mine"'], ["task", "claim", tid]):
-        procs = {
-            who: subprocess.Popen([*COMITY, "--store", api.url, "--auth", api.tokens[who], *args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-            for who in ("alice", "bob")
-        }  # fmt: skip
-        done = {who: (p.wait(60), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "") for who, p in procs.items()}
-        for p in procs.values():
-            assert p.stdout is not None and p.stderr is not None
-            p.stdout.close()
-            p.stderr.close()
+        racers = ("alice", "bob")
+        ran = cli_together([["--store", api.url, "--auth", api.tokens[who], *args] for who in racers], env=clean_env(), cwd=Path.cwd())
+        done = {who: (p.returncode, p.stdout, p.stderr) for who, p in zip(racers, ran)}
         assert sorted(code for code, _, _ in done.values()) == [0, 3], done
         winner = next(who for who, (code, _, _) in done.items() if code == 0)
         loser = "bob" if winner == "alice" else "alice"

@@ -325,6 +325,34 @@ def test_expired_lease_goes_to_the_next_with_a_greater_token_and_fences_the_old(
     assert bob.get("guarded").values == ["bob"]
 
 
+def test_a_token_is_its_holders_alone(store: comity.Store) -> None:
+    """The guard owns the rule: another agent presenting the holder's current token is
+    Fenced (naming the holder) for a guarded write, a renew and a release, and nothing moves."""
+    alice, bob = store.session("alice"), store.session("bob")
+    t = acquire(bob)
+    before = snapshot(store)
+    for call in (
+        lambda: holds(alice, t),
+        lambda: alice.txn(guards=[Holds("r", t)], ops=[Put("guarded", "alice")]),
+        lambda: alice.txn(ops=[Renew("r", t, 10)]),
+        lambda: alice.txn(ops=[Release("r", t)]),
+    ):
+        with pytest.raises(Fenced) as ei:
+            call()
+        assert ei.value.details["holder"] == "bob" and "not alice" in ei.value.message
+    assert snapshot(store) == before
+    holds(bob, t)  # the holder's own token still holds
+
+
+def test_a_superseded_token_is_fenced_not_stale(store: comity.Store, clock: VirtualClock) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    t1 = acquire(alice, ttl=10)
+    t2 = acquire(bob, ttl=10, steal=True)
+    with pytest.raises(Fenced) as ei:
+        alice.txn(guards=[Holds("r", t1)], ops=[Put("out", 1)])
+    assert type(ei.value) is Fenced and ei.value.details["current"] == t2 and ei.value.details["holder"] == "bob"
+
+
 def test_renew_extends_the_lease(store: comity.Store, clock: VirtualClock) -> None:
     alice, bob = store.session("alice"), store.session("bob")
     t = acquire(alice, ttl=10)

@@ -265,14 +265,68 @@ def test_a_second_completion_with_another_token_is_refused(st: comity.Store, vcl
     cb = bob.claim(t["id"])
     assert cb.token > ca.token
     bob.done(t["id"], cb.token)
-    with pytest.raises((StaleContext, Fenced)) as ei:
+    with pytest.raises(Fenced) as ei:  # a zombie: its token was superseded
         alice.done(t["id"], ca.token)
-    assert ei.value.exit_code == 3
-    # the same agent with a different token is refused too
-    with pytest.raises((StaleContext, Fenced)):
+    assert ei.value.exit_code == 3 and ei.value.details["current"] == cb.token and ei.value.details["holder"] == "bob"
+    assert "superseded" in ei.value.message
+    # the same agent with a token never granted is refused too, as the store refuses it
+    with pytest.raises(Fenced) as ei:
         bob.done(t["id"], cb.token + 1)
+    assert "ever granted with token" in ei.value.message
     assert len(done_events(st, t["id"])) == 1
     assert board(st, "x").show(t["id"])["completed_by"] == "bob"
+
+
+def test_a_superseded_token_is_fenced_before_the_successor_completes(st: comity.Store, vclock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    ca = board(st, "alice").claim(t["id"], ttl=10)
+    vclock.advance(11)
+    cb = board(st, "bob").claim(t["id"])
+    for call in (
+        lambda: board(st, "alice").done(t["id"], ca.token),
+        lambda: board(st, "alice").checkpoint(t["id"], ca.token, "still mine?"),
+        lambda: board(st, "alice").renew(t["id"], ca.token),
+        lambda: board(st, "alice").release(t["id"], ca.token),
+    ):
+        with pytest.raises(Fenced) as ei:
+            call()
+        assert ei.value.details["current"] == cb.token and "superseded" in ei.value.message
+    assert board(st, "x").show(t["id"])["lease"]["holder"] == "bob"
+
+
+def test_a_token_is_its_holders_on_every_fenced_verb(st: comity.Store) -> None:
+    """Alice presenting bob's token is refused by the board as Fenced, naming bob: the
+    rule the store's guard owns, tested here at the layer that calls it."""
+    t = board(st, "triage").add("bob's work")
+    claim = board(st, "bob").claim(t["id"], ttl=600)
+    alice = board(st, "alice")
+    before = board(st, "x").show(t["id"])
+    for call in (
+        lambda: alice.done(t["id"], claim.token, result="stolen"),
+        lambda: alice.renew(t["id"], claim.token),
+        lambda: alice.release(t["id"], claim.token),
+        lambda: alice.checkpoint(t["id"], claim.token, "mine now"),
+        lambda: alice.fail(t["id"], claim.token, reason="no"),
+    ):
+        with pytest.raises(Fenced) as ei:
+            call()
+        assert ei.value.details["holder"] == "bob" and "bob" in ei.value.message
+    after = board(st, "x").show(t["id"])
+    assert after["lease"] == before["lease"] and after["checkpoints"] == before["checkpoints"]
+    assert board(st, "bob").done(t["id"], claim.token)["state"] == "done"
+
+
+def test_a_retried_done_from_a_non_holder_is_fenced(st: comity.Store) -> None:
+    """After bob completed, alice retrying a done with bob's token is not a replay of
+    bob's completion: the token is bob's."""
+    t = board(st, "triage").add("x")
+    claim = board(st, "bob").claim(t["id"])
+    board(st, "bob").done(t["id"], claim.token, result="ok")
+    with pytest.raises(Fenced) as ei:
+        board(st, "alice").done(t["id"], claim.token, result="ok")
+    assert ei.value.details["holder"] == "bob" and "not alice's" in ei.value.message
+    assert board(st, "bob").done(t["id"], claim.token, result="ok")["replayed"] is True
+    assert len(done_events(st, t["id"])) == 1
 
 
 def test_release_returns_the_task_to_ready_and_fences_the_old_token(st: comity.Store) -> None:

@@ -492,18 +492,29 @@ class Board:
             if current.get("done_token") == token and current.get("completed_by") == me:
                 return {**self.show(task_id), "replayed": True}  # the same completion, retried
             done_token = current.get("done_token") or 0
+            by = current.get("completed_by")
             if token < done_token:  # a successor took over and finished: this holder is a zombie
                 raise Fenced(
-                    f"token {token} for task {task_id} was superseded: {current.get('completed_by')} completed it"
+                    f"token {token} for task {task_id} was superseded: {by} completed it"
                     f" with token {done_token}; stop, your work on it does not count",
                     resource=task_key(task_id),
                     token=token,
                     current=done_token,
-                    holder=current.get("completed_by"),
+                    holder=by,
                 )
-            raise StaleContext(
-                f"task {task_id} was already completed by {current.get('completed_by')} (token {done_token})",
-                key=task_key(task_id),
+            if token == done_token:  # the completion was another agent's: a token is its holder's
+                raise Fenced(
+                    f"task {task_id} was already completed by {by} with token {token}, which is {by}'s, not {me}'s",
+                    resource=task_key(task_id),
+                    token=token,
+                    holder=by,
+                )
+            raise Fenced(  # as the store's own check: no lease was ever granted with it
+                f"task {task_id} was already completed by {by} (token {done_token});"
+                f" no lease on it was ever granted with token {token}",
+                resource=task_key(task_id),
+                token=token,
+                current=done_token,
             )
 
         from .changes import gate  # changes build on the board; the board asks them only here
