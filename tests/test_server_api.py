@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from conftest import cli_together  # noqa: E402
-from server_support import COMITY, Served, agent_token, call, clean_env, comity, serve  # noqa: E402
+from server_support import Served, agent_token, call, clean_env, comity, serve  # noqa: E402
 
 from comity.work import VERBS, Agent  # noqa: E402
 
