@@ -209,6 +209,9 @@ def test_refute_by_reason_taints_transitively(team: Team) -> None:
                                                         "reason": "emails with a plus sign cannot log in"}
     assert bob.change_show(c2["id"])["state"] == "tainted"  # accepted work built on refuted work is no longer accepted
     assert [c["id"] for c in bob.change_list(state="tainted")["changes"]] == [c2["id"]]
+    summary = bob.changes.summary()  # what a dashboard reads
+    assert summary["counts"] == {"submitted": 0, "accepted": 0, "refuted": 1, "tainted": 1}
+    assert [c["id"] for c in summary["refuted_or_tainted"]] == [c1["id"], c2["id"]]
 
 
 # ---------------------------------------------------------------- policies

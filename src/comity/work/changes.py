@@ -290,6 +290,18 @@ class Changes:
         out.sort(key=lambda r: _num(r["id"]))
         return out
 
+    def summary(self) -> dict[str, Any]:
+        """For a dashboard: how many changes are in each state, and the refuted and tainted
+        ones with what they taint (one scan, no envelopes)."""
+        all_changes = self.find()
+        counts = {s: 0 for s in STATES}
+        for c in all_changes:
+            counts[c["state"]] += 1
+        bad = [{"id": c["id"], "task": c["task"], "author": c["author"], "state": c["state"], "commit": c.get("commit"),
+                "refuted": c.get("refuted"), "tainted_by": c.get("tainted_by", [])}
+               for c in all_changes if c["state"] in ("refuted", "tainted")]  # fmt: skip
+        return {"counts": counts, "refuted_or_tainted": bad, "policies": self.policies()}
+
     # ---------------------------------------------------------------- submit
     def submit(
         self,
