@@ -252,6 +252,9 @@ def test_a_refuted_change_reopens_its_task(team: Team) -> None:
     assert bob.verify(c["id"])["state"] == "refuted"
     task = lead.task_show(t)
     assert task["state"] == "open" and task["reopened"]["change"] == c["id"]
+    w = why(lead.session, t)  # the task's history follows its changes
+    assert [x["id"] for x in w["changes"]] == [c["id"]] and any("refuted" in x for x in w["explanations"])
+    assert "task.reopen" in [h["op"] for h in w["history"]]
     assert t in [x["id"] for x in bob.task_ready()["tasks"]]
     # alice's next attempt: claim again (a greater token), submit a fixed change, complete.
     with pytest.raises(StaleContext, match="reopen"):

@@ -38,13 +38,13 @@ def why(session: Session, target: str, *, limit: int = 1000) -> dict[str, Any]:
 
         cid = parse_change_id(target, "target")
         prov = Changes(session).provenance(cid)
-        out = why(session, change_key(cid), limit=limit)
-        out.update(target=target, built_on=prov["built_on"], built_upon_by=prov["built_upon_by"],
+        found = why(session, change_key(cid), limit=limit)
+        found.update(target=target, built_on=prov["built_on"], built_upon_by=prov["built_upon_by"],
                    commits=prov["commits"], keys=prov["keys"], state=prov["change"]["state"])
         for b in prov["built_on"]:
             if b["state"] in ("refuted", "tainted"):
-                out["explanations"].append(f"{cid} is built on {b['id']} by {b['author']}, which is {b['state']}")
-        return out
+                found["explanations"].append(f"{cid} is built on {b['id']} by {b['author']}, which is {b['state']}")
+        return found
     key = _target_key(target)
     events = session.log(key, limit=limit)
     if key.startswith(TASK_PREFIX):
@@ -70,4 +70,16 @@ def why(session: Session, target: str, *, limit: int = 1000) -> dict[str, Any]:
                     f"{_name(m['op'])} (pos {m['pos']}): they were concurrent{outcome}"
                 )
         history.append(item)
-    return {"target": target, "key": key, "history": history, "explanations": explanations}
+    out: dict[str, Any] = {"target": target, "key": key, "history": history, "explanations": explanations}
+    if key.startswith(TASK_PREFIX):
+        from .changes import Changes
+
+        changes = Changes(session).find(task=key[len(TASK_PREFIX):])
+        out["changes"] = [{"id": c["id"], "state": c["state"], "author": c["author"], "commit": c.get("commit"),
+                           "built_on": c["built_on"]["changes"], "tainted_by": c.get("tainted_by", [])} for c in changes]
+        for c in changes:
+            if c["state"] == "refuted":
+                explanations.append(f"{c['id']} by {c['author']} was refuted by {c['refuted'].get('by')}: {c['refuted'].get('reason')}")
+            elif c["state"] == "tainted":
+                explanations.append(f"{c['id']} by {c['author']} is built on refuted work ({', '.join(c['tainted_by'])})")
+    return out
