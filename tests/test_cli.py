@@ -35,7 +35,7 @@ def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
 
 def test_get_json_shape(comity_cli: Run) -> None:
     absent = as_json(comity_cli("get", "files/a.txt", "--json"))
-    assert set(absent) == {"key", "values", "context", "news"}
+    assert set(absent) == {"key", "values", "context", "news", "stale"}  # the verb's answer, as on every face
     assert absent["key"] == "files/a.txt" and absent["values"] == [] and absent["news"] == []
     ok(comity_cli("--agent", "alice", "put", "files/a.txt", '{"x": [1, "two"]}', "--context", absent["context"]))
     v = as_json(comity_cli("get", "files/a.txt", "--json"))

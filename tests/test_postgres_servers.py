@@ -38,7 +38,7 @@ def retry(fn):
     raise SystemExit("no server answered")
 while time.monotonic() < deadline:
     try:
-        c = a.task_claim(next=True, ttl=4)
+        c = a.task_claim_next(ttl=4)
     except NotFound:
         left = [t for t in retry(lambda: a.task_list())["tasks"] if t["state"] != "done"]
         if not left:

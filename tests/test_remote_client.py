@@ -127,8 +127,8 @@ def test_remote_agent_has_every_verb_with_the_same_signature() -> None:
     from comity.work import VERBS
 
     for verb in VERBS:
-        assert hasattr(RemoteAgent, verb), f"RemoteAgent lacks the verb {verb}"
-        assert inspect.signature(getattr(RemoteAgent, verb)) == inspect.signature(getattr(Agent, verb)), verb
+        assert hasattr(RemoteAgent, verb.name), f"RemoteAgent lacks the verb {verb.name}"
+        assert inspect.signature(getattr(RemoteAgent, verb.name)) == inspect.signature(getattr(Agent, verb.name)), verb.name
 
 
 def test_no_server_answering_is_unavailable(one: tuple[Served, dict[str, str], Path]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from test_repo_support import commit, git, make_repo, ok, open_store, run, worktree
 
 from comity.coord import reserve
-from comity.repo.bench import bench_hooks
+from comity.bench.hooks import bench_hooks
 
 MIG = "db/migrations"
 

@@ -255,21 +255,35 @@ def test_huge_values_and_bodies_are_refused_not_crashed(api: Api) -> None:
 # ------------------------------------------------------------------ sessions and the schema
 
 
-def test_news_positions_and_remembered_contexts_persist_per_agent(api: Api) -> None:
+def test_news_and_remembered_contexts_belong_to_the_session_never_to_the_agent(api: Api) -> None:
     key = "notes/persist"
-    api.ok("create", "alice", {"key": key, "value": "v1"})
-    seen = api.ok("read", "alice", {"key": key})
-    assert seen["values"] == ["v1"]
-    api.ok("write", "bob", {"key": key, "value": "v2", "context": api.ok("read", "bob", {"key": key})["context"]})
-    # alice's next answer, whatever the verb, carries bob's write and marks her read stale
-    answer = api.ok("whoami", "alice")
+    one, two = {"Comity-Session": "alice-one"}, {"Comity-Session": "alice-two"}
+
+    def ok(verb: str, who: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        status, answer = api.call(verb, who, body, headers=headers)
+        assert status == 200, (verb, body, status, answer)
+        return dict(answer)
+
+    ok("create", "alice", {"key": key, "value": "v1"}, one)
+    assert ok("read", "alice", {"key": key}, one)["values"] == ["v1"]
+    ok("write", "bob", {"key": key, "value": "v2", "context": ok("read", "bob", {"key": key})["context"]})
+    # session one's next answer, whatever the verb, carries bob's write and marks its read stale
+    answer = ok("whoami", "alice", headers=one)
     assert [(n["agent"], n["key"]) for n in answer["news"]] == [("bob", key)] and answer["stale"] == [key]
-    assert api.ok("whoami", "alice")["news"] == []  # shown once
-    # her write without a context uses the one she last saw, so it is refused, naming bob
-    status, refused = api.call("write", "alice", {"key": key, "value": "v3"})
+    assert ok("whoami", "alice", headers=one)["news"] == []  # shown once
+    # its write without a context uses the context it last saw, so it is refused, naming bob
+    status, refused = api.call("write", "alice", {"key": key, "value": "v3"}, headers=one)
     assert status == 409 and "bob" in refused["message"]
-    api.ok("read", "alice", {"key": key})
-    assert api.ok("write", "alice", {"key": key, "value": "v3"})["values"] == ["v3"]
+    # session two of the same agent read it after bob: its write without a context goes through
+    assert ok("read", "alice", {"key": key}, two)["values"] == ["v2"]
+    assert ok("write", "alice", {"key": key, "value": "v3"}, two)["values"] == ["v3"]
+    # a request naming no session remembers nothing: a blind write to an existing key is stale
+    ok("read", "alice", {"key": key})
+    status, refused = api.call("write", "alice", {"key": key, "value": "v4"})
+    assert status == 409 and refused["error"] == "stale_context"
+    # a bad session id is refused, naming the header
+    status, bad = api.call("whoami", "alice", headers={"Comity-Session": "two words"})
+    assert status == 422 and bad["field"] == "Comity-Session"
 
 
 def test_openapi_documents_every_verb_with_its_arguments(api: Api) -> None:
@@ -278,12 +292,14 @@ def test_openapi_documents_every_verb_with_its_arguments(api: Api) -> None:
     schemas = doc["components"]["schemas"]
     assert "bearer" in json.dumps(doc["components"]["securitySchemes"]).lower()
     for verb in VERBS:
-        op = doc["paths"][f"/v1/{verb}"]["post"]
-        assert op["operationId"] == verb and op["summary"]
+        op = doc["paths"][f"/v1/{verb.name}"]["post"]
+        assert op["operationId"] == verb.name and op["summary"] == verb.summary and op["description"] == verb.text
         assert {"401", "409", "422"} <= set(op["responses"])
         body = json.dumps(op["requestBody"]["content"]["application/json"]["schema"])
         name = body.split("#/components/schemas/")[1].split('"')[0]
-        params = [p for p in inspect.signature(getattr(Agent, verb)).parameters if p != "self"]
-        assert list(schemas[name].get("properties", {})) == params, verb
+        params = [p for p in inspect.signature(getattr(Agent, verb.name)).parameters if p != "self"]
+        assert list(schemas[name].get("properties", {})) == params == verb.names, verb.name
         assert schemas[name]["additionalProperties"] is False
+        answer = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert {f.name for f in verb.result if f.required} <= set(answer["required"]), verb.name
     assert "/v1/admin/agent_add" in doc["paths"]

@@ -21,7 +21,7 @@ SURFACE = {
         "Reservation", "overlaps", "reserve", "release", "reservations",
     ],
     "comity.work": [
-        "Agent", "VERBS", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX",
+        "Agent", "VERBS", "VERB", "Verb", "Param", "bind", "Board", "Claim", "why", "parse_task_id", "task_key", "TASK_PREFIX", "OPEN_PREFIX",
         "Decision", "decide", "decisions", "acknowledge",
     ],
     "comity.repo": [
@@ -35,6 +35,13 @@ SURFACE = {
         "Guard", "Op", "Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow",
         "SQLiteBackend", "PostgresBackend", "PRAGMAS", "SCHEMA_VERSION",
     ],
+    "comity.errors": [
+        "Step", "ComityError", "Invalid", "StaleContext", "Fenced", "LeaseExpired", "NotFound", "Unavailable",
+        "EXIT_OK", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_REFUSED", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE",
+    ],
+    "comity.render": ["describe_key", "news_line", "tool_call", "CliForm", "CLI_FORMS", "cli_command"],
+    "comity.clikit": ["Ctx", "Verbs", "Opener", "out", "err", "print_json", "print_news", "news_of", "fail", "command", "FIELD_FIXES"],
+    "comity.bench": [],
     "comity.runtime": [
         "Clock", "SystemClock", "VirtualClock", "Rng", "SystemRng", "SeededRng",
         "Transport", "Handler", "InProcessTransport", "SimulatedTransport", "Unreachable",

@@ -1,17 +1,20 @@
 """comity: coordination for teams of AI agents.
 
-Layering (imports point down only; each package's ``__init__`` names its surface):
+Layering (imports point down only; each package's ``__init__`` names its surface;
+docs/design.md):
 
-    faces         comity.cli · comity.server · comity.mcp · comity.integrations
+    faces         comity.cli · comity.server · comity.mcp · comity.remote · comity.integrations
+                  comity.repo · comity.bench
     harness       comity.chaos
-    services      comity.work
+    services      comity.work     the verb table (comity.work.verbs) and the agent facade
     coordination  comity.coord
-    replication   comity.sync
+    replication   comity.sync     (being built: anti-entropy between replicas)
     store         comity.store    Store API over one primitive, the guarded transaction
     kernel        comity.causal   Dot · VersionVector · DVVSet · HLC    comity.crdt
     seams         comity.runtime  Clock · Rng · Transport, real and simulated
 
-Errors (``comity.errors``) sit beside the seams: every layer may raise them.
+Beside the seams, importable by every layer: ``comity.errors`` (the structured errors),
+``comity.render`` (the words the faces share) and ``comity.clikit`` (the CLI kit).
 """
 
 from __future__ import annotations

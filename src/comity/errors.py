@@ -10,13 +10,21 @@ LeaseExpired   the caller's lease ran out                       3          409
 NotFound       nothing there                                    4          404
 Unavailable    the authority cannot be reached                  5          503
 =============  ==============================================  =========  ====
+
+An error carries what happened (``message``, in words, never a face's syntax), the news
+that explains it, and ``next``: the steps that would move on, each a verb of the table
+with its arguments (:class:`Step`).  Each face renders a step in its own idiom: the CLI as
+a command, MCP as a tool call, HTTP as a JSON field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "Step",
     "ComityError",
     "Invalid",
     "StaleContext",
@@ -40,20 +48,47 @@ EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 5
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A next step after an error: call ``verb`` (a verb of the table) with ``args``."""
+
+    verb: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"verb": self.verb, "args": dict(self.args)}
+        if self.why:
+            out["why"] = self.why
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Step | None:
+        if not isinstance(obj, dict) or not isinstance(obj.get("verb"), str):
+            return None
+        args = obj.get("args")
+        return cls(obj["verb"], dict(args) if isinstance(args, dict) else {}, str(obj.get("why") or ""))
+
+
 class ComityError(Exception):
-    """Base of comity's errors.  ``code`` is a stable machine name, ``exit_code`` the CLI's."""
+    """Base of comity's errors.  ``code`` is a stable machine name, ``exit_code`` the CLI's;
+    ``next`` the steps that would move on."""
 
     code = "error"
     exit_code = EXIT_INTERNAL
     http_status = 500
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, next: Iterable[Step] = (), **details: Any) -> None:  # noqa: A002 - the JSON field's name
         super().__init__(message)
         self.message = message
+        self.next: tuple[Step, ...] = tuple(next)
         self.details = details
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.details}
+        out = {"error": self.code, "message": self.message, **self.details}
+        if self.next:
+            out["next"] = [s.to_json() for s in self.next]
+        return out
 
 
 class Invalid(ComityError):
@@ -63,8 +98,8 @@ class Invalid(ComityError):
     exit_code = EXIT_INVALID
     http_status = 422
 
-    def __init__(self, field: str, message: str, **details: Any) -> None:
-        super().__init__(f"{field}: {message}", field=field, **details)
+    def __init__(self, field: str, message: str, *, next: Iterable[Step] = (), **details: Any) -> None:  # noqa: A002
+        super().__init__(f"{field}: {message}", next=next, field=field, **details)
         self.field = field
 
 
@@ -86,9 +121,10 @@ class StaleContext(ComityError):
         key: str | None = None,
         news: list[dict[str, Any]] | None = None,
         rejected: Any = None,
+        next: Iterable[Step] = (),  # noqa: A002
         **details: Any,
     ) -> None:
-        super().__init__(message, key=key, news=news or [], rejected=rejected, **details)
+        super().__init__(message, next=next, key=key, news=news or [], rejected=rejected, **details)
         self.key = key
         self.news = news or []
         self.rejected = rejected

@@ -6,43 +6,41 @@ and raises the same error types (decoded from the server's JSON error bodies), s
 ``comity.open("http://…", auth=TOKEN)`` returns; its sessions answer with the value types
 of :class:`comity.store.Session` (``Versioned``, ``Written``, ``News``, …).
 
+:class:`RemoteAgent`'s verbs are generated from the verb table (:mod:`comity.work.verbs`),
+with the signatures of :class:`comity.work.Agent`'s methods.  An instance is one session
+(docs/faces.md): it sends its session id (``Comity-Session``) with every request, so the
+server keeps its news position and the contexts it read, and it remembers those contexts
+itself too, so that a failover to another server loses none of them.
+
 Several servers (a list, or one string separated by commas) give failover: a server that
 cannot be reached is skipped for the next.  A verb is retried on another server only when
-that is safe: reads; writes carrying a ``request_id`` (generated once per call, so the store
-returns the recorded outcome instead of acting twice); and any verb whose request never
-left (the connection was refused).  Otherwise a server lost mid-request is ``Unavailable``
-saying that the outcome is unknown.
+the table says that is safe: reads; mutations carrying a ``request_id`` (generated once per
+call, so the store returns the recorded outcome instead of acting twice); and any verb whose
+request never left (the connection was refused).  Otherwise a server lost mid-request is
+``Unavailable`` saying that the outcome is unknown.
 """
 
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
 import os
 import socket
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
 from .store import News, TxnResult, Versioned, Written
 from .work.tasks import parse_task_id, task_key
+from .work.verbs import VERB, VERBS, Verb, bind, python_annotation
 
-__all__ = ["RemoteAgent", "RemoteStore", "RemoteSession", "error_from_json", "is_server_url", "DEFAULT_TIMEOUT_S"]
+__all__ = ["RemoteAgent", "RemoteStore", "RemoteSession", "error_from_json", "is_server_url", "DEFAULT_TIMEOUT_S", "SESSION_HEADER"]
 
 DEFAULT_TIMEOUT_S = 60.0  # above the store's 30 s busy timeout, so a busy store answers first
-
-# Verbs that change nothing, or whose repetition changes nothing more: safe to send again
-# to another server when the first went away mid-request.
-_RETRY_SAFE = frozenset(
-    {
-        "info", "whoami", "read", "news", "log", "keys", "task_list", "task_ready", "task_show",
-        "reservations", "agents", "why", "heartbeat", "release_paths", "task_renew",
-        # these carry a request_id: a retry returns the recorded outcome
-        "write", "create", "delete", "update",
-    }
-)  # fmt: skip
+SESSION_HEADER = "Comity-Session"
 
 _ERRORS: dict[str, type[ComityError]] = {
     "stale_context": StaleContext,
@@ -151,9 +149,11 @@ def _urls(urls: str | Sequence[str]) -> list[str]:
 
 
 class RemoteAgent:
-    """One agent's verbs against a comity server: the same methods and answers as
-    :class:`comity.work.Agent`.  ``auth`` is the agent's token; the agent acting is the
-    token's (``agent``, if given, must be the same name)."""
+    """One agent session's verbs against a comity server: the methods and answers of
+    :class:`comity.work.Agent`, generated from the verb table.  ``auth`` is the agent's
+    token; the agent acting is the token's (``agent``, if given, must be the same name).
+    ``session`` names the session (default: a new one for this instance; ``False``: none,
+    so the server remembers nothing between requests)."""
 
     def __init__(
         self,
@@ -161,15 +161,22 @@ class RemoteAgent:
         *,
         auth: str | None,
         agent: str | None = None,
+        session: str | bool = True,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if not auth:
-            raise Invalid("auth", "a comity server needs your agent token: pass --auth TOKEN or set COMITY_AUTH (`comity agent add NAME` issues one)")
+            raise Invalid("auth", "a comity server needs your agent token (`comity agent add NAME` issues one)")
         self._servers = [_Server(u) for u in _urls(urls)]
         self._auth = auth
         self.name = agent
+        if session is True:
+            self.session_id: str | None = "r-" + os.urandom(12).hex()
+        elif session is False:
+            self.session_id = None
+        else:
+            self.session_id = session
         self.timeout = timeout
-        self.contexts: dict[str, str] = {}  # key -> the context this client last saw
+        self.contexts: dict[str, str] = {}  # key -> the context this session last saw
         self._current = 0
         self._lock = threading.Lock()
         self._session: RemoteSession | None = None
@@ -196,6 +203,8 @@ class RemoteAgent:
         headers = {"Authorization": f"Bearer {self._auth}", "Content-Type": "application/json", "Accept": "application/json"}
         if self.name is not None:
             headers["Comity-Agent"] = self.name
+        if self.session_id is not None:
+            headers[SESSION_HEADER] = self.session_id
         failures: list[str] = []
         with self._lock:
             n = len(self._servers)
@@ -218,9 +227,10 @@ class RemoteAgent:
                     if retry_safe:
                         failures.append(str(e))
                         continue
+                    verb = path.rsplit("/", 1)[-1]
                     raise Unavailable(
-                        f"{e}: the server went away during {path.rsplit('/', 1)[-1]}, so whether it took effect is "
-                        "unknown; check (e.g. `comity task show`) before retrying",
+                        f"{e}: the server went away during {verb}, so whether it took effect is unknown; "
+                        "check before retrying, or pass a request_id so that a retry returns the recorded outcome",
                         servers=self.urls,
                     ) from None
                 self._current = index
@@ -241,20 +251,34 @@ class RemoteAgent:
             raise Unavailable(f"{server.url} answered {status} (is a proxy in front of it?); retry")
         raise ComityError(f"{server.url} answered {status} without a comity answer; is it a comity server?")
 
+    # ------------------------------------------------------------ verbs
     def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call a verb by name with JSON arguments (as :meth:`comity.work.Agent.call`)."""
-        if not verb or not all(c.isalnum() or c == "_" for c in verb):
-            raise Invalid("verb", f"unknown verb {verb!r}")
-        if not isinstance(args, (dict, type(None))):
-            raise Invalid("args", f"{verb}: arguments must be a JSON object")
-        answer = self._post(f"/v1/{verb}", dict(args or {}), verb in _RETRY_SAFE)
+        """Call a verb by name with JSON arguments (as :meth:`comity.work.Agent.call`): checked
+        against the table here, then sent."""
+        return self._invoke(VERB[verb] if verb in VERB else None, bind(verb, args))
+
+    def _invoke(self, verb: Verb | None, args: dict[str, Any]) -> dict[str, Any]:
+        assert verb is not None  # bind refused an unknown verb
+        if "context" in args and args["context"] is None and verb.remembers is not None:
+            args["context"] = self.contexts.get(self._memory_key(verb, args) or "")
+        if "request_id" in args and args["request_id"] is None:
+            args["request_id"] = "r-" + os.urandom(12).hex()  # made once: a retry below reuses it
+        answer = self._post(f"/v1/{verb.name}", args, verb.retry_safe)
         self._learn(answer)
         return answer
 
-    def _args(self, verb: str, **args: Any) -> dict[str, Any]:
-        return self.call(verb, args)
+    @staticmethod
+    def _memory_key(verb: Verb, args: dict[str, Any]) -> str | None:
+        name = args.get(verb.remembers or "")
+        if not isinstance(name, str):
+            return None
+        if verb.remembers == "id":
+            try:
+                return task_key(parse_task_id(name))
+            except Invalid:
+                return None  # the server names the bad id
+        return name
 
-    # ------------------------------------------------------------ contexts
     def _learn(self, answer: dict[str, Any]) -> None:
         """Remember the contexts an answer carries (keys and tasks), as the server's Agent does."""
         key, ctx = answer.get("key"), answer.get("context")
@@ -265,132 +289,45 @@ class RemoteAgent:
             if isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("context"), str) and "state" in t:
                 self.contexts[task_key(t["id"])] = t["context"]
 
-    def _request_id(self, given: str | None) -> str:
-        return given if given is not None else "r-" + os.urandom(12).hex()
-
-    # ------------------------------------------------------------ identity
-    def info(self) -> dict[str, Any]:
-        return self._args("info")
-
-    def whoami(self) -> dict[str, Any]:
-        return self._args("whoami")
-
-    # ------------------------------------------------------------ keys
-    def read(self, key: str) -> dict[str, Any]:
-        return self._args("read", key=key)
-
-    def write(
-        self, key: str, value: Any, context: str | None = None, keep_both: bool = False, request_id: str | None = None
-    ) -> dict[str, Any]:
-        ctx = context if context is not None else self.contexts.get(key)
-        return self._args("write", key=key, value=value, context=ctx, keep_both=keep_both, request_id=self._request_id(request_id))
-
-    def create(self, key: str, value: Any, request_id: str | None = None) -> dict[str, Any]:
-        return self._args("create", key=key, value=value, request_id=self._request_id(request_id))
-
-    def delete(self, key: str, context: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        ctx = context if context is not None else self.contexts.get(key)
-        return self._args("delete", key=key, context=ctx, request_id=self._request_id(request_id))
-
-    def update(self, key: str, op: str, arg: Any = None, type: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        return self._args("update", key=key, op=op, arg=arg, type=type, request_id=self._request_id(request_id))
-
-    def news(self, limit: int = 50) -> dict[str, Any]:
-        return self._args("news", limit=limit)
-
-    def log(self, key: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
-        return self._args("log", key=key, after=after, limit=limit)
-
-    def keys(self, prefix: str = "", limit: int = 1000, deleted: bool = False) -> dict[str, Any]:
-        return self._args("keys", prefix=prefix, limit=limit, deleted=deleted)
-
-    # ------------------------------------------------------------ tasks
-    def task_add(
-        self,
-        title: str,
-        body: str = "",
-        deps: list[str] | None = None,
-        labels: list[str] | None = None,
-        assignee: str | None = None,
-    ) -> dict[str, Any]:
-        return self._args("task_add", title=title, body=body, deps=deps, labels=labels, assignee=assignee)
-
-    def task_list(self, state: str | None = None) -> dict[str, Any]:
-        return self._args("task_list", state=state)
-
-    def task_ready(self) -> dict[str, Any]:
-        return self._args("task_ready")
-
-    def task_show(self, id: str) -> dict[str, Any]:
-        return self._args("task_show", id=id)
-
-    def task_assign(self, id: str, agent: str | None) -> dict[str, Any]:
-        return self._args("task_assign", id=id, agent=agent)
-
-    def task_claim(
-        self,
-        id: str | None = None,
-        context: str | None = None,
-        ttl: float | None = None,
-        steal: bool = False,
-        next: bool = False,
-    ) -> dict[str, Any]:
-        if context is None and id is not None and not next:
-            try:
-                context = self.contexts.get(task_key(parse_task_id(id)))
-            except Invalid:
-                pass  # the server names the bad id
-        return self._args("task_claim", id=id, context=context, ttl=ttl, steal=steal, next=next)
-
-    def task_renew(self, id: str, token: int, ttl: float | None = None) -> dict[str, Any]:
-        return self._args("task_renew", id=id, token=token, ttl=ttl)
-
-    def task_checkpoint(self, id: str, token: int, note: str) -> dict[str, Any]:
-        return self._args("task_checkpoint", id=id, token=token, note=note)
-
-    def task_complete(self, id: str, token: int, result: str = "") -> dict[str, Any]:
-        return self._args("task_complete", id=id, token=token, result=result)
-
-    def task_release(self, id: str, token: int) -> dict[str, Any]:
-        return self._args("task_release", id=id, token=token)
-
-    def task_fail(self, id: str, token: int, reason: str = "") -> dict[str, Any]:
-        return self._args("task_fail", id=id, token=token, reason=reason)
-
-    # ------------------------------------------------------------ coordination
-    def seq_next(self, name: str) -> dict[str, Any]:
-        return self._args("seq_next", name=name)
-
-    def reserve_paths(self, paths: list[str], ttl: float | None = None, shared: bool = False) -> dict[str, Any]:
-        return self._args("reserve_paths", paths=paths, ttl=ttl, shared=shared)
-
-    def release_paths(self, paths: list[str]) -> dict[str, Any]:
-        return self._args("release_paths", paths=paths)
-
-    def reservations(self) -> dict[str, Any]:
-        return self._args("reservations")
-
-    def agents(self, ttl: float = 300.0) -> dict[str, Any]:
-        return self._args("agents", ttl=ttl)
-
-    def why(self, target: str) -> dict[str, Any]:
-        return self._args("why", target=target)
-
-    def heartbeat(self) -> dict[str, Any]:
-        return self._args("heartbeat")
-
     # ------------------------------------------------------------ admin
     def agent_add(self, name: str, *, admin: bool = False, rotate: bool = False) -> dict[str, Any]:
         """Issue a token for agent ``name`` (needs an admin token): ``{"agent", "auth_token", "admin"}``."""
         return self._post("/v1/admin/agent_add", {"name": name, "admin": admin, "rotate": rotate}, False)
 
 
+def _verb_method(verb: Verb) -> Callable[..., dict[str, Any]]:
+    """``RemoteAgent.<verb>``, with the signature of ``Agent.<verb>`` (both come from the table)."""
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for p in verb.params:
+        default = inspect.Parameter.empty if p.required else p.default
+        params.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=python_annotation(p.kind)))
+    signature = inspect.Signature(params, return_annotation="dict[str, Any]")
+
+    def method(self: RemoteAgent, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{verb.name}{signature}: {e}") from None
+        bound.apply_defaults()
+        given = {k: v for k, v in bound.arguments.items() if k != "self"}
+        return self._invoke(verb, bind(verb.name, given))
+
+    method.__name__ = method.__qualname__ = verb.name
+    method.__doc__ = verb.text
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    return method
+
+
+for _v in VERBS:
+    setattr(RemoteAgent, _v.name, _verb_method(_v))
+
+
 class RemoteSession:
     """A session over a comity server, with the store-level methods of
     :class:`comity.store.Session` and the same value types.
 
-    The server keeps the agent's session (its news position and the contexts it saw);
-    a write without a context uses the context this agent last saw of the key."""
+    The server keeps the session's news position and the contexts it saw; a write without
+    a context uses the context this session last saw of the key."""
 
     def __init__(self, agent: RemoteAgent) -> None:
         self.remote = agent
@@ -400,7 +337,7 @@ class RemoteSession:
     def agent(self) -> str:
         """The token's agent."""
         if self._agent is None:
-            self._agent = str(self.remote.whoami()["agent"])
+            self._agent = str(self.remote.call("whoami")["agent"])
         return self._agent
 
     @staticmethod
@@ -412,38 +349,38 @@ class RemoteSession:
         return Written(a["key"], a["op"], a["values"], a["context"], a["pos"], news, truncated, bool(a.get("replayed")))
 
     def get(self, key: str) -> Versioned:
-        a = self.remote.read(key)
+        a = self.remote.call("read", {"key": key})
         news, truncated = self._news(a)
         return Versioned(a["key"], a["values"], a["context"], news, truncated, a.get("type"))
 
     def put(self, key: str, value: Any, *, context: str | None = None, keep_both: bool = False, request_id: str | None = None) -> Written:
-        return self._written(self.remote.write(key, value, context=context, keep_both=keep_both, request_id=request_id))
+        return self._written(self.remote.call("write", {"key": key, "value": value, "context": context, "keep_both": keep_both, "request_id": request_id}))
 
     def create(self, key: str, value: Any, *, request_id: str | None = None) -> Written:
-        return self._written(self.remote.create(key, value, request_id=request_id))
+        return self._written(self.remote.call("create", {"key": key, "value": value, "request_id": request_id}))
 
     def delete(self, key: str, *, context: str | None = None, request_id: str | None = None) -> Written:
-        return self._written(self.remote.delete(key, context=context, request_id=request_id))
+        return self._written(self.remote.call("delete", {"key": key, "context": context, "request_id": request_id}))
 
     def update(self, key: str, op: str, arg: Any = None, *, type: str | None = None, request_id: str | None = None) -> TxnResult:
-        a = self.remote.update(key, op, arg, type=type, request_id=request_id)
+        a = self.remote.call("update", {"key": key, "op": op, "arg": arg, "type": type, "request_id": request_id})
         news, truncated = self._news(a)
         result = {k: v for k, v in a.items() if k not in ("news", "news_truncated", "stale")}
         return TxnResult(int(a["pos"]), [result], news, truncated, bool(a.get("replayed")))
 
     def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.remote.log(key, after=after, limit=limit)["events"])
+        return list(self.remote.call("log", {"key": key, "after": after, "limit": limit})["events"])
 
     def keys(self, prefix: str = "", *, limit: int = 1000, deleted: bool = False) -> list[str]:
-        return list(self.remote.keys(prefix, limit=limit, deleted=deleted)["keys"])
+        return list(self.remote.call("keys", {"prefix": prefix, "limit": limit, "deleted": deleted})["keys"])
 
     def news(self, *, limit: int | None = None) -> News:
-        a = self.remote.news(limit=50 if limit is None else limit)
+        a = self.remote.call("news", {} if limit is None else {"limit": limit})
         return News(list(a["news"]), bool(a.get("news_truncated")), int(a["position"]))
 
     def head(self) -> int:
         """The log's current position."""
-        return int(self.remote.info()["head"])
+        return int(self.remote.call("info")["head"])
 
 
 class RemoteStore:
@@ -453,7 +390,7 @@ class RemoteStore:
         self._urls = _urls(urls)
         self._auth = auth
         self.timeout = timeout
-        self._probe = RemoteAgent(self._urls, auth=auth, timeout=timeout)  # checks the URLs and the token's presence
+        self._probe = RemoteAgent(self._urls, auth=auth, session=False, timeout=timeout)  # checks the URLs and the token's presence
         self._opened: list[RemoteAgent] = [self._probe]
 
     @property
@@ -461,14 +398,14 @@ class RemoteStore:
         return ",".join(self._urls)
 
     def session(self, agent: str | None = None, *, name: str | None = None) -> RemoteSession:
-        """The token's agent's session.  ``agent``, if given, must be the token's agent;
-        ``name`` is accepted for compatibility: the server keeps one session per agent."""
-        remote = RemoteAgent(self._urls, auth=self._auth, agent=agent, timeout=self.timeout)
+        """A session of the token's agent (``agent``, if given, must be the token's agent):
+        the one named ``name``, or a new one."""
+        remote = RemoteAgent(self._urls, auth=self._auth, agent=agent, session=True if name is None else name, timeout=self.timeout)
         self._opened.append(remote)
         return remote.session
 
     def info(self) -> dict[str, Any]:
-        return {k: v for k, v in self._probe.info().items() if k not in ("news", "stale", "news_truncated")}
+        return {k: v for k, v in self._probe.call("info").items() if k not in ("news", "stale", "news_truncated")}
 
     @property
     def store_id(self) -> str:

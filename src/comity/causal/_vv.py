@@ -1,4 +1,4 @@
-"""Version vectors: one counter per replica, never per client (DESIGN.md, principle 3).
+"""Version vectors: one counter per replica, never per client (docs/design.md, principle 3).
 
 Fidge (1988), Mattern (1989); Parker et al., "Detection of Mutual Inconsistency in
 Distributed Systems" (1983).  A vector maps each replica to the number of its events

@@ -1,4 +1,4 @@
-"""The chaos harness: scenarios from DESIGN.md's failures, agent models with the
+"""The chaos harness: scenarios from docs/design.md's failures, agent models with the
 faults of LLM agents, a nemesis, interchangeable coordination strategies, Jepsen-style
 histories and checkers, and an explorer that finds, shrinks and replays failures.
 

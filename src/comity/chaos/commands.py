@@ -1,4 +1,4 @@
-"""``comity chaos …`` and ``comity bench chaos``: the harness's face.
+"""``comity chaos …``: the harness's face (``comity bench chaos`` is in :mod:`comity.bench`).
 
 Results on stdout (JSON with ``--json``), progress and messages on stderr.  This
 module registers itself with the CLI (``register``) rather than being imported by
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..clikit import err, out
+from ..clikit import print_json as _json
 from .checkers import CHECKERS
 from .explore import random_search, shrink, systematic
 from .nemesis import Schedule
@@ -26,18 +27,11 @@ from .runner import RunResult, run
 from .scenarios import SCENARIOS
 from .strategies import STRATEGIES
 
-__all__ = ["register", "chaos_group", "bench_chaos_cmd"]
+__all__ = ["register", "chaos_group"]
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 _scenario = click.Choice(sorted(SCENARIOS))
 _strategy = click.Choice(list(STRATEGIES))
-
-
-def _json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=False) + "\n")
-    sys.stdout.flush()
 
 
 @contextmanager
@@ -317,26 +311,7 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
         )
 
 
-@click.command("chaos")
-@click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_chaos_cmd(seeds: int, as_json: bool) -> None:
-    """Simulated busy-afternoon schedules per second under comity, against the `none` strategy in the same run."""
-    from .bench import bench_chaos
-
-    with _progress("simulating") as tick:
-        result = bench_chaos(seeds=seeds, progress=tick)
-    if as_json:
-        _json(result)
-        return
-    for k, v in result.items():
-        out.print(f"{k:>24}: {v}", markup=False)
-
-
 def register(cli: click.Group) -> None:
-    """Add ``comity chaos …`` and ``comity bench chaos`` to the CLI."""
+    """Add ``comity chaos …`` to the CLI."""
     cli.add_command(chaos_group)
-    bench = cli.commands.get("bench")
-    if isinstance(bench, click.Group):
-        bench.add_command(bench_chaos_cmd)
 

@@ -1,4 +1,4 @@
-"""Scenarios: one per failure of DESIGN.md's table that the store can express, and a
+"""Scenarios: one per failure of docs/design.md's table that the store can express, and a
 busy afternoon that mixes them.
 
 Each scenario builds, from its own random stream, the initial state (tasks, files,
@@ -47,7 +47,7 @@ class Setup:
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
-    failure: str  # the row of DESIGN.md's table
+    failure: str  # the row of docs/design.md's table
     about: tuple[str, ...]  # the checkers whose anomalies this scenario is built to provoke
     story: str
     build: Callable[[SeededRng], Setup]

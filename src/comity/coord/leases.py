@@ -62,3 +62,9 @@ class Leases:
             if row.resource == resource:
                 return Lease(row.resource, row.holder, row.token, row.expires), now
         return None, now
+
+    def under(self, prefix: str, *, limit: int = 100_000) -> tuple[list[Lease], float]:
+        """Every lease whose resource starts with ``prefix`` (released ones included), and the
+        authority's time now, from one snapshot."""
+        rows, now = self.session.leases(prefix, limit=limit)
+        return [Lease(r.resource, r.holder, r.token, r.expires) for r in rows], now

@@ -1,6 +1,6 @@
-"""``comity mcp`` (serve), ``comity mcp install`` (configure hosts), ``comity bench mcp``.
+"""``comity mcp`` (serve) and ``comity mcp install`` (configure hosts).
 
-Registered by :func:`comity.cli._register_faces` through :func:`register`.
+Registered by :mod:`comity.cli` through :func:`register`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..clikit import Ctx, command, err, fail, out
+from ..clikit import print_json as _print_json
 from ..errors import ComityError, Invalid
 
 if TYPE_CHECKING:
-    from ..cli import Ctx
     from .server import McpSession
 
 __all__ = ["register", "open_session", "server_block", "codex_block", "install"]
@@ -36,8 +37,8 @@ def open_session(obj: Ctx, agent: str | None) -> McpSession:
     if obj.remote:
         from ..remote import RemoteAgent
 
-        remote = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=agent)
-        me = remote.whoami()  # fails fast on a bad token or an unreachable server
+        remote = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=agent)  # one connection: one session
+        me = remote.call("whoami")  # fails fast on a bad token or an unreachable server
         return McpSession(remote, agent or me.get("agent"), close=remote.close, session_id=me.get("session"))
     store = open_store(obj.store_location)
     return McpSession(Agent(store.session(agent)), agent, close=store.close)
@@ -133,7 +134,6 @@ def install(repository: Path, block: dict[str, Any]) -> tuple[Path, bool]:
 
 
 def register(cli: click.Group) -> None:
-    from ..cli import Ctx, _print_json, command, err, fail, out
 
     @cli.group("mcp", invoke_without_command=True)
     @click.option("--agent", "mcp_agent", metavar="NAME", help="Who this server acts as (default: the global --agent / COMITY_AGENT).")
@@ -189,23 +189,3 @@ def register(cli: click.Group) -> None:
             err.print("no --agent: the server takes COMITY_AGENT from the host's environment; writes need one", markup=False)
         err.print("for Codex, add this to ~/.codex/config.toml:", markup=False)
         out.print(codex, markup=False, end="")
-
-    bench_group = cli.commands.get("bench")
-    if isinstance(bench_group, click.Group):
-
-        @command(bench_group, "mcp")
-        @click.option("--tasks", type=click.IntRange(10, 1_000_000), default=1000, show_default=True, help="Tasks on the board.")
-        @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True, help="Events seeded in the log.")
-        @click.option("--calls", type=click.IntRange(10, 1_000_000), default=300, show_default=True, help="Measured calls per tool (each claim takes another task).")
-        @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
-        def bench_mcp_cmd(obj: Ctx, tasks: int, log_events: int, calls: int, directory: str | None, *, as_json: bool) -> None:
-            """Tool-call latency through `comity mcp` over stdio (official MCP client) against the SDK's own no-op tool."""
-            from .bench import bench_mcp
-
-            result = bench_mcp(tasks=tasks, log_events=log_events, calls=calls, directory=directory,
-                               progress=lambda m: err.print(m, markup=False))
-            if as_json:
-                _print_json(result)
-            else:
-                for k, v in result.items():
-                    out.print(f"{k:>20}: {v}", markup=False)

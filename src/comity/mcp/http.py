@@ -3,10 +3,12 @@
 Each request carries ``Authorization: Bearer TOKEN``, an agent token issued by
 ``comity agent add NAME`` (:mod:`comity.server.auth`); the token, not a header the
 client picks, says which agent acts.  A request without a valid token is answered 401
-before it reaches the MCP layer.  Sessions are one per agent and ``Mcp-Session-Id``
-(protocol revisions without session ids share one session per agent); one left idle
-for an hour is dropped.  Against a comity server (``--store http://…``) the token is
-passed on, and the server checks it.
+before it reaches the MCP layer.  A session is one agent token and ``Mcp-Session-Id``
+(docs/faces.md): its facade is kept, bounded and evicted least recently used, and one
+left idle for an hour is dropped (losing one is safe); a request without a session id
+remembers nothing.  Against a comity server (``--store http://…``) the token is passed
+on, and the server checks it; who a token is is remembered for a few seconds, in a
+bounded cache.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
+from ..clikit import Ctx, err
 from ..errors import ComityError, Invalid
+from ..store._api import check_agent
 from .server import McpSession, serve_http
 
-if TYPE_CHECKING:
-    from ..cli import Ctx
-
-__all__ = ["HttpSessions", "BearerGate", "serve"]
+__all__ = ["HttpSessions", "BearerGate", "TokenCache", "serve"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +40,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 IDLE_S = 3600.0
+MAX_SESSIONS = 1024  # live sessions kept; the least recently used is dropped first
 _NO_TOKEN = "send `Authorization: Bearer TOKEN` with your agent token (`comity agent add NAME` issues one)"
 
 
@@ -49,31 +52,54 @@ def bearer(authorization: str | None) -> str | None:
 
 
 class HttpSessions:
-    """A session per (agent token, ``Mcp-Session-Id``), made on first use."""
+    """A session per (agent token, ``Mcp-Session-Id``), made on first use, bounded."""
 
-    def __init__(self, identify: Callable[[str], str | None], make: Callable[[str, str], McpSession], *, idle: float = IDLE_S) -> None:
+    def __init__(
+        self,
+        identify: Callable[[str], str | None],
+        make: Callable[[str, str, str | None], McpSession],
+        *,
+        idle: float = IDLE_S,
+        limit: int = MAX_SESSIONS,
+    ) -> None:
         self.identify = identify
         self.make = make
         self.idle = idle
+        self.limit = limit
         self._lock = threading.Lock()
-        self._sessions: dict[tuple[str, str], McpSession] = {}
+        self._sessions: OrderedDict[tuple[str, str], McpSession] = OrderedDict()
 
-    def for_call(self, ctx: Context) -> McpSession:
-        headers = ctx.headers or {}
+    def for_call(self, ctx: Context[Any, Any] | None) -> McpSession:
+        headers = (ctx.headers if ctx is not None else None) or {}
         token = bearer(headers.get("authorization"))
         agent = self.identify(token) if token else None
         if token is None or agent is None:
             raise ToolError(f"unauthorized: {_NO_TOKEN}")
-        key = (hashlib.sha256(token.encode()).hexdigest(), headers.get("mcp-session-id", ""))
+        sid = headers.get("mcp-session-id")
+        if not sid:
+            return self.make(agent, token, None)  # names no session: remembers nothing
+        try:
+            check_agent(sid, "session")
+        except Invalid:
+            raise ToolError(f"invalid: Mcp-Session-Id {sid[:40]!r} is not a session id comity can keep") from None
+        key = (hashlib.sha256(token.encode()).hexdigest(), sid)
         with self._lock:
             session = self._sessions.get(key)
-        if session is None:
-            self.live()  # drop idle sessions before adding one
-            made = self.make(agent, token)
-            with self._lock:
-                session = self._sessions.setdefault(key, made)
-            if session is not made:
-                made.close()
+            if session is not None:
+                self._sessions.move_to_end(key)
+                return session
+        self.live()  # drop idle sessions before adding one
+        made = self.make(agent, token, sid)
+        dropped: list[McpSession] = []
+        with self._lock:
+            session = self._sessions.setdefault(key, made)
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > self.limit:
+                dropped.append(self._sessions.popitem(last=False)[1])
+        if session is not made:
+            dropped.append(made)
+        for s in dropped:
+            s.close()
         return session
 
     def live(self) -> list[McpSession]:
@@ -111,25 +137,37 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
-class _Cache:
-    """Remembers who a token is for a few seconds (a rotated token stops working soon after)."""
+class TokenCache:
+    """Remembers who a token is for a few seconds (a rotated token stops working soon after),
+    for at most ``limit`` tokens, the least recently used dropped first: a stream of forged
+    tokens costs a lookup each, never memory."""
 
-    def __init__(self, identify: Callable[[str], str | None], ttl: float = 5.0) -> None:
+    def __init__(self, identify: Callable[[str], str | None], ttl: float = 5.0, limit: int = 1024) -> None:
         self._identify = identify
         self.ttl = ttl
+        self.limit = limit
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[str | None, float]] = {}
+        self._seen: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
 
     def __call__(self, token: str) -> str | None:
+        digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
-            hit = self._seen.get(token)
-        if hit is not None and now - hit[1] < self.ttl:
-            return hit[0]
+            hit = self._seen.get(digest)
+            if hit is not None and now - hit[1] < self.ttl:
+                self._seen.move_to_end(digest)
+                return hit[0]
         agent = self._identify(token)
         with self._lock:
-            self._seen[token] = (agent, now)
+            self._seen[digest] = (agent, now)
+            self._seen.move_to_end(digest)
+            while len(self._seen) > self.limit:
+                self._seen.popitem(last=False)
         return agent
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
 
 
 def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
@@ -137,23 +175,26 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
     from ..work import Agent
 
     identify: Callable[[str], str | None]
-    make: Callable[[str, str], McpSession]
+    make: Callable[[str, str, str | None], McpSession]
     if obj.remote:
         from ..remote import RemoteAgent
 
-        url = obj.store_location or ""
+        upstream = obj.store_location or ""  # the comity server's URLs (never this MCP server's own)
 
         def identify_remote(token: str) -> str | None:
+            probe = RemoteAgent(upstream, auth=token, session=False)
             try:
-                return str(RemoteAgent(url, auth=token).whoami()["agent"])
+                return str(probe.call("whoami")["agent"])
             except ComityError:
                 return None
+            finally:
+                probe.close()
 
-        def make_remote(agent: str, token: str) -> McpSession:
-            remote = RemoteAgent(url, auth=token, agent=agent)
-            return McpSession(remote, agent, close=remote.close, session_id=remote.whoami().get("session"))
+        def make_remote(agent: str, token: str, sid: str | None) -> McpSession:
+            remote = RemoteAgent(upstream, auth=token, agent=agent, session=sid or False)
+            return McpSession(remote, agent, close=remote.close, session_id=sid)
 
-        identify, make = _Cache(identify_remote), make_remote
+        identify, make = TokenCache(identify_remote), make_remote
     else:
         try:
             from ..server.auth import Authenticator
@@ -166,16 +207,14 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
             ident = authenticator.identify(token)
             return None if ident is None else ident.agent
 
-        def make_local(agent: str, token: str) -> McpSession:
-            return McpSession(Agent(store.session(agent)), agent)
+        def make_local(agent: str, token: str, sid: str | None) -> McpSession:
+            return McpSession(Agent(store.session(agent, name=sid)), agent, session_id=sid)
 
         identify, make = identify_local, make_local
     sessions = HttpSessions(identify, make)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/mcp"
-    from ..cli import err
-
     err.print(f"comity mcp: serving {url}; each agent sends `Authorization: Bearer TOKEN`", markup=False)
     serve_http(sessions, sock, heartbeat=heartbeat, middleware=lambda app: BearerGate(app, identify))
 

@@ -1,13 +1,15 @@
-"""The MCP server: the agent verbs as MCP tools, one :class:`comity.work.Agent` per connection.
+"""The MCP server: the verbs of the table (:mod:`comity.work.verbs`) as MCP tools.
 
-Each tool calls one verb of the agent facade and answers its JSON object as is: the
-operation's own fields at the top level, plus ``news`` and ``stale``, because agent
-hosts drop MCP notifications (DESIGN.md, principle 7).  A refusal is a ``ToolError``
-whose text says what happened, the news that explains it, and the next call to make.
+Each tool is generated from its verb: the description is the verb's text for an LLM, the
+input schema its parameters (unknown arguments refused), the output schema its result
+shape.  A call answers the verb's JSON object as is (the operation's own fields at the
+top level, plus ``news`` and ``stale``: agent hosts drop MCP notifications, docs/design.md)
+as text and as structured content.  A refusal is a tool error whose text says what
+happened, the news that explains it, and the next call to make.
 
-One connection is one session: the facade remembers its news position and the
-contexts of what it read, so ``write`` and ``task_claim`` are checked against what
-this agent saw without the model copying tokens around.  A background task sends a
+One connection is one session (docs/faces.md): one facade with its news position and
+the contexts of what it read, so ``write`` and ``task_claim`` are checked against what
+this session saw without the model copying tokens around.  A background task sends a
 heartbeat while the process lives; the news it sees waits for the next answer.
 """
 
@@ -20,45 +22,29 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent
-from pydantic import Field
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 
-from ..errors import ComityError
+from ..errors import ComityError, Invalid
+from ..work.verbs import VERBS, Verb, input_schema, output_schema
 
-__all__ = ["CONTRACT", "BENCH_ENV", "McpSession", "Sessions", "build_server", "refusal_text", "serve_stdio", "serve_http"]
+__all__ = ["CONTRACT", "BENCH_ENV", "ComityMCP", "McpSession", "Sessions", "build_server", "refusal_text", "serve_stdio", "serve_http", "tool_of"]
 
 log = logging.getLogger("comity.mcp")
 
 # Set to 1 to add the `noop` tool: `comity bench mcp` measures the SDK's own cost with it.
 BENCH_ENV = "COMITY_MCP_BENCH"
 
-# The tools and parameters every comity MCP server offers (the contract; tests pin it).
-CONTRACT: dict[str, list[str]] = {
-    "whoami": [],
-    "read": ["key"],
-    "write": ["key", "value", "context", "keep_both"],
-    "create": ["key", "value"],
-    "news": [],
-    "task_add": ["title", "body", "deps", "labels"],
-    "task_ready": [],
-    "task_assign": ["id", "agent"],
-    "task_claim": ["id", "context", "ttl", "steal"],
-    "task_renew": ["id", "token"],
-    "task_checkpoint": ["id", "token", "note"],
-    "task_complete": ["id", "token", "result"],
-    "task_release": ["id", "token"],
-    "seq_next": ["name"],
-    "reserve_paths": ["paths", "ttl", "shared"],
-    "release_paths": ["paths"],
-    "why": ["target"],
-}
+# The tools every comity MCP server offers and their parameters: the verbs of the table
+# marked as tools (tests pin it).
+CONTRACT: dict[str, list[str]] = {v.name: v.names for v in VERBS if v.tool}
 
 INSTRUCTIONS = """\
 comity coordinates you with other agents working on the same repository and task board.
@@ -134,7 +120,7 @@ def refusal_text(e: ComityError, verb: str = "") -> str:
 class Facade(Protocol):
     """The agent verbs: :class:`comity.work.Agent` in process, ``comity.remote.RemoteAgent`` over HTTP."""
 
-    def heartbeat(self) -> dict[str, Any]: ...
+    def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 
 class McpSession:
@@ -152,21 +138,21 @@ class McpSession:
         self.last_call = time.monotonic()
         self._close = close
 
-    def call(self, verb: str, **kwargs: Any) -> dict[str, Any]:
+    def call(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call ``verb`` with the tool's arguments; a refusal is a ToolError an agent can act on."""
         with self.lock:
             self.last_call = time.monotonic()
             try:
-                answer: dict[str, Any] = getattr(self.facade, verb)(**kwargs)
+                return self.facade.call(verb, args)
             except ComityError as e:
                 raise ToolError(refusal_text(e, verb)) from None
-            return answer
 
     def heartbeat(self) -> None:
         if self.agent is None:
             return
         with self.lock:
             try:
-                self.facade.heartbeat()  # keeps the news it sees for the next answer
+                self.facade.call("heartbeat")  # keeps the news it sees for the next answer
             except ComityError as e:
                 log.warning("heartbeat refused: %s", e.message)
 
@@ -178,7 +164,7 @@ class McpSession:
 class Sessions(Protocol):
     """Which session a tool call belongs to, and every live one (for heartbeats)."""
 
-    def for_call(self, ctx: Context) -> McpSession: ...
+    def for_call(self, ctx: Context[Any, Any] | None) -> McpSession: ...
 
     def live(self) -> list[McpSession]: ...
 
@@ -189,20 +175,11 @@ class OneSession:
     def __init__(self, session: McpSession) -> None:
         self.session = session
 
-    def for_call(self, ctx: Context) -> McpSession:
+    def for_call(self, ctx: Context[Any, Any] | None) -> McpSession:
         return self.session
 
     def live(self) -> list[McpSession]:
         return [self.session]
-
-
-# Parameter types the tools share (module level: the SDK resolves annotations in these globals).
-Key = Annotated[str, Field(description="A path-like key, e.g. 'notes/auth-design' or 'files/db/migrations/0267.sql'.")]
-Value = Annotated[Any, Field(description="Any JSON value: object, list, string, number, boolean or null.")]
-TaskId = Annotated[str, Field(description="A task id, e.g. 'T-12'.")]
-Token = Annotated[int, Field(description="The fencing token task_claim returned for this task.")]
-Ttl = Annotated[float | None, Field(description="Lease length in seconds (default 300).")]
-Paths = Annotated[list[str], Field(description="File paths or globs, e.g. ['src/auth/**', 'README.md'].")]
 
 
 def _answer(body: dict[str, Any]) -> CallToolResult:
@@ -210,232 +187,68 @@ def _answer(body: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=json.dumps(body, ensure_ascii=False))], structured_content=body)
 
 
+def _refused(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def tool_of(verb: Verb) -> MCPTool:
+    """The MCP tool of a verb: its text, its typed input schema, its output schema."""
+    hints = ToolAnnotations(
+        read_only_hint=not verb.mutating, destructive_hint=False if verb.mutating else None, idempotent_hint=verb.retry_safe
+    )
+    return MCPTool(
+        name=verb.name,
+        description=verb.text,
+        input_schema=input_schema(verb),
+        output_schema=output_schema(verb),
+        annotations=hints,
+    )
+
+
+_NOOP = MCPTool(
+    name="noop",
+    description="Does nothing (the benchmark's baseline: the SDK's own cost). Example: noop()",
+    input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+    output_schema={"type": "object", "properties": {}, "additionalProperties": True},
+)
+
+
+class ComityMCP(MCPServer):
+    """The SDK's server with comity's tools: listed and dispatched from the verb table."""
+
+    def __init__(self, sessions: Sessions, *, bench: bool, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sessions = sessions
+        self.tools = [tool_of(v) for v in VERBS if v.tool] + ([_NOOP] if bench else [])
+        self._by_name = {t.name: t for t in self.tools}
+
+    async def list_tools(self) -> list[MCPTool]:
+        return list(self.tools)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        tool = self._by_name.get(name)
+        return None if tool is None else tool.input_schema
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> CallToolResult:
+        if name == "noop" and name in self._by_name:
+            return _answer({})
+        if name not in self._by_name:
+            return _refused(refusal_text(Invalid("tool", f"no tool {name[:60]!r}; the tools are: {', '.join(self._by_name)}")))
+        try:
+            session = self.sessions.for_call(context)
+            answer = await anyio.to_thread.run_sync(session.call, name, dict(arguments or {}))
+        except ToolError as e:
+            return _refused(str(e))
+        return _answer(answer)
+
+
 def build_server(sessions: Sessions, *, bench: bool | None = None) -> MCPServer:
     """The MCP server with comity's tools, each calling one verb of the caller's session."""
     from .. import __version__
 
-    app = MCPServer("comity", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
-
-    def call(ctx: Context, verb: str, **kwargs: Any) -> CallToolResult:
-        return _answer(sessions.for_call(ctx).call(verb, **kwargs))
-
-    @app.tool()
-    def whoami(ctx: Context) -> CallToolResult:
-        """Who you are here: your agent name, your session, the store, and your news position.
-        Call it first to check the connection. Example: whoami()"""
-        return call(ctx, "whoami")
-
-    @app.tool()
-    def read(ctx: Context, key: Key) -> CallToolResult:
-        """Read a key: its values and the context of your read. One value is the normal case;
-        several are siblings (concurrent writes nobody resolved yet): merge them and write the
-        result, which replaces them all. The server remembers what you read, so a later
-        write(key=...) is checked against it. An absent key has values []. Example:
-        read(key="notes/auth-design")"""
-        return call(ctx, "read", key=key)
-
-    @app.tool()
-    def write(
-        ctx: Context,
-        key: Key,
-        value: Value,
-        context: Annotated[str | None, Field(description="The context of an earlier read; default: your last read of this key.")] = None,
-        keep_both: Annotated[bool, Field(description="If the key changed since your read, keep your value beside the newer one as a sibling instead of failing.")] = False,
-    ) -> CallToolResult:
-        """Write a JSON value to a key over what you last read of it. Refused if anyone changed
-        the key since your read (the error names who): read it again, merge, and retry; or pass
-        keep_both=true to keep both values as siblings. A key you never read is written only if
-        it is absent (to take a new name, prefer create). Example:
-        write(key="notes/auth-design", value={"status": "agreed", "by": "alice"})"""
-        return call(ctx, "write", key=key, value=value, context=context, keep_both=keep_both)
-
-    @app.tool()
-    def create(ctx: Context, key: Key, value: Value) -> CallToolResult:
-        """Create a key only if it does not exist: the safe way to take a name (a migration
-        file, a branch, a lock). Refused, naming who holds it, if it exists: pick another name
-        (for numbered files take a number with seq_next). Example:
-        create(key="files/db/migrations/0267_add_index.sql", value={"task": "T-12"})"""
-        return call(ctx, "create", key=key, value=value)
-
-    @app.tool()
-    def update(
-        ctx: Context,
-        key: Key,
-        op: Annotated[str, Field(description="The operation: gcounter/pncounter 'inc'/'dec', orset 'add'/'remove', lww/mvreg 'set', flag 'enable'/'disable', ormap ops.")],
-        arg: Annotated[Any, Field(description="The operation's JSON argument, e.g. 1 or 'backend'.")] = None,
-        type: Annotated[str | None, Field(description="The CRDT type on a key's first update: gcounter, pncounter, lww, mvreg, orset, flag, ormap.")] = None,
-    ) -> CallToolResult:
-        """Apply a CRDT operation to a key (counters, sets, registers): it merges with everyone
-        else's and is never refused as stale. Example: update(key="labels/T-12", op="add",
-        arg="backend", type="orset")"""
-        return call(ctx, "update", key=key, op=op, arg=arg, type=type)
-
-    @app.tool()
-    def delete(
-        ctx: Context,
-        key: Key,
-        context: Annotated[str | None, Field(description="The context of an earlier read; default: your last read of this key.")] = None,
-    ) -> CallToolResult:
-        """Delete a key you read, if nobody changed it since (it leaves a tombstone). Example:
-        delete(key="notes/old-plan")"""
-        return call(ctx, "delete", key=key, context=context)
-
-    @app.tool()
-    def keys(
-        ctx: Context,
-        prefix: Annotated[str, Field(description="Only keys starting with this, e.g. 'notes/'.")] = "",
-        limit: Annotated[int, Field(description="At most this many keys.")] = 200,
-    ) -> CallToolResult:
-        """List keys starting with a prefix. Example: keys(prefix="notes/")"""
-        return call(ctx, "keys", prefix=prefix, limit=limit)
-
-    @app.tool()
-    def news(ctx: Context) -> CallToolResult:
-        """Everything other agents changed since you last looked (each answer already carries
-        the news about what you touched), and agents suspected of being stuck. Example: news()"""
-        return call(ctx, "news")
-
-    @app.tool()
-    def task_add(
-        ctx: Context,
-        title: Annotated[str, Field(description="A one-line title.")],
-        body: Annotated[str, Field(description="The longer description.")] = "",
-        deps: Annotated[list[str], Field(description="Ids of tasks that must be done first, e.g. ['T-3'].")] = [],  # noqa: B006 - copied by pydantic
-        labels: Annotated[list[str], Field(description="Labels, e.g. ['backend'].")] = [],  # noqa: B006
-    ) -> CallToolResult:
-        """Add a task to the board; the answer's `id` names it. Example:
-        task_add(title="Fix login timeout", body="Sessions expire after 5 min", deps=["T-3"], labels=["backend"])"""
-        return call(ctx, "task_add", title=title, body=body, deps=deps, labels=labels)
-
-    @app.tool()
-    def task_list(
-        ctx: Context,
-        state: Annotated[str | None, Field(description="Only tasks in this state: open, claimed, orphaned, done or failed.")] = None,
-    ) -> CallToolResult:
-        """Every task with its state and who holds it. Example: task_list(state="claimed")"""
-        return call(ctx, "task_list", state=state)
-
-    @app.tool()
-    def task_ready(ctx: Context) -> CallToolResult:
-        """Tasks you may claim now: open (or orphaned by an agent that died), unassigned or
-        assigned to you, dependencies done. Pick one and task_claim it. Example: task_ready()"""
-        return call(ctx, "task_ready")
-
-    @app.tool()
-    def task_show(ctx: Context, id: TaskId) -> CallToolResult:
-        """One task: its body, state, holder, checkpoints (handoff notes). Example: task_show(id="T-12")"""
-        return call(ctx, "task_show", id=id)
-
-    @app.tool()
-    def task_assign(ctx: Context, id: TaskId, agent: Annotated[str, Field(description="The agent's name, e.g. 'bob'.")]) -> CallToolResult:
-        """Assign a task to an agent: only that agent may then claim it. Example:
-        task_assign(id="T-12", agent="bob")"""
-        return call(ctx, "task_assign", id=id, agent=agent)
-
-    @app.tool()
-    def task_claim(
-        ctx: Context,
-        id: TaskId,
-        context: Annotated[str | None, Field(description="The task's context as you last read it; default: your last read of the task.")] = None,
-        ttl: Ttl = None,
-        steal: Annotated[bool, Field(description="Take the task from an agent suspected to be stuck (see news()).")] = False,
-    ) -> CallToolResult:
-        """Claim a task before working on it. The answer has `token` (pass it to task_checkpoint,
-        task_complete, task_release), `expires`, and `handoff`: the notes of whoever held it
-        before. Refused if another agent holds it, or it changed since you read it: the error
-        names who; call task_ready() for other work. Example: task_claim(id="T-12")"""
-        return call(ctx, "task_claim", id=id, context=context, ttl=ttl, steal=steal)
-
-    @app.tool()
-    def task_claim_next(ctx: Context, ttl: Ttl = None) -> CallToolResult:
-        """Claim the first ready task (retrying when another agent wins it first). The answer is
-        task_claim's. Example: task_claim_next()"""
-        return call(ctx, "task_claim", next=True, ttl=ttl)
-
-    @app.tool()
-    def task_renew(ctx: Context, id: TaskId, token: Token, ttl: Ttl = None) -> CallToolResult:
-        """Extend your lease on a task during long silent work (a checkpoint renews it too).
-        Example: task_renew(id="T-12", token=7)"""
-        return call(ctx, "task_renew", id=id, token=token, ttl=ttl)
-
-    @app.tool()
-    def task_checkpoint(
-        ctx: Context, id: TaskId, token: Token, note: Annotated[str, Field(description="What is done and what is next.")]
-    ) -> CallToolResult:
-        """Record progress on a task you hold: if you stop, whoever takes over gets this note.
-        Renews your lease. Example: task_checkpoint(id="T-12", token=7, note="migration written; tests next")"""
-        return call(ctx, "task_checkpoint", id=id, token=token, note=note)
-
-    @app.tool()
-    def task_complete(
-        ctx: Context, id: TaskId, token: Token, result: Annotated[str, Field(description="What came of it: a commit, a summary.")] = ""
-    ) -> CallToolResult:
-        """Complete a task you hold. Refused if your token was superseded (another agent took
-        over): stop, and call task_ready(). Example: task_complete(id="T-12", token=7, result="fixed in 3f2a1c")"""
-        return call(ctx, "task_complete", id=id, token=token, result=result)
-
-    @app.tool()
-    def task_release(ctx: Context, id: TaskId, token: Token) -> CallToolResult:
-        """Give a task you hold back to the queue, for someone else. Example: task_release(id="T-12", token=7)"""
-        return call(ctx, "task_release", id=id, token=token)
-
-    @app.tool()
-    def task_fail(
-        ctx: Context, id: TaskId, token: Token, reason: Annotated[str, Field(description="Why it cannot be done.")] = ""
-    ) -> CallToolResult:
-        """Mark a task you hold failed. Example: task_fail(id="T-12", token=7, reason="needs a product decision")"""
-        return call(ctx, "task_fail", id=id, token=token, reason=reason)
-
-    @app.tool()
-    def seq_next(ctx: Context, name: Annotated[str, Field(description="The sequence, e.g. 'migrations'.")]) -> CallToolResult:
-        """Take the next number of a sequence: unique and increasing, never handed out twice.
-        Use it for migration numbers and ticket ids. Example: seq_next(name="migrations")"""
-        return call(ctx, "seq_next", name=name)
-
-    @app.tool()
-    def reserve_paths(
-        ctx: Context,
-        paths: Paths,
-        ttl: Annotated[float | None, Field(description="Seconds the reservation lasts (default 3600).")] = None,
-        shared: Annotated[bool, Field(description="Shared: others may reserve overlapping paths shared too.")] = False,
-    ) -> CallToolResult:
-        """Reserve files or globs before editing them, so no one else edits them at once.
-        Exclusive unless shared=true; refused, naming the holder, on overlap. Example:
-        reserve_paths(paths=["src/auth/**"], ttl=1800)"""
-        return call(ctx, "reserve_paths", paths=paths, ttl=ttl, shared=shared)
-
-    @app.tool()
-    def release_paths(ctx: Context, paths: Paths) -> CallToolResult:
-        """Release your reservations of these paths or globs. Example: release_paths(paths=["src/auth/**"])"""
-        return call(ctx, "release_paths", paths=paths)
-
-    @app.tool()
-    def reservations(ctx: Context) -> CallToolResult:
-        """Every live path reservation and who holds it. Example: reservations()"""
-        return call(ctx, "reservations")
-
-    @app.tool()
-    def agents(ctx: Context) -> CallToolResult:
-        """Agents seen lately: their progress, whether they are suspected of being stuck, what
-        they hold. Example: agents()"""
-        return call(ctx, "agents")
-
-    @app.tool()
-    def why(ctx: Context, target: Annotated[str, Field(description="A task id (e.g. 'T-12') or a key.")]) -> CallToolResult:
-        """The causal history of a task or key: who did what, and what each had seen. Use it to
-        understand a refusal or a conflict. Example: why(target="T-12")"""
-        return call(ctx, "why", target=target)
-
     if bench is None:
         bench = os.environ.get(BENCH_ENV) == "1"
-    if bench:
-
-        @app.tool()
-        def noop() -> CallToolResult:
-            """Does nothing (the benchmark's baseline: the SDK's own cost). Example: noop()"""
-            return _answer({})
-
-    return app
+    return ComityMCP(sessions, bench=bench, name="comity", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
 
 async def _heartbeats(sessions: Sessions, interval: float) -> None:

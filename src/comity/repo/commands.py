@@ -1,5 +1,5 @@
 """The repository face's commands: ``comity migrations``, ``hooks``, ``decide``,
-``decisions``, ``doctor`` and ``bench hooks``.  Registered by ``comity.cli``."""
+``decisions`` and ``doctor`` (``comity bench hooks`` is in :mod:`comity.bench`).  Registered by ``comity.cli``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class _DefaultGroup(click.Group):
 
 
 def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists every command
-    from ..cli import Ctx, _print_json, command, err, out
+    from ..clikit import Ctx, command, err, out
+    from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, Invalid
     from ..store import Session
     from ._git import Repo
@@ -32,7 +33,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     def session(obj: Ctx) -> Session:
         if obj.remote:
             raise Invalid("store", "repository commands use this repository's embedded store; leave --store out (or give a path)")
-        return obj.store().session(obj.agent_name, name=obj.session_name)
+        s: Session = obj.store().session(obj.agent_name, name=obj.session_name)
+        return s
 
     def problems_out(problems: list[dict[str, Any]], as_json: bool, body: dict[str, Any] | None = None) -> None:
         if as_json:
@@ -217,26 +219,3 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     from .verify_commands import register as register_verification
 
     register_verification(cli)
-
-    # ----------------------------------------------------------------- bench
-    bench = cli.commands.get("bench")
-    if isinstance(bench, click.Group):
-
-        @command(bench, "hooks")
-        @click.option("--files", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Files in the repository.")
-        @click.option("--migrations", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Migrations in db/migrations.")
-        @click.option("--worktrees", type=click.IntRange(0, 256), default=8, show_default=True, help="Extra worktrees.")
-        @click.option("--branches", type=click.IntRange(0, 10_000), default=50, show_default=True, help="Extra local branches.")
-        @click.option("--commits", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Commits measured with and without the hook.")
-        @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch repository goes.")
-        def bench_hooks_cmd(obj: Ctx, files: int, migrations: int, worktrees: int, branches: int, commits: int, directory: str | None, *, as_json: bool) -> None:
-            """Time commits with the pre-commit hook against the same commits without it."""
-            from .bench import bench_hooks
-
-            r = bench_hooks(files=files, migrations=migrations, worktrees=worktrees, branches=branches, commits=commits,
-                            directory=directory, progress=lambda m: err.print(m, markup=False))
-            if as_json:
-                _print_json(r)
-            else:
-                for k, v in r.items():
-                    out.print(f"{k:>20}: {v}", markup=False)

@@ -28,7 +28,9 @@ class _AttestGroup(click.Group):
 
 
 def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists every command
-    from ..cli import Ctx, _news_of, _print_json, command, err, out
+    from ..clikit import Ctx, command, err, out
+    from ..clikit import news_of as _news_of
+    from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, EXIT_UNAVAILABLE, Invalid
     from ..work.attestations import Keyring, load_public_keys, public_pem, sign_envelope, statement, verify_file
     from ._git import GitFailed, Repo

@@ -1,10 +1,14 @@
-"""The HTTP API: one ``POST /v1/{verb}`` per agent verb, answering the verb's JSON object.
+"""The HTTP API: one ``POST /v1/{verb}`` per verb of the table (:mod:`comity.work.verbs`).
 
-Each endpoint's request body is a pydantic model derived from the signature of the
-:class:`comity.work.Agent` method, so ``/openapi.json`` documents every argument, and
-unknown fields, wrong types and malformed JSON are refused (422) before anything runs.
-The agent acting is the bearer token's; the server keeps one :class:`Agent` facade per
-agent in memory, so news positions and remembered contexts persist across requests.
+Each endpoint's request body is a pydantic model generated from the verb's parameters,
+and its answer's schema from the verb's result shape, so ``/openapi.json`` documents
+every argument and field; unknown fields, wrong types and malformed JSON are refused
+(422) before anything runs.  The agent acting is the bearer token's.  A request naming a
+session (``Comity-Session: ID``) is served by that session's :class:`Agent` facade, kept
+in memory per (agent, session), bounded and evicted least recently used (losing one is
+safe: its news position is in the store, and a write it would have checked against a
+remembered context is refused as stale instead); a request naming none is a session of
+its own and remembers nothing.  docs/faces.md.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import inspect
 import json
 import logging
 import threading
-import typing
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -26,46 +30,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .. import __version__
-from ..errors import ComityError
+from ..errors import ComityError, Invalid
 from ..store import Store
-from ..work import VERBS, Agent
+from ..store._api import check_agent
+from ..work import VERBS, Agent, Verb
+from ..work.verbs import output_schema
 from .auth import Authenticator, Identity, issue_token
 
-__all__ = ["create_app", "status_of", "SUMMARIES"]
+__all__ = ["create_app", "status_of", "SESSION_HEADER", "MAX_SESSIONS"]
 
 log = logging.getLogger("comity.server")
 
-# What each verb does, for the OpenAPI document (the arguments come from the signatures).
-SUMMARIES: dict[str, str] = {
-    "info": "Where the store is and what it holds.",
-    "whoami": "The acting agent (the token's), its session and news position.",
-    "read": "A key's values (several if siblings) and the context to write with.",
-    "write": "Write a value over what `context` saw (default: this agent's last read); 409 if it changed since.",
-    "create": "Write a value only if the key does not exist; 409 naming the holder if it does.",
-    "delete": "Leave a tombstone, if nothing changed since `context`.",
-    "update": "Apply a CRDT operation (typed by `type` on the first update): merges, never stale.",
-    "news": "What other sessions changed since this agent last looked.",
-    "log": "The event log (the audit trail), optionally of one key.",
-    "keys": "Keys under a prefix.",
-    "task_add": "Add a task to the board.",
-    "task_list": "Every task with its state and who holds it.",
-    "task_ready": "Tasks this agent may claim now.",
-    "task_show": "One task, with the context to claim it with.",
-    "task_assign": "Assign a task to an agent: only that agent may then claim it.",
-    "task_claim": "Claim a task (or `next`: the first ready one); answers the fencing token.",
-    "task_renew": "Extend this agent's lease on a task.",
-    "task_checkpoint": "Record a handoff note on a task this agent holds.",
-    "task_complete": "Complete a task this agent holds (409 if its token was superseded).",
-    "task_release": "Give a held task back to the queue.",
-    "task_fail": "Mark a held task failed.",
-    "seq_next": "The next number of a sequence: unique, increasing, never reissued.",
-    "reserve_paths": "Reserve paths or globs (exclusive unless `shared`); 409 naming the holder on overlap.",
-    "release_paths": "Release this agent's reservations of paths or globs.",
-    "reservations": "Live path reservations.",
-    "agents": "Agents seen in the log: progress, suspicion, what each holds.",
-    "why": "The causal history of a task or key.",
-    "heartbeat": "Tell the store this agent is alive.",
-}
+SESSION_HEADER = "Comity-Session"
+MAX_SESSIONS = 4096  # facades kept in memory; the least recently used is dropped first
 
 _ERRORS_DOC = """\
 Errors answer a JSON object `{"error": CODE, "message": …, …}`:
@@ -120,15 +97,6 @@ class ErrorBody(BaseModel):
     news: list[dict[str, Any]] | None = Field(default=None, description="for `stale_context`: the events the caller had not seen")
 
 
-class Answer(BaseModel):
-    """Every verb's answer: its own fields, plus the news and the stale contexts."""
-
-    model_config = ConfigDict(extra="allow")
-    news: list[dict[str, Any]] = Field(description="what others changed, since this agent last looked, in what it touched")
-    stale: list[str] = Field(description="keys this agent read whose contexts the news makes out of date")
-    news_truncated: bool | None = None
-
-
 class AgentAdd(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(description="the new agent's name", min_length=1, max_length=128)
@@ -159,7 +127,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # ------------------------------------------------------------------ models
 
-_Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 _CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -167,20 +134,32 @@ def _camel(verb: str) -> str:
     return "".join(part.capitalize() for part in verb.split("_"))
 
 
-def args_model(verb: str) -> type[BaseModel]:
-    """The request body of ``verb``: one field per parameter of ``Agent.<verb>``."""
-    fn = getattr(Agent, verb)
-    hints = typing.get_type_hints(fn)
+def _annotation(kind: str, p: Any = None) -> Any:
+    base = kind.rstrip("?")
+    tp: Any
+    if base.startswith("list["):
+        tp = list[_annotation(base[5:-1])]  # type: ignore[misc]
+    else:
+        tp = {"str": str, "int": int, "number": float, "bool": bool, "json": Any, "object": dict[str, Any]}[base]
+    if p is not None and base in ("int", "number"):
+        bounds = {k: v for k, v in (("ge", p.minimum), ("le", p.maximum), ("gt", p.above)) if v is not None}
+        if base == "int":
+            bounds.setdefault("ge", -(2**63))
+            bounds.setdefault("le", 2**63 - 1)  # a number no store column can hold is bad input, not a crash
+        tp = Annotated[tp, Field(**bounds)]
+    if kind.endswith("?"):
+        tp = tp | None
+    return tp
+
+
+def args_model(verb: Verb) -> type[BaseModel]:
+    """The request body of ``verb``: one field per parameter in the table."""
     fields: dict[str, Any] = {}
-    for name, p in inspect.signature(fn).parameters.items():
-        if name == "self":
-            continue
-        tp = hints[name]
-        if tp is int:
-            tp = _Int64  # bounded: a number no store column can hold is bad input, not a crash
-        fields[name] = (tp, ... if p.default is inspect.Parameter.empty else p.default)
-    model: type[BaseModel] = create_model(f"{_camel(verb)}Args", __config__=_CONFIG, **fields)
-    model.__doc__ = SUMMARIES.get(verb, verb)
+    for p in verb.params:
+        default = ... if p.required else (list(p.default) if isinstance(p.default, tuple) else p.default)
+        fields[p.name] = (_annotation(p.kind, p), Field(default, description=p.doc))
+    model: type[BaseModel] = create_model(f"{_camel(verb.name)}Args", __config__=_CONFIG, **fields)
+    model.__doc__ = verb.summary
     return model
 
 
@@ -194,20 +173,36 @@ class _Facade:
 
 
 class _Server:
-    """What the app holds: the store, the token checker, one Agent facade per agent."""
+    """What the app holds: the store, the token checker, a facade per (agent, session)."""
 
-    def __init__(self, store: Store, auth_ttl: float) -> None:
+    def __init__(self, store: Store, auth_ttl: float, max_sessions: int) -> None:
         self.store = store
         self.auth = Authenticator(store, ttl=auth_ttl)
-        self._facades: dict[str, _Facade] = {}
+        self.max_sessions = max_sessions
+        self._facades: OrderedDict[tuple[str, str], _Facade] = OrderedDict()
         self._lock = threading.Lock()
 
-    def facade(self, agent: str) -> _Facade:
+    def facade(self, agent: str, session: str | None) -> _Facade:
+        """The facade of ``agent``'s session ``session``; a fresh one, remembering nothing, for none."""
+        if session is None:
+            return _Facade(Agent(self.store.session(agent), signing=False))
+        key = (agent, session)
         with self._lock:
-            f = self._facades.get(agent)
-            if f is None:
-                f = self._facades[agent] = _Facade(Agent(self.store.session(agent)))
-            return f
+            f = self._facades.get(key)
+            if f is not None:
+                self._facades.move_to_end(key)
+                return f
+        made = _Facade(Agent(self.store.session(agent, name=session), signing=False))  # the server holds no agent's key
+        with self._lock:
+            f = self._facades.setdefault(key, made)
+            self._facades.move_to_end(key)
+            while len(self._facades) > self.max_sessions:
+                self._facades.popitem(last=False)
+        return f
+
+    def sessions(self) -> int:
+        with self._lock:
+            return len(self._facades)
 
     def refusal(self, authorization: str | None) -> Response | None:
         """The 401 (or 503) a request's Authorization header earns, or None if it is good."""
@@ -219,6 +214,17 @@ class _Server:
         if ident is None:
             return _answer(401, {"error": "unauthorized", "message": "unknown, malformed or missing token"}, {"WWW-Authenticate": "Bearer"})
         return None
+
+
+def session_of(request: Request) -> str | None:
+    """The session a request names (``Comity-Session``), checked; None if it names none."""
+    sid = request.headers.get(SESSION_HEADER.lower())
+    if sid is None:
+        return None
+    try:
+        return check_agent(sid, "session")
+    except Invalid as e:
+        raise Invalid(SESSION_HEADER, e.message.split(": ", 1)[-1]) from None
 
 
 _bearer = HTTPBearer(auto_error=False, description="An agent token from `comity agent add NAME`.")
@@ -313,19 +319,22 @@ class _BodyCap:
 # ------------------------------------------------------------------ the app
 
 
-def create_app(store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | None = None) -> FastAPI:
+def create_app(
+    store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | None = None, max_sessions: int = MAX_SESSIONS
+) -> FastAPI:
     """The HTTP API over ``store`` (which it uses from many threads; the store is thread-safe)."""
-    server = _Server(store, auth_ttl)
+    server = _Server(store, auth_ttl, max_sessions)
     app = FastAPI(
         title="comity",
         version=__version__,
         summary="Coordination for teams of AI agents: causal contexts, fencing, tasks, news.",
         description=(
             "One `POST /v1/{verb}` per agent verb; the body holds the verb's arguments and the answer is "
-            "the verb's JSON object, always with `news` and `stale`. Authenticate with "
+            "the verb's JSON object, with `news` and `stale`. Authenticate with "
             "`Authorization: Bearer TOKEN` (from `comity agent add NAME`): the agent acting is the "
             "token's; an optional `Comity-Agent` header names the agent you mean to be, refused (403) unless it "
-            "is the token's.\n\n" + _ERRORS_DOC
+            "is the token's. `Comity-Session: ID` names the session (its news position and the contexts it "
+            "read); a request naming none is a session of its own and remembers nothing.\n\n" + _ERRORS_DOC
         ),
     )
     app.state.comity = server
@@ -389,43 +398,47 @@ def create_app(store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | Non
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def verb_endpoint(verb: str) -> Callable[..., Response]:
+    def verb_endpoint(verb: Verb) -> Callable[..., Response]:
         model = args_model(verb)
         optional = not any(f.is_required() for f in model.model_fields.values())
+        name = verb.name
 
-        def endpoint(args: BaseModel | None, caller: Identity) -> Response:
-            facade = server.facade(caller.agent)
+        def endpoint(request: Request, args: BaseModel | None, caller: Identity) -> Response:
             try:
+                facade = server.facade(caller.agent, session_of(request))
                 given = {} if args is None else args.model_dump(exclude_unset=True)
                 with facade.lock:
-                    answer = facade.agent.call(verb, given)
+                    answer = facade.agent.call(name, given)
                 return _answer(200, answer)
             except ComityError as e:
                 return fail(e)
             except Exception:
-                return bug(verb)
+                return bug(name)
 
         body_default = Body(None) if optional else Body(...)
         endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [
+                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
                 inspect.Parameter("args", inspect.Parameter.KEYWORD_ONLY, annotation=model | None if optional else model, default=body_default),
                 inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=Identity, default=Depends(authenticate)),
             ],
             return_annotation=Response,
         )
-        endpoint.__name__ = verb
+        endpoint.__name__ = name
         return endpoint
 
     for verb in VERBS:
+        ok = {"description": verb.summary, "content": {"application/json": {"schema": output_schema(verb)}}}
         app.add_api_route(
-            f"/v1/{verb}",
+            f"/v1/{verb.name}",
             verb_endpoint(verb),
             methods=["POST"],
-            summary=SUMMARIES.get(verb, verb),
-            operation_id=verb,
-            tags=["tasks" if verb.startswith("task_") else "verbs"],
-            response_model=Answer,
-            responses=_RESPONSES,
+            summary=verb.summary,
+            description=verb.text,
+            operation_id=verb.name,
+            tags=["tasks" if verb.name.startswith("task_") else "verbs"],
+            response_model=None,
+            responses={200: ok, **_RESPONSES},
         )
 
     @app.post("/v1/admin/agent_add", summary="Issue a token for a new agent (admin token only).", tags=["admin"],
@@ -433,10 +446,8 @@ def create_app(store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | Non
     def agent_add(args: AgentAdd, caller: Annotated[Identity, Depends(authenticate)]) -> Response:
         if not caller.admin:
             return _answer(403, {"error": "forbidden", "message": f"issuing tokens needs an admin token; {caller.agent}'s is not one"})
-        facade = server.facade(caller.agent)
         try:
-            with facade.lock:
-                issued = issue_token(facade.agent.session, args.name, admin=args.admin, rotate=args.rotate)
+            issued = issue_token(store.session(caller.agent), args.name, admin=args.admin, rotate=args.rotate)
             server.auth.forget(args.name)
             return _answer(200, issued)
         except ComityError as e:

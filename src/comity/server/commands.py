@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..clikit import Ctx, command, err, out
 from ..errors import Invalid
 
 __all__ = ["register"]
@@ -34,8 +35,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def register(cli: click.Group) -> None:
     """Add ``serve`` and ``agent`` to the ``comity`` command."""
-    from ..cli import Ctx, command, err, out
-
     @command(cli, "serve")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
     @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port, printed).")
@@ -79,7 +78,7 @@ def register(cli: click.Group) -> None:
         if obj.remote:
             from ..remote import RemoteAgent
 
-            issued = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=obj.agent_name).agent_add(name, admin=admin, rotate=rotate)
+            issued = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=obj.agent_name, session=False).agent_add(name, admin=admin, rotate=rotate)
         else:
             from .auth import issue_token
 

@@ -40,7 +40,7 @@ __all__ = [
     "Note",
     "Guard",
     "Op",
-    "execute",
+    "Executor",
     "event_json",
     "live_values",
 ]

@@ -25,7 +25,10 @@ def _list(value: Any, field: str) -> list[Any]:
 class ChangeVerbs:
     session: Session
     changes: Changes
-    contexts: dict[str, str]
+
+    @property
+    def contexts(self) -> dict[str, str]:
+        raise NotImplementedError
 
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

@@ -1,17 +1,22 @@
-"""What one agent can do: the verbs every face exposes, each answering one JSON object.
+"""What one agent session can do: the verbs of the table (:mod:`comity.work.verbs`), each
+answering one JSON object.
 
-The MCP server's tools, the HTTP API's endpoints and the remote client are this class
-over different transports; the CLI uses it too.  Every answer carries ``news`` (what
-others changed, since this agent last looked, in what it touched) and ``stale`` (the
-keys and tasks it read whose contexts that news makes out of date), because agent
-hosts drop notifications.  It remembers the context of each key and task it last
-read or wrote, so ``write`` and ``task_claim`` are checked against what the agent saw
-without the agent copying tokens around.
+Every face is this class over a transport: the HTTP API and the MCP server call it by
+name (:meth:`Agent.call`), the remote client mirrors it, the CLI maps its commands onto
+it.  Every answer carries ``news`` (what others changed, since this session last looked,
+in what it touched) and ``stale`` (the keys and tasks whose remembered context that news
+has put out of date), because agent hosts drop notifications (docs/design.md).
+
+An :class:`Agent` is one *session*: it remembers the context of each key and task it
+last read or wrote, so ``write`` and ``task_claim`` are checked against what this
+session saw without the agent copying tokens around.  Two sessions of one agent never
+share what they remember; losing it is safe (a write is then refused as stale, and the
+agent re-reads).  docs/faces.md says what a session is on every face.
 """
 
 from __future__ import annotations
 
-import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,17 +31,12 @@ from .changes import Changes, inbox_key
 from .checks import Runner
 from .decisions import DECISIONS_KEY, decisions
 from .tasks import Board, parse_task_id, task_key
+from .verbs import LEASE_TTL_S, RESERVATION_TTL_S, VERB, bind
 from .why import why as causal_history
 
-__all__ = ["Agent", "VERBS"]
+__all__ = ["Agent"]
 
-# The verbs, in the order tools are listed; each is a method of Agent.
-VERBS = [
-    "info", "whoami", "read", "write", "create", "delete", "update", "news", "log", "keys",
-    "task_add", "task_list", "task_ready", "task_show", "task_assign", "task_claim", "task_renew",
-    "task_checkpoint", "task_complete", "task_release", "task_fail",
-    "seq_next", "reserve_paths", "release_paths", "reservations", "agents", "why", "heartbeat",
-]  # fmt: skip
+_REMEMBERED_MAX = 10_000  # contexts one session remembers; the oldest is forgotten first (safe: a re-read)
 
 
 def _keyring() -> Any:
@@ -45,16 +45,8 @@ def _keyring() -> Any:
     return Keyring()
 
 
-def _list(value: Any, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise Invalid(field, f"must be a list, e.g. [\"T-1\"], got {type(value).__name__}")
-    return list(value)
-
-
 class Agent(ChangeVerbs):
-    """One agent's verbs over one store session."""
+    """One agent session's verbs over one store session (the change verbs: :mod:`._change_verbs`)."""
 
     def __init__(self, session: Session, *, runner: Runner | None = None, signing: bool = True) -> None:
         """``runner`` re-executes checks (default: a clean git worktree of the repository
@@ -66,39 +58,58 @@ class Agent(ChangeVerbs):
         session.holds_news = True
         self.board = Board(session)
         self.changes = Changes(session, runner=runner, keyring=_keyring() if signing else None)
-        self.contexts: dict[str, str] = {}  # key -> the context this agent last saw
         if session.agent is not None:
             session.interest.add(inbox_key(session.agent))  # news about its changes, in every session of it
+        # key -> (the context this session last saw, the log position that context covers)
+        self._contexts: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._stale: set[str] = set()
 
-    # ------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------ memory
+    @property
+    def contexts(self) -> dict[str, str]:
+        """The context this session remembers of each key (and ``@task/…`` of each task)."""
+        return {k: c for k, (c, _) in self._contexts.items()}
+
+    def remembered(self, key: str) -> str | None:
+        hit = self._contexts.get(key)
+        return None if hit is None else hit[0]
+
+    def _remember(self, key: str, context: str | None) -> None:
+        if context is None:
+            return
+        try:
+            covers = self.session.store.codec.open(context, key).pos
+        except Invalid:
+            return  # not a context of this key: nothing to remember
+        self._contexts[key] = (context, covers)
+        self._contexts.move_to_end(key)
+        self._stale.discard(key)
+        if len(self._contexts) > _REMEMBERED_MAX:
+            gone, _ = self._contexts.popitem(last=False)
+            self._stale.discard(gone)
+
+    def _task_context(self, task: dict[str, Any]) -> None:
+        self._remember(task_key(task["id"]), task.get("context"))
+
+    # ------------------------------------------------------------ answers
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         # Whatever the verb did inside (the task board reads and writes on the agent's
         # behalf), the news it collected waits in the session: deliver all of it, once.
         self.session.catch_up()
         news, truncated = self.session.take_news()
-        changed = {n["key"] for n in news}
-        stale = sorted(k for k in self.contexts if k in changed)
-        out = dict(body)
+        for n in news:
+            hit = self._contexts.get(n.get("key", ""))
+            if hit is not None and n.get("pos", 0) > hit[1]:
+                self._stale.add(n["key"])  # an event this session's context of the key did not see
+        out = {k: v for k, v in body.items() if k not in ("news", "news_truncated")}
         out["news"] = news
-        out["stale"] = stale
+        out["stale"] = sorted(self._stale)
         if truncated:
             out["news_truncated"] = True
         return out
 
-    def _remember(self, key: str, context: str | None) -> None:
-        if context is not None:
-            self.contexts[key] = context
-
-    def _task_context(self, task: dict[str, Any]) -> None:
-        self._remember(task_key(task["id"]), task.get("context"))
-
-    def _with_news(self, result: dict[str, Any]) -> dict[str, Any]:
-        result.pop("news", None)  # delivered from the session, with everything else collected
-        return self._answer(result)
-
     # ------------------------------------------------------------ identity
     def info(self) -> dict[str, Any]:
-        """Where the store is and what it holds (``comity init``)."""
         return self._answer(self.session.store.info())
 
     def whoami(self) -> dict[str, Any]:
@@ -124,31 +135,42 @@ class Agent(ChangeVerbs):
         return self._answer(body)
 
     def write(
-        self, key: str, value: Any, context: str | None = None, keep_both: bool = False, request_id: str | None = None
+        self,
+        key: str,
+        value: Any,
+        context: str | None = None,
+        keep_both: bool = False,
+        task: str | None = None,
+        token: int | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        ctx = context if context is not None else self.contexts.get(key)
-        w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both), request_id=request_id)
+        ctx = context if context is not None else self.remembered(key)
+        if task is None and token is None:
+            w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both), request_id=request_id)
+        else:
+            if task is None or token is None:
+                raise Invalid("token" if token is None else "task", "a write under a task's lease needs both task and token (your claim's)")
+            w = self.board.write(key, value, task=task, token=token, context=ctx, keep_both=bool(keep_both), request_id=request_id)
         self._remember(key, w.context)
-        body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
+        return self._answer(w.to_json())
 
     def create(self, key: str, value: Any, request_id: str | None = None) -> dict[str, Any]:
         w = self.session.create(key, value, request_id=request_id)
         self._remember(key, w.context)
-        body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
+        return self._answer(w.to_json())
 
     def delete(self, key: str, context: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        ctx = context if context is not None else self.contexts.get(key)
+        ctx = context if context is not None else self.remembered(key)
         w = self.session.delete(key, context=ctx, request_id=request_id)
         self._remember(key, w.context)
-        body = w.to_json()
-        return self._answer({k: v for k, v in body.items() if k not in ("news", "news_truncated")})
+        return self._answer(w.to_json())
 
     def update(self, key: str, op: str, arg: Any = None, type: str | None = None, request_id: str | None = None) -> dict[str, Any]:
         r = self.session.update(key, op, arg, type=type, request_id=request_id)
-        res = r.results[0]
+        res = dict(r.results[0])
         self._remember(key, res["context"])
+        if r.replayed:
+            res["replayed"] = True
         return self._answer(res)
 
     def news(self, limit: int = 50) -> dict[str, Any]:
@@ -165,7 +187,7 @@ class Agent(ChangeVerbs):
     def log(self, key: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
         return self._answer({"events": self.session.log(key, after=after, limit=limit)})
 
-    def keys(self, prefix: str = "", limit: int = 1000, deleted: bool = False) -> dict[str, Any]:
+    def keys(self, prefix: str = "", limit: int = 200, deleted: bool = False) -> dict[str, Any]:
         return self._answer({"keys": self.session.keys(prefix, limit=limit, deleted=bool(deleted))})
 
     # -------------------------------------------------------------- tasks
@@ -179,11 +201,10 @@ class Agent(ChangeVerbs):
     ) -> dict[str, Any]:
         t = self.board.add(title, body=body, deps=_list(deps, "deps"), labels=_list(labels, "labels"), assignee=assignee)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
     def task_list(self, state: str | None = None) -> dict[str, Any]:
-        tasks = self.board.tasks(status=state)
-        return self._answer({"tasks": tasks})
+        return self._answer({"tasks": self.board.tasks(status=state)})
 
     def task_ready(self) -> dict[str, Any]:
         tasks = self.board.ready()
@@ -199,28 +220,19 @@ class Agent(ChangeVerbs):
     def task_assign(self, id: str, agent: str | None) -> dict[str, Any]:
         t = self.board.assign(id, agent)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
-    def task_claim(
-        self,
-        id: str | None = None,
-        context: str | None = None,
-        ttl: float | None = None,
-        steal: bool = False,
-        next: bool = False,
-    ) -> dict[str, Any]:
-        if next == (id is not None):
-            raise Invalid("id", "give a task id, or next=true for the first ready task (not both)")
-        if next:
-            c = self.board.claim_next(ttl=ttl)
-        else:
-            tid = parse_task_id(id)
-            ctx = context if context is not None else self.contexts.get(task_key(tid))
-            c = self.board.claim(tid, context=ctx, ttl=ttl, steal=bool(steal))
+    def task_claim(self, id: str, context: str | None = None, ttl: float = LEASE_TTL_S, steal: bool = False) -> dict[str, Any]:
+        tid = parse_task_id(id)
+        ctx = context if context is not None else self.remembered(task_key(tid))
+        c = self.board.claim(tid, context=ctx, ttl=ttl, steal=bool(steal))
         self._task_context(c.task)
-        body = c.to_json()
-        news = body.pop("news")
-        return self._answer(body)
+        return self._answer(c.to_json())
+
+    def task_claim_next(self, ttl: float = LEASE_TTL_S) -> dict[str, Any]:
+        c = self.board.claim_next(ttl=ttl)
+        self._task_context(c.task)
+        return self._answer(c.to_json())
 
     def task_renew(self, id: str, token: int, ttl: float | None = None) -> dict[str, Any]:
         return self._answer(self.board.renew(id, token, ttl=ttl))
@@ -228,22 +240,22 @@ class Agent(ChangeVerbs):
     def task_checkpoint(self, id: str, token: int, note: str) -> dict[str, Any]:
         t = self.board.checkpoint(id, token, note)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
     def task_complete(self, id: str, token: int, result: str = "") -> dict[str, Any]:
         t = self.board.done(id, token, result=result)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
     def task_release(self, id: str, token: int) -> dict[str, Any]:
         t = self.board.release(id, token)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
     def task_fail(self, id: str, token: int, reason: str = "") -> dict[str, Any]:
         t = self.board.fail(id, token, reason=reason)
         self._task_context(t)
-        return self._with_news(t)
+        return self._answer(t)
 
     # ------------------------------------------------------- coordination
     def seq_next(self, name: str) -> dict[str, Any]:
@@ -251,8 +263,8 @@ class Agent(ChangeVerbs):
             raise Invalid("agent", "taking a number needs an agent name")
         return self._answer({"sequence": name, "value": next_number(self.session, name)})
 
-    def reserve_paths(self, paths: list[str], ttl: float | None = None, shared: bool = False) -> dict[str, Any]:
-        got = reserve(self.session, _list(paths, "paths"), ttl=3600.0 if ttl is None else ttl, shared=bool(shared))
+    def reserve_paths(self, paths: list[str], ttl: float = RESERVATION_TTL_S, shared: bool = False) -> dict[str, Any]:
+        got = reserve(self.session, _list(paths, "paths"), ttl=ttl, shared=bool(shared))
         # Decisions on these paths come with the grant; ones recorded later come as news.
         self.session.interest.add(DECISIONS_KEY)
         ds = [d for d in decisions(self.session) if any(d.covers(r.pattern) for r in got)]
@@ -265,7 +277,7 @@ class Agent(ChangeVerbs):
     def reservations(self) -> dict[str, Any]:
         return self._answer({"reservations": [r.to_json() for r in reservations(self.session)]})
 
-    def agents(self, ttl: float = 300.0) -> dict[str, Any]:
+    def agents(self, ttl: float = LEASE_TTL_S) -> dict[str, Any]:
         return self._answer({"agents": [a.to_json() for a in agent_statuses(self.session, ttl=ttl)]})
 
     def why(self, target: str) -> dict[str, Any]:
@@ -278,16 +290,16 @@ class Agent(ChangeVerbs):
 
     # -------------------------------------------------------------- calls
     def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Dispatch a verb by name with JSON arguments (for the HTTP and MCP faces)."""
-        if verb not in VERBS:
-            raise Invalid("verb", f"unknown verb {verb!r}; use one of: {', '.join(VERBS)}")
-        fn: Callable[..., dict[str, Any]] = getattr(self, verb)
-        if not isinstance(args, (dict, type(None))):
-            raise Invalid("args", f"{verb}: arguments must be a JSON object")
-        args = dict(args or {})
-        try:
-            inspect.signature(fn).bind(**args)
-        except TypeError as e:
-            params = ", ".join(inspect.signature(fn).parameters)
-            raise Invalid("args", f"{verb}: {e}; it takes ({params})") from None
-        return fn(**args)
+        """Call a verb by name with JSON arguments, checked against the table (the HTTP and
+        MCP faces call this): unknown verbs and arguments and wrong types are ``Invalid``."""
+        bound = bind(verb, args)
+        fn: Callable[..., dict[str, Any]] = getattr(self, VERB[verb].name)
+        return fn(**bound)
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid(field, f"must be a list, e.g. [\"T-1\"], got {type(value).__name__}")
+    return list(value)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..coord.reservations import normalize, overlaps
 from ..coord.sequences import next_number
-from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
 from ..store import Create, Delete, Holds, Note, Put, Session, Unchanged, Versioned
 from ..store._api import check_agent
 from ..store._codec import check_key
@@ -767,7 +767,7 @@ def gate(session: Session, task_id: str, token: int) -> tuple[str, list[Any], li
         raise NotFound(
             f"task {task_id} is under policy {', '.join(policy.scopes)} ({policy.attestations} attestation(s)"
             f"{', re-execution' if policy.reexecute else ''}): submit its change (with its commit and checks) before completing it",
-            field="change", task=task_id, next={"verb": "change_submit", "args": {"task": task_id}},
+            field="change", task=task_id, next=[Step("change_submit", {"task": task_id}, "submit its change first")],
         )
     bad = [r for r, _ in mine if _state(r) in ("refuted", "tainted")]
     if bad:

@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..coord.leases import DEFAULT_TTL_S
+from ..coord.leases import DEFAULT_TTL_S, Lease, Leases
 from ..coord.liveness import PhiAccrual, agents
 from ..coord.sequences import next_number
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
 from ..store._api import check_agent
-from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned
+from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned, Written
+from ..store._codec import check_key
 
 __all__ = ["Board", "Claim", "STATES", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
 
@@ -107,6 +108,7 @@ class Board:
     def __init__(self, session: Session, *, detector: PhiAccrual | None = None) -> None:
         self.session = session
         self.detector = detector or PhiAccrual()
+        self.leases = Leases(session, system=True)  # a task's lease is on its key, @task/T-n
 
     # ------------------------------------------------------------------ reads
     def _read(self, task_id: str) -> Versioned:
@@ -130,16 +132,17 @@ class Board:
             out["context"] = context
         return out
 
+    @staticmethod
+    def _brief(lease: Lease) -> dict[str, Any]:
+        return {"holder": lease.holder, "token": lease.token, "expires": lease.expires}
+
     def _leases(self) -> tuple[dict[str, dict[str, Any]], float]:
-        rows, now = self.session.leases(TASK_PREFIX)
-        return {r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in rows}, now
+        leases, now = self.leases.under(TASK_PREFIX)
+        return {x.resource[len(TASK_PREFIX) :]: self._brief(x) for x in leases}, now
 
     def _lease(self, task_id: str) -> tuple[dict[str, Any] | None, float]:
-        rows, now = self.session.leases(task_key(task_id), limit=1)
-        for r in rows:
-            if r.resource == task_key(task_id):
-                return {"holder": r.holder, "token": r.token, "expires": r.expires}, now
-        return None, now
+        lease, now = self.leases.get(task_key(task_id))
+        return (None if lease is None else self._brief(lease)), now
 
     def show(self, task_id: str) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
@@ -555,6 +558,30 @@ class Board:
 
         return self._fenced(task_id, token, "task.fail", change, release=True)
 
-
-
-
+    # ------------------------------------------------------------- fenced writes
+    def write(
+        self,
+        key: str,
+        value: Any,
+        *,
+        task: str,
+        token: int,
+        context: str | None = None,
+        keep_both: bool = False,
+        request_id: str | None = None,
+    ) -> Written:
+        """Write ``key`` under the lease of ``task``: refused as Fenced (or LeaseExpired) in the
+        same transaction unless ``token`` is still the current claim of this agent on it, so a
+        zombie's late write never lands (Kleppmann 2016)."""
+        self._agent()
+        check_key(key)  # an agent's key: the transaction below may touch system keys only for the guard
+        task_id = parse_task_id(task, "task")
+        guard = Holds(task_key(task_id), _token(token))
+        try:
+            r = self.session.txn(guards=[guard], ops=[Put(key, value, context, keep_both)], request_id=request_id, system=True)
+        except Invalid as e:
+            # Name the caller's argument, not the transaction's internals ("ops[0].value").
+            name = e.field.removeprefix("ops[0].").replace("guards[0].resource", "task").removeprefix("guards[0].")
+            raise Invalid(name, e.message.split(": ", 1)[-1]) from None
+        res = r.results[0]
+        return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed)

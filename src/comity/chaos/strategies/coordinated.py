@@ -104,7 +104,7 @@ class StoreServer:
         if op == "board":
             return agent.board.tasks()
         if op == "add":
-            return agent.task_add(a["title"], body=json.dumps(a["work"], sort_keys=True), deps=a.get("deps"), assignee=a["assignee"])["id"]
+            return agent.task_add(a["title"], body=json.dumps(a["work"], sort_keys=True), deps=a.get("deps") or None, assignee=a["assignee"])["id"]
         if op == "assign":
             agent.task_assign(a["id"], a["to"])
             return None

@@ -1,4 +1,4 @@
-"""``comity bench``: figures in JSON, each against a baseline measured in the same run.
+"""``comity bench store`` and ``comity bench claims``: the store against a plain table.
 
 The store benchmark runs at the durability the README claims (WAL,
 ``synchronous=FULL``), and compares comity's put with the least a durable
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .store import PRAGMAS, PostgresBackend, SQLiteBackend, Store
-from .store._postgres import is_postgres_url, split_url
-from .runtime import SystemClock, SystemRng
+from ..runtime import SystemClock, SystemRng
+from ..store import PRAGMAS, PostgresBackend, SQLiteBackend, Store
+from ..store._postgres import is_postgres_url, split_url
 
 __all__ = ["bench_store", "bench_claims"]
 
@@ -178,7 +178,7 @@ def _engine(store_url: str | None, root: Path) -> _SQLite | _Postgres:
     if store_url is None:
         return _SQLite(root)
     if not is_postgres_url(store_url):
-        from .errors import Invalid
+        from ..errors import Invalid
 
         raise Invalid("store_url", f"benchmarks take a postgresql:// URL (or none, for SQLite), got {store_url[:80]!r}")
     return _Postgres(store_url)
@@ -405,8 +405,8 @@ def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progres
 
 def _claims_worker(store_path: str, agent: str, go: str, out: str) -> None:
     """One agent process: claim the next ready task and complete it, until nothing is ready."""
-    from .errors import ComityError, NotFound
-    from .work import Board
+    from ..errors import ComityError, NotFound
+    from ..work import Board
 
     store = _open(store_path if is_postgres_url(store_path) else Path(store_path))
     board = Board(store.session(agent))
@@ -538,7 +538,7 @@ def bench_claims(
 def _bench_claims(
     engine: _SQLite | _Postgres, agents: int, tasks: int, root: Path, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    from .work import Board
+    from ..work import Board
 
     store_target = engine.target("board")
     store = _open(store_target)

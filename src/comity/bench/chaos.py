@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .runner import run
+from ..chaos.runner import run
 
 __all__ = ["bench_chaos"]
 

@@ -26,10 +26,10 @@ from typing import Any
 from ..coord import reserve
 from ..store import open as open_store
 from ..work import Board
-from ._git import Repo
-from .hooks import install
-from .intent import decide_on_commit
-from .migrations import Template, register_dir
+from ..repo._git import Repo
+from ..repo.hooks import install
+from ..repo.intent import decide_on_commit
+from ..repo.migrations import Template, register_dir
 
 __all__ = ["bench_hooks"]
 

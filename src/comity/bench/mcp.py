@@ -21,9 +21,9 @@ from typing import Any
 
 import anyio
 
-from ..bench import _open, _pct, _seed_log
+from ..mcp.server import BENCH_ENV
+from .store import _open, _pct, _seed_log
 from ..work import Agent, Board
-from .server import BENCH_ENV
 
 __all__ = ["bench_mcp"]
 

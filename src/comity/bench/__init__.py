@@ -1,0 +1,19 @@
+"""``comity bench …``: every benchmark, each printing JSON with a ratio against a baseline
+measured in the same run (never a timed assertion in a test).
+
+- :mod:`.store`: put, get and create against a plain upsert on the same engine
+  (``bench store``); N processes draining M tasks against a plain ``UPDATE`` queue
+  (``bench claims``).
+- :mod:`.mcp`: tool-call latency through ``comity mcp`` over stdio against the SDK's own
+  no-op tool (``bench mcp``).
+- :mod:`.hooks`: commit time with the pre-commit hook against the same commits without it
+  (``bench hooks``).
+- :mod:`.chaos`: simulated busy-afternoon schedules per second under comity against the
+  ``none`` strategy (``bench chaos``).
+
+The modules are imported when their command runs: the CLI starts without them.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,93 @@
+"""``comity bench store|claims|mcp|hooks|chaos``: the benchmarks' commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..clikit import Ctx, command, err, out, print_json
+
+__all__ = ["register"]
+
+
+def _say(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def _show(result: dict[str, Any], as_json: bool, width: int = 22) -> None:
+    if as_json:
+        print_json(result)
+        return
+    for k, v in result.items():
+        out.print(f"{k:>{width}}: {v}", markup=False)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``comity bench`` and its benchmarks to the CLI."""
+
+    @cli.group("bench")
+    def bench_group() -> None:
+        """Benchmarks: JSON figures with a ratio against a baseline measured in the same run."""
+
+    @command(bench_group, "store")
+    @click.option("--ops", type=click.IntRange(100, 10_000_000), default=5000, show_default=True, help="Operations per measurement.")
+    @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=1_000_000, show_default=True, help="Events seeded in bulk for growth_ratio (0 skips it).")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (default: a temporary directory).")
+    @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite; scratch schemas are dropped after.")
+    def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+        """Put, get and create throughput and latency against a plain upsert on the same engine."""
+        from .store import bench_store
+
+        _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, progress=_say), as_json, 16)
+
+    @command(bench_group, "claims")
+    @click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")
+    @click.option("--tasks", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Tasks to drain.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go.")
+    @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite.")
+    def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+        """N processes drain M tasks (claim, complete) against a plain UPDATE queue on the same engine."""
+        from .store import bench_claims
+
+        _show(bench_claims(agents=agents, tasks=tasks, directory=directory, store_url=store_url, progress=_say), as_json)
+
+    @command(bench_group, "mcp")
+    @click.option("--tasks", type=click.IntRange(10, 1_000_000), default=1000, show_default=True, help="Tasks on the board.")
+    @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True, help="Events seeded in the log.")
+    @click.option("--calls", type=click.IntRange(10, 1_000_000), default=300, show_default=True, help="Measured calls per tool (each claim takes another task).")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
+    def bench_mcp_cmd(obj: Ctx, tasks: int, log_events: int, calls: int, directory: str | None, *, as_json: bool) -> None:
+        """Tool-call latency through `comity mcp` over stdio (official MCP client) against the SDK's own no-op tool."""
+        from ..errors import Invalid
+
+        try:
+            from .mcp import bench_mcp
+        except ImportError:
+            raise Invalid("mcp", "`comity bench mcp` needs the MCP SDK 2.x: pip install 'comity[mcp]'") from None
+        _show(bench_mcp(tasks=tasks, log_events=log_events, calls=calls, directory=directory, progress=_say), as_json, 20)
+
+    @command(bench_group, "hooks")
+    @click.option("--files", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Files in the repository.")
+    @click.option("--migrations", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Migrations in db/migrations.")
+    @click.option("--worktrees", type=click.IntRange(0, 256), default=8, show_default=True, help="Extra worktrees.")
+    @click.option("--branches", type=click.IntRange(0, 10_000), default=50, show_default=True, help="Extra local branches.")
+    @click.option("--commits", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Commits measured with and without the hook.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch repository goes.")
+    def bench_hooks_cmd(obj: Ctx, files: int, migrations: int, worktrees: int, branches: int, commits: int, directory: str | None, *, as_json: bool) -> None:
+        """Time commits with the pre-commit hook against the same commits without it."""
+        from .hooks import bench_hooks
+
+        r = bench_hooks(files=files, migrations=migrations, worktrees=worktrees, branches=branches, commits=commits,
+                        directory=directory, progress=_say)  # fmt: skip
+        _show(r, as_json, 20)
+
+    @command(bench_group, "chaos")
+    @click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")
+    def bench_chaos_cmd(obj: Ctx, seeds: int, *, as_json: bool) -> None:
+        """Simulated busy-afternoon schedules per second under comity, against the `none` strategy in the same run."""
+        from .chaos import bench_chaos
+
+        tick: Callable[[int, int], None] = lambda done, total: None  # noqa: E731
+        _show(bench_chaos(seeds=seeds, progress=tick), as_json, 24)
