@@ -293,6 +293,7 @@ _MCP_TOOLS = {
     "whoami", "read", "write", "create", "update", "delete", "keys", "news", "task_add", "task_list", "task_ready",
     "task_show", "task_assign", "task_claim", "task_renew", "task_checkpoint", "task_complete", "task_release",
     "task_fail", "seq_next", "reserve_paths", "release_paths", "reservations", "agents", "why",
+    "change_submit", "change_show", "change_list", "verify", "refute", "attest",
 }  # fmt: skip
 
 

@@ -208,7 +208,7 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
             return None if ident is None else ident.agent
 
         def make_local(agent: str, token: str, sid: str | None) -> McpSession:
-            return McpSession(Agent(store.session(agent, name=sid)), agent, session_id=sid)
+            return McpSession(Agent(store.session(agent, name=sid), signing=False), agent, session_id=sid)  # a server holds no agent's key
 
         identify, make = identify_local, make_local
     sessions = HttpSessions(identify, make)

@@ -32,7 +32,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     from ..clikit import news_of as _news_of
     from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, EXIT_UNAVAILABLE, Invalid
-    from ..work.attestations import Keyring, load_public_keys, public_pem, sign_envelope, statement, verify_file
+    from ..work.attestations import Keyring, load_public_keys, public_pem, sign_view, verify_file
     from ._git import GitFailed, Repo
 
     def verbs(obj: Ctx) -> Any:
@@ -186,16 +186,13 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
                 envelope = json.loads(Path(envelope_file).read_text())
             except (OSError, ValueError) as e:
                 raise Invalid("envelope", f"cannot read a JSON envelope from {envelope_file}: {e}") from None
-        elif obj.remote or out_file is not None:
-            # Sign here, where the key is; the store (or server) checks the envelope.
-            me = obj.agent_name
+        elif out_file is not None:
+            # Sign here, where the key is, to keep the envelope; the store checks it.
+            me = agent.whoami()["agent"]
             if not me:
                 raise Invalid("agent", "attesting needs an agent name")
-            view = agent.change_show(change_id)
-            ring = Keyring()
-            key = ring.load(me) if ring.has(me) else ring.create(me, secrets.token_bytes(32))
-            agent.key_register(public_pem(key.public_key()))
-            envelope = sign_envelope(statement(view, agent.whoami()["store_id"], me, view["provenance"]), key)
+            envelope, public = sign_view(agent.change_show(change_id), agent.whoami()["store_id"], me, Keyring(), secrets.token_bytes(32))
+            agent.key_register(public)
         c = agent.attest(change_id, envelope)
         if out_file is not None and envelope is not None:
             Path(out_file).write_text(json.dumps(envelope, indent=2) + "\n")

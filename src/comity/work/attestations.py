@@ -54,6 +54,7 @@ __all__ = [
     "check_statement",
     "load_public_keys",
     "verify_file",
+    "sign_view",
     "public_pem",
     "parse_public",
 ]
@@ -301,6 +302,14 @@ def check_statement(body: dict[str, Any], signer: PublicKey, *, change: dict[str
         if digest is not None and pred.get("provenance") != digest:
             raise Invalid("envelope", "its provenance digest does not match the change's record: the change it vouches for was altered")
     return pred
+
+
+def sign_view(view: dict[str, Any], store_id: str, agent: str, keyring: Keyring, seed: bytes) -> tuple[dict[str, Any], str]:
+    """Sign an approval of a change as ``change_show`` answered it, with ``agent``'s key from
+    ``keyring`` (created from ``seed`` if it has none): the envelope, and the public key
+    (PEM) to register.  For clients of a server, which sign where the key is."""
+    key = keyring.load(agent) if keyring.has(agent) else keyring.create(agent, seed)
+    return sign_envelope(statement(view, store_id, agent, view["provenance"]), key), public_pem(key.public_key())
 
 
 def load_public_keys(directory: str | os.PathLike[str]) -> list[PublicKey]:
