@@ -117,13 +117,13 @@ def test_unmodified_comity_gives_each_feature_one_migration_number() -> None:
 
 
 def test_the_systematic_explorer_reports_what_it_covered() -> None:
-    # Seed 2 of the migration collision: two agents, 258 (point, fault) combinations.
-    r = systematic("migration_collision", "comity", 2, budget=280)
+    # Seed 2 of the migration collision: two agents, 322 (point, fault) combinations.
+    r = systematic("migration_collision", "comity", 2, budget=340)
     j = r.to_json()
     assert j["fault_points"] > 50
     assert j["singles_run"] + j["pruned_repeats"] == j["combinations"], "every single fault is tried before any pair"
     assert j["singles_no_effect"] > 0 and 0 < j["representatives"] < j["singles_run"]
-    assert j["pairs_run"] == 280 - j["singles_run"] and j["budget_exhausted"]
+    assert j["pairs_run"] == 340 - j["singles_run"] and j["budget_exhausted"]
     assert j["pairs_considered"] >= j["pairs_run"] + j["pairs_unreachable"]
     assert j["failures"] == 0, j["first_failure"]
 

@@ -12,7 +12,15 @@ records each verb as a Jepsen operation and is where the nemesis strikes an agen
   ``crash_after``);
 - *zombie*: the process freezes and comes back after being presumed dead (``pause``);
 - *retry*: the agent does an action twice (``retry``);
-- *hallucinated success*: the work is wrong and reported done (``hallucinate``).
+- *hallucinated success*: the work is wrong and reported done (``hallucinate``);
+- MAST's modes (``mast.py``): a conversation reset that loses even the transcript
+  (``reset``), a derailment (``derail``), a task dropped half-done (``quit``), one more
+  write after finishing (``overrun``);
+- *disobedience*: after a refusal the agent ignores it and carries on
+  (``ignore_refusal``), retries the claim without its context (``blind_retry``),
+  takes the task with ``--steal`` (``steal``), or acts under the name of the agent
+  that holds it (``impersonate``); it skips a checkpoint, so nothing is handed over
+  (``withhold``); a reviewer passes wrong work (``bad_review``).
 
 Roles: ``implementer`` (claims ready tasks, works step by step with checkpoints,
 commits the work product, completes), ``triage`` (assigns incoming bugs; as a
@@ -84,6 +92,8 @@ class AgentCtx:
         self.writes = 0
         self.last_op = -1
         self.memory: dict[str, list[Any]] = {}
+        self.acting_as: str | None = None  # another agent's name, while this one impersonates it
+        self.defiant = False  # it has ignored a refusal on the task in hand, and ignores the rest
         self.durable = run.durable.setdefault(self.name, {})  # survives a crash: the host's transcript
         fault = self.decide(f"proc:{self.pid}", ("skew",))
         if fault is not None:
@@ -116,7 +126,7 @@ class AgentCtx:
         self.rpc += 1
         for attempt in range(ATTEMPTS):
             try:
-                reply = yield Call(dest, op, args, f"{self.pid}:{self.k}:{self.rpc}:{attempt}")
+                reply = yield Call(dest, op, args, f"{self.pid}:{self.k}:{self.rpc}:{attempt}", self.acting_as)
             except Timeout:
                 continue
             if "error" in reply:
@@ -143,7 +153,7 @@ class AgentCtx:
             self.run.costs[kind] = self.run.costs.get(kind, 0) + 1
         lo, hi = span
         seconds = lo + (hi - lo) * self.rng.random()
-        fault = self.decide(f"think:{self.pid}:{self.thinks}", ("stall",))
+        fault = self.decide(f"think:{self.pid}:{self.thinks}", ("stall", "derail"))
         if fault is not None:
             seconds += fault.arg
         yield Sleep(seconds)
@@ -172,6 +182,16 @@ class AgentCtx:
     def wrong_work(self) -> bool:
         return self.decide(f"op:{self.pid}:{self.k + 1}", ("hallucinate",)) is not None
 
+    def disobeys(self, kind: str) -> bool:
+        """Whether the agent disobeys now (``kind``), at its latest operation's point.  An
+        agent that has ignored one refusal on a task ignores every later one on it."""
+        if kind == "ignore_refusal" and self.defiant:
+            return True
+        hit = self.decide(f"op:{self.pid}:{self.k}", (kind,)) is not None
+        if hit and kind == "ignore_refusal":
+            self.defiant = True
+        return hit
+
     def op(
         self,
         f: str,
@@ -182,9 +202,11 @@ class AgentCtx:
         mutating: bool = False,
     ) -> Gen[T]:
         """Run one verb as a history operation, where the nemesis may strike around it."""
+        if self.acting_as is not None:
+            value = {**value, "as": self.acting_as}
         self.k += 1
         self.rpc = 0
-        kinds: tuple[str, ...] = ("crash", "pause", "crash_after")
+        kinds: tuple[str, ...] = ("crash", "pause", "crash_after", "reset")
         if mutating:
             kinds += ("retry",)
         if self.sim.live_workers(self.proc.role) > 1:  # never stop the last worker of a role for good
@@ -195,6 +217,9 @@ class AgentCtx:
                 yield Crash(fault.arg)
             elif fault.kind == "crash_stop":
                 yield Crash(None)
+            elif fault.kind == "reset":
+                self.durable.clear()  # the conversation starts over: not even the transcript is left
+                yield Crash(fault.arg)
             elif fault.kind == "pause":
                 yield Sleep(fault.arg)
         try:
@@ -277,12 +302,16 @@ class AgentCtx:
         value = {"id": task.id, "title": task.title, "to": agent, "basis": task.read_op}
         yield from self.op("assign", value, lambda: c.assign(task, agent), mutating=True)
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
         c = self.client
         value: dict[str, Any] = {"id": task.id, "title": task.title, "basis": task.read_op}
         if c.lease_ttl is not None:
             value["ttl"] = c.lease_ttl
-        grant: Grant = yield from self.op("claim", value, lambda: c.claim(task), _grant_summary)
+        if blind:
+            value["blind"] = True
+        if steal:
+            value["steal"] = True
+        grant: Grant = yield from self.op("claim", value, lambda: c.claim(task, blind=blind, steal=steal), _grant_summary)
         return grant
 
     def checkpoint(self, grant: Grant, note: str) -> Gen[None]:
@@ -423,6 +452,7 @@ def work(ctx: AgentCtx, grant: Grant, step: int | None = None, migrated: str | N
     it there, so the restarted agent resumes with the token it had."""
     ctx.durable["grant"] = grant
     yield from _work(ctx, grant, step, migrated)
+    ctx.defiant = False
     for k in ("grant", "step", "migration"):
         ctx.durable.pop(k, None)
 
@@ -441,6 +471,8 @@ def _work(ctx: AgentCtx, grant: Grant, step: int | None, migrated: str | None) -
     except (Refused, Unknown):
         return
     while i < steps:
+        if ctx.disobeys("quit"):
+            return  # drops the task, claimed and unreleased, and moves on
         yield from ctx.think(STEP_S, kind="step")
         note = f"step {i + 1}"
         if plan.get("migration") and migrated is None:
@@ -450,9 +482,16 @@ def _work(ctx: AgentCtx, grant: Grant, step: int | None, migrated: str | None) -
             note += f" migration {migrated}"
         if plan.get("note") and i == min(1, steps - 1):
             yield from note_append(ctx, str(plan["note"]), f"{unit}:note")
+        if ctx.disobeys("withhold"):
+            i += 1  # it keeps what it did to itself: no checkpoint, nothing to hand over
+            ctx.durable["step"] = i
+            continue
         try:
             yield from ctx.checkpoint(grant, note)
         except Refused as e:
+            if ctx.disobeys("ignore_refusal"):
+                i += 1  # told to stop; carries on as if it had been answered yes
+                continue
             if e.code != "lease_expired":
                 return  # fenced or closed: someone else has it now
             again = yield from _reclaim(ctx, task)
@@ -474,6 +513,9 @@ def _work(ctx: AgentCtx, grant: Grant, step: int | None, migrated: str | None) -
             break
         except Refused as e:
             if e.code != "stale_context":
+                if ctx.disobeys("ignore_refusal"):
+                    saved = True  # fenced, and reports its work done all the same
+                    break
                 return  # fenced: the task is someone else's now
         except Unknown:
             pass
@@ -495,6 +537,33 @@ def _work(ctx: AgentCtx, grant: Grant, step: int | None, migrated: str | None) -
         yield from ctx.complete(grant, {"correct": correct})
     except (Refused, Unknown):
         return
+    if ctx.disobeys("overrun"):  # unaware it is finished: one more pass over its work
+        try:
+            now = yield from ctx.read(key)
+            yield from ctx.commit(grant, key, {**content, "wid": ctx.wid()}, now)
+        except (Refused, Unknown):
+            pass
+
+
+def _disobey_claim(ctx: AgentCtx, task: TaskView, refusal: Refused) -> Gen[Grant | None]:
+    """After a refused claim, an agent that disobeys: retries it blind, steals the task, or
+    claims it under the name of the agent it belongs to (and then works as that agent)."""
+    fault = ctx.decide(f"op:{ctx.pid}:{ctx.k}", ("blind_retry", "steal", "impersonate"))
+    if fault is None:
+        return None
+    try:
+        if fault.kind == "blind_retry":
+            return (yield from ctx.claim(task, blind=True))
+        if fault.kind == "steal":
+            return (yield from ctx.claim(task, steal=True))
+        other = refusal.details.get("holder") or refusal.details.get("assignee") or task.claimed_by or task.assignee
+        if not isinstance(other, str) or other == ctx.name:
+            return None
+        ctx.acting_as = other
+        return (yield from ctx.claim(task, blind=True))
+    except (Refused, Unknown):
+        ctx.acting_as = None
+        return None
 
 
 def implementer(ctx: AgentCtx) -> Gen[None]:
@@ -517,9 +586,15 @@ def implementer(ctx: AgentCtx) -> Gen[None]:
         yield from ctx.think(READ_S)
         try:
             grant = yield from ctx.claim(task)
-        except (Refused, Unknown):
+        except Refused as e:
+            disobeyed = yield from _disobey_claim(ctx, task, e)
+            if disobeyed is None:
+                continue
+            grant = disobeyed
+        except Unknown:
             continue
         yield from work(ctx, grant)
+        ctx.acting_as = None
 
 
 def distracted(ctx: AgentCtx) -> Gen[None]:
@@ -617,7 +692,10 @@ def reviewer(ctx: AgentCtx) -> Gen[None]:
                 continue
             yield from ctx.think(REVIEW_S)
             redos = [x for x in view.tasks if x.plan.get("redo") == unit]
-            if not (isinstance(art.value, dict) and art.value.get("correct")) and not any(x.status in ("open", "claimed") for x in redos):
+            wrong = not (isinstance(art.value, dict) and art.value.get("correct"))
+            if wrong and ctx.disobeys("bad_review"):
+                wrong = False  # passes work it should have sent back
+            if wrong and not any(x.status in ("open", "claimed") for x in redos):
                 try:
                     yield from ctx.add_task(f"redo {unit} ({len(redos) + 1})", {"kind": "redo", "redo": unit, "steps": 2})
                 except (Refused, Unknown):

@@ -15,8 +15,10 @@ checker                an anomaly is
                        agent, or claimed by another process
 ``fencing_violation``  a fenced action (checkpoint, commit of work, completion)
                        accepted after another claim of the task superseded the claim it
-                       was made under; or two acknowledged completions of one task
+                       was made under, or after its own claim's completion; or two
+                       acknowledged completions of one task
 ``orphaned_task``      a task still claimed at the end: never finished or released
+``impersonation``      an action accepted under another agent's name
 ``elle_cycle``         on the notes (a list-append workload): a dependency cycle among
                        transactions (write-write, write-read, read-write edges inferred
                        from the final list), a read that is not a prefix of the final
@@ -60,7 +62,7 @@ from .strategies.base import FinalState
 
 __all__ = [
     "CHECKERS", "OUTCOME", "PRIMITIVE", "check", "counts",
-    "lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "elle_cycle",
+    "lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "impersonation", "elle_cycle",
     "sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability",
 ]  # fmt: skip
 
@@ -149,8 +151,9 @@ def stale_action(h: History, final: FinalState) -> list[Anomaly]:
         changes[o.value["id"]].append(o)
     out = []
     for c in h.completed("claim", OK):
-        # A client that re-read the task under a lock decided on that read, not the old one.
-        basis = c.invoke if c.value.get("reread") else c.value.get("basis", -1)
+        # A client that re-read the task under a lock decided on that read, not the old one; a
+        # blind retry decided on nothing it read (what it claimed over, the other checkers judge).
+        basis = c.invoke if c.value.get("reread") or c.value.get("blind") else c.value.get("basis", -1)
         if not isinstance(basis, int) or basis < 0 or basis >= len(h):
             continue
         read_done = h[basis].time
@@ -200,6 +203,17 @@ def fencing_violation(h: History, final: FinalState) -> list[Anomaly]:
                     f" {c.process}'s claim (op {c.index}, token {c.value.get('token')}) superseded it", [grant.index, c.index, o.index],
                 ))  # fmt: skip
                 break
+    done_at: dict[tuple[str, str, object], Op] = {}
+    for o in h.completed("complete", OK):
+        done_at.setdefault((o.value["id"], o.agent, o.value.get("token")), o)
+    for o in h.completed(("checkpoint", "commit"), OK):
+        d = done_at.get((o.value["id"], o.agent, o.value.get("token")))
+        if d is not None and d.time < _inv_time(h, o):
+            out.append(Anomaly(
+                "fencing_violation", "after-completion",
+                f"{o.process}'s {o.f} of {o.value.get('title')} (op {o.index}) with token {o.value.get('token')} was accepted after"
+                f" its own completion (op {d.index}) had released the claim", [d.index, o.index],
+            ))  # fmt: skip
     for tid, ops in _completions(h).items():
         if len(ops) > 1:
             out.append(Anomaly(
@@ -224,6 +238,17 @@ def orphaned_task(h: History, final: FinalState) -> list[Anomaly]:
                 "orphaned_task", "never-finished",
                 f"task {t.title} ({tid}) is still claimed by {t.claimed_by} at the end: never finished or released",
                 [c.index] if c else [],
+            ))  # fmt: skip
+    return out
+
+
+def impersonation(h: History, final: FinalState) -> list[Anomaly]:
+    out = []
+    for o in h.completed(type=OK):
+        if o.value.get("as") not in (None, o.agent):
+            out.append(Anomaly(
+                "impersonation", "acted-as-another",
+                f"{o.process}'s {o.f} (op {o.index}) was accepted as {o.value['as']}'s", [o.index],
             ))  # fmt: skip
     return out
 
@@ -603,7 +628,7 @@ def durability(h: History, final: FinalState) -> list[Anomaly]:
     return out
 
 
-OUTCOME = ("lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "elle_cycle")
+OUTCOME = ("lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "impersonation", "elle_cycle")
 PRIMITIVE = ("sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability")
 
 # The registry: add a checker here (a function of the history and the final state) and
@@ -614,6 +639,7 @@ CHECKERS: dict[str, Callable[[History, FinalState], list[Anomaly]]] = {
     "stale_action": stale_action,
     "fencing_violation": fencing_violation,
     "orphaned_task": orphaned_task,
+    "impersonation": impersonation,
     "elle_cycle": elle_cycle,
     "sequence": sequence,
     "lease_overlap": lease_overlap,

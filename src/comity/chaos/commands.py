@@ -311,6 +311,90 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
         )
 
 
+@chaos_group.command("mutants")
+@click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Seeds per scenario (the budget).")
+@click.option("--seed", "first_seed", type=int, default=0, show_default=True, help="The first seed.")
+@click.option("--mutant", "names", multiple=True, help="Only this mutant (repeatable); see the list with --list.")
+@click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable; default: every small one).")
+@click.option("--until-killed", is_flag=True, help="Stop each mutant at its first kill (a gate; the counts are then partial).")
+@click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--list", "list_only", is_flag=True, help="List the mutants and what each breaks.")
+@click.option("--explain", is_flag=True, help="Print the anomalies of each killing run (for replaying one kill).")
+@click.option("--json", "as_json", is_flag=True, help="Print {mutants: [{mutant, killed, runs, killed_by, first_kill}], all_killed}.")
+def mutants_cmd(seeds: int, first_seed: int, names: tuple[str, ...], scenarios: tuple[str, ...], until_killed: bool, jobs: int | None,
+                list_only: bool, explain: bool, as_json: bool) -> None:  # fmt: skip
+    """Run named mutants of comity (bugs put in on purpose) against the scenarios and report
+    which checker killed each in how many runs.  Exits 1 if any mutant survives: a checker
+    is trusted only once it has caught a bug."""
+    from .mutants import DEFAULT_SCENARIOS, MUTANTS, applied, hunt
+
+    if list_only:
+        if as_json:
+            _json([{"mutant": m.name, "what": m.what} for m in MUTANTS.values()])
+            return
+        for m in MUTANTS.values():
+            out.print(f"{m.name:<34} {m.what}", markup=False)
+        return
+    unknown = [n for n in names if n not in MUTANTS]
+    if unknown:
+        raise click.UsageError(f"unknown mutant {unknown[0]!r}; `comity chaos mutants --list` lists them")
+    seed_range = range(first_seed, first_seed + seeds)
+    if explain:
+        for name in names or list(MUTANTS):
+            for sc in scenarios or DEFAULT_SCENARIOS:
+                for seed in seed_range:
+                    with applied(MUTANTS[name]):
+                        mutated = run(sc, "comity", seed)
+                    if mutated.anomalies:
+                        out.print(f"{name} on {sc}, seed {seed}: {_counts_line(mutated.counts())}", markup=False)
+                        _explain(mutated, limit=3)
+        return
+    total = len(names or MUTANTS) * len(scenarios or DEFAULT_SCENARIOS) * seeds
+    with _progress(f"{total} mutant runs") as tick:
+        results = hunt(list(names) or None, list(scenarios) or None, seed_range, until_killed=until_killed, jobs=jobs, progress=tick)
+    survivors = [r.name for r in results if not r.killed]
+    if as_json:
+        _json({"seeds": seeds, "first_seed": first_seed, "scenarios": list(scenarios or DEFAULT_SCENARIOS), "until_killed": until_killed,
+               "mutants": [r.to_json() for r in results], "all_killed": not survivors})  # fmt: skip
+    else:
+        for res in results:
+            by = ", ".join(f"{c} {n}" for c, n in sorted(res.killed_by.items(), key=lambda x: -x[1])) or "nothing"
+            mark = "killed" if res.killed else "SURVIVED"
+            out.print(f"{res.name:<34} {mark:<8} {res.killing_runs}/{res.runs} runs  by {by}", markup=False)
+    if survivors:
+        err.print(f"{len(survivors)} mutant(s) survived: {', '.join(survivors)}; a checker or a scenario misses what they break", markup=False)
+        sys.exit(1)
+
+
+@chaos_group.command("mast")
+@click.option("--seeds", type=click.IntRange(0, 100_000), default=20, show_default=True, help="Seeds per scenario, strategy and mode (0: the mapping only).")
+@click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Strategies to measure (default: careful-locks, cas, comity).")
+@click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable; default: every small one).")
+@click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print [{code, name, share, kind, comity, addressed, measured: [...]}].")
+def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+    """MAST's failure modes of multi-agent LLM systems (Cemri et al. 2025): the share of each,
+    the harness fault that models it, whether comity's mechanisms address it, and, measured,
+    each mode alone in every agent under comity and the careful baselines."""
+    from .mast import MODES, PAPER, measure
+
+    if seeds:
+        total = len([m for m in MODES if m.kind]) * seeds * (len(scenarios) or 6) * (len(strategies) or 3)
+        with _progress(f"{total} runs") as tick:
+            result = measure(list(strategies) or ("careful-locks", "cas", "comity"), list(scenarios) or None, range(seeds), jobs=jobs, progress=tick)
+    else:
+        result = [{"code": m.code, "name": m.name, "share": m.share, "kind": m.kind, "models": m.models, "comity": m.comity,
+                   "addressed": m.addressed, "measured": []} for m in MODES]  # fmt: skip
+    if as_json:
+        _json({"source": PAPER, "seeds": seeds, "modes": result})
+        return
+    out.print(f"rates: {PAPER} (share of failure annotations; used as each agent's chance per run)", markup=False)
+    for m in result:
+        measured = "; ".join(f"{x['strategy']} {x['runs_with_anomaly']}/{x['runs']} ({x['struck']} struck, done {100 * x['completion']:.0f}%)"
+                             for x in m["measured"])  # fmt: skip
+        out.print(f"{m['code']:<6} {m['name'][:36]:<36} {100 * m['share']:>5.2f}%  {str(m['kind']):<15} {m['addressed']:<7} {measured}", markup=False)
+
+
 def register(cli: click.Group) -> None:
     """Add ``comity chaos …`` to the CLI."""
     cli.add_command(chaos_group)

@@ -136,7 +136,7 @@ def _candidates(base: RunResult, scenario: str) -> tuple[list[Fault], int, int]:
     for point, kinds in base.points:
         points.add(point)
         for kind in kinds:
-            if profile.probability(kind) <= 0:
+            if not profile.uses(kind):
                 continue  # not a fault this scenario's nemesis uses
             if (point, kind) in seen:
                 continue

@@ -18,7 +18,10 @@ point                              kinds
                                    ``crash_after``, ``retry`` (the agent does it twice);
                                    about its inputs: ``lost_context`` (it acts on its
                                    oldest snapshot), ``hallucinate`` (wrong work reported
-                                   as done)
+                                   as done); after a refusal: ``ignore_refusal``,
+                                   ``blind_retry``, ``steal``, ``impersonate``; at a
+                                   checkpoint: ``withhold`` (skips it); in a review:
+                                   ``bad_review`` (passes wrong work)
 ``think:P:J``                      ``stall``: P's J-th step of work takes ``arg`` s longer
 ``proc:P``                         ``skew``: P's clock is off by ``arg`` s
 =================================  =====================================================
@@ -39,12 +42,16 @@ from typing import Any
 
 from ..runtime import SeededRng
 
-__all__ = ["Fault", "Schedule", "Profile", "Nemesis", "KINDS", "MESSAGE_KINDS", "OP_KINDS"]
+__all__ = ["Fault", "Schedule", "Profile", "Nemesis", "KINDS", "MESSAGE_KINDS", "OP_KINDS", "DISOBEDIENCE", "MAST_KINDS", "HAZARD"]
 
 MESSAGE_KINDS = ("drop", "dup", "delay")
 REQUEST_KINDS = (*MESSAGE_KINDS, "restart_store")
 OP_KINDS = ("crash", "crash_stop", "pause", "crash_after", "retry", "lost_context", "hallucinate")
-KINDS = (*REQUEST_KINDS, *OP_KINDS, "stall", "skew")
+DISOBEDIENCE = ("ignore_refusal", "blind_retry", "steal", "impersonate", "withhold", "bad_review")
+# Agent faults taken from MAST's failure modes (mast.py) that the faults above do not already model.
+MAST_KINDS = ("overrun", "reset", "derail", "quit")
+HAZARD = 0.25  # a mode present in an agent's run strikes at each of its opportunities with this chance, once
+KINDS = (*REQUEST_KINDS, *OP_KINDS, *DISOBEDIENCE, *MAST_KINDS, "stall", "skew")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,11 @@ class Fault:
             "crash_stop": "crash for good before", "pause": f"pause {self.arg:.0f}s before", "crash_after": f"crash (restart after {self.arg:.0f}s) right after",
             "retry": "agent repeats", "lost_context": "agent acts on its oldest snapshot at", "hallucinate": "wrong work reported done at",
             "stall": f"stall {self.arg:.0f}s at", "skew": f"skew clock {self.arg:+.0f}s of",
+            "ignore_refusal": "agent ignores the refusal at", "blind_retry": "agent retries its claim blind at",
+            "steal": "agent steals the task at", "impersonate": "agent acts under another's name at",
+            "withhold": "agent skips its checkpoint at", "bad_review": "reviewer passes wrong work at",
+            "overrun": "agent writes again after finishing at", "reset": f"conversation reset (restart after {self.arg:.0f}s, no transcript) before",
+            "derail": f"agent derails {self.arg:.0f}s at", "quit": "agent drops its task at",
         }[self.kind]  # fmt: skip
         return f"{what} {self.point}"
 
@@ -107,6 +119,9 @@ class Profile:
     p: dict[str, float] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)  # at most this many of a kind per run
+    # Per agent and run: the chance that the agent shows this kind of fault at all (MAST's modes
+    # are measured per trace); one that shows it strikes once, at one of its opportunities.
+    per_agent: dict[str, float] = field(default_factory=dict)
 
     def limit(self, kind: str) -> int:
         return self.limits.get(kind, DEFAULT_LIMITS.get(kind, 1 << 30))
@@ -122,7 +137,10 @@ class Profile:
         return self.span(kind)[1]
 
     def quiet(self) -> bool:
-        return not any(v > 0 for v in self.p.values())
+        return not any(v > 0 for v in (*self.p.values(), *self.per_agent.values()))
+
+    def uses(self, kind: str) -> bool:
+        return self.probability(kind) > 0 or self.per_agent.get(kind, 0.0) > 0
 
 
 # A run is a working afternoon, not a disaster movie: the faults that take an agent out
@@ -130,6 +148,7 @@ class Profile:
 DEFAULT_LIMITS: dict[str, int] = {
     "pause": 2, "stall": 2, "crash": 4, "crash_stop": 1, "crash_after": 2, "restart_store": 3,
     "retry": 6, "lost_context": 6, "hallucinate": 6,
+    "ignore_refusal": 2, "blind_retry": 2, "steal": 2, "impersonate": 2, "withhold": 2, "bad_review": 2,
 }  # fmt: skip
 
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
@@ -140,6 +159,8 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "crash_after": (30.0, 600.0),
     "pause": (400.0, 5400.0),
     "stall": (400.0, 3600.0),
+    "derail": (600.0, 3600.0),
+    "reset": (30.0, 600.0),
     "skew": (-1800.0, 1800.0),
 }
 
@@ -161,6 +182,7 @@ class Nemesis:
         self.injected: list[Fault] = []
         self.used: dict[str, int] = {}
         self._asked: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._present: dict[tuple[str, str], bool] = {}  # (agent, kind): shows this fault in this run (until it struck)
         self.record_points = False
 
     def decide(self, point: str, kinds: tuple[str, ...]) -> Fault | None:
@@ -184,7 +206,13 @@ class Nemesis:
             return None
         for kind in kinds:
             p = self.profile.probability(kind)
-            if p > 0 and self.rng.random() < p and self.used.get(kind, 0) < self.profile.limit(kind):
+            if p > 0:
+                hit = self.rng.random() < p
+            elif kind in self.profile.per_agent:
+                hit = self._agent_strikes(point, kind)
+            else:
+                continue
+            if hit and self.used.get(kind, 0) < self.profile.limit(kind):
                 self.used[kind] = self.used.get(kind, 0) + 1
                 lo, hi = self.profile.span(kind)
                 arg = lo + (hi - lo) * self.rng.random() if hi > lo else lo
@@ -192,3 +220,16 @@ class Nemesis:
                 self.injected.append(fault)
                 return fault
         return None
+
+    def _agent_strikes(self, point: str, kind: str) -> bool:
+        assert self.rng is not None
+        parts = point.split(":")
+        agent = parts[1].split("#", 1)[0] if len(parts) > 1 else point
+        key = (agent, kind)
+        present = self._present.get(key)
+        if present is None:
+            present = self._present[key] = self.rng.random() < self.profile.per_agent[kind]
+        if not present or self.rng.random() >= HAZARD:
+            return False
+        self._present[key] = False  # once per agent and run
+        return True

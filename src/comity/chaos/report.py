@@ -58,6 +58,8 @@ class Row:
     runs: int = 0
     anomalies: dict[str, int] = field(default_factory=lambda: {c: 0 for c in CHECKERS})
     any_anomaly: int = 0
+    any_outcome: int = 0  # runs with an anomaly of an outcome checker
+    any_primitive: int = 0  # runs with an anomaly of a primitive checker
     completion: float = 0.0
     completion_tight: float | None = None
     claims_per_task: float = 0.0
@@ -79,6 +81,8 @@ class Row:
             "runs": self.runs,
             "anomalies": dict(self.anomalies),
             "runs_with_anomaly": self.any_anomaly,
+            "runs_with_outcome_anomaly": self.any_outcome,
+            "runs_with_primitive_anomaly": self.any_primitive,
             "completion": round(self.completion, 4),
             "completion_tight": None if self.completion_tight is None else round(self.completion_tight, 4),
             "costs": {
@@ -131,6 +135,8 @@ def _rows(summaries: Iterable[RunSummary], order: list[tuple[str, str]]) -> list
                     row.anomalies[c] += 1
                     row.first_failing_seed.setdefault(c, s.seed)
             row.any_anomaly += hit
+            row.any_outcome += any(s.anomalies.get(c) for c in OUTCOME)
+            row.any_primitive += any(s.anomalies.get(c) for c in PRIMITIVE)
             row.faults_injected += s.injected
         row.completion = _mean([s.completion for s in runs])
         tight = [s.completion_tight for s in runs if s.completion_tight is not None]
@@ -218,7 +224,7 @@ def _pct(x: float | None) -> str:
 
 _SHORT = {
     "lost_update": "lost update", "duplicate_work": "duplicate work", "stale_action": "stale action",
-    "fencing_violation": "fencing violation", "orphaned_task": "orphaned task", "elle_cycle": "elle cycle",
+    "fencing_violation": "fencing violation", "orphaned_task": "orphaned task", "impersonation": "impersonation", "elle_cycle": "elle cycle",
     "sequence": "sequence", "lease_overlap": "lease overlap", "lease_renewal": "lease renewal", "token_order": "token order",
     "allocation": "allocation", "durability": "durability",
 }  # fmt: skip

@@ -23,7 +23,7 @@ from ..runtime import SeededRng, VirtualClock
 from .agents import ROLES, AgentCtx, Cast
 from .checkers import check, counts
 from .history import Anomaly, History
-from .nemesis import Fault, Nemesis, Schedule
+from .nemesis import Fault, Nemesis, Profile, Schedule
 from .scenarios import SCENARIOS, Scenario, Setup, units_done
 from .sim import START, Gen, Process, Simulation
 from .strategies import STRATEGIES, FinalState, Strategy
@@ -167,6 +167,7 @@ class Run:
         quiet: bool = False,
         record_points: bool = False,
         tight: float | None = None,
+        profile: Profile | None = None,
     ) -> None:
         self.tight = tight
         self.costs: dict[str, int] = {}  # steps of work and drafts spent (AgentCtx.think counts them)
@@ -177,7 +178,7 @@ class Run:
         self.history = History()
         if quiet:
             faults = []
-        self.nemesis = Nemesis(self.scenario.profile, rng=self.rng.fork("nemesis"), schedule=faults)
+        self.nemesis = Nemesis(profile or self.scenario.profile, rng=self.rng.fork("nemesis"), schedule=faults)
         self.nemesis.record_points = record_points
         self.clock = VirtualClock(START)
         self.sim = Simulation(self.clock, self.nemesis, self.rng.fork("net"), self._on_fault)
@@ -260,8 +261,10 @@ def run(
     quiet: bool = False,
     record_points: bool = False,
     tight: float | None = None,
+    profile: Profile | None = None,
 ) -> RunResult:
     """Run ``scenario`` under ``strategy`` with ``seed``: a random nemesis, or exactly
     ``faults`` when given (``quiet``: no faults at all).  With ``tight`` (virtual
-    seconds), also how much of the work was done by then."""
-    return Run(scenario, strategy, seed, faults=faults, quiet=quiet, record_points=record_points, tight=tight).execute()
+    seconds), also how much of the work was done by then; with ``profile``, that nemesis
+    instead of the scenario's."""
+    return Run(scenario, strategy, seed, faults=faults, quiet=quiet, record_points=record_points, tight=tight, profile=profile).execute()

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..runtime import SeededRng
 from .agents import Cast, logical
+from .mast import defaults as mast_defaults
 from .nemesis import Profile
 from .strategies.base import FinalState, Plan, TaskPlan
 
@@ -28,12 +29,17 @@ Unit = tuple[str, ...]  # ("task", title) | ("migration", unit) | ("note", key, 
 # the worst the nemesis does (a few hour-long pauses), so what is unfinished is unfinished.
 HORIZON_S = 12 * 3600.0
 
+# Faults of the machinery, per message or per operation: the network, the store process, the
+# agents' processes and hosts (a crash, a frozen laptop, a slow step, a skewed clock).
 _MESSAGES = {"drop": 0.01, "dup": 0.01, "delay": 0.02, "restart_store": 0.003}
-_AGENTS = {"crash": 0.01, "pause": 0.005, "crash_after": 0.005, "retry": 0.01, "lost_context": 0.02, "stall": 0.02, "skew": 0.1}
+_PROCESSES = {"crash": 0.01, "pause": 0.005, "crash_after": 0.005, "stall": 0.02, "skew": 0.1}
 
 
 def _profile(**p: float) -> Profile:
-    return Profile({**_MESSAGES, **_AGENTS, **p})
+    """The machinery's faults per message or operation; the agents' own faults (LLM
+    behaviour) per agent and run at MAST's measured rates (``mast.py``), unless the
+    scenario raises one of them for its story (given per operation here)."""
+    return Profile({**_MESSAGES, **_PROCESSES, **p}, per_agent={k: v for k, v in mast_defaults().items() if k not in p})
 
 
 @dataclass(slots=True)
@@ -191,7 +197,7 @@ SCENARIOS: dict[str, Scenario] = {
             ("lost_update",),
             "two or three agents each add a migration; each takes the next number, writes the SQL, and saves it under that number",
             _migration_collision,
-            _profile(stall=0.08, pause=0.02, skew=0.3),
+            _profile(stall=0.08, pause=0.02, skew=0.3, crash=0.03, crash_after=0.03),
             HORIZON_S,
         ),
         Scenario(
@@ -234,9 +240,10 @@ SCENARIOS: dict[str, Scenario] = {
             "zombie_commit",
             "an agent thought dead comes back and commits",
             ("fencing_violation",),
-            "implementers freeze mid-task; a lead reassigns work whose holder looks dead; the frozen agent wakes and finishes",
+            "implementers freeze mid-task; a lead reassigns work whose holder looks dead; the frozen agent wakes and finishes,"
+            " refused or not",
             _zombie_commit,
-            _profile(pause=0.05, stall=0.04),
+            _profile(pause=0.05, stall=0.04, ignore_refusal=0.5),
             HORIZON_S,
         ),
         Scenario(

@@ -66,6 +66,7 @@ class Call:
     op: str
     args: dict[str, Any]
     call_id: str
+    as_agent: str | None = None  # the name the process claims to act under (another's, when it disobeys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +307,7 @@ class Simulation:
         if isinstance(eff, Call):
             proc.waiting = eff.call_id
             point = f"msg:{eff.call_id}:req"
-            self.transport.send(proc.pid, eff.dest, {"point": point, "call": eff.call_id, "reply_to": proc.pid, "pid": proc.pid, "agent": proc.name, "op": eff.op, "args": eff.args})
+            self.transport.send(proc.pid, eff.dest, {"point": point, "call": eff.call_id, "reply_to": proc.pid, "pid": proc.pid, "agent": eff.as_agent or proc.name, "op": eff.op, "args": eff.args})
             self.after(RPC_TIMEOUT_S, lambda: self._timeout(proc, wake, eff.call_id))
         elif isinstance(eff, Sleep):
             self.after(eff.seconds, lambda: self._resume(proc, wake, None, None))

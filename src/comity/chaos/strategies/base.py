@@ -186,7 +186,11 @@ class Client(ABC):
 
     def __init__(self, ctx: AgentCtx) -> None:
         self.ctx = ctx
-        self.me = ctx.name
+
+    @property
+    def me(self) -> str:
+        """The name this client acts under: its agent's, or another's when the agent disobeys."""
+        return self.ctx.acting_as or self.ctx.name
 
     @abstractmethod
     def read(self, key: str) -> Gen[Snapshot]: ...
@@ -221,7 +225,9 @@ class Client(ABC):
     def assign(self, task: TaskView, agent: str) -> Gen[None]: ...
 
     @abstractmethod
-    def claim(self, task: TaskView) -> Gen[Grant]: ...
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
+        """Claim ``task`` as read; ``blind``: without checking what was read (a retry that
+        ignores the refusal it got); ``steal``: take it from its holder (``--steal``)."""
 
     @abstractmethod
     def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:

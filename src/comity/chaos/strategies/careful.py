@@ -26,8 +26,11 @@ __all__ = ["CarefulLocksStrategy", "CarefulLocksClient"]
 class CarefulLocksClient(FilesClient):
     lease_ttl = LOCK_TTL_S
 
-    def _acquire(self, resource: str) -> Gen[float]:
-        expires: float = yield from self._call("lock_acquire", resource=resource, holder=self.me, ttl=LOCK_TTL_S)
+    def _acquire(self, resource: str, *, force: bool = False) -> Gen[float]:
+        args: dict[str, Any] = {"resource": resource, "holder": self.me, "ttl": LOCK_TTL_S}
+        if force:
+            args["force"] = True  # the lock tool's --force: take it from whoever holds it
+        expires: float = yield from self._call("lock_acquire", **args)
         return expires
 
     def _check(self, resource: str) -> Gen[float]:
@@ -103,12 +106,14 @@ class CarefulLocksClient(FilesClient):
                 out.append(task_view(t, True))  # its holder's lock lapsed (by the server's clock): take it over
         return BoardView(out)
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
         resource = f"task:{task.id}"
-        expires = yield from self._acquire(resource)
+        expires = yield from self._acquire(resource, force=steal)
         t = yield from self._call("task_get", id=task.id)  # re-read under the lock
         why = None
-        if t["status"] in ("done", "failed"):
+        if blind:
+            pass  # a blind retry does not look at what it re-read
+        elif t["status"] in ("done", "failed"):
             why = f"task {task.id} is {t['status']}"
         elif t["assignee"] not in (None, self.me):
             why = f"task {task.id} is assigned to {t['assignee']}"
@@ -116,7 +121,7 @@ class CarefulLocksClient(FilesClient):
             yield from self._release_lock(resource)
             raise Refused("stale_context", why)
         token: int = yield from self._call("claim", id=task.id, by=self.me)
-        return Grant(task, token, list(t["checkpoints"]), expires, reread=True)
+        return Grant(task, token, list(t["checkpoints"]), expires, reread=not blind)
 
     def _still_mine(self, grant: Grant) -> Gen[float]:
         """The ownership check before a fenced action: the task's lock is still ours."""

@@ -90,8 +90,11 @@ class CasClient(FilesClient):
                 continue
         raise Refused("stale_context", f"task {task.id} kept changing")
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
         version = task.context if isinstance(task.context, int) else 0
+        if blind or steal:  # over whatever is there now, not over what was read
+            now = yield from self._call("task_get", id=task.id)
+            version = int(now["version"])
         got = yield from self._put_task(task.id, version, {"status": "claimed", "claimed_by": self.me})
         return Grant(task, int(got["claims"]), list(task.checkpoints), float(got["updated_at"]) + LEASE_TTL_S)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ... import errors
 from ...runtime import SeededRng
-from ...coord import allocate
+from ...coord import sequences
 from ...store import Holds, Put, Store
 from ...store import open as open_store
 from ...work import Agent, task_key
@@ -78,6 +78,10 @@ class StoreServer:
         return a
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        # Auth is on, as `comity serve` runs it: a connection acts as its token's agent only.
+        owner = message["pid"].split("#", 1)[0]
+        if message["agent"] != owner:
+            return {"error": "forbidden", "message": f"this token is {owner}'s; it cannot act as {message['agent']}"}
         agent = self.agent(message["pid"], message["agent"])
         try:
             return {"value": self.serve(agent, message["op"], message["args"])}
@@ -109,7 +113,7 @@ class StoreServer:
             agent.task_assign(a["id"], a["to"])
             return None
         if op == "claim":
-            c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S)
+            c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S, steal=bool(a.get("steal")))
             return {"token": c["token"], "handoff": c["handoff"], "expires": c["expires"]}
         if op == "checkpoint":
             t = agent.task_checkpoint(a["id"], a["token"], a["note"])
@@ -128,7 +132,7 @@ class StoreServer:
         number among the files, one per unit of work (the task's title here)."""
         prefix = a["prefix"]
         numbers = [int(k[len(prefix) :]) for k in agent.session.keys(prefix) if k[len(prefix) :].isdigit()]
-        return allocate(agent.session, a["seq"], floor=max(numbers, default=0), unit=a["unit"]).number
+        return sequences.allocate(agent.session, a["seq"], floor=max(numbers, default=0), unit=a["unit"]).number
 
     def commit(self, agent: Agent, a: dict[str, Any]) -> None:
         """A write under a task's lease: the token is checked in the same transaction (the
@@ -202,8 +206,8 @@ class ComityClient(Client):
     def assign(self, task: TaskView, agent: str) -> Gen[None]:
         yield from self._call("assign", id=task.id, to=agent)
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
-        r = yield from self._call("claim", id=task.id, context=task.context)
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
+        r = yield from self._call("claim", id=task.id, context=None if blind else task.context, steal=steal)
         return Grant(task, int(r["token"]), list(r["handoff"]), float(r["expires"]))
 
     def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:

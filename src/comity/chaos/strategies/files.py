@@ -152,9 +152,9 @@ class FileServer:
             if lock is not None and lock["holder"] == a["holder"]:
                 del self.locks[a["resource"]]
             return {"value": None}
-        if op == "lock_acquire":  # atomic: free, expired by the server's clock, or already ours
+        if op == "lock_acquire":  # atomic: free, expired by the server's clock, or already ours (or forced)
             lock = self.locks.get(a["resource"])
-            if self._lock_live(lock) and lock is not None and lock["holder"] != a["holder"]:
+            if not a.get("force") and self._lock_live(lock) and lock is not None and lock["holder"] != a["holder"]:
                 return {"error": "locked", "message": f"{a['resource']} is locked by {lock['holder']}", "holder": lock["holder"]}
             gen = (int(lock["gen"]) if lock is not None else 0) + 1
             self.locks[a["resource"]] = {"holder": a["holder"], "expires": self.now() + float(a["ttl"]), "gen": gen}
@@ -248,7 +248,7 @@ class FilesClient(Client):
     def assign(self, task: TaskView, agent: str) -> Gen[None]:
         yield from self._call("assign", id=task.id, to=agent)
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
         token: int = yield from self._call("claim", id=task.id, by=self.me, at=self.ctx.now())
         return Grant(task, token, list(task.checkpoints))
 
@@ -278,10 +278,10 @@ class NaiveLocksClient(FilesClient):
 
     lease_ttl = LOCK_TTL_S
 
-    def _lock(self, resource: str) -> Gen[float]:
+    def _lock(self, resource: str, *, force: bool = False) -> Gen[float]:
         lock = yield from self._call("lock_get", resource=resource)
         now = self.ctx.now()
-        if lock is not None and lock["holder"] != self.me and float(lock["expires"]) > now:
+        if not force and lock is not None and lock["holder"] != self.me and float(lock["expires"]) > now:
             raise Refused("locked", f"{resource} is locked by {lock['holder']}", holder=lock["holder"])
         gen = (int(lock["gen"]) if lock is not None else 0) + 1
         expires = now + LOCK_TTL_S
@@ -333,8 +333,8 @@ class NaiveLocksClient(FilesClient):
     def _stale(self, t: dict[str, Any]) -> bool:
         return t["status"] == "claimed" and self.ctx.now() - float(t["updated_at"]) > LOCK_TTL_S
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
-        expires = yield from self._lock(f"task:{task.id}")
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
+        expires = yield from self._lock(f"task:{task.id}", force=steal)
         token: int = yield from self._call("claim", id=task.id, by=self.me, at=self.ctx.now())
         return Grant(task, token, list(task.checkpoints), expires)
 

@@ -190,7 +190,7 @@ class PoolClient(Client):
     def assign(self, task: TaskView, agent: str) -> Gen[None]:
         yield from self._publish({"t": "assign", "id": task.id, "to": agent})
 
-    def claim(self, task: TaskView) -> Gen[Grant]:
+    def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
         yield from self._sync()
         token = int(self.world.tasks.get(task.id, {}).get("claims", 0)) + 1
         yield from self._publish({"t": "claim", "id": task.id, "by": self.me, "token": token})
