@@ -103,10 +103,12 @@ def _grant(self: Executor, tx: Any, caller: Any, request_id: str, o: Acquire, no
 def _renew_does_not_extend() -> list[tuple[Any, str, Any]]:
     def renew(self: Executor, tx: Any, caller: Any, request_id: str, o: Renew, now: float) -> tuple[dict[str, Any], int]:
         lease = self._check_holds(tx, o.resource, o.token, now, caller.agent)
-        expires = now + o.ttl
-        pos, stamp = self._lease_event(tx, caller, request_id, o.resource, "renew", lease.token, {"token": lease.token, "expires": expires}, lease)
+        ttl = o.ttl if o.ttl is not None else self._lease_length(tx, lease)
+        expires = now + ttl
+        detail = {"token": lease.token, "expires": expires, "ttl": ttl}
+        pos, stamp = self._lease_event(tx, caller, request_id, o.resource, "renew", lease.token, detail, lease)
         tx.save_lease(LeaseRow(o.resource, lease.holder, lease.token, lease.expires, pos, stamp))  # BUG: the old expiry stays
-        return {"resource": o.resource, "holder": lease.holder, "token": lease.token, "expires": expires}, pos
+        return {"resource": o.resource, "holder": lease.holder, "token": lease.token, "expires": expires, "ttl": ttl}, pos
 
     return _lease_op(renew=renew)
 

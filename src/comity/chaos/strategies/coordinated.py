@@ -8,8 +8,9 @@ word (an open transaction is rolled back, as when the process is killed) and the
 opened again, so what survives is what the store made durable before it answered.
 The client sends each verb as one request; writes carry a request id (retries under
 it are answered from the recorded outcome), claims carry the context of the read the
-agent decided on, every write of a task's work product carries the task's fencing
-token in the same guarded transaction, and migration numbers come from the
+agent decided on, every write of a task's work product is the fenced write (``write``
+with the task and its token: refused in the same transaction once the token is
+superseded), and migration numbers come from the
 allocator (:func:`comity.coord.allocate`) with the task's unit of work, floored at
 the highest number among the files.
 """
@@ -24,9 +25,9 @@ from typing import Any
 from ... import errors
 from ...runtime import SeededRng
 from ...coord import sequences
-from ...store import Holds, Put, Store
+from ...store import Store
 from ...store import open as open_store
-from ...work import Agent, task_key
+from ...work import Agent
 from ..sim import Gen, Simulation
 from .base import LEASE_TTL_S, BoardView, Client, FinalState, FinalTask, Grant, Plan, Snapshot, Strategy, TaskView
 
@@ -118,8 +119,9 @@ class StoreServer:
         if op == "checkpoint":
             t = agent.task_checkpoint(a["id"], a["token"], a["note"])
             return (t.get("lease") or {}).get("expires")
-        if op == "commit":
-            return self.commit(agent, a)
+        if op == "commit":  # the fenced write: counts only if the claim's token is still current
+            agent.write(a["key"], a["value"], context=a["context"], task=a["id"], token=a["token"], request_id=a["rid"])
+            return None
         if op == "complete":
             return bool(agent.task_complete(a["id"], a["token"], result=json.dumps(a["result"], sort_keys=True)).get("replayed"))
         if op == "release":
@@ -133,16 +135,6 @@ class StoreServer:
         prefix = a["prefix"]
         numbers = [int(k[len(prefix) :]) for k in agent.session.keys(prefix) if k[len(prefix) :].isdigit()]
         return sequences.allocate(agent.session, a["seq"], floor=max(numbers, default=0), unit=a["unit"]).number
-
-    def commit(self, agent: Agent, a: dict[str, Any]) -> None:
-        """A write under a task's lease: the token is checked in the same transaction (the
-        agent facade has no verb for it, so it is composed from the guarded transaction)."""
-        agent.session.txn(
-            guards=[Holds(task_key(a["id"]), a["token"])],
-            ops=[Put(a["key"], a["value"], context=a["context"])],
-            system=True,
-            request_id=a["rid"],
-        )
 
     def final_state(self, store: Store | None = None) -> FinalState:
         s = (store or self.store).session()
