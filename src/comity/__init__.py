@@ -42,6 +42,7 @@ def open(
     rng: Rng | None = None,
     max_value_bytes: int | None = None,
     busy_timeout: float = 30.0,
+    request_retention: float | None = None,
 ) -> Store: ...
 @overload
 def open(location: str | None = None, *, auth: str, timeout: float = 60.0) -> RemoteStore: ...
@@ -53,6 +54,7 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     rng: Rng | None = None,
     max_value_bytes: int | None = None,
     busy_timeout: float = 30.0,
+    request_retention: float | None = None,
     timeout: float = 60.0,
 ) -> Store | RemoteStore:
     """Open the store at ``location`` (see :func:`comity.store.open`), or, for
@@ -65,7 +67,9 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
         return RemoteStore(where, auth=auth, timeout=timeout)
     if auth is not None:
         raise Invalid("auth", "a token is for a comity server (http://…); a store path or postgresql:// URL takes none")
-    return _open_store(location, clock=clock, rng=rng, max_value_bytes=max_value_bytes, busy_timeout=busy_timeout)
+    return _open_store(
+        location, clock=clock, rng=rng, max_value_bytes=max_value_bytes, busy_timeout=busy_timeout, request_retention=request_retention
+    )
 
 
 __all__ = [

@@ -362,16 +362,19 @@ _CLAIM = VERB["task_claim"]
 @click.option("--context", metavar="CTX", help=_CLAIM.param("context").doc)
 @click.option("--ttl", type=_click_type(_CLAIM.param("ttl")), default=_CLAIM.param("ttl").default, show_default=True, help=_CLAIM.param("ttl").doc)
 @click.option("--steal", is_flag=True, help=_CLAIM.param("steal").doc)
-def task_claim_cmd(obj: Ctx, task_id: str | None, take_next: bool, context: str | None, ttl: float, steal: bool, *, as_json: bool) -> None:
+@click.option("--request-id", metavar="ID", help=_CLAIM.param("request_id").doc)
+def task_claim_cmd(
+    obj: Ctx, task_id: str | None, take_next: bool, context: str | None, ttl: float, steal: bool, request_id: str | None, *, as_json: bool
+) -> None:
     """Claim task ID (or --next): prints the fencing token to pass to later task commands."""
     if take_next == (task_id is not None):
         raise Invalid("ID", "give a task ID or --next, not both and not neither")
     if take_next:
         if context is not None or steal:
             raise Invalid("--next", "--next takes no --context or --steal: it claims whatever is ready")
-        _claimed(obj.call("task_claim_next", {"ttl": ttl}), as_json)
+        _claimed(obj.call("task_claim_next", {"ttl": ttl, "request_id": request_id}), as_json)
     else:
-        _claimed(obj.call("task_claim", {"id": task_id, "context": context, "ttl": ttl, "steal": steal}), as_json)
+        _claimed(obj.call("task_claim", {"id": task_id, "context": context, "ttl": ttl, "steal": steal, "request_id": request_id}), as_json)
 
 
 CLI_FORMS["task_claim"] = CliForm("task claim", ("id",))

@@ -102,12 +102,29 @@ def _live(state: dict[str, Any], now: float) -> list[Reservation]:
     return [Reservation(**e) for e in state["entries"] if e["expires"] > now]
 
 
-def _save(session: Session, state: dict[str, Any], context: str, label: str) -> bool:
+def _save(session: Session, state: dict[str, Any], context: str, label: str, request: tuple[str, str] | None) -> dict[str, Any] | None:
+    """Write the reservations if nobody changed them since ``context``: the state as written
+    (a retry racing the first attempt gets the first's), or None to re-evaluate."""
+    rid, digest = (None, None) if request is None else request
     try:
-        session.txn(ops=[Put(RESERVATIONS_KEY, state, context=context, label=label)], system=True)
-        return True
+        r = session.txn(ops=[Put(RESERVATIONS_KEY, state, context=context, label=label)], system=True, request_id=rid, digest=digest)
     except StaleContext:
-        return False  # someone else changed the reservations since we read them: re-evaluate
+        return None  # someone else changed the reservations since we read them: re-evaluate
+    written: dict[str, Any] = r.results[0]["values"][0]
+    return written
+
+
+def _prior(session: Session, request: tuple[str, str] | None) -> dict[str, Any] | None:
+    """The reservations as a recorded request left them, if it was applied (a retry)."""
+    if request is None:
+        return None
+    got = session.recorded(request[0])
+    if got is None:
+        return None
+    if got[0] != request[1]:
+        raise Invalid("request_id", f"{request[0][:60]!r} was already used for a different request; use a new id for a new request")
+    state: dict[str, Any] = got[1]["results"][0]["values"][0]
+    return state
 
 
 def reservations(session: Session) -> list[Reservation]:
@@ -116,11 +133,14 @@ def reservations(session: Session) -> list[Reservation]:
     return _live(state, now)
 
 
-def reserve(session: Session, paths: list[str], *, ttl: float = 3600.0, shared: bool = False) -> list[Reservation]:
+def reserve(
+    session: Session, paths: list[str], *, ttl: float = 3600.0, shared: bool = False, request: tuple[str, str] | None = None
+) -> list[Reservation]:
     """Reserve every path or glob in ``paths`` for this session's agent, or none of them.
 
     Refused (StaleContext) if one overlaps another agent's live exclusive reservation,
-    or, when exclusive, any other agent's live reservation."""
+    or, when exclusive, any other agent's live reservation.  ``request`` (an id and the
+    digest of the call) answers a retry with what the first attempt granted."""
     if session.agent is None:
         raise Invalid("agent", "reserving paths needs an agent name: pass --agent NAME or set COMITY_AGENT")
     if not isinstance(paths, list) or not paths:
@@ -129,6 +149,9 @@ def reserve(session: Session, paths: list[str], *, ttl: float = 3600.0, shared: 
         raise Invalid("ttl", f"must be seconds in (0, 604800], got {ttl!r}")
     wanted = list(dict.fromkeys(normalize(p) for p in paths))
     me = session.agent
+    prior = _prior(session, request)
+    if prior is not None:
+        return _granted(prior, me, wanted)
     for _ in range(_MAX_RETRIES):
         state, context, now = _load(session)
         live = _live(state, now)
@@ -151,18 +174,28 @@ def reserve(session: Session, paths: list[str], *, ttl: float = 3600.0, shared: 
             if old is None:
                 token += 1
         entries = [r.to_json() for r in mine.values()] + [g.to_json() for g in granted]
-        if _save(session, {"next_token": token, "entries": entries}, context, "reserve"):
-            return granted
+        written = _save(session, {"next_token": token, "entries": entries}, context, "reserve", request)
+        if written is not None:
+            return _granted(written, me, wanted)
     raise StaleContext("reservations kept changing under contention; retry", key=RESERVATIONS_KEY)
 
 
-def release(session: Session, paths: list[str]) -> list[str]:
-    """Release this agent's reservations of exactly these patterns; NotFound if it held none."""
+def _granted(state: dict[str, Any], me: str, wanted: list[str]) -> list[Reservation]:
+    mine = {e["pattern"]: Reservation(**e) for e in state["entries"] if e["holder"] == me}
+    return [mine[p] for p in wanted if p in mine]
+
+
+def release(session: Session, paths: list[str], *, request: tuple[str, str] | None = None) -> list[str]:
+    """Release this agent's reservations of exactly these patterns; NotFound if it held none.
+    ``request`` answers a retry with what the first attempt released."""
     if session.agent is None:
         raise Invalid("agent", "releasing paths needs an agent name")
     if not isinstance(paths, list) or not paths:
         raise Invalid("paths", "give at least one path or glob")
     wanted = {normalize(p) for p in paths}
+    prior = _prior(session, request)
+    if prior is not None:
+        return list(prior.get("released", {}).get(session.agent, []))
     for _ in range(_MAX_RETRIES):
         state, context, now = _load(session)
         live = _live(state, now)
@@ -170,6 +203,8 @@ def release(session: Session, paths: list[str]) -> list[str]:
         if not gone:
             raise NotFound(f"{session.agent} holds no reservation on {sorted(wanted)}; see `comity reservations`")
         keep = [r.to_json() for r in live if not (r.holder == session.agent and r.pattern in wanted)]
-        if _save(session, {"next_token": state["next_token"], "entries": keep}, context, "release"):
+        # What was released is kept in the state, by agent, so that a retry can be told it.
+        released = {**state.get("released", {}), session.agent: gone}
+        if _save(session, {"next_token": state["next_token"], "entries": keep, "released": released}, context, "release", request) is not None:
             return gone
     raise StaleContext("reservations kept changing under contention; retry", key=RESERVATIONS_KEY)

@@ -27,9 +27,10 @@ ALLOC_PREFIX = "@alloc/"
 _RETRIES = 64
 
 
-def next_number(session: Session, name: str) -> int:
-    """The next number of sequence ``name`` (1 for a new sequence)."""
-    result = session.txn(ops=[Next(name)], system=True).results[0]
+def next_number(session: Session, name: str, *, request_id: str | None = None, digest: str | None = None) -> int:
+    """The next number of sequence ``name`` (1 for a new sequence).  With a ``request_id`` a
+    retry gets the number the first attempt took, not another."""
+    result = session.txn(ops=[Next(name)], system=True, request_id=request_id, digest=digest).results[0]
     return int(result["value"])
 
 

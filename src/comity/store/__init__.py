@@ -75,8 +75,12 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     rng: Rng | None = None,
     max_value_bytes: int | None = None,
     busy_timeout: float = 30.0,
+    request_retention: float | None = None,
 ) -> Store:
     """Open (creating if needed) the store at ``location``.
+
+    ``request_retention``: seconds a request's recorded outcome answers its retries
+    (default ``$COMITY_REQUEST_RETENTION_S``, else a day).
 
     With no location: ``$COMITY_STORE``, else the git common directory of the
     current repository (shared by all its worktrees), else ``./.comity``.
@@ -92,7 +96,7 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     else:
         backend = SQLiteBackend(where, clock=clock or SystemClock(), rng=rng, busy_timeout=busy_timeout)
     try:
-        return Store(backend, clock=clock or SystemClock(), rng=rng, max_value_bytes=max_value_bytes)
+        return Store(backend, clock=clock or SystemClock(), rng=rng, max_value_bytes=max_value_bytes, request_retention=request_retention)
     except BaseException:
         backend.close()  # a bad option must not leak the file handle or the connection pool
         raise

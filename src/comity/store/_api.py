@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_NEWS_LIMIT",
     "DEFAULT_SESSION_SAVE_INTERVAL_S",
     "DEFAULT_SESSION_RETENTION_S",
+    "DEFAULT_REQUEST_RETENTION_S",
 ]
 
 DEFAULT_NEWS_LIMIT = 50
@@ -47,6 +48,9 @@ DEFAULT_NEWS_LIMIT = 50
 DEFAULT_SESSION_SAVE_INTERVAL_S = 5.0
 # A named session not saved for this long is forgotten: it starts again at the log's head.
 DEFAULT_SESSION_RETENTION_S = 30 * 24 * 3600.0
+# A request's recorded outcome answers its retries for at least this long (COMITY_REQUEST_RETENTION_S).
+DEFAULT_REQUEST_RETENTION_S = 24 * 3600.0
+_PRUNE_REQUESTS_EVERY_S = 60.0
 _FORGET_EVERY_S = 3600.0
 _SCAN = 256
 _UNDELIVERED_MAX = 500
@@ -189,6 +193,7 @@ class Store:
         news_limit: int = DEFAULT_NEWS_LIMIT,
         session_save_interval: float = DEFAULT_SESSION_SAVE_INTERVAL_S,
         session_retention: float = DEFAULT_SESSION_RETENTION_S,
+        request_retention: float | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock or SystemClock()
@@ -209,6 +214,16 @@ class Store:
             raise Invalid("session_retention", "must be a number of seconds > 0")
         self.session_save_interval = float(session_save_interval)
         self.session_retention = float(session_retention)
+        if request_retention is None:
+            env = os.environ.get("COMITY_REQUEST_RETENTION_S")
+            try:
+                request_retention = float(env) if env else DEFAULT_REQUEST_RETENTION_S
+            except ValueError:
+                raise Invalid("COMITY_REQUEST_RETENTION_S", f"must be a number of seconds, got {env!r}") from None
+        if not request_retention > 0:
+            raise Invalid("request_retention", "must be a number of seconds > 0")
+        self.request_retention = float(request_retention)
+        self._pruned_at: float | None = None
         self._named: weakref.WeakSet[Session] = weakref.WeakSet()
         self._forgot_at: float | None = None
         meta = backend.meta
@@ -255,6 +270,15 @@ class Store:
             return
         self._forgot_at = now
         tx.forget_sessions(now - self.session_retention)
+
+    def _prune_requests(self, tx: Tx, now: float) -> None:
+        """Outcomes recorded more than ``request_retention`` ago are deleted (from a write that
+        records one, at most once per ``_PRUNE_REQUESTS_EVERY_S`` per handle): a retry within
+        the window gets the recorded outcome; later, the id is new again."""
+        if self._pruned_at is not None and now - self._pruned_at < _PRUNE_REQUESTS_EVERY_S:
+            return
+        self._pruned_at = now
+        tx.forget_requests(now - self.request_retention)
 
     def close(self) -> None:
         """Save the named sessions opened here (as of their last answer), then close."""
@@ -637,10 +661,13 @@ class Session:
         *,
         request_id: str | None = None,
         system: bool = False,
+        digest: str | None = None,
     ) -> TxnResult:
         """The guarded transaction: every guard holds and every op applies, or nothing does.
 
-        ``system`` lets comity's own layers (tasks, sequences) write their '@' keys."""
+        ``system`` lets comity's own layers (tasks, sequences) write their '@' keys.  With a
+        ``request_id`` the outcome is recorded in the same transaction and a retry returns it
+        (``replayed``); ``digest`` says what "the same request" is, when not its operations."""
         agent = self._require_agent()
         record = request_id is not None
         if request_id is None:
@@ -655,13 +682,17 @@ class Session:
         with self._lock:
             with self.store.backend.transaction(write=True) as tx:
                 try:
-                    outcome, replayed = self.store.executor.execute(tx, caller, request_id, guards, ops, record=record, system=system)
+                    outcome, replayed = self.store.executor.execute(
+                        tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
+                    )
                 except (StaleContext, Fenced, LeaseExpired, NotFound):
                     # Refused by the state: what it tried to change is now this session's concern,
                     # so the next answer carries the news that explains the refusal.
                     self._interested(guards, ops)
                     raise
                 self._interested(guards, ops)
+                if record and not replayed:
+                    self.store._prune_requests(tx, tx.now())
                 if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
                     # Positions are issued in order under the write lock: if this transaction's
                     # events directly follow what the session had seen, nobody else wrote between.
@@ -677,6 +708,15 @@ class Session:
                 self._kept(row)
             self._shown_now(shown, news, truncated)
             return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
+
+    def recorded(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The (digest, outcome) recorded under ``request_id``, if a request with it was applied
+        within the retention window: a layer above checks it before acting again."""
+        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
+            raise Invalid("request_id", "must be a string of 1 to 128 characters")
+        with self.store.backend.transaction(write=False) as tx:
+            prior = tx.recorded(request_id)
+        return None if prior is None else (prior[0], json.loads(prior[1]))
 
     def _interested(self, guards: list[Guard], ops: list[Op]) -> None:
         for o in ops:

@@ -141,8 +141,14 @@ def _migration_2(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
     cur.execute(f"ALTER TABLE {s}.sessions ADD COLUMN saved double precision NOT NULL DEFAULT 0")
 
 
+def _migration_3(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
+    # As SQLite's: request outcomes are kept for a window, deleted by the time they were recorded.
+    cur.execute(f"ALTER TABLE {s}.requests ADD COLUMN at double precision NOT NULL DEFAULT 0")
+    cur.execute(f"CREATE INDEX requests_at ON {s}.requests (at)")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -185,7 +191,9 @@ class _Sql:
         )
         self.acted = f"SELECT 1 FROM {s}.events WHERE agent = %s LIMIT 1"
         self.recorded = f"SELECT digest, outcome FROM {s}.requests WHERE request_id = %s"
-        self.record = f"INSERT INTO {s}.requests (request_id, digest, outcome) VALUES (%s, %s, %s)"
+        self.record = f"INSERT INTO {s}.requests (request_id, digest, outcome, at) VALUES (%s, %s, %s, %s)"
+        self.date_requests = f"UPDATE {s}.requests SET at = %s WHERE at = 0"
+        self.forget_requests = f"DELETE FROM {s}.requests WHERE at < %s"
         self.load_session = f"SELECT agent, position, interest, ahead, saved FROM {s}.sessions WHERE name = %s"
         self.save_session = (
             f"INSERT INTO {s}.sessions (name, agent, position, interest, ahead, saved) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -332,8 +340,12 @@ class _PgTx:
         row = self._query(self.sql.recorded, (request_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def record(self, request_id: str, digest: str, outcome: str) -> None:
-        self.pending.append((self.sql.record, (request_id, digest, outcome)))
+    def record(self, request_id: str, digest: str, outcome: str, at: float) -> None:
+        self.pending.append((self.sql.record, (request_id, digest, outcome, at)))
+
+    def forget_requests(self, recorded_before: float) -> int:
+        self._query(self.sql.date_requests, (self.now(),))
+        return int(self._query(self.sql.forget_requests, (recorded_before,)).rowcount)
 
     def load_session(self, name: str) -> SessionRow | None:
         row = self._query(self.sql.load_session, (name,)).fetchone()

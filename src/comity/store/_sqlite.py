@@ -76,8 +76,15 @@ def _migration_2(db: sqlite3.Connection, rng: Rng) -> None:
     db.execute("ALTER TABLE sessions ADD COLUMN saved REAL NOT NULL DEFAULT 0")
 
 
+def _migration_3(db: sqlite3.Connection, rng: Rng) -> None:
+    # Recorded request outcomes are kept for a window (Store.request_retention), then deleted
+    # by the time they were recorded (0: recorded before it was kept: dated at the next clean-up).
+    db.execute("ALTER TABLE requests ADD COLUMN at REAL NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX requests_at ON requests (at)")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -182,8 +189,12 @@ class _SQLiteTx:
         row = self.db.execute("SELECT digest, outcome FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def record(self, request_id: str, digest: str, outcome: str) -> None:
-        self.db.execute("INSERT INTO requests (request_id, digest, outcome) VALUES (?, ?, ?)", (request_id, digest, outcome))
+    def record(self, request_id: str, digest: str, outcome: str, at: float) -> None:
+        self.db.execute("INSERT INTO requests (request_id, digest, outcome, at) VALUES (?, ?, ?, ?)", (request_id, digest, outcome, at))
+
+    def forget_requests(self, recorded_before: float) -> int:
+        self.db.execute("UPDATE requests SET at = ? WHERE at = 0", (self.clock.now(),))
+        return self.db.execute("DELETE FROM requests WHERE at < ?", (recorded_before,)).rowcount
 
     def load_session(self, name: str) -> SessionRow | None:
         row = self.db.execute("SELECT agent, position, interest, ahead, saved FROM sessions WHERE name = ?", (name,)).fetchone()

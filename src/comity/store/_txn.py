@@ -360,15 +360,19 @@ class Executor:
         *,
         record: bool = True,
         system: bool = False,
+        digest: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Apply a guarded transaction inside ``tx``; returns (outcome, replayed).
 
         With ``record`` the outcome is stored under ``request_id`` in the same transaction,
         and a retry with that id returns it instead of acting twice.  A caller that made
-        up no id of its own (``record=False``) cannot retry with it, so nothing is kept."""
+        up no id of its own (``record=False``) cannot retry with it, so nothing is kept.
+        ``digest`` says what "the same request" is when the caller knows better than the
+        operations (a verb whose operations depend on what it read: its arguments)."""
         texts = validate(guards, ops, self.max_value_bytes, system)
         if record:
-            digest = _digest(caller.agent, guards, ops)
+            if digest is None:
+                digest = _digest(caller.agent, guards, ops)
             prior = tx.recorded(request_id)
             if prior is not None:
                 if prior[0] != digest:
@@ -422,7 +426,8 @@ class Executor:
 
         outcome = {"pos": last_pos or tx.head(), "results": results, "appended": appended}
         if record:
-            tx.record(request_id, digest, compact_json(outcome))
+            assert digest is not None
+            tx.record(request_id, digest, compact_json(outcome), now)
         return outcome, False
 
     def _write(

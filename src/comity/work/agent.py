@@ -25,13 +25,13 @@ from ..coord import heartbeat as send_heartbeat
 from ..coord import next_number, reservations, reserve
 from ..coord import release as release_reservations
 from ..errors import Invalid
-from ..store import Session
+from ..store import Create, Delete, Put, Session, Update, Written
 from ._change_verbs import ChangeVerbs
 from .changes import Changes, inbox_key
 from .checks import Runner
 from .decisions import DECISIONS_KEY, decisions
-from .tasks import Board, parse_task_id, task_key
-from .verbs import LEASE_TTL_S, RESERVATION_TTL_S, VERB, bind
+from .tasks import Board, Request, parse_task_id, task_key
+from .verbs import LEASE_TTL_S, RESERVATION_TTL_S, VERB, bind, request_digest
 from .why import why as causal_history
 
 __all__ = ["Agent"]
@@ -91,6 +91,21 @@ class Agent(ChangeVerbs):
     def _task_context(self, task: dict[str, Any]) -> None:
         self._remember(task_key(task["id"]), task.get("context"))
 
+    def _request(self, verb: str, request_id: str | None, **given: Any) -> Request | None:
+        """The request a call with ``request_id`` is: "the same request" is the same verb with the
+        same arguments as the caller gave them (before this session filled in a context it
+        remembers, so that a retry after the write moved that context is still the same)."""
+        if request_id is None:
+            return None
+        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
+            raise Invalid("request_id", "must be a string of 1 to 128 characters")
+        return Request(request_id, request_digest(self.session.agent, verb, given))
+
+    def _written(self, op: Put | Create | Delete, request: Request | None) -> Written:
+        r = self.session.txn(ops=[op], request_id=None if request is None else request.id, digest=None if request is None else request.digest)
+        res = r.results[0]
+        return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed)
+
     # ------------------------------------------------------------ answers
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         # Whatever the verb did inside (the task board reads and writes on the agent's
@@ -144,29 +159,32 @@ class Agent(ChangeVerbs):
         token: int | None = None,
         request_id: str | None = None,
     ) -> dict[str, Any]:
+        req = self._request("write", request_id, key=key, value=value, context=context, keep_both=keep_both, task=task, token=token)
         ctx = context if context is not None else self.remembered(key)
         if task is None and token is None:
-            w = self.session.put(key, value, context=ctx, keep_both=bool(keep_both), request_id=request_id)
+            w = self._written(Put(key, value, ctx, bool(keep_both)), req)
         else:
             if task is None or token is None:
                 raise Invalid("token" if token is None else "task", "a write under a task's lease needs both task and token (your claim's)")
-            w = self.board.write(key, value, task=task, token=token, context=ctx, keep_both=bool(keep_both), request_id=request_id)
+            w = self.board.write(key, value, task=task, token=token, context=ctx, keep_both=bool(keep_both), request=req)
         self._remember(key, w.context)
         return self._answer(w.to_json())
 
     def create(self, key: str, value: Any, request_id: str | None = None) -> dict[str, Any]:
-        w = self.session.create(key, value, request_id=request_id)
+        w = self._written(Create(key, value), self._request("create", request_id, key=key, value=value))
         self._remember(key, w.context)
         return self._answer(w.to_json())
 
     def delete(self, key: str, context: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        req = self._request("delete", request_id, key=key, context=context)
         ctx = context if context is not None else self.remembered(key)
-        w = self.session.delete(key, context=ctx, request_id=request_id)
+        w = self._written(Delete(key, ctx), req)
         self._remember(key, w.context)
         return self._answer(w.to_json())
 
     def update(self, key: str, op: str, arg: Any = None, type: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        r = self.session.update(key, op, arg, type=type, request_id=request_id)
+        req = self._request("update", request_id, key=key, op=op, arg=arg, type=type)
+        r = self.session.txn(ops=[Update(key, op, arg, type)], request_id=None if req is None else req.id, digest=None if req is None else req.digest)
         res = dict(r.results[0])
         self._remember(key, res["context"])
         if r.replayed:
@@ -198,8 +216,10 @@ class Agent(ChangeVerbs):
         deps: list[str] | None = None,
         labels: list[str] | None = None,
         assignee: str | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        t = self.board.add(title, body=body, deps=_list(deps, "deps"), labels=_list(labels, "labels"), assignee=assignee)
+        req = self._request("task_add", request_id, title=title, body=body, deps=deps, labels=labels, assignee=assignee)
+        t = self.board.add(title, body=body, deps=_list(deps, "deps"), labels=_list(labels, "labels"), assignee=assignee, request=req)
         self._task_context(t)
         return self._answer(t)
 
@@ -217,62 +237,71 @@ class Agent(ChangeVerbs):
         self._task_context(t)
         return self._answer(t)
 
-    def task_assign(self, id: str, agent: str | None) -> dict[str, Any]:
-        t = self.board.assign(id, agent)
+    def task_assign(self, id: str, agent: str | None, request_id: str | None = None) -> dict[str, Any]:
+        t = self.board.assign(id, agent, request=self._request("task_assign", request_id, id=id, agent=agent))
         self._task_context(t)
         return self._answer(t)
 
-    def task_claim(self, id: str, context: str | None = None, ttl: float = LEASE_TTL_S, steal: bool = False) -> dict[str, Any]:
+    def task_claim(
+        self, id: str, context: str | None = None, ttl: float = LEASE_TTL_S, steal: bool = False, request_id: str | None = None
+    ) -> dict[str, Any]:
+        req = self._request("task_claim", request_id, id=id, context=context, ttl=ttl, steal=steal)
         tid = parse_task_id(id)
         ctx = context if context is not None else self.remembered(task_key(tid))
-        c = self.board.claim(tid, context=ctx, ttl=ttl, steal=bool(steal))
+        c = self.board.claim(tid, context=ctx, ttl=ttl, steal=bool(steal), request=req)
         self._task_context(c.task)
         return self._answer(c.to_json())
 
-    def task_claim_next(self, ttl: float = LEASE_TTL_S) -> dict[str, Any]:
-        c = self.board.claim_next(ttl=ttl)
+    def task_claim_next(self, ttl: float = LEASE_TTL_S, request_id: str | None = None) -> dict[str, Any]:
+        c = self.board.claim_next(ttl=ttl, request=self._request("task_claim_next", request_id, ttl=ttl))
         self._task_context(c.task)
         return self._answer(c.to_json())
 
-    def task_renew(self, id: str, token: int, ttl: float | None = None) -> dict[str, Any]:
-        return self._answer(self.board.renew(id, token, ttl=ttl))
+    def task_renew(self, id: str, token: int, ttl: float | None = None, request_id: str | None = None) -> dict[str, Any]:
+        req = self._request("task_renew", request_id, id=id, token=token, ttl=ttl)
+        return self._answer(self.board.renew(id, token, ttl=ttl, request=req))
 
-    def task_checkpoint(self, id: str, token: int, note: str) -> dict[str, Any]:
-        t = self.board.checkpoint(id, token, note)
+    def task_checkpoint(self, id: str, token: int, note: str, request_id: str | None = None) -> dict[str, Any]:
+        t = self.board.checkpoint(id, token, note, request=self._request("task_checkpoint", request_id, id=id, token=token, note=note))
         self._task_context(t)
         return self._answer(t)
 
-    def task_complete(self, id: str, token: int, result: str = "") -> dict[str, Any]:
-        t = self.board.done(id, token, result=result)
+    def task_complete(self, id: str, token: int, result: str = "", request_id: str | None = None) -> dict[str, Any]:
+        t = self.board.done(id, token, result=result, request=self._request("task_complete", request_id, id=id, token=token, result=result))
         self._task_context(t)
         return self._answer(t)
 
-    def task_release(self, id: str, token: int) -> dict[str, Any]:
-        t = self.board.release(id, token)
+    def task_release(self, id: str, token: int, request_id: str | None = None) -> dict[str, Any]:
+        t = self.board.release(id, token, request=self._request("task_release", request_id, id=id, token=token))
         self._task_context(t)
         return self._answer(t)
 
-    def task_fail(self, id: str, token: int, reason: str = "") -> dict[str, Any]:
-        t = self.board.fail(id, token, reason=reason)
+    def task_fail(self, id: str, token: int, reason: str = "", request_id: str | None = None) -> dict[str, Any]:
+        t = self.board.fail(id, token, reason=reason, request=self._request("task_fail", request_id, id=id, token=token, reason=reason))
         self._task_context(t)
         return self._answer(t)
 
     # ------------------------------------------------------- coordination
-    def seq_next(self, name: str) -> dict[str, Any]:
+    def seq_next(self, name: str, request_id: str | None = None) -> dict[str, Any]:
         if self.session.agent is None:
             raise Invalid("agent", "taking a number needs an agent name")
-        return self._answer({"sequence": name, "value": next_number(self.session, name)})
+        req = self._request("seq_next", request_id, name=name)
+        value = next_number(self.session, name, request_id=None if req is None else req.id, digest=None if req is None else req.digest)
+        return self._answer({"sequence": name, "value": value})
 
-    def reserve_paths(self, paths: list[str], ttl: float = RESERVATION_TTL_S, shared: bool = False) -> dict[str, Any]:
-        got = reserve(self.session, _list(paths, "paths"), ttl=ttl, shared=bool(shared))
+    def reserve_paths(self, paths: list[str], ttl: float = RESERVATION_TTL_S, shared: bool = False, request_id: str | None = None) -> dict[str, Any]:
+        req = self._request("reserve_paths", request_id, paths=paths, ttl=ttl, shared=shared)
+        got = reserve(self.session, _list(paths, "paths"), ttl=ttl, shared=bool(shared), request=None if req is None else (req.id, req.digest))
         # Decisions on these paths come with the grant; ones recorded later come as news.
         self.session.interest.add(DECISIONS_KEY)
         ds = [d for d in decisions(self.session) if any(d.covers(r.pattern) for r in got)]
         brief = [{"id": d.id, "agent": d.agent, "paths": d.paths, "text": d.text, "commit": d.commit} for d in ds]
         return self._answer({"reservations": [r.to_json() for r in got], "decisions": brief})
 
-    def release_paths(self, paths: list[str]) -> dict[str, Any]:
-        return self._answer({"released": release_reservations(self.session, _list(paths, "paths"))})
+    def release_paths(self, paths: list[str], request_id: str | None = None) -> dict[str, Any]:
+        req = self._request("release_paths", request_id, paths=paths)
+        gone = release_reservations(self.session, _list(paths, "paths"), request=None if req is None else (req.id, req.digest))
+        return self._answer({"released": gone})
 
     def reservations(self) -> dict[str, Any]:
         return self._answer({"reservations": [r.to_json() for r in reservations(self.session)]})

@@ -25,7 +25,7 @@ from ..store._api import check_agent
 from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned, Written
 from ..store._codec import check_key
 
-__all__ = ["Board", "Claim", "STATES", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
+__all__ = ["Board", "Claim", "Request", "STATES", "TASK_PREFIX", "OPEN_PREFIX", "task_key", "parse_task_id"]
 
 TASK_PREFIX = "@task/"
 OPEN_PREFIX = "@open/"
@@ -97,9 +97,32 @@ class Claim:
     expires: float
     handoff: list[dict[str, Any]]
     news: list[dict[str, Any]]
+    replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "token": self.token, "expires": self.expires, "handoff": self.handoff, "news": self.news}
+        out = {"task": self.task, "token": self.token, "expires": self.expires, "handoff": self.handoff, "news": self.news}
+        if self.replayed:
+            out["replayed"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A caller's request id and what makes a retry "the same request" (the digest of the
+    verb and its arguments as the caller gave them): the transaction that acts records its
+    outcome under the id, and a retry is answered from that record instead of acting twice."""
+
+    id: str
+    digest: str
+
+    def derived(self, step: str) -> Request:
+        """The id of an earlier step of the same request (a sequence number it takes first)."""
+        return Request(f"{self.id[:100]}#{step}", self.digest)
+
+
+def _txn_request(request: Request | None) -> dict[str, Any]:
+    """The keyword arguments of Session.txn that make it record ``request``'s outcome."""
+    return {} if request is None else {"request_id": request.id, "digest": request.digest}
 
 
 class Board:
@@ -214,8 +237,13 @@ class Board:
         deps: Iterable[str] = (),
         labels: Iterable[str] = (),
         assignee: str | None = None,
+        request: Request | None = None,
     ) -> dict[str, Any]:
         me = self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            made = prior["results"][0]
+            return {**made["values"][0], "state": "open", "lease": None, "context": made["context"], "news": [], "replayed": True}
         title = _text(title, "title", _TITLE_MAX, required=True)
         body = _text(body, "body", _BODY_MAX)
         dep_ids = [parse_task_id(d, "deps") for d in deps]
@@ -226,7 +254,9 @@ class Board:
         label_list = list(dict.fromkeys(labels))
         if not all(isinstance(lab, str) and 0 < len(lab) <= 64 for lab in label_list):
             raise Invalid("labels", "each label is a string of 1 to 64 characters")
-        task_id = f"T-{next_number(self.session, 'tasks')}"
+        # With a request id the number is taken under an id of its own: a retry takes the same one.
+        seq = None if request is None else request.derived("seq")
+        task_id = f"T-{next_number(self.session, 'tasks', request_id=None if seq is None else seq.id, digest=None if seq is None else seq.digest)}"
         record = {
             "id": task_id,
             "title": title,
@@ -249,7 +279,9 @@ class Board:
                 Create(_open_key(task_id), _marker(record), label="task.open"),
             ],
             system=True,
+            **_txn_request(request),
         )
+        record = r.results[0]["values"][0]  # a retry racing the first attempt gets the first's
         return self._warn_unknown(assignee, {**record, "state": "open", "lease": None, "context": r.results[0]["context"], "news": r.news})
 
     def _update(
@@ -261,6 +293,7 @@ class Board:
         guards: list[Any] | None = None,
         extra_ops: Any = None,
         first: Versioned | None = None,
+        request: Request | None = None,
     ) -> dict[str, Any]:
         """Re-read, recompute and write with the fresh context until no one wrote between."""
         for _ in range(_RETRIES):
@@ -272,11 +305,13 @@ class Board:
             if extra_ops is not None:
                 ops += extra_ops(record, new)
             try:
-                r = self.session.txn(guards=guards or [], ops=ops, system=True)
+                r = self.session.txn(guards=guards or [], ops=ops, system=True, **_txn_request(request))
             except StaleContext as e:
                 if e.key == task_key(task_id):
                     continue
                 raise
+            if r.replayed:  # the same request, applied meanwhile by a retry racing this one
+                return {**self._view_of(r.results), "news": r.news, "replayed": True}
             granted = [x for x in r.results if "token" in x and x.get("holder")]
             if new["status"] == "claimed" and not granted:
                 lease, now = self._lease(task_id)
@@ -285,8 +320,11 @@ class Board:
             return {**self._view(new, lease, now, r.results[0]["context"]), "news": r.news}
         raise StaleContext(f"task {task_id} kept changing under contention; retry", key=task_key(task_id))
 
-    def assign(self, task_id: str, agent: str | None) -> dict[str, Any]:
+    def assign(self, task_id: str, agent: str | None, *, request: Request | None = None) -> dict[str, Any]:
         self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            return {**self._view_of(prior["results"]), "news": [], "replayed": True}
         task_id = parse_task_id(task_id)
         agent = _assignee(agent)
 
@@ -304,7 +342,7 @@ class Board:
                 return [Put(_open_key(task_id), _marker(new), context=m.context, label="task.open")]
             return []
 
-        return self._warn_unknown(agent, self._update(task_id, change, "task.assign", extra_ops=marker))
+        return self._warn_unknown(agent, self._update(task_id, change, "task.assign", extra_ops=marker, request=request))
 
     def _warn_unknown(self, agent: str | None, task: dict[str, Any]) -> dict[str, Any]:
         """Assigning to a name that has never acted here (nor been issued a token) is allowed,
@@ -341,12 +379,17 @@ class Board:
         ttl: float | None = None,
         steal: bool = False,
         record_refusal: bool = True,
+        request: Request | None = None,
     ) -> Claim:
         """Claim ``task_id``: one transaction takes its lease (a greater fencing token) and marks it.
 
         Refusals are logged on the task's history (for `comity why`) unless
-        ``record_refusal`` is off (claim_next's lost races are not news)."""
+        ``record_refusal`` is off (claim_next's lost races are not news).  With a ``request``,
+        a retry after the claim was made is answered with it, not refused as taken."""
         me = self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            return self._claim_of(prior["results"])
         task_id = parse_task_id(task_id)
         ttl_s = _ttl(ttl)
         key = task_key(task_id)
@@ -410,21 +453,28 @@ class Board:
             if marker.values:
                 ops.append(Delete(_open_key(task_id), context=marker.context, label="task.claimed"))
             try:
-                r = self.session.txn(ops=ops, system=True)
+                r = self.session.txn(ops=ops, system=True, **_txn_request(request))
             except StaleContext as e:
                 if e.key in (key, _open_key(task_id)):
                     continue  # the task moved between our read and our write: look again
                 if e.details.get("holder"):
                     raise refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen, holder=e.details["holder"]) from None
                 raise
+            if r.replayed:  # the same request, applied meanwhile by a retry racing this one
+                c = self._claim_of(r.results)
+                c.news = r.news
+                return c
             grant = r.results[0]
             task = self._view(new, {"holder": me, "token": grant["token"], "expires": grant["expires"]}, now, r.results[1]["context"])
             return Claim(task, grant["token"], grant["expires"], list(rec.get("checkpoints", [])), r.news)
         raise StaleContext(f"task {task_id} kept changing under contention; retry", key=key)
 
-    def claim_next(self, *, ttl: float | None = None) -> Claim:
+    def claim_next(self, *, ttl: float | None = None, request: Request | None = None) -> Claim:
         """Claim the first ready task, trying the next when another agent wins the race."""
         self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            return self._claim_of(prior["results"])
         tried: set[str] = set()
         rng = self.session.store.rng
         for _ in range(_RETRIES):
@@ -434,7 +484,7 @@ class Board:
             # Spread agents over the first few ready tasks so they do not all race for one.
             pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
             try:
-                return self.claim(pick["id"], ttl=ttl, record_refusal=False)
+                return self.claim(pick["id"], ttl=ttl, record_refusal=False, request=request)
             except (StaleContext, NotFound):
                 tried.add(pick["id"])
         raise NotFound("lost every race for a ready task; retry")
@@ -450,8 +500,12 @@ class Board:
         ttl: float | None = None,
         first: Versioned | None = None,
         guards: list[Any] | None = None,
+        request: Request | None = None,
     ) -> dict[str, Any]:
         self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            return {**self._view_of(prior["results"]), "news": [], "replayed": True}
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
         token = _token(token)
@@ -464,15 +518,23 @@ class Board:
                 ops.append(Create(_open_key(task_id), _marker(new), label="task.open"))
             return ops
 
-        return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first)
+        return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first, request=request)
 
-    def renew(self, task_id: str, token: int, *, ttl: float | None = None) -> dict[str, Any]:
+    def renew(self, task_id: str, token: int, *, ttl: float | None = None, request: Request | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
-        r = self.session.txn(ops=[Renew(key, _token(token), None if ttl is None else _ttl(ttl))], system=True).results[0]
-        return {"id": task_id, "token": r["token"], "expires": r["expires"], "ttl": r["ttl"]}
+        prior = self._prior(request)
+        if prior is None:
+            txn = self.session.txn(ops=[Renew(key, _token(token), None if ttl is None else _ttl(ttl))], system=True, **_txn_request(request))
+            r, replayed = txn.results[0], txn.replayed
+        else:
+            r, replayed = prior["results"][0], True
+        out = {"id": task_id, "token": r["token"], "expires": r["expires"], "ttl": r["ttl"]}
+        if replayed:
+            out["replayed"] = True
+        return out
 
-    def checkpoint(self, task_id: str, token: int, note: str, *, ttl: float | None = None) -> dict[str, Any]:
+    def checkpoint(self, task_id: str, token: int, note: str, *, ttl: float | None = None, request: Request | None = None) -> dict[str, Any]:
         me = self._agent()
         note = _text(note, "note", _NOTE_MAX, required=True)
         now = self.session.now()
@@ -481,10 +543,13 @@ class Board:
             cps = list(rec.get("checkpoints", []))[-49:]
             return {**rec, "checkpoints": cps + [{"agent": me, "token": token, "note": note, "at": now}]}
 
-        return self._fenced(task_id, token, "task.checkpoint", change, ttl=ttl)
+        return self._fenced(task_id, token, "task.checkpoint", change, ttl=ttl, request=request)
 
-    def done(self, task_id: str, token: int, *, result: str = "") -> dict[str, Any]:
+    def done(self, task_id: str, token: int, *, result: str = "", request: Request | None = None) -> dict[str, Any]:
         me = self._agent()
+        prior = self._prior(request)
+        if prior is not None:
+            return {**self._view_of(prior["results"]), "news": [], "replayed": True}
         task_id = parse_task_id(task_id)
         token = _token(token)
         result = _text(result, "result", _BODY_MAX)
@@ -535,7 +600,7 @@ class Board:
 
             label = "task.done" if status == "done" else "task.submitted"
             try:
-                return self._fenced(task_id, token, label, change, release=True, first=first, guards=guards)
+                return self._fenced(task_id, token, label, change, release=True, first=first, guards=guards, request=request)
             except StaleContext as e:
                 if e.key is not None and e.key.startswith("@change"):
                     first = None  # a change it relied on moved: judge again
@@ -543,20 +608,47 @@ class Board:
                 raise
         raise StaleContext(f"task {task_id}: its changes kept changing; retry", key=task_key(task_id))
 
-    def release(self, task_id: str, token: int) -> dict[str, Any]:
+    def release(self, task_id: str, token: int, *, request: Request | None = None) -> dict[str, Any]:
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             return {**rec, "status": "open", "claimed_by": None}
 
-        return self._fenced(task_id, token, "task.release", change, release=True)
+        return self._fenced(task_id, token, "task.release", change, release=True, request=request)
 
-    def fail(self, task_id: str, token: int, *, reason: str = "") -> dict[str, Any]:
+    def fail(self, task_id: str, token: int, *, reason: str = "", request: Request | None = None) -> dict[str, Any]:
         me = self._agent()
         reason = _text(reason, "reason", _NOTE_MAX)
 
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             return {**rec, "status": "failed", "result": reason, "completed_by": me, "done_token": token}
 
-        return self._fenced(task_id, token, "task.fail", change, release=True)
+        return self._fenced(task_id, token, "task.fail", change, release=True, request=request)
+
+    # ------------------------------------------------------------- retries
+    def _prior(self, request: Request | None) -> dict[str, Any] | None:
+        """The outcome recorded for ``request``, if it was applied: a retry is answered with it."""
+        if request is None:
+            return None
+        got = self.session.recorded(request.id)
+        if got is None:
+            return None
+        if got[0] != request.digest:
+            raise Invalid("request_id", f"{request.id[:60]!r} was already used for a different request; use a new id for a new request")
+        return got[1]
+
+    def _view_of(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """A task as a recorded transaction left it: its record as written, the lease it renewed."""
+        put = results[0]
+        lease = next(({"holder": x["holder"], "token": x["token"], "expires": x["expires"]} for x in results[1:]
+                      if "token" in x and x.get("holder")), None)  # fmt: skip
+        return self._view(put["values"][0], lease, 0.0, put["context"])
+
+    def _claim_of(self, results: list[dict[str, Any]]) -> Claim:
+        """A claim as its recorded transaction made it (the grant, then the task as written)."""
+        grant, put = results[0], results[1]
+        record = put["values"][0]
+        lease = {"holder": grant["holder"], "token": grant["token"], "expires": grant["expires"]}
+        return Claim(self._view(record, lease, 0.0, put["context"]), grant["token"], grant["expires"],
+                     list(record.get("checkpoints", [])), [], replayed=True)  # fmt: skip
 
     # ------------------------------------------------------------- fenced writes
     def write(
@@ -568,7 +660,7 @@ class Board:
         token: int,
         context: str | None = None,
         keep_both: bool = False,
-        request_id: str | None = None,
+        request: Request | None = None,
     ) -> Written:
         """Write ``key`` under the lease of ``task``: refused as Fenced (or LeaseExpired) in the
         same transaction unless ``token`` is still the current claim of this agent on it, so a
@@ -578,7 +670,7 @@ class Board:
         task_id = parse_task_id(task, "task")
         guard = Holds(task_key(task_id), _token(token))
         try:
-            r = self.session.txn(guards=[guard], ops=[Put(key, value, context, keep_both)], request_id=request_id, system=True)
+            r = self.session.txn(guards=[guard], ops=[Put(key, value, context, keep_both)], system=True, **_txn_request(request))
         except Invalid as e:
             # Name the caller's argument, not the transaction's internals ("ops[0].value").
             name = e.field.removeprefix("ops[0].").replace("guards[0].resource", "task").removeprefix("guards[0].")

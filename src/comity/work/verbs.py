@@ -14,6 +14,8 @@ Adding a verb: docs/faces.md.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ __all__ = [
     "input_schema",
     "output_schema",
     "python_annotation",
+    "request_digest",
 ]
 
 
@@ -172,6 +175,7 @@ _CLAIM = (
     Field("token", "int", "The fencing token: pass it to task_checkpoint, task_complete, task_release, task_fail."),
     Field("expires", "number", "When the lease expires (the store's clock, seconds since the epoch)."),
     Field("handoff", "list[object]", "The checkpoints of whoever held it before."),
+    Field("replayed", "bool", "A retry: the claim recorded under this request id.", required=False),
 )
 _TASKS = (Field("tasks", "list[object]", "Tasks, each with id, title, state, assignee, lease and context."),)
 
@@ -306,8 +310,9 @@ VERBS: tuple[Verb, ...] = (
          Param("body", "str", "The longer description.", ""),
          Param("deps", "list[str]?", "Ids of tasks that must be done first, e.g. ['T-3'].", None),
          Param("labels", "list[str]?", "Labels, e.g. ['backend'].", None),
-         Param("assignee", "str?", "Assign it at once: only this agent may claim it.", None)),
-        _TASK, mutating=True, retry_safe=False,
+         Param("assignee", "str?", "Assign it at once: only this agent may claim it.", None),
+         _REQUEST_ID),
+        _TASK, mutating=True,
     ),
     _verb(
         "task_list", "Every task with its state and who holds it.",
@@ -329,8 +334,8 @@ VERBS: tuple[Verb, ...] = (
     _verb(
         "task_assign", "Assign a task to an agent: only that agent may then claim it.",
         'Assign a task to an agent: only that agent may then claim it (null: unassign). Example: task_assign(id="T-12", agent="bob")',
-        (_TASK_ID, Param("agent", "str?", "The agent's name, e.g. 'bob' (null: nobody).", cli="AGENT")),
-        _TASK, mutating=True, retry_safe=True,  # assigning twice to the same agent changes nothing more
+        (_TASK_ID, Param("agent", "str?", "The agent's name, e.g. 'bob' (null: nobody).", cli="AGENT"), _REQUEST_ID),
+        _TASK, mutating=True,
     ),
     _verb(
         "task_claim", "Claim a task; answers the fencing token.",
@@ -341,58 +346,60 @@ VERBS: tuple[Verb, ...] = (
         (_TASK_ID,
          Param("context", "str?", "The task's context as you last read it; default: this session's last read of the task.", None),
          _LEASE_TTL,
-         Param("steal", "bool", "Take the task from an agent suspected to be stuck (see news()).", False)),
-        _CLAIM, mutating=True, retry_safe=False, remembers="id",
+         Param("steal", "bool", "Take the task from an agent suspected to be stuck (see news()).", False),
+         _REQUEST_ID),
+        _CLAIM, mutating=True, remembers="id",
     ),
     _verb(
         "task_claim_next", "Claim the first ready task; answers the fencing token.",
         "Claim the first ready task (trying the next when another agent wins it first). The answer is task_claim's. "
         "Example: task_claim_next()",
-        (_LEASE_TTL,),
-        _CLAIM, mutating=True, retry_safe=False,
+        (_LEASE_TTL, _REQUEST_ID),
+        _CLAIM, mutating=True,
     ),
     _verb(
         "task_renew", "Extend this agent's lease on a task.",
         'Extend your lease on a task during long silent work (a checkpoint renews it too). Example: task_renew(id="T-12", token=7)',
         (_TASK_ID, _TOKEN,
          Param("ttl", "number?", "Lease length in seconds from now (default: the length it was claimed or last renewed with).", None,
-               maximum=MAX_TTL_S, above=0)),
+               maximum=MAX_TTL_S, above=0),
+         _REQUEST_ID),
         (Field("id", "str", "The task."), Field("token", "int", "Your token."), Field("expires", "number", "When the lease now expires."),
          Field("ttl", "number", "The lease's length.")),
-        mutating=True, retry_safe=True,  # renewing again only moves the expiry
+        mutating=True,
     ),
     _verb(
         "task_checkpoint", "Record a handoff note on a task this agent holds.",
         "Record progress on a task you hold: if you stop, whoever takes over gets this note. Renews your lease. "
         'Example: task_checkpoint(id="T-12", token=7, note="migration written; tests next")',
-        (_TASK_ID, _TOKEN, Param("note", "str", "What is done and what is next.")),
-        _TASK, mutating=True, retry_safe=False,
+        (_TASK_ID, _TOKEN, Param("note", "str", "What is done and what is next."), _REQUEST_ID),
+        _TASK, mutating=True,
     ),
     _verb(
         "task_complete", "Complete a task this agent holds (refused if its token was superseded).",
         "Complete a task you hold. Refused if your token was superseded (another agent took over): stop, and call "
         'task_ready(). Example: task_complete(id="T-12", token=7, result="fixed in 3f2a1c")',
-        (_TASK_ID, _TOKEN, Param("result", "str", "What came of it: a commit, a summary.", "")),
-        _TASK + (Field("replayed", "bool", "A retry of a completion already recorded.", required=False),),
-        mutating=True, retry_safe=True,  # the same completion again answers the recorded one
+        (_TASK_ID, _TOKEN, Param("result", "str", "What came of it: a commit, a summary.", ""), _REQUEST_ID),
+        _TASK + (Field("replayed", "bool", "A retry: the completion already recorded.", required=False),),
+        mutating=True,
     ),
     _verb(
         "task_release", "Give a held task back to the queue.",
         'Give a task you hold back to the queue, for someone else. Example: task_release(id="T-12", token=7)',
-        (_TASK_ID, _TOKEN), _TASK, mutating=True, retry_safe=False,
+        (_TASK_ID, _TOKEN, _REQUEST_ID), _TASK, mutating=True,
     ),
     _verb(
         "task_fail", "Mark a held task failed.",
         'Mark a task you hold failed. Example: task_fail(id="T-12", token=7, reason="needs a product decision")',
-        (_TASK_ID, _TOKEN, Param("reason", "str", "Why it cannot be done.", "")), _TASK, mutating=True, retry_safe=False,
+        (_TASK_ID, _TOKEN, Param("reason", "str", "Why it cannot be done.", ""), _REQUEST_ID), _TASK, mutating=True,
     ),
     _verb(
         "seq_next", "The next number of a sequence: unique, increasing, never reissued.",
         "Take the next number of a sequence: unique and increasing, never handed out twice. Use it for migration "
         'numbers and ticket ids. Example: seq_next(name="migrations")',
-        (Param("name", "str", "The sequence, e.g. 'migrations'.", cli="NAME"),),
+        (Param("name", "str", "The sequence, e.g. 'migrations'.", cli="NAME"), _REQUEST_ID),
         (Field("sequence", "str", "The sequence."), Field("value", "int", "Your number.")),
-        mutating=True, retry_safe=False,
+        mutating=True,
     ),
     _verb(
         "reserve_paths", "Reserve paths or globs (exclusive unless `shared`); refused naming the holder on overlap.",
@@ -400,15 +407,16 @@ VERBS: tuple[Verb, ...] = (
         'refused, naming the holder, on overlap. Example: reserve_paths(paths=["src/auth/**"], ttl=1800)',
         (_PATHS,
          Param("ttl", "number", "Seconds the reservation lasts.", RESERVATION_TTL_S, maximum=MAX_TTL_S, above=0),
-         Param("shared", "bool", "Shared: others may reserve overlapping paths shared too.", False)),
+         Param("shared", "bool", "Shared: others may reserve overlapping paths shared too.", False),
+         _REQUEST_ID),
         (Field("reservations", "list[object]", "What you now hold: pattern, holder, shared, token, expires."),
          Field("decisions", "list[object]", "Decisions recorded on these paths: read them before changing the code.")),
-        mutating=True, retry_safe=True,  # reserving again renews the same reservations
+        mutating=True,
     ),
     _verb(
         "release_paths", "Release this agent's reservations of paths or globs.",
         'Release your reservations of these paths or globs. Example: release_paths(paths=["src/auth/**"])',
-        (_PATHS,), (Field("released", "list[str]", "The patterns released."),), mutating=True, retry_safe=True,
+        (_PATHS, _REQUEST_ID), (Field("released", "list[str]", "The patterns released."),), mutating=True,
     ),
     _verb(
         "reservations", "Live path reservations.",
@@ -684,3 +692,11 @@ def python_annotation(kind: str) -> str:
     base = kind.rstrip("?")
     py = f"list[{python_annotation(base[5:-1])}]" if base.startswith("list[") else _PY[base]
     return f"{py} | None" if kind.endswith("?") else py
+
+
+def request_digest(agent: str | None, verb: str, args: Mapping[str, Any]) -> str:
+    """What makes two calls with one request id "the same request": the agent, the verb and
+    the arguments as the caller gave them (the request id aside)."""
+    given = {k: v for k, v in args.items() if k != "request_id"}
+    body = json.dumps([agent, verb, given], sort_keys=True, ensure_ascii=False, default=str)
+    return "verb:" + hashlib.sha256(body.encode()).hexdigest()
