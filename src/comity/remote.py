@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
+from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step, Unavailable
 from .store import News, TxnResult, Versioned, Written
 from .work.tasks import parse_task_id, task_key
 from .work.verbs import VERB, VERBS, Verb, bind, python_annotation
@@ -60,21 +60,23 @@ def error_from_json(body: dict[str, Any], status: int) -> ComityError:
     """The comity error a server's JSON error body stands for (so exit codes carry over)."""
     code = str(body.get("error", ""))
     message = str(body.get("message") or code or f"HTTP {status}")
-    details = {k: v for k, v in body.items() if k not in ("error", "message")}
+    details = {k: v for k, v in body.items() if k not in ("error", "message", "next")}
+    steps = [s for s in (Step.from_json(x) for x in body.get("next") or [] if isinstance(body.get("next"), list)) if s is not None]
     if code == "invalid":
         name = str(details.pop("field", None) or "body")
         prefix = f"{name}: "
-        return Invalid(name, message[len(prefix) :] if message.startswith(prefix) else message, **details)
+        return Invalid(name, message[len(prefix) :] if message.startswith(prefix) else message, next=steps, **details)
     if code in ("unauthorized", "forbidden") or status in (401, 403):
-        return Invalid("auth", message, status=status)
+        return Invalid("auth", message, status=status, next=steps)
     if code == "stale_context":
         return StaleContext(
-            message, key=details.pop("key", None), news=details.pop("news", None), rejected=details.pop("rejected", None), **details
-        )
+            message, key=details.pop("key", None), news=details.pop("news", None), rejected=details.pop("rejected", None),
+            next=steps, **details,
+        )  # fmt: skip
     cls = _ERRORS.get(code)
     if cls is not None:
-        return cls(message, **details)
-    return ComityError(f"the server answered {status}: {message}", **details)
+        return cls(message, next=steps, **details)
+    return ComityError(f"the server answered {status}: {message}", next=steps, **details)
 
 
 class _NotSent(Exception):

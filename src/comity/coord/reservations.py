@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Invalid, NotFound, StaleContext
+from ..errors import Invalid, NotFound, StaleContext, Step
 from ..store import Put, Session
 
 __all__ = ["Reservation", "overlaps", "reserve", "release", "reservations", "RESERVATIONS_KEY"]
@@ -142,7 +142,7 @@ def reserve(
     or, when exclusive, any other agent's live reservation.  ``request`` (an id and the
     digest of the call) answers a retry with what the first attempt granted."""
     if session.agent is None:
-        raise Invalid("agent", "reserving paths needs an agent name: pass --agent NAME or set COMITY_AGENT")
+        raise Invalid("agent", "reserving paths needs an agent name")
     if not isinstance(paths, list) or not paths:
         raise Invalid("paths", "give at least one path or glob")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 7 * 24 * 3600:
@@ -164,6 +164,7 @@ def reserve(
                         f" {r.expires - now:.0f}s left); work elsewhere, or ask {r.holder} to release it",
                         key=RESERVATIONS_KEY,
                         conflict=r.to_json(),
+                        next=[Step("reservations", {}, "see who holds what, and work elsewhere")],
                     )
         token = int(state["next_token"])
         mine = {(r.pattern, r.holder): r for r in live}
@@ -201,7 +202,9 @@ def release(session: Session, paths: list[str], *, request: tuple[str, str] | No
         live = _live(state, now)
         gone = [r.pattern for r in live if r.holder == session.agent and r.pattern in wanted]
         if not gone:
-            raise NotFound(f"{session.agent} holds no reservation on {sorted(wanted)}; see `comity reservations`")
+            raise NotFound(
+                f"{session.agent} holds no reservation on {sorted(wanted)}", next=[Step("reservations", {}, "see who holds what")]
+            )
         keep = [r.to_json() for r in live if not (r.holder == session.agent and r.pattern in wanted)]
         # What was released is kept in the state, by agent, so that a retry can be told it.
         released = {**state.get("released", {}), session.agent: gone}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
 
 from ..errors import ComityError, Invalid
+from ..render import news_line, tool_call
 from ..work.verbs import VERBS, Verb, input_schema, output_schema
 
 __all__ = ["CONTRACT", "BENCH_ENV", "ComityMCP", "McpSession", "Sessions", "build_server", "refusal_text", "serve_stdio", "serve_http", "tool_of"]
@@ -58,59 +58,34 @@ comity coordinates you with other agents working on the same repository and task
 - Reserve paths before editing shared files (`reserve_paths`).
 """
 
-# The agent facade's errors speak the CLI's language; an MCP client calls tools instead.
-_HINTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"`comity get ([^`]+)`"), r'read(key="\1")'),
-    (re.compile(r"`comity task show ([^`]+)`"), r'task_show(id="\1")'),
-    (re.compile(r"`comity task ready`"), "task_ready()"),
-    (re.compile(r"`comity task list`"), "task_list()"),
-    (re.compile(r"`comity reservations`"), "reservations()"),
-    (re.compile(r"`comity keys`"), "keys()"),
-    (re.compile(r"`comity why`"), "why(target=...)"),
-    (re.compile(r"--keep-both"), "keep_both=true"),
-    (re.compile(r"--steal"), "steal=true"),
-    (re.compile(r"give one with --type"), "give one with type="),
-    (re.compile(r"leave --type out"), "leave type out"),
-    (re.compile(r"pass --agent NAME or set COMITY_AGENT"), "start the server as `comity mcp --agent NAME` (or set COMITY_AGENT)"),
-]
+# How to fix an input that is no tool's argument, in this face's words.
+_FIELD_FIXES = {
+    "agent": "this MCP server acts for no agent: start it as `comity mcp --agent NAME` (or set COMITY_AGENT)",
+}
 
-# What to do next, when the message itself does not say.
-_NEXT: dict[str, str] = {
-    "fenced": "stop working on this task: another agent holds it now; call task_ready() for other work",
-    "lease_expired": "call task_claim(id=...) again: you get the task back if nobody took it",
-    "not_found": "check the name or id (task_list(), keys()) and call again",
+# What to do when the error names no next step, by its code.
+_ADVICE = {
+    "fenced": "stop working on this: another agent holds it now",
     "invalid": "fix that argument and call again",
     "unavailable": "the store is unreachable or busy; retry in a moment",
 }
 
 
-# What to do after a refusal by the state, by the kind of verb.
-_STALE_NEXT: dict[str, str] = {
-    "task": "another agent got there first: call task_ready() for other work, or task_show(id=...) to see it",
-    "reserve": "someone holds an overlapping reservation: wait for it, or work elsewhere (reservations())",
-    "": "the state moved on: read it again and retry",
-}
-
-
-def _news_line(n: dict[str, Any]) -> str:
-    token = f" token={n['token']}" if "token" in n else ""
-    return f"{n.get('agent', '?')} {n.get('op', '?')} {n.get('key', '?')} (pos {n.get('pos', '?')}){token}"
-
-
 def refusal_text(e: ComityError, verb: str = "") -> str:
-    """A refusal as an agent can act on it: what happened, the news, what to do next."""
+    """A refusal as an agent can act on it: what happened, the news that explains it, and
+    the next steps as tool calls (from the error's structure: no face's words are parsed)."""
     message = e.message
-    for pattern, repl in _HINTS:
-        message = pattern.sub(repl, message)
+    fix = _FIELD_FIXES.get(str(e.details.get("field", ""))) if e.code == "invalid" else None
+    if fix:
+        message += f"; {fix}"
+    elif not e.next and e.code in _ADVICE:
+        message += f"; {_ADVICE[e.code]}"
     lines = [f"{e.code}: {message}"]
-    advice = _NEXT.get(e.code)
-    if e.code == "stale_context":
-        advice = _STALE_NEXT.get(verb.split("_", 1)[0], _STALE_NEXT[""])
-    if advice and not any(hint in message for hint in ("call ", "retry", "read(", "choose", "re-read", "wait", "see ")):
-        lines[0] += f"; {advice}"
     news = getattr(e, "news", None) or e.details.get("news") or []
-    for n in news:
-        lines.append(f"news: {_news_line(n)}")
+    lines += [f"news: {news_line(n)}" for n in news]
+    for step in e.next:
+        why = f"  ({step.why})" if step.why else ""
+        lines.append(f"next: {tool_call(step.verb, step.args)}{why}")
     rejected = e.details.get("rejected")
     if rejected is not None:
         lines.append(f"not written (your value, kept here so nothing is lost): {json.dumps(rejected, ensure_ascii=False)}")

@@ -95,6 +95,9 @@ class ErrorBody(BaseModel):
     message: str = Field(description="what was wrong and what to do next")
     field: str | None = Field(default=None, description="for `invalid`: the offending field")
     news: list[dict[str, Any]] | None = Field(default=None, description="for `stale_context`: the events the caller had not seen")
+    next: list[dict[str, Any]] | None = Field(
+        default=None, description='the next steps, each a verb with its arguments: [{"verb": "read", "args": {"key": "…"}, "why": "…"}]'
+    )
 
 
 class AgentAdd(BaseModel):

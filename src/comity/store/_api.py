@@ -162,7 +162,7 @@ def check_agent(agent: object, field: str = "agent") -> str:
     not) is refused rather than guessed at: two agents must never look alike."""
     if not isinstance(agent, str) or not agent:
         if field == "agent":
-            raise Invalid(field, "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
+            raise Invalid(field, "writes need an agent name")
         raise Invalid(field, f"must be an agent name, got {agent!r}")
     if len(agent) > 4 * _AGENT_MAX:
         raise Invalid(field, f"is {len(agent)} characters; names are at most {_AGENT_MAX}")
@@ -651,7 +651,7 @@ class Session:
     # ----------------------------------------------------------------- writes
     def _require_agent(self) -> str:
         if self.agent is None:
-            raise Invalid("agent", "writes need an agent name: pass --agent NAME or set COMITY_AGENT")
+            raise Invalid("agent", "writes need an agent name")
         return self.agent
 
     def txn(

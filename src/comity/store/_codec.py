@@ -142,7 +142,7 @@ class ContextCodec:
         known = self._sealed.get(token) if isinstance(token, str) else None
         if known is not None and known.key == key:
             return known
-        fix = f"re-read the key with `comity get {key}` and pass the context it returns"
+        fix = "read the key again and pass the context it returns"
         if not isinstance(token, str):
             raise Invalid(field, f"must be a context string from a read, got {type(token).__name__}")
         if len(token) > CONTEXT_MAX_CHARS:

@@ -66,5 +66,5 @@ def check_location(location: str) -> None:
         raise Invalid(
             "store",
             f"{scheme} stores are not supported by this version of comity yet; use a path "
-            "(or leave --store out to use the embedded store)",
+            "(or name no store location, to use the embedded store)",
         )

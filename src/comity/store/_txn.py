@@ -21,7 +21,8 @@ from typing import Any, Union
 
 from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
 from ..crdt import TYPES, UpdateContext, crdt_type
-from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
+from ..render import describe_key
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
 from ._codec import ContextCodec, check_key, compact_json, dump_value
 
@@ -171,6 +172,12 @@ _LEASE_OPS = (Acquire, Renew, Release)
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+def _named(key: str) -> str:
+    """A key as a message names it: comity's own keys as what they mean ("task T-1")."""
+    meaning = describe_key(key)
+    return meaning if meaning != key else repr(key)
 
 
 def _reveal(w: list[Any]) -> Any:
@@ -331,17 +338,21 @@ class Executor:
         else:
             news = [event_json(e) for e in tx.events(after, keys=(key,), limit=20)]
         writers = ", ".join(f"{n['agent']} ({n['op']} at pos {n['pos']})" for n in news) or "another writer"
+        name = _named(key)
+        reread = Step("read", {"key": key}, "read it again, merge, and write with the context it returns")
         if what == "exists":
-            msg = f"{key!r} already exists: written by {writers}"
-        elif what == "no-context":
-            msg = f"{key!r} exists and this write carried no context: written by {writers}"
+            msg = f"{name} already exists: written by {writers}; choose another key, or read it and write with its context"
+            steps: tuple[Step, ...] = (reread,)
         else:
-            msg = f"{key!r} changed since your read: written by {writers}"
-        if what == "exists":
-            msg += f"; choose another key, or read it (`comity get {key}`) and write with its context"
-        else:
-            msg += f"; re-read it (`comity get {key}`) and retry with its context, or keep both values with --keep-both"
-        return StaleContext(msg, key=key, news=news, rejected=rejected)
+            if what == "no-context":
+                msg = f"{name} exists and this write carried no context: written by {writers}"
+            else:
+                msg = f"{name} changed since your read: written by {writers}"
+            msg += "; read it again and retry with its context, or keep both values as siblings"
+            steps = (reread,)
+            if rejected is not None and not key.startswith("@"):
+                steps += (Step("write", {"key": key, "value": rejected, "keep_both": True}, "or keep both values as siblings"),)
+        return StaleContext(msg, key=key, news=news, rejected=rejected, next=steps)
 
     def _clock(self, tx: Tx, key: str, rows: dict[str, KeyRow | None], clocks: dict[str, DVVSet]) -> DVVSet:
         if key not in clocks:
@@ -538,9 +549,9 @@ class Executor:
             raise Invalid("key", f"{key!r} holds a plain value, not a CRDT; write it with put, or use another key")
         type_name = held or o.type
         if type_name is None:
-            raise Invalid("type", f"{key!r} has no CRDT type yet: give one with --type ({', '.join(TYPES)})")
+            raise Invalid("type", f"{key!r} has no CRDT type yet: give it a type ({', '.join(TYPES)})")
         if o.type is not None and o.type != type_name:
-            raise Invalid("type", f"{key!r} is a {type_name}, not a {o.type}; leave --type out or use another key")
+            raise Invalid("type", f"{key!r} is a {type_name}, not a {o.type}; give no type, or use another key")
         cls = crdt_type(type_name)
         states = [w[0] for w in clock.values() if len(w) == 2]
         state = cls.new()
@@ -599,10 +610,10 @@ class Executor:
     def _check_holds(self, tx: Tx, resource: str, token: int, now: float, agent: str) -> LeaseRow:
         lease = tx.lease(resource)
         if lease is None or token > lease.token:
-            raise Fenced(f"no lease on {resource!r} was ever granted with token {token}", resource=resource, token=token)
+            raise Fenced(f"no lease on {_named(resource)} was ever granted with token {token}", resource=resource, token=token)
         if token < lease.token:
             raise Fenced(
-                f"token {token} for {resource!r} was superseded by token {lease.token}"
+                f"token {token} for {_named(resource)} was superseded by token {lease.token}"
                 f" (held by {lease.holder or 'nobody'}); stop: another agent took over",
                 resource=resource,
                 token=token,
@@ -610,18 +621,18 @@ class Executor:
                 holder=lease.holder,
             )
         if lease.holder is None:
-            raise Fenced(f"the lease on {resource!r} with token {token} was released", resource=resource, token=token)
+            raise Fenced(f"the lease on {_named(resource)} with token {token} was released", resource=resource, token=token)
         if lease.holder != agent:
             # A token is its holder's: another agent cannot renew, complete or release with it.
             raise Fenced(
-                f"the lease on {resource!r} with token {token} is held by {lease.holder}, not {agent}",
+                f"the lease on {_named(resource)} with token {token} is held by {lease.holder}, not {agent}",
                 resource=resource,
                 token=token,
                 holder=lease.holder,
             )
         if lease.expires <= now:
             raise LeaseExpired(
-                f"the lease on {resource!r} with token {token} expired {now - lease.expires:.1f}s ago;"
+                f"the lease on {_named(resource)} with token {token} expired {now - lease.expires:.1f}s ago;"
                 " acquire it again (you may get the work back if nobody took it)",
                 resource=resource,
                 token=token,
@@ -636,7 +647,7 @@ class Executor:
             if lease is not None and lease.holder is not None and lease.expires > now:
                 if not o.steal:
                     raise StaleContext(
-                        f"{resource!r} is held by {lease.holder} (token {lease.token}) for another"
+                        f"{_named(resource)} is held by {lease.holder} (token {lease.token}) for another"
                         f" {lease.expires - now:.1f}s; wait for it to expire, or steal it explicitly",
                         key=LEASE_PREFIX + resource,
                         holder=lease.holder,

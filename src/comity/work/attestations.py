@@ -321,7 +321,7 @@ def load_public_keys(directory: str | os.PathLike[str]) -> list[PublicKey]:
     for p in sorted(d.glob("*.pub")):
         out.append(PublicKey.of(p.stem, parse_public(p.read_text(), "keys")))
     if not out:
-        raise Invalid("keys", f"{d} holds no NAME.pub files; export them with `comity attest keys DIR`")
+        raise Invalid("keys", f"{d} holds no NAME.pub files; export the registered public keys there first")
     return out
 
 

@@ -162,7 +162,7 @@ def decide(
 ) -> Decision:
     """Record a decision on ``paths`` by this session's agent; returns it with its id."""
     if session.agent is None:
-        raise Invalid("agent", "recording a decision needs an agent name: pass --agent NAME or set COMITY_AGENT")
+        raise Invalid("agent", "recording a decision needs an agent name")
     if not isinstance(text, str) or not text.strip():
         raise Invalid("text", "say what was decided and why, e.g. 'kept the retry loop: the API drops 1% of calls'")
     if len(text) > _TEXT_MAX:
@@ -217,7 +217,7 @@ def decision(session: Session, decision_id: str) -> Decision:
     did = parse_decision_id(decision_id)
     v = session.get(DECISION_PREFIX + did)
     if len(v.values) != 1:
-        raise NotFound(f"no decision {did}; see `comity decisions`", id=did)
+        raise NotFound(f"no decision {did}; list the decisions to find it", id=did)
     d = Decision.from_json(v.values[0])
     d.acks = sorted(_acks(session, [did])[did])
     return d
@@ -227,7 +227,7 @@ def acknowledge(session: Session, decision_id: str, *, tree: str | None = None) 
     """This agent has read decision ``decision_id``: its changes that undo it are no longer
     flagged.  With ``tree``, that commit tree is also recorded as accepted (for ``doctor``)."""
     if session.agent is None:
-        raise Invalid("agent", "acknowledging a decision needs an agent name: pass --agent NAME or set COMITY_AGENT")
+        raise Invalid("agent", "acknowledging a decision needs an agent name")
     d = decision(session, decision_id)
     ops: list[Any] = []
     if session.agent not in d.acks:

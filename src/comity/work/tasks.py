@@ -13,14 +13,15 @@ claimant gets a greater token and the last checkpoint as its handoff.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ..coord.leases import DEFAULT_TTL_S, Lease, Leases
 from ..coord.liveness import PhiAccrual, agents
 from ..coord.sequences import next_number
-from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from ..errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
 from ..store._api import check_agent
 from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned, Written
 from ..store._codec import check_key
@@ -37,6 +38,30 @@ _BODY_MAX = 100_000
 _NOTE_MAX = 20_000
 # Changes that matter to a claim made on an old read: the task was closed, assigned or claimed.
 _MATTERS = {"task.assign", "task.claim", "task.done", "task.fail", "task.release", "task.submitted", "task.reopen"}
+_READY = Step("task_ready", {}, "find other work")
+
+
+def _list_step() -> Step:
+    return Step("task_list", {}, "see the board")
+
+
+def what_changed(e: dict[str, Any]) -> str:
+    """A task event in words a model can act on: "assigned to alice by triage"."""
+    who, op = e.get("agent", "someone"), str(e.get("op", ""))
+    raw = e.get("value")
+    value: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if op == "task.assign":
+        return f"assigned to {value.get('assignee') or 'nobody'} by {who}"
+    done = {"task.claim": "claimed", "task.done": "completed", "task.fail": "failed", "task.release": "released",
+            "task.submitted": "submitted for verification", "task.reopen": "reopened"}  # fmt: skip
+    return f"{done.get(op, op.removeprefix('task.'))} by {who}"
+
+
+def _then(e: ComityError, *steps: Step) -> ComityError:
+    """The error with next steps, if the layer that raised it gave none."""
+    if not e.next:
+        e.next = tuple(steps)
+    return e
 
 
 def parse_task_id(task_id: object, field: str = "id") -> str:
@@ -137,7 +162,7 @@ class Board:
     def _read(self, task_id: str) -> Versioned:
         v = self.session.get(task_key(task_id))
         if not v.values:
-            raise NotFound(f"no task {task_id}; see `comity task list`", id=task_id)
+            raise NotFound(f"no task {task_id}", id=task_id, next=[_list_step()])
         return v
 
     def _view(self, record: dict[str, Any], lease: dict[str, Any] | None, now: float, context: str | None = None) -> dict[str, Any]:
@@ -226,7 +251,7 @@ class Board:
     # ----------------------------------------------------------------- writes
     def _agent(self) -> str:
         if self.session.agent is None:
-            raise Invalid("agent", "task changes need an agent name: pass --agent NAME or set COMITY_AGENT")
+            raise Invalid("agent", "task changes need an agent name")
         return self.session.agent
 
     def add(
@@ -358,10 +383,14 @@ class Board:
         )
         return task
 
-    def _refusal(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
-        return StaleContext(message, key=task_key(task_id), news=news, **detail)
+    def _refusal(
+        self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, *, next: Iterable[Step] = (), **detail: Any  # noqa: A002
+    ) -> StaleContext:
+        return StaleContext(message, key=task_key(task_id), news=news, next=next, **detail)
 
-    def _refuse(self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, **detail: Any) -> StaleContext:
+    def _refuse(
+        self, task_id: str, message: str, news: list[dict[str, Any]], seen: int | None, *, next: Iterable[Step] = (), **detail: Any  # noqa: A002
+    ) -> StaleContext:
         """Log the refused claim on the task's history (for `comity why`), then explain it."""
         try:
             self.session.txn(
@@ -369,7 +398,7 @@ class Board:
             )
         except (StaleContext, Fenced, LeaseExpired):  # pragma: no cover - notes are never stale
             pass
-        return StaleContext(message, key=task_key(task_id), news=news, **detail)
+        return StaleContext(message, key=task_key(task_id), news=news, next=next, **detail)
 
     def claim(
         self,
@@ -399,20 +428,20 @@ class Board:
             moved = [e for e in self.session.log(key, after=seen) if e["op"] in _MATTERS]
             moved = [e for e in moved if not (e["op"] == "task.assign" and e.get("value", {}).get("assignee") == me)]
             if moved:
-                who = ", ".join(f"{e['agent']} ({e['op'].split('.')[1]} at pos {e['pos']})" for e in moved)
+                words = ", then ".join(what_changed(e) for e in moved)
                 raise self._refuse(
                     task_id,
-                    f"task {task_id} changed since you read it: {who}; re-read it (`comity task show {task_id}`)"
-                    " or call `comity task ready`",
+                    f"task {task_id} changed since you read it: {words}",
                     [{k: v for k, v in e.items() if k != "value"} for e in moved],
                     seen,
                     missed=[e["pos"] for e in moved],
+                    next=[Step("task_show", {"id": task_id}, "read it again"), _READY],
                 )
         refuse = self._refuse if record_refusal else self._refusal
         for _ in range(_RETRIES):
             v, marker = self.session.get_many([key, _open_key(task_id)])
             if not v.values:
-                raise NotFound(f"no task {task_id}; see `comity task list`", id=task_id)
+                raise NotFound(f"no task {task_id}", id=task_id, next=[_list_step()])
             rec = v.values[0]
             lease, now = self._lease(task_id)
             view = self._view(rec, lease, now)
@@ -420,11 +449,13 @@ class Board:
             if state in ("done", "failed", "submitted"):
                 by = rec.get("completed_by") or "someone"
                 what = {"done": "completed", "failed": "failed", "submitted": "submitted for verification"}[state]
-                raise refuse(task_id, f"task {task_id} was {what} by {by}; call `comity task ready`", [], seen)
+                raise refuse(task_id, f"task {task_id} was {what} by {by}", [], seen, next=[_READY])
             if rec.get("assignee") not in (None, me):
-                raise refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen, assignee=rec["assignee"])
+                raise refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen,
+                             assignee=rec["assignee"], next=[_READY])
             if any(not self._is_done(d, {}) for d in rec.get("deps", [])):
-                raise refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen)
+                raise refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen,
+                             next=[Step("task_show", {"id": rec["deps"][0]}, "see what it waits on"), _READY])
             stealing = False
             if state == "claimed":
                 holder = lease["holder"] if lease else None
@@ -432,20 +463,22 @@ class Board:
                     raise refuse(
                         task_id,
                         f"task {task_id} is claimed by {holder} (token {lease['token'] if lease else '?'},"
-                        f" {lease['expires'] - now if lease else 0:.0f}s left); call `comity task ready`",
+                        f" {lease['expires'] - now if lease else 0:.0f}s left)",
                         [],
                         seen,
                         holder=holder,
+                        next=[_READY],
                     )
                 status = {a.agent: a for a in agents(self.session, detector=self.detector)}.get(holder or "")
                 if holder != me and (status is None or not status.suspected):
                     raise refuse(
                         task_id,
                         f"task {task_id} is held by {holder}, who is not suspected"
-                        f" (phi {status.phi if status else 0:.1f}); --steal takes only a suspected agent's task",
+                        f" (phi {status.phi if status else 0:.1f}); stealing takes only a suspected agent's task",
                         [],
                         seen,
                         holder=holder,
+                        next=[_READY],
                     )
                 stealing = True
             new = {**rec, "status": "claimed", "claimed_by": me, "attempts": rec.get("attempts", 0) + 1}
@@ -458,7 +491,8 @@ class Board:
                 if e.key in (key, _open_key(task_id)):
                     continue  # the task moved between our read and our write: look again
                 if e.details.get("holder"):
-                    raise refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen, holder=e.details["holder"]) from None
+                    raise refuse(task_id, f"task {task_id} was just claimed by {e.details['holder']}", e.news, seen,
+                                 holder=e.details["holder"], next=[_READY]) from None
                 raise
             if r.replayed:  # the same request, applied meanwhile by a retry racing this one
                 c = self._claim_of(r.results)
@@ -480,7 +514,7 @@ class Board:
         for _ in range(_RETRIES):
             ready = [t for t in self.ready(limit=16, full=False) if t["id"] not in tried]
             if not ready:
-                raise NotFound("nothing is ready to claim; see `comity task list`")
+                raise NotFound("nothing is ready to claim", next=[_list_step()])
             # Spread agents over the first few ready tasks so they do not all race for one.
             pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
             try:
@@ -518,14 +552,26 @@ class Board:
                 ops.append(Create(_open_key(task_id), _marker(new), label="task.open"))
             return ops
 
-        return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first, request=request)
+        with self._lease_steps(task_id):
+            return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first, request=request)
+
+    @contextmanager
+    def _lease_steps(self, task_id: str) -> Iterator[None]:
+        """A refusal of a superseded or expired claim says what to do next."""
+        try:
+            yield
+        except Fenced as e:
+            raise _then(e, _READY) from None
+        except LeaseExpired as e:
+            raise _then(e, Step("task_claim", {"id": task_id}, "claim it again: you get it back if nobody took it")) from None
 
     def renew(self, task_id: str, token: int, *, ttl: float | None = None, request: Request | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
         key = task_key(task_id)
         prior = self._prior(request)
         if prior is None:
-            txn = self.session.txn(ops=[Renew(key, _token(token), None if ttl is None else _ttl(ttl))], system=True, **_txn_request(request))
+            with self._lease_steps(task_id):
+                txn = self.session.txn(ops=[Renew(key, _token(token), None if ttl is None else _ttl(ttl))], system=True, **_txn_request(request))
             r, replayed = txn.results[0], txn.replayed
         else:
             r, replayed = prior["results"][0], True
@@ -569,6 +615,7 @@ class Board:
                     token=token,
                     current=done_token,
                     holder=by,
+                    next=[_READY],
                 )
             if token == done_token:  # the completion was another agent's: a token is its holder's
                 raise Fenced(
@@ -670,7 +717,8 @@ class Board:
         task_id = parse_task_id(task, "task")
         guard = Holds(task_key(task_id), _token(token))
         try:
-            r = self.session.txn(guards=[guard], ops=[Put(key, value, context, keep_both)], system=True, **_txn_request(request))
+            with self._lease_steps(task_id):
+                r = self.session.txn(guards=[guard], ops=[Put(key, value, context, keep_both)], system=True, **_txn_request(request))
         except Invalid as e:
             # Name the caller's argument, not the transaction's internals ("ops[0].value").
             name = e.field.removeprefix("ops[0].").replace("guards[0].resource", "task").removeprefix("guards[0].")
