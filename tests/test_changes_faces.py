@@ -95,8 +95,6 @@ def test_refutation_taint_news_and_forged_attestations_through_every_face(face: 
         assert [a["attester"] for a in bob.call("change_show", {"id": c2}).body["attestations"]] == ["dave"]
 
 
-@pytest.mark.xfail(strict=True, reason="comity mcp --http: an answer does not carry news of a key the session read "
-                   "(a read's context is not followed between calls; found here, in the faces' session handling)")
 def test_mcp_http_delivers_news_between_calls(tmp_path: Path) -> None:
     location = str(tmp_path / "s.db")
     with comity.open(location) as store:

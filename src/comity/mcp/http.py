@@ -4,9 +4,11 @@ Each request carries ``Authorization: Bearer TOKEN``, an agent token issued by
 ``comity agent add NAME`` (:mod:`comity.server.auth`); the token, not a header the
 client picks, says which agent acts.  A request without a valid token is answered 401
 before it reaches the MCP layer.  A session is one agent token and ``Mcp-Session-Id``
-(docs/faces.md): its facade is kept, bounded and evicted least recently used, and one
-left idle for an hour is dropped (losing one is safe); a request without a session id
-remembers nothing.  Against a comity server (``--store http://…``) the token is passed
+(protocol revisions that have one), or the ``Comity-Session`` header a client sends;
+protocol revisions without session ids (2026-07-28: each POST stands alone) and no
+header get one session per agent token (docs/faces.md).  Facades are kept, bounded and
+evicted least recently used, and one left idle for an hour is dropped (losing one is
+safe: its news position is in the store).  Against a comity server (``--store http://…``) the token is passed
 on, and the server checks it; who a token is is remembered for a few seconds, in a
 bounded cache.
 """
@@ -75,14 +77,17 @@ class HttpSessions:
         agent = self.identify(token) if token else None
         if token is None or agent is None:
             raise ToolError(f"unauthorized: {_NO_TOKEN}")
-        sid = headers.get("mcp-session-id")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        sid = headers.get("mcp-session-id") or headers.get("comity-session")
         if not sid:
-            return self.make(agent, token, None)  # names no session: remembers nothing
+            # No session on the wire (the stateless protocol): the token's own session, kept
+            # in the store under a name derived from the token.
+            sid = f"mcp.{digest[:24]}"
         try:
             check_agent(sid, "session")
         except Invalid:
-            raise ToolError(f"invalid: Mcp-Session-Id {sid[:40]!r} is not a session id comity can keep") from None
-        key = (hashlib.sha256(token.encode()).hexdigest(), sid)
+            raise ToolError(f"invalid: session id {sid[:40]!r} is not one comity can keep (letters, digits and _ . - @ + :)") from None
+        key = (digest, sid)
         with self._lock:
             session = self._sessions.get(key)
             if session is not None:
