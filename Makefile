@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-postgres typecheck bench mutation clean
+.PHONY: demo test test-postgres jepsen typecheck bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test-postgres: $(STAMP)
 	  { echo "test-postgres: cannot connect to $(PG_URL)"; \
 	    echo "  start a PostgreSQL server and create the database, or set PG_URL=postgresql://USER@HOST:PORT/DB"; exit 2; }
 	COMITY_TEST_POSTGRES_URL="$(PG_URL)" $(BIN)/python -m pytest -q -n 2 --dist loadfile -k postgres
+
+# The long Jepsen-style runs (make test runs 2-second ones): every workload with 8 worker
+# processes for 30 s under SIGKILL, SIGSTOP past a lease and, on PostgreSQL,
+# pg_terminate_backend; on SQLite, then on PostgreSQL when COMITY_TEST_POSTGRES_URL is set.
+JEPSEN_ARGS ?= --processes 8 --seconds 30
+jepsen: $(STAMP)
+	$(BIN)/python -m comity.jepsen $(JEPSEN_ARGS)
+	@if [ -n "$$COMITY_TEST_POSTGRES_URL" ]; then \
+	  $(BIN)/python -m comity.jepsen --store "$$COMITY_TEST_POSTGRES_URL" $(JEPSEN_ARGS); \
+	else echo "jepsen: PostgreSQL skipped: set COMITY_TEST_POSTGRES_URL"; fi
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy

@@ -224,3 +224,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "Only SQLite was tested. To run them: set COMITY_TEST_POSTGRES_URL (e.g. "
             "postgresql://postgres@127.0.0.1:5432/test), or `make test-postgres` (the Makefile says what it needs)."
         )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mutation testing (tools/mutation.py) runs every test once per mutant: it caps
+    Hypothesis at ``COMITY_MUTATION_EXAMPLES`` examples per test, derandomized so a
+    mutant's verdict does not depend on the run.  Unset (make test), nothing changes."""
+    cap = os.environ.get("COMITY_MUTATION_EXAMPLES")
+    if not cap:
+        return
+    from hypothesis import settings
+
+    for item in items:
+        fn = getattr(item, "obj", None)
+        current = getattr(fn, "_hypothesis_internal_use_settings", None)
+        if current is not None and fn is not None:
+            fn._hypothesis_internal_use_settings = settings(  # type: ignore[attr-defined]
+                current, max_examples=min(current.max_examples, int(cap)), derandomize=True, database=None
+            )

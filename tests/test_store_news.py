@@ -360,6 +360,28 @@ def test_reads_of_a_named_session_write_nothing_until_the_save_interval(faulty: 
     assert backend.writes == 1
 
 
+def test_writes_of_a_named_session_save_it_at_most_once_per_interval(store: Store, clock: VirtualClock) -> None:
+    bob = store.session("bob")
+    s = store.session("alice", name="writer")
+
+    def kept() -> tuple[float, int]:
+        with store.backend.transaction(write=False) as tx:
+            row = tx.load_session("writer")
+        assert row is not None
+        return row.saved, row.position
+
+    first = kept()
+    for i in range(5):
+        bob.put("k", i, keep_both=True)
+        s.put("k", i, keep_both=True)
+    assert kept() == first  # news moved the session each time; nothing was saved
+    clock.advance(store.session_save_interval)
+    bob.put("k", 9, keep_both=True)
+    at = s.position
+    s.put("k", 9, keep_both=True)
+    assert kept() == (clock.now(), at)  # saved with this write, as of the answer before it
+
+
 def test_a_restart_resumes_a_named_session_repeating_some_news_and_skipping_none(
     make_store: Callable[..., Store],
 ) -> None:
@@ -371,7 +393,10 @@ def test_a_restart_resumes_a_named_session_repeating_some_news_and_skipping_none
     b = bob.put("other", 1).pos
     shown = positions(s.get("k").news) + positions(s.news().events)
     assert shown == [a, b]
-    mine = s.put("mine", 1)  # saved with this write: the session as of its last answer
+    store_clock = first.clock
+    assert isinstance(store_clock, VirtualClock)
+    store_clock.advance(first.session_save_interval)
+    mine = s.put("mine", 1)  # a save is due: it rides on this write, the session as of its last answer
     c = bob.put("k", 2, context=bob.get("k").context).pos
     shown += positions(s.get("k").news)
     # the server dies here (no close, no save); another one opens the same store

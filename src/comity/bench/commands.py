@@ -83,6 +83,16 @@ def register(cli: click.Group) -> None:
                         directory=directory, progress=_say)  # fmt: skip
         _show(r, as_json, 20)
 
+    @command(bench_group, "news")
+    @click.option("--ops", type=click.IntRange(20, 1_000_000), default=2000, show_default=True, help="Reads and writes measured per side.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
+    @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite.")
+    def bench_news_cmd(obj: Ctx, ops: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+        """A named session (its news position kept in the store) against an unnamed one: reads and writes, same run."""
+        from .news import bench_news
+
+        _show(bench_news(ops=ops, directory=directory, store_url=store_url, progress=_say), as_json, 28)
+
     @command(bench_group, "chaos")
     @click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")
     def bench_chaos_cmd(obj: Ctx, seeds: int, *, as_json: bool) -> None:

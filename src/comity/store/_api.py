@@ -318,9 +318,9 @@ class Session:
     session's keys, ``news()`` does not show again, and ``news()`` shows everything else.
     What was shown moves only when the transaction that collected it has committed: a
     failed call leaves the session where it was.  A named session is kept in the store
-    (see ``docs/news.md``): saved with its own writes, otherwise at most every
-    ``store.session_save_interval`` seconds, and when closed, always as it stood after the
-    last answer delivered, so a restart repeats a little news and never skips any."""
+    (see ``docs/news.md``): at most every ``store.session_save_interval`` seconds (riding
+    on the session's own write when it makes one) and when closed, always as it stood
+    after the last answer delivered, so a restart repeats a little news, never skips any."""
 
     def __init__(self, store: Store, agent: str | None, name: str | None) -> None:
         self.store = store
@@ -509,8 +509,11 @@ class Session:
             self.store._forget_idle_sessions(tx)
         self._kept(row)
 
+    def _save_due(self) -> bool:
+        return self.name is not None and self.store.clock.now() - self._saved_at >= self.store.session_save_interval
+
     def _save_if_due(self) -> None:
-        if self.name is None or self.store.clock.now() - self._saved_at < self.store.session_save_interval:
+        if not self._save_due():
             return
         if self._row(0.0) is None:
             return
@@ -700,8 +703,8 @@ class Session:
                     shown, truncated = _Shown(outcome["pos"], {}), False
                 else:
                     shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
-                # The session is kept with its own writes, as it stood before this answer.
-                row = self._row(tx.now()) if self.name is not None else None
+                # When a save is due, it rides on the session's own write, as it stood before this answer.
+                row = self._row(tx.now()) if self._save_due() else None
                 if row is not None:
                     tx.save_session(row)
             if row is not None:
