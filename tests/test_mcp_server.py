@@ -25,7 +25,8 @@ MIGRATION = "files/db/migrations/0267_add_index.sql"
 @asynccontextmanager
 async def connect(store: Path, agent: str | None, *extra: str, env: dict[str, str] | None = None) -> AsyncIterator[Client]:
     args = [*COMITY[1:], "mcp", *(["--agent", agent] if agent else []), *extra]
-    params = StdioServerParameters(command=COMITY[0], args=args, env=clean_env(COMITY_STORE=str(store), **(env or {})))
+    # Started outside any repository (the store is given): no worktree names the agent.
+    params = StdioServerParameters(command=COMITY[0], args=args, env=clean_env(COMITY_STORE=str(store), **(env or {})), cwd=str(store.parent))
     async with Client(params, read_timeout_seconds=30) as client:
         yield client
 

@@ -58,7 +58,9 @@ class _Opener:
 
             # --session names the server-side session; without it the server remembers nothing.
             return RemoteAgent(ctx.store_location or "", auth=ctx.auth, agent=ctx.agent_name, session=ctx.session_name or False)
-        return Agent(ctx.store().session(ctx.agent_name, name=ctx.session_name))
+        from .repo.worktree import Worktrees
+
+        return Agent(ctx.store().session(ctx.agent_name, name=ctx.session_name), worktrees=Worktrees.here())
 
 
 # ------------------------------------------------------------------ verbs as commands
@@ -457,6 +459,8 @@ def why_cmd(obj: Ctx, w: dict[str, Any], as_json: bool) -> None:
 # Verbs the CLI does not offer as commands (the drift test checks every other verb has one).
 NOT_COMMANDS = {
     "info": "comity init",
+    "migration_take": "the store's half of migration_new, for clients that create the file themselves",
+    "migration_dirs": "comity migrations check lists problems in every known directory",
     "whoami": "a host's check of its connection",
     "heartbeat": "sent by hosts (comity mcp)",
     "key_register": "comity attest registers the key it signs with",
@@ -474,6 +478,8 @@ CLI_FORMS.update(
         "attest": CliForm("attest sign", ("id",)),
         "policy_set": CliForm("policy set", ("scope",)),
         "policy_list": CliForm("policy list"),
+        "migration_new": CliForm("migrations new", ("slug",)),
+        "migration_check": CliForm("migrations check"),
     }
 )
 

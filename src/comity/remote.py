@@ -35,6 +35,7 @@ from typing import Any
 from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step, Unavailable
 from .store import News, TxnResult, Versioned, Written
 from .work.tasks import parse_task_id, task_key
+from .work.numbers import Worktrees
 from .work.verbs import VERB, VERBS, Verb, bind, python_annotation
 
 __all__ = ["RemoteAgent", "RemoteStore", "RemoteSession", "error_from_json", "is_server_url", "DEFAULT_TIMEOUT_S", "SESSION_HEADER"]
@@ -165,6 +166,7 @@ class RemoteAgent:
         agent: str | None = None,
         session: str | bool = True,
         timeout: float = DEFAULT_TIMEOUT_S,
+        worktrees: Worktrees | None = None,
     ) -> None:
         if not auth:
             raise Invalid("auth", "a comity server needs your agent token (`comity agent add NAME` issues one)")
@@ -182,6 +184,9 @@ class RemoteAgent:
         self._current = 0
         self._lock = threading.Lock()
         self._session: RemoteSession | None = None
+        # migration_new and migration_check work here, in the caller's worktree: the server only
+        # takes the number (migration_take).  Default: the worktree this process runs in.
+        self.worktrees = worktrees
 
     @property
     def urls(self) -> list[str]:
@@ -261,6 +266,8 @@ class RemoteAgent:
 
     def _invoke(self, verb: Verb | None, args: dict[str, Any]) -> dict[str, Any]:
         assert verb is not None  # bind refused an unknown verb
+        if verb.name in _IN_WORKTREE:
+            return self._in_worktree(verb.name, args)
         if "context" in args and args["context"] is None and verb.remembers is not None:
             args["context"] = self.contexts.get(self._memory_key(verb, args) or "")
         if "request_id" in args and args["request_id"] is None:
@@ -306,10 +313,71 @@ class RemoteAgent:
             if isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("context"), str) and "state" in t:
                 self.contexts[task_key(t["id"])] = t["context"]
 
+    def _in_worktree(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``migration_new`` and ``migration_check`` on the client: the server cannot reach the
+        caller's files, so the floor is found and the file created here, in the caller's
+        worktree, and only the number is taken on the server (``migration_take``)."""
+        from .repo.worktree import Worktrees
+
+        finder = self.worktrees if self.worktrees is not None else Worktrees.here(served="this client")
+        wt = finder(args.get("worktree"))
+        numbers = _ServerNumbers(self)
+        if verb == "migration_new":
+            from .work._migration_verbs import unit_of
+
+            request_id = args.get("request_id") or "r-" + os.urandom(12).hex()
+            unit = unit_of(args["slug"], args.get("task"), request_id)
+            body = wt.new_migration(numbers, args["slug"], args.get("dir"), template=args.get("template"), task=args.get("task"), unit=unit)
+        else:
+            problems = wt.check_migrations(numbers, args.get("dir"), template=args.get("template"))
+            body = {"ok": not problems, "problems": problems}
+        if numbers.last is None:  # nothing asked of the server yet: ask once, for the news
+            numbers.call("whoami", {})
+        body["news"] = numbers.news
+        body["stale"] = (numbers.last or {}).get("stale", [])
+        if numbers.truncated:
+            body["news_truncated"] = True
+        return body
+
     # ------------------------------------------------------------ admin
     def agent_add(self, name: str, *, admin: bool = False, rotate: bool = False) -> dict[str, Any]:
         """Issue a token for agent ``name`` (needs an admin token): ``{"agent", "auth_token", "admin"}``."""
         return self._post("/v1/admin/agent_add", {"name": name, "admin": admin, "rotate": rotate}, False)
+
+
+_IN_WORKTREE = ("migration_new", "migration_check")
+
+
+class _ServerNumbers:
+    """The number authority over HTTP (:class:`comity.work.numbers.Numbers`): every answer's
+    news is kept, to be handed to the caller with the verb's answer."""
+
+    def __init__(self, remote: RemoteAgent) -> None:
+        self.remote = remote
+        self.news: list[dict[str, Any]] = []
+        self.truncated = False
+        self.last: dict[str, Any] | None = None
+        self._agent = remote.name
+
+    def call(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
+        answer = self.remote._invoke(VERB[verb], bind(verb, args))
+        self.news += answer.get("news", [])
+        self.truncated = self.truncated or bool(answer.get("news_truncated"))
+        self.last = answer
+        return answer
+
+    @property
+    def agent(self) -> str | None:
+        if self._agent is None:
+            self._agent = self.call("whoami", {}).get("agent")
+        return self._agent
+
+    def dirs(self) -> dict[str, str]:
+        return dict(self.call("migration_dirs", {})["dirs"])
+
+    def take(self, d: str, slug: str, **kw: Any) -> dict[str, Any]:
+        answer = self.call("migration_take", {"dir": d, "slug": slug, **{k: v for k, v in kw.items() if v is not None}})
+        return {k: v for k, v in answer.items() if k not in ("news", "stale", "news_truncated")}
 
 
 def _verb_method(verb: Verb) -> Callable[..., dict[str, Any]]:

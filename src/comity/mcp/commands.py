@@ -27,21 +27,78 @@ __all__ = ["register", "open_session", "server_block", "codex_block", "install"]
 SERVER_NAME = "comity"
 
 
-def open_session(obj: Ctx, agent: str | None) -> McpSession:
+def identity(obj: Ctx, source: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Who this server acts as, and how that was chosen: ``--agent``, ``COMITY_AGENT``, else
+    the worktree it runs in (its directory's name), so one ``.mcp.json`` committed to the
+    repository starts a differently named agent in every worktree.  Against a comity
+    server the token says who acts."""
+    if obj.agent_name is not None:
+        return obj.agent_name, {"agent_from": source or "--agent"}
+    if obj.remote:
+        return None, {"agent_from": "the agent token (COMITY_AUTH)"}
+    from ..repo._git import Repo
+    from ..repo.worktree import agent_from_worktree
+
+    try:
+        repo = Repo.find()
+    except Invalid:
+        return None, {"agent_from": "nothing: no --agent, no COMITY_AGENT, and not in a git worktree (writes are refused)"}
+    name = agent_from_worktree(repo)
+    return name, {"agent_from": f"the worktree {repo.top} (its directory's name; set COMITY_AGENT to choose another)"}
+
+
+def where_store(obj: Ctx) -> dict[str, Any]:
+    """Where the store of this server is and why, with a warning when it is shared by nobody
+    else: outside a git repository, with no ``--store``, it is ``./.comity`` of wherever the
+    host happened to start the server."""
+    if obj.remote:
+        return {"store_from": "--store (a comity server)"}
+    from ..store import locate
+
+    where, why = locate(obj.store_location)
+    if why == "given":
+        given = "COMITY_STORE" if obj.store_location is None or obj.store_location == os.environ.get("COMITY_STORE") else "--store"
+        return {"store_from": given}
+    if why.startswith("git common directory"):
+        return {"store_from": f"the {why}: shared by every worktree of this repository"}
+    return {
+        "store_from": f"no git repository in {Path.cwd()} and no --store: ./.comity there",
+        "warning": (
+            f"THIS SERVER IS NOT IN A GIT REPOSITORY AND WAS GIVEN NO --store: its store is {where}, which only "
+            f"processes started in {Path.cwd()} share; agents in your repository's worktrees will not see your work. "
+            "Start it inside the repository, or give --store (or COMITY_STORE)."
+        ),
+    }
+
+
+def about_text(agent: str | None, about: dict[str, Any], store: str) -> str:
+    """The opening of the server's instructions: who the agent is and where the store is."""
+    lines = []
+    if about.get("warning"):
+        lines.append(f"WARNING: {about['warning']}")
+    who = f"You are agent {agent!r}" if agent else "You have no agent name (reads only)"
+    lines.append(f"{who}: from {about.get('agent_from')}.")
+    lines.append(f"The store is {store} ({about.get('store_from')}).")
+    return "\n".join(lines)
+
+
+def open_session(obj: Ctx, agent: str | None, about: dict[str, Any] | None = None) -> McpSession:
     """The agent facade this process serves: the embedded store opened directly, or a comity
     server when ``--store`` is an ``http://`` URL."""
+    from ..repo.worktree import Worktrees
     from ..store import open as open_store
     from ..work import Agent
     from .server import McpSession
 
+    worktrees = Worktrees.here(served="this MCP server")
     if obj.remote:
         from ..remote import RemoteAgent
 
-        remote = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=agent)  # one connection: one session
+        remote = RemoteAgent(obj.store_location or "", auth=obj.auth, agent=agent, worktrees=worktrees)  # one connection: one session
         me = remote.call("whoami")  # fails fast on a bad token or an unreachable server
         return McpSession(remote, agent or me.get("agent"), close=remote.close, session_id=me.get("session"))
     store = open_store(obj.store_location)
-    return McpSession(Agent(store.session(agent)), agent, close=store.close)
+    return McpSession(Agent(store.session(agent), worktrees=worktrees, about=about), agent, close=store.close)
 
 
 def _need_sdk() -> None:
@@ -151,8 +208,11 @@ def register(cli: click.Group) -> None:
         Configure a host with `comity mcp install`.
         """
         obj: Ctx = ctx.obj
+        source = None
         if mcp_agent is not None:
-            obj.agent_name = mcp_agent
+            obj.agent_name, source = mcp_agent, "--agent"
+        elif obj.agent_name is not None and obj.agent_name == os.environ.get("COMITY_AGENT"):
+            source = "COMITY_AGENT"
         if ctx.invoked_subcommand is not None:
             return
         try:
@@ -164,12 +224,18 @@ def register(cli: click.Group) -> None:
                 return
             from .server import serve_stdio
 
-            session = open_session(obj, obj.agent_name)
+            agent, about = identity(obj, source)
+            about.update(where_store(obj))
+            obj.agent_name = agent
+            session = open_session(obj, agent, about)
+            store = obj.store_location or "" if obj.remote else str(session.facade.session.store.location)  # type: ignore[attr-defined]
         except ComityError as e:
             fail(e, False)
-        if obj.agent_name is None:
-            err.print("comity mcp: no --agent given: reads work, writes will be refused (set --agent NAME or COMITY_AGENT)", markup=False)
-        serve_stdio(session, heartbeat=heartbeat)
+        if agent is None and not obj.remote:
+            err.print("comity mcp: no agent name (no --agent, no COMITY_AGENT, not in a git worktree): reads work, writes will be refused", markup=False)
+        if about.get("warning"):
+            err.print(f"comity mcp: WARNING: {about['warning']}", markup=False)
+        serve_stdio(session, heartbeat=heartbeat, about=about_text(agent, about, store))
 
     @command(mcp_group, "install")
     @click.option("--agent", "agent", metavar="NAME", help="The agent name the host's server acts as (default: the global --agent).")

@@ -212,8 +212,12 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
             ident = authenticator.identify(token)
             return None if ident is None else ident.agent
 
+        from ..repo.worktree import Worktrees
+
+        worktrees = Worktrees.serving(served="comity mcp --http")  # many agents, each in a worktree of its own
+
         def make_local(agent: str, token: str, sid: str | None) -> McpSession:
-            return McpSession(Agent(store.session(agent, name=sid), signing=False), agent, session_id=sid)  # a server holds no agent's key
+            return McpSession(Agent(store.session(agent, name=sid), signing=False, worktrees=worktrees), agent, session_id=sid)  # a server holds no agent's key
 
         identify, make = identify_local, make_local
     sessions = HttpSessions(identify, make)

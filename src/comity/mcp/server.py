@@ -52,7 +52,11 @@ comity coordinates you with other agents working on the same repository and task
   looked) and `stale` (keys and tasks you read that the news makes out of date). Read it.
 - Read a key before you write it: your write is checked against what you read, and
   refused, with the news, if someone changed it since. Re-read, merge, retry.
-- Take a name with `create` (refused if it exists), a number with `seq_next`.
+- A new migration (any numbered file): call `migration_new(slug, dir)`. It takes the
+  next number after every worktree's and branch's files and creates the file in your
+  worktree; write into the `path` it answers. Never pick a number from the directory
+  listing or create a numbered file yourself: another agent may be taking the same one.
+- Take any other name with `create` (refused if it exists).
 - Claim a task before working on it (`task_ready`, then `task_claim`); pass the token it
   returns to `task_checkpoint` and `task_complete`. A refusal means someone else has it.
 - Reserve paths before editing shared files (`reserve_paths`).
@@ -217,13 +221,15 @@ class ComityMCP(MCPServer):
         return _answer(answer)
 
 
-def build_server(sessions: Sessions, *, bench: bool | None = None) -> MCPServer:
-    """The MCP server with comity's tools, each calling one verb of the caller's session."""
+def build_server(sessions: Sessions, *, bench: bool | None = None, about: str = "") -> MCPServer:
+    """The MCP server with comity's tools, each calling one verb of the caller's session;
+    ``about`` opens its instructions (who the agent is, where the store is)."""
     from .. import __version__
 
     if bench is None:
         bench = os.environ.get(BENCH_ENV) == "1"
-    return ComityMCP(sessions, bench=bench, name="comity", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    text = (about.rstrip() + "\n\n" if about else "") + INSTRUCTIONS
+    return ComityMCP(sessions, bench=bench, name="comity", version=__version__, instructions=text, log_level="WARNING")
 
 
 async def _heartbeats(sessions: Sessions, interval: float) -> None:
@@ -244,10 +250,10 @@ async def _with_heartbeats(sessions: Sessions, interval: float, serve: Callable[
         tg.cancel_scope.cancel()
 
 
-def serve_stdio(session: McpSession, *, heartbeat: float = 30.0) -> None:
+def serve_stdio(session: McpSession, *, heartbeat: float = 30.0, about: str = "") -> None:
     """Serve one agent over stdin/stdout until the client hangs up."""
     sessions = OneSession(session)
-    app = build_server(sessions)
+    app = build_server(sessions, about=about)
     if heartbeat > 0:
         # A first heartbeat at once: the agent is seen alive from the moment its host starts.
         session.heartbeat()
@@ -263,12 +269,13 @@ def serve_http(
     *,
     heartbeat: float = 30.0,
     middleware: Callable[[Any], Any] | None = None,
+    about: str = "",
 ) -> None:
     """Serve over streamable HTTP (``/mcp``) on a bound socket; ``middleware`` wraps the
     ASGI app (authentication)."""
     import uvicorn
 
-    app = build_server(sessions)
+    app = build_server(sessions, about=about)
     host = sock.getsockname()[0]
     asgi = app.streamable_http_app(host="127.0.0.1" if host in ("127.0.0.1", "::1", "localhost") else host)
     wrapped = middleware(asgi) if middleware is not None else asgi

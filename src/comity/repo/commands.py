@@ -24,7 +24,7 @@ class _DefaultGroup(click.Group):
 
 
 def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists every command
-    from ..clikit import Ctx, command, err, out
+    from ..clikit import Ctx, command, err, news_of, out
     from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, Invalid
     from ..store import Session
@@ -54,31 +54,38 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
 
     @command(migrations_group, "new")
     @click.argument("slug")
-    @click.option("--dir", "directory", required=True, metavar="DIR", help="The migrations directory (relative to here).")
+    @click.option("--dir", "directory", metavar="DIR", help="The migrations directory (relative to here; default: the only one known).")
     @click.option("--template", metavar="T", help="sql (default: {n:04d}_{slug}.sql), rails ({ts}_{slug}.rb), django ({n:04d}_{slug}.py), alembic ({rev}_{slug}.py), or a pattern.")
     @click.option("--task", envvar="COMITY_TASK", metavar="ID", help="The task this migration is for [env COMITY_TASK].")
-    def migrations_new_cmd(obj: Ctx, slug: str, directory: str, template: str | None, task: str | None, *, as_json: bool) -> None:
+    def migrations_new_cmd(obj: Ctx, slug: str, directory: str | None, template: str | None, task: str | None, *, as_json: bool) -> None:
         """Take the next migration number of DIR (above every worktree's and branch's) and create the file."""
-        from .migrations import new_migration
-
-        repo = Repo.find()
-        rec = new_migration(session(obj), repo, repo.rel(directory), slug, template=template, task=task)
+        args: dict[str, Any] = {"slug": slug}
+        if directory is not None:
+            args["dir"] = Repo.find().rel(directory)
+        if template is not None:
+            args["template"] = template
+        if task is not None:
+            args["task"] = task
+        rec = obj.call("migration_new", args)  # the number from the store, or the server; the file here
+        news_of(rec)
         if as_json:
-            _print_json(rec)
+            _print_json({k: v for k, v in rec.items() if k not in ("news", "stale")})
         else:
             out.print(rec["file"], markup=False)
-            err.print(f"migration {rec['number']} is {obj.agent_name}'s (recorded in the store)", markup=False)
+            err.print(f"migration {rec['number']} is {rec['agent']}'s (recorded in the store)", markup=False)
 
     @command(migrations_group, "check")
     @click.option("--dir", "directory", metavar="DIR", help="Only this directory (default: every known migrations directory).")
     @click.option("--template", metavar="T", help="The layout of DIR, if comity does not know it yet.")
     def migrations_check_cmd(obj: Ctx, directory: str | None, template: str | None, *, as_json: bool) -> None:
         """Duplicate numbers (and several heads, for Django and Alembic) across worktrees and branches; exit 3 if any."""
-        from .migrations import check
-
-        repo = Repo.find()
-        found = check(session(obj), repo, None if directory is None else repo.rel(directory), template)
-        problems_out([p.to_json() for p in found], as_json)
+        args: dict[str, Any] = {}
+        if directory is not None:
+            args["dir"] = Repo.find().rel(directory)
+        if template is not None:
+            args["template"] = template
+        found = obj.call("migration_check", args)
+        problems_out(list(found["problems"]), as_json)
 
     @command(migrations_group, "renumber")
     @click.option("--dir", "directory", required=True, metavar="DIR", help="The migrations directory.")

@@ -31,10 +31,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..coord.sequences import Allocation, next_number, raise_to
-from ..coord.sequences import allocate as allocate_number
 from ..errors import Invalid, NotFound, StaleContext
-from ..store import Create, Put, Session
+from ..store import Create, Session
+from ..work.numbers import (
+    DIR_PREFIX,
+    KINDS,
+    MIGRATION_PREFIX,
+    Template,
+    _ts_after,
+    allocate,
+    dir_key,
+    infer_template,
+    LocalNumbers,
+    Numbers,
+    layout_of,
+    record_of,
+    register_dir,
+    registered_dirs,
+    slug_of,
+)
 from ._git import GitFailed, Repo, read_objects, tree_names
 
 __all__ = [
@@ -54,149 +69,10 @@ __all__ = [
     "DIR_PREFIX",
 ]
 
-MIGRATION_PREFIX = "@migration/"
-DIR_PREFIX = "@migration-dir/"
-KINDS = {
-    "sql": "{n:04d}_{slug}.sql",
-    "rails": "{ts}_{slug}.rb",
-    "django": "{n:04d}_{slug}.py",
-    "alembic": "{rev}_{slug}.py",
-}
 # Directories that hold migrations by convention: found without being registered.
 CONVENTIONAL = {"migrations": None, "migrate": "rails", "versions": "alembic"}
-_TS = "%Y%m%d%H%M%S"
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_]{0,99}")
 _RETRIES = 64
 
-
-def dir_key(d: str) -> str:
-    """A repository directory as a key segment (keys admit a restricted alphabet)."""
-    return quote(d, safe="/._-").replace("%", "~") or "~root"
-
-
-# ---------------------------------------------------------------------- templates
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A file-name layout: ``{n}`` (a number), ``{ts}`` (a UTC timestamp) or ``{rev}`` (an
-    Alembic revision), and ``{slug}``."""
-
-    kind: str
-    pattern: str
-    regex: re.Pattern[str] = field(compare=False)
-
-    @classmethod
-    def parse(cls, value: str) -> Template:
-        if value in KINDS:
-            kind, pattern = value, KINDS[value]
-        else:
-            kind, pattern = "custom", value
-        parts = []
-        fields = []
-        try:
-            parsed = list(string.Formatter().parse(pattern))
-        except ValueError as e:
-            raise Invalid("template", f"{pattern!r}: {e}") from None
-        for literal, name, spec, _conv in parsed:
-            parts.append(re.escape(literal))
-            if name is None:
-                continue
-            fields.append(name)
-            if name == "slug":
-                parts.append(r"(?P<slug>.+?)")
-            elif name in ("n", "ts"):
-                parts.append(r"(?P<n>[0-9]+)")
-            elif name == "rev":
-                parts.append(r"(?P<rev>[0-9A-Za-z]+)")
-            else:
-                raise Invalid("template", f"{pattern!r}: unknown field {{{name}}}; use {{n}}, {{ts}} or {{rev}}, and {{slug}}")
-            if spec and name != "n":
-                raise Invalid("template", f"{pattern!r}: only {{n}} takes a format, e.g. {{n:04d}}")
-        numbering = [f for f in fields if f in ("n", "ts", "rev")]
-        if "slug" not in fields or len(numbering) != 1 or "/" in pattern:
-            raise Invalid(
-                "template",
-                f"{pattern!r} needs {{slug}} and one of {{n:04d}}, {{ts}}, {{rev}} (a file name, no '/'); "
-                f"or one of: {', '.join(KINDS)}",
-            )
-        if kind == "custom" and numbering[0] == "rev":
-            kind = "alembic"
-        return cls(kind, pattern, re.compile("".join(parts)))
-
-    @property
-    def numbering(self) -> str:
-        if "{ts}" in self.pattern:
-            return "timestamp"
-        if "{rev}" in self.pattern:
-            return "revision"
-        return "number"
-
-    def needles(self, n: int) -> tuple[bytes, ...]:
-        """Byte strings one of which a raw tree holding a file numbered ``n`` must contain
-        (``" 0007_"`` …, any zero padding): trees without any are skipped unparsed."""
-        parts = re.split(r"\{(?:n|ts)(?::[^}]*)?\}", self.pattern, maxsplit=1)
-        if len(parts) != 2:
-            return (b"",)  # not a numbered layout: every tree must be parsed
-        head, after = parts[0], parts[1].split("{", 1)[0]
-        digits = str(n)
-        return tuple(f" {head}{'0' * pad}{digits}{after}".encode() for pad in range(max(1, 16 - len(digits))))
-
-    def number_of(self, name: str) -> int | None:
-        m = self.regex.fullmatch(name)
-        if m is None or "n" not in m.groupdict():
-            return None
-        return int(m.group("n"))
-
-    def matches(self, name: str) -> bool:
-        return self.regex.fullmatch(name) is not None
-
-    def filename(self, slug: str, *, n: int = 0, rev: str = "") -> str:
-        return self.pattern.format(n=n, ts=n, rev=rev, slug=slug)
-
-
-def infer_template(names: list[str], sample: str | None = None) -> Template:
-    """Guess a directory's layout from the files in it."""
-    if any(re.fullmatch(r"[0-9]{14}_.+\.rb", n) for n in names):
-        return Template.parse("rails")
-    py = [n for n in names if n.endswith(".py") and n != "__init__.py"]
-    if py:
-        if sample is not None and re.search(r"^down_revision\b", sample, re.M):
-            return Template.parse("alembic")
-        if any(re.fullmatch(r"[0-9]+_.+\.py", n) for n in py):
-            return Template.parse("django")
-        return Template.parse("alembic")
-    return Template.parse("sql")
-
-
-# ------------------------------------------------------------------ registration
-
-
-def registered_dirs(session: Session) -> dict[str, Template]:
-    """Directories ``migrations new`` was used in, and their layouts."""
-    out: dict[str, Template] = {}
-    for v in session.scan(DIR_PREFIX):
-        if len(v.values) == 1 and isinstance(v.values[0], dict):
-            try:
-                out[v.values[0]["dir"]] = Template.parse(v.values[0]["template"])
-            except (Invalid, KeyError):
-                continue
-    return out
-
-
-def register_dir(session: Session, d: str, template: Template) -> None:
-    key = DIR_PREFIX + dir_key(d)
-    for _ in range(_RETRIES):
-        v = session.get(key)
-        if v.values == [{"dir": d, "template": template.pattern if template.kind == "custom" else template.kind}]:
-            return
-        value = {"dir": d, "template": template.pattern if template.kind == "custom" else template.kind}
-        try:
-            session.txn(ops=[Put(key, value, context=v.context, label="register")], system=True)
-            return
-        except StaleContext:
-            continue
-    raise StaleContext(f"{key} kept changing; retry", key=key)
 
 
 def template_for(session: Session, repo: Repo, d: str, given: str | None = None) -> Template:
@@ -232,8 +108,12 @@ def conventional_dirs(repo: Repo) -> list[str]:
     return [p for p in out.decode(errors="replace").split("\0") if p and os.path.basename(p) in CONVENTIONAL]
 
 
-def all_dirs(session: Session, repo: Repo) -> dict[str, Template]:
-    dirs = registered_dirs(session)
+def all_dirs(session: Session | Numbers, repo: Repo) -> dict[str, Template]:
+    """Every migration directory: those numbers were taken in, and those named like one in HEAD's tree."""
+    if isinstance(session, Session):
+        dirs = registered_dirs(session)
+    else:
+        dirs = {d: Template.parse(spec) for d, spec in session.dirs().items()}
     for d in conventional_dirs(repo):
         if d not in dirs:
             dirs[d] = _guess(repo.top / d, d)
@@ -326,49 +206,6 @@ def survey(repo: Repo, d: str, template: Template, *, numbers: set[int] | None =
     return found
 
 
-def record_of(session: Session, d: str, n: int) -> dict[str, Any] | None:
-    v = session.get(f"{MIGRATION_PREFIX}{dir_key(d)}/{n}")
-    return v.values[0] if len(v.values) == 1 and isinstance(v.values[0], dict) else None
-
-
-# --------------------------------------------------------------------- allocation
-
-
-def _ts_after(value: int) -> int:
-    try:
-        return int((datetime.strptime(str(value), _TS) + timedelta(seconds=1)).strftime(_TS))
-    except ValueError:
-        return value + 1
-
-
-def _allocate_timestamp(session: Session, name: str, floor: int) -> int:
-    key = "@seq/" + name
-    for _ in range(_RETRIES):
-        v = session.get(key)
-        current = max((int(x) for x in v.values if isinstance(x, int)), default=0)
-        now = int(datetime.fromtimestamp(session.now(), tz=timezone.utc).strftime(_TS))
-        n = max(now, _ts_after(current), _ts_after(floor))
-        try:
-            session.txn(ops=[Put(key, n, context=v.context, label="next")], system=True)
-            return n
-        except StaleContext:
-            continue
-    raise StaleContext(f"sequence {name!r} kept changing; retry", key=key)
-
-
-def allocate(session: Session, d: str, template: Template, floor: int, *, unit: str | None = None) -> Allocation:
-    """A number for a new migration of ``d``, greater than ``floor`` and than every number
-    allocated before, never handed to anyone else; with ``unit`` (a task and a slug), the
-    number that unit already holds, if it holds one."""
-    name = f"migrations/{dir_key(d)}"
-    if template.numbering == "timestamp":
-        return Allocation(_allocate_timestamp(session, name, floor))
-    if unit is not None and template.numbering == "number":
-        return allocate_number(session, name, floor=floor, unit=unit)
-    raise_to(session, name, floor)
-    return Allocation(next_number(session, name))
-
-
 # ------------------------------------------------------------------ file contents
 
 
@@ -457,13 +294,6 @@ def _heads_here(path: Path, template: Template, d: str) -> list[str]:
     return [n.rsplit(".", 1)[0] for num, n in numbered if num == best][:1]
 
 
-def _slug(value: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
-    if not _SLUG.fullmatch(s):
-        raise Invalid("SLUG", f"{value!r}: use letters, digits and underscores, e.g. add_users_email (up to 100)")
-    return s
-
-
 def new_migration(
     session: Session,
     repo: Repo,
@@ -473,65 +303,76 @@ def new_migration(
     template: str | None = None,
     task: str | None = None,
 ) -> dict[str, Any]:
-    """Take the next number of ``d``, create the file in this worktree, record who got it."""
-    if session.agent is None:
-        raise Invalid("agent", "taking a migration number needs an agent name: pass --agent NAME or set COMITY_AGENT")
-    slug = _slug(slug)
-    tpl = template_for(session, repo, d, template)
-    register_dir(session, d, tpl)
+    """Take the next number of ``d``, create the file in this worktree, record who got it
+    (:meth:`create_migration` with the store of this process as the authority)."""
+    # One task asking again for the same migration (after a crash, a lost answer, or as the
+    # successor of an agent presumed dead) gets the number it already holds, not a second one.
+    unit = f"{task}/{slug_of(slug)}" if task else None
+    return create_migration(LocalNumbers(session), repo, d, slug, template=template, task=task, unit=unit)
+
+
+def layout_here(numbers: Numbers, repo: Repo, d: str, given: str | None = None) -> Template:
+    """The layout of ``d``: as given, else as remembered by the authority, else guessed from its files."""
+    if given is not None:
+        return Template.parse(given)
+    known = numbers.dirs().get(d)
+    return Template.parse(known) if known is not None else _guess(repo.top / d, d)
+
+
+def create_migration(
+    numbers: Numbers,
+    repo: Repo,
+    d: str,
+    slug: str,
+    *,
+    template: str | None = None,
+    task: str | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
+    """The worktree's half of ``migration_new``: the floor from every worktree and local
+    branch, a number from ``numbers`` (the store here, or a server), the file created in
+    this worktree.  Answers the record with ``path``, the file's absolute path."""
+    if numbers.agent is None:
+        raise Invalid("agent", "taking a migration number needs an agent name")
+    slug = slug_of(slug)
+    tpl = layout_here(numbers, repo, d, template)
     seen = survey(repo, d, tpl)
     floor = max((m.number for m in seen.values() if m.number is not None), default=0)
     target = repo.top / d
     target.mkdir(parents=True, exist_ok=True)
     parents = _heads_here(target, tpl, d)
-    when = datetime.fromtimestamp(session.now(), tz=timezone.utc)
-    # One task asking again for the same migration (after a crash, a lost answer, or as the
-    # successor of an agent presumed dead) gets the number it already holds, not a second one.
-    unit = f"{task}/{slug}" if task else None
-    held = False
+    detail: dict[str, Any] = {}
+    if tpl.numbering == "revision":
+        detail["down_revision"] = parents
+    elif tpl.kind == "django":
+        detail["dependencies"] = parents
+    branch = repo.branch()
     for _ in range(_RETRIES):
-        got = allocate(session, d, tpl, floor, unit=unit)
-        n, held = got.number, got.held
-        rev = secrets.token_hex(6) if tpl.numbering == "revision" else ""
-        name = tpl.filename(slug, n=n, rev=rev)
-        if held and (target / name).exists():
+        rev = secrets.token_hex(6) if tpl.numbering == "revision" else None
+        rec = numbers.take(d, slug, template=layout_of(tpl), floor=floor, unit=unit, revision=rev,
+                           worktree=str(repo.top), branch=branch, task=task, detail=detail)  # fmt: skip
+        n = int(rec["number"])
+        name = os.path.basename(str(rec["file"]))
+        path = target / name
+        if rec.get("held") and path.exists():
             break  # this worktree already has the unit's file: nothing to create
         if tpl.numbering != "revision" and any(m.name != name for m in survey(repo, d, tpl, numbers={n}).values()):
             floor = max(floor, n)  # written by hand since the survey, somewhere: skip it
             unit = None  # the unit's number is someone else's file now: take a fresh one
             continue
+        when = datetime.fromtimestamp(float(rec.get("time") or 0), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         try:
-            with open(target / name, "x", encoding="utf-8") as f:
-                f.write(_content(tpl, d, slug, n, rev, parents, when.strftime("%Y-%m-%d %H:%M:%S")))
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(_content(tpl, d, slug, n, str(rec.get("revision") or ""), parents, when))
             break
         except FileExistsError:
             floor = max(floor, n)  # a file appeared since the survey: take the next one
             unit = None
     else:
         raise StaleContext(f"could not create a new migration in {d}: every number taken was already on disk")
-    rel = f"{d}/{name}" if d else name
-    record = {
-        "file": rel,
-        "dir": d,
-        "number": n,
-        "template": tpl.kind if tpl.kind != "custom" else tpl.pattern,
-        "agent": session.agent,
-        "worktree": str(repo.top),
-        "branch": repo.branch(),
-        "task": task,
-        "time": session.now(),
-    }
-    if rev:
-        record["revision"] = rev
-        record["down_revision"] = parents
-    elif tpl.kind == "django":
-        record["dependencies"] = parents
-    if held:
-        record["held"] = True  # the task's number from before: its record stays as first written
-        if record_of(session, d, n) is not None:
-            return record
-    session.txn(ops=[Create(f"{MIGRATION_PREFIX}{dir_key(d)}/{n}", record, label="migration")], system=True)
-    return record
+    out = {k: v for k, v in rec.items() if k != "held" or v}
+    out["path"] = str(path)
+    return out
 
 
 # ------------------------------------------------------------------------- checks
@@ -629,10 +470,11 @@ def several_heads(repo: Repo, d: str, template: Template, found: dict[str, Migra
     ]
 
 
-def check(session: Session, repo: Repo, d: str | None = None, template: str | None = None) -> list[Problem]:
+def check(session: Session | Numbers, repo: Repo, d: str | None = None, template: str | None = None) -> list[Problem]:
     """Duplicate numbers (and, for Django and Alembic, several heads) across every worktree
     and local branch, in ``d`` or every known migration directory."""
-    dirs = {d: template_for(session, repo, d, template)} if d is not None else all_dirs(session, repo)
+    numbers = LocalNumbers(session) if isinstance(session, Session) else session
+    dirs = {d: layout_here(numbers, repo, d, template)} if d is not None else all_dirs(numbers, repo)
     out: list[Problem] = []
     for name, tpl in sorted(dirs.items()):
         found = survey(repo, name, tpl)

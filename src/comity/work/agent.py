@@ -27,9 +27,11 @@ from ..coord import release as release_reservations
 from ..errors import Invalid
 from ..store import Create, Delete, Put, Session, Update, Written
 from ._change_verbs import ChangeVerbs
+from ._migration_verbs import MigrationVerbs
 from .changes import Changes, inbox_key
 from .checks import Runner
 from .decisions import DECISIONS_KEY, decisions
+from .numbers import Worktrees
 from .tasks import Board, Request, parse_task_id, task_key
 from .verbs import LEASE_TTL_S, RESERVATION_TTL_S, VERB, bind, request_digest
 from .why import why as causal_history
@@ -45,14 +47,29 @@ def _keyring() -> Any:
     return Keyring()
 
 
-class Agent(ChangeVerbs):
-    """One agent session's verbs over one store session (the change verbs: :mod:`._change_verbs`)."""
+class Agent(ChangeVerbs, MigrationVerbs):
+    """One agent session's verbs over one store session (the change verbs: :mod:`._change_verbs`;
+    numbered files: :mod:`._migration_verbs`)."""
 
-    def __init__(self, session: Session, *, runner: Runner | None = None, signing: bool = True) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        runner: Runner | None = None,
+        signing: bool = True,
+        worktrees: Worktrees | None = None,
+        about: dict[str, Any] | None = None,
+    ) -> None:
         """``runner`` re-executes checks (default: a clean git worktree of the repository
         here); ``signing`` lets ``attest`` sign with this user's private key (a server,
-        which holds no agent's key, passes False and checks the envelopes it is sent)."""
+        which holds no agent's key, passes False and checks the envelopes it is sent);
+        ``worktrees`` finds the caller's git worktree for ``migration_new`` (a face that runs
+        beside the caller's files passes ``comity.repo.worktree.Worktrees``; without it
+        those verbs are refused); ``about`` adds to ``whoami`` how the face chose the agent
+        and the store."""
         self.session = session
+        self.worktrees = worktrees
+        self.about = dict(about or {})
         # News the verbs collect (the board reads and writes inside them) waits in the
         # session until an answer hands it out: only that counts as delivering it.
         session.holds_news = True
@@ -137,6 +154,7 @@ class Agent(ChangeVerbs):
                 "store_id": s.store.store_id,
                 "replica": s.store.replica_id,
                 "position": s.position,
+                **self.about,
             }
         )
 

@@ -218,7 +218,10 @@ VERBS: tuple[Verb, ...] = (
         (),
         (Field("agent", "str?", "The acting agent (none: reads only)."), Field("session", "str", "This session's id."),
          Field("store", "str", "The store's location."), Field("store_id", "str", "The store's id."),
-         Field("replica", "str", "The replica's id."), Field("position", "int", "The log position this session's news starts after.")),
+         Field("replica", "str", "The replica's id."), Field("position", "int", "The log position this session's news starts after."),
+         Field("agent_from", "str", "How the agent's name was chosen: --agent, COMITY_AGENT, the worktree, the token.", required=False),
+         Field("store_from", "str", "Why the store is where it is.", required=False),
+         Field("warning", "str", "Something about this setup you must know (a store nobody else shares).", required=False)),
         mutating=False,
     ),
     _verb(
@@ -250,7 +253,8 @@ VERBS: tuple[Verb, ...] = (
     _verb(
         "create", "Write a value only if the key does not exist; refused naming the holder if it does.",
         "Create a key only if it does not exist: the safe way to take a name (a migration file, a branch, a lock). "
-        "Refused, naming who holds it, if it exists: pick another name (for numbered files take a number with seq_next). "
+        "Refused, naming who holds it, if it exists: pick another name. For a numbered file in the repository (a "
+        "migration) use migration_new instead, which takes the number and creates the file. "
         'Example: create(key="files/db/migrations/0267_add_index.sql", value={"task": "T-12"})',
         (_key(), _VALUE, _REQUEST_ID),
         _WRITTEN, mutating=True, remembers="key",
@@ -395,11 +399,78 @@ VERBS: tuple[Verb, ...] = (
     ),
     _verb(
         "seq_next", "The next number of a sequence: unique, increasing, never reissued.",
-        "Take the next number of a sequence: unique and increasing, never handed out twice. Use it for migration "
-        'numbers and ticket ids. Example: seq_next(name="migrations")',
-        (Param("name", "str", "The sequence, e.g. 'migrations'.", cli="NAME"), _REQUEST_ID),
+        "Take the next number of a sequence: unique and increasing, never handed out twice, starting at 1; it knows "
+        "nothing of files. Use it for ticket ids and other counters; for a migration file use migration_new, which "
+        'numbers it after every file in every worktree and branch. Example: seq_next(name="tickets")',
+        (Param("name", "str", "The sequence, e.g. 'tickets'.", cli="NAME"), _REQUEST_ID),
         (Field("sequence", "str", "The sequence."), Field("value", "int", "Your number.")),
         mutating=True,
+    ),
+    # ------------------------------------------------ numbered files (comity.work.numbers, comity.repo.worktree)
+    _verb(
+        "migration_new", "Take the next migration number of a directory and create the file in your worktree.",
+        "Create a new migration (or any numbered file) in your git worktree: the number is the next one after every "
+        "file of that directory in every worktree and local branch, taken from one authority, so two agents never get "
+        "the same one. The answer's path is the new file (write your SQL into it) and number its number; the git hooks "
+        "accept it. Never pick a number by looking at the directory, nor create a numbered file yourself. "
+        'Example: migration_new(slug="add_users", dir="db/migrations")',
+        (Param("slug", "str", "What the migration does, in letters, digits and underscores, e.g. 'add_users'.", cli="SLUG"),
+         Param("dir", "str?", "The migrations directory relative to the repository root, e.g. 'db/migrations'; default: the only one known.", None),
+         Param("template", "str?", "The file-name layout: sql ({n:04d}_{slug}.sql, the default), rails, django, alembic, or a "
+               "pattern with {slug} and one of {n:04d}, {ts}, {rev}; default: the directory's known layout.", None),
+         Param("task", "str?", "The task this migration is for: asking again for the same task and slug gets the same number.", None),
+         Param("worktree", "str?", "The absolute path of your git worktree, when the server does not run in it "
+               "(comity mcp --http); default: the worktree the server runs in.", None),
+         _REQUEST_ID),
+        (Field("path", "str", "The new file's absolute path: write into it."),
+         Field("number", "int", "Its number (for rails, the timestamp; for alembic, the sequence number of its revision)."),
+         Field("file", "str", "The file relative to the repository root."), Field("dir", "str", "The migrations directory."),
+         Field("template", "str", "The directory's layout."), Field("agent", "str", "Who took the number."),
+         Field("worktree", "str?", "The worktree it was created in."), Field("branch", "str?", "That worktree's branch."),
+         Field("task", "str?", "The task it is for."),
+         Field("revision", "str", "Alembic: the new revision id.", required=False),
+         Field("held", "bool", "The task already held this number (asked again): nothing new was taken.", required=False)),
+        mutating=True,
+    ),
+    _verb(
+        "migration_check", "Duplicate migration numbers (and several heads) across every worktree and branch.",
+        "Check migration directories for numbers used twice across every worktree and local branch (and, for Django "
+        "and Alembic, several heads); each problem says how to fix it. Call it before committing migrations. "
+        'Example: migration_check(dir="db/migrations")',
+        (Param("dir", "str?", "Only this directory, relative to the repository root; default: every known one.", None),
+         Param("template", "str?", "The directory's layout, if comity does not know it yet.", None),
+         Param("worktree", "str?", "The absolute path of your git worktree, when the server does not run in it.", None)),
+        (Field("ok", "bool", "No problem found."),
+         Field("problems", "list[object]", "Each with kind, message, fix, and the files and places involved.")),
+        mutating=False,
+    ),
+    _verb(
+        "migration_take", "The store's half of migration_new: a number above `floor`, recorded as the caller's.",
+        "Take a number for a new file of a directory, above floor (the highest number the caller found in every "
+        "worktree and branch) and every number taken before, and record it as yours with the file's name; create the "
+        "file yourself. migration_new does both where it can reach your worktree. "
+        'Example: migration_take(dir="db/migrations", slug="add_users", floor=266)',
+        (Param("dir", "str", "The migrations directory relative to the repository root."),
+         Param("slug", "str", "What the migration does, e.g. 'add_users'."),
+         Param("template", "str?", "The layout, remembered for dir; default: the remembered one, else guess.", None),
+         Param("guess", "str?", "The layout the caller's files suggest, used when none is given or remembered.", None),
+         Param("floor", "int", "The highest number already used in dir anywhere.", 0, minimum=0, maximum=_INT64),
+         Param("unit", "str?", "What the number is for (a task and a slug): one unit keeps one number; default: the request.", None),
+         Param("revision", "str?", "Alembic: the new revision id.", None),
+         Param("task", "str?", "The task it is for.", None),
+         Param("worktree", "str?", "The worktree the file will be created in (recorded).", None),
+         Param("branch", "str?", "That worktree's branch (recorded).", None),
+         Param("detail", "object?", "More to record (dependencies, down_revision).", None),
+         _REQUEST_ID),
+        (Field("number", "int", "The number."), Field("file", "str", "The file to create, relative to the repository root."),
+         Field("dir", "str", "The directory."), Field("template", "str", "Its layout."), Field("agent", "str", "Who took it."),
+         Field("held", "bool", "The unit held this number already.", required=False)),
+        mutating=True, tool=False,
+    ),
+    _verb(
+        "migration_dirs", "Directories migration numbers were taken in, and their layouts.",
+        "Every directory migration numbers were taken in, and its file-name layout. Example: migration_dirs()",
+        (), (Field("dirs", "object", "Directory -> layout."),), mutating=False, tool=False,
     ),
     _verb(
         "reserve_paths", "Reserve paths or globs (exclusive unless `shared`); refused naming the holder on overlap.",
