@@ -140,7 +140,8 @@ def test_a_server_takes_the_number_and_the_client_creates_the_file_in_its_worktr
             raise AssertionError("the server created a file it cannot reach")
         except urllib.error.HTTPError as e:
             err = json.loads(e.read())
-            assert e.code == 422 and err["field"] == "worktree" and "migration_take" in err["message"]
+            assert e.code == 422 and err["field"] == "worktree" and "your git worktree" in err["message"]
+            assert err["next"][0]["verb"] == "migration_take"
         with pytest.raises(Invalid, match="worktree"):
             RemoteAgent(served.url, auth=token, worktrees=Worktrees.here(tmp_path)).migration_new("nowhere", dir=MIGRATIONS)
         carol.close()

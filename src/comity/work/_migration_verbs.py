@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Invalid
+from ..errors import Invalid, Step
 from ..store import Session
 from .numbers import LocalNumbers, Worktree, Worktrees, slug_of, take
 
@@ -40,9 +40,10 @@ class MigrationVerbs:
         if self.worktrees is None:
             raise Invalid(
                 "worktree",
-                "this face cannot reach your git worktree (a comity server does not run beside your files): "
-                "take the number with migration_take and create the file yourself, or call migration_new through "
-                "a client that runs in your worktree",
+                "a comity server does not run beside your files, so it cannot create one in your git worktree: "
+                "take the number here and create the file yourself (or call this through a client running in your worktree)",
+                next=[Step("migration_take", {"dir": "DIR", "slug": "SLUG", "floor": "the highest number in DIR anywhere"},
+                           "takes the number and records the file's name; then create the file")],
             )
         return self.worktrees(path)
 
