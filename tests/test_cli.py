@@ -34,6 +34,7 @@ def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_get_json_shape(comity_cli: Run) -> None:
+    ok(comity_cli("init"))  # a read never creates the store
     absent = as_json(comity_cli("get", "files/a.txt", "--json"))
     assert set(absent) == {"key", "values", "context", "news", "stale"}  # the verb's answer, as on every face
     assert absent["key"] == "files/a.txt" and absent["values"] == [] and absent["news"] == []
@@ -53,6 +54,7 @@ def test_plain_get_prints_values_on_stdout_and_the_context_on_stderr(comity_cli:
 
 @pytest.mark.parametrize("value", ["{bad", "hello", "", "[1,", "NaN-ish"])
 def test_malformed_json_value_is_exit_2_naming_json_value(comity_cli: Run, value: str) -> None:
+    ok(comity_cli("init"))
     r = comity_cli("--agent", "alice", "put", "k", value)
     assert r.returncode == 2
     assert "JSON_VALUE" in r.stderr and r.stdout == ""
@@ -194,6 +196,7 @@ def test_news_goes_to_stderr_never_stdout(comity_cli: Run) -> None:
 
 
 def test_news_command_with_a_named_session(comity_cli: Run) -> None:
+    ok(comity_cli("init"))
     first = as_json(comity_cli("--session", "watcher", "news", "--json"))
     assert set(first) == {"events", "truncated", "position"} and first["events"] == []
     ok(comity_cli("--agent", "alice", "create", "k", "1"))
@@ -211,6 +214,7 @@ def test_news_command_with_a_large_limit_shows_everything(comity_cli: Run, tmp_p
     import comity
     from comity.store import Put
 
+    ok(comity_cli("init"))
     ok(comity_cli("--session", "watcher", "news"))  # the session starts here
     with comity.open(tmp_path / "cli.db") as store:
         store.session("alice").txn(ops=[Put(f"n/{i}", i) for i in range(300)])

@@ -258,11 +258,14 @@ def test_a_writer_killed_mid_loop_loses_no_acknowledged_write(
                 assert set(mine) <= logged, set(mine) - logged
 
 
-def test_opening_a_fresh_store_waits_for_another_process_setting_it_up(tmp_path: Path) -> None:
-    """Deterministic form of N agents starting at once on a new repository: one process is
-    still creating the file (holds the write lock) when another opens it.  (Regression: the
-    switch to WAL got SQLITE_BUSY at once, with no busy wait, and opening failed.)"""
+def test_opening_a_store_waits_for_a_process_holding_its_write_lock(tmp_path: Path) -> None:
+    """N agents starting at once on a new repository: a store is built under a temporary name
+    and linked into place whole (test_store_files races six processes creating one), so
+    nobody sees one half set up; a process that opens it while another holds the write lock
+    waits for it.  (Regression: the switch to WAL got SQLITE_BUSY at once, with no busy
+    wait, and opening failed.)"""
     path = tmp_path / "fresh.db"
+    comity.open(path).close()
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))

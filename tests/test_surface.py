@@ -30,7 +30,7 @@ SURFACE = {
     ],
     "comity.causal": ["Dot", "Ordering", "VersionVector", "DVVSet", "HLC", "HLCTimestamp"],
     "comity.store": [
-        "open", "locate", "AUTH_PREFIX", "Store", "Session", "Versioned", "Written", "TxnResult", "News",
+        "open", "locate", "check", "salvage", "Problem", "Report", "AUTH_PREFIX", "Store", "Session", "Versioned", "Written", "TxnResult", "News",
         "Unchanged", "Absent", "Holds", "Put", "Create", "Delete", "Acquire", "Renew", "Release", "Update", "Next", "Note",
         "Guard", "Op", "Backend", "Tx", "StoreMeta", "KeyRow", "LeaseRow", "EventRow", "SessionRow",
         "SQLiteBackend", "PostgresBackend", "PRAGMAS", "SCHEMA_VERSION",

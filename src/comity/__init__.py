@@ -43,6 +43,7 @@ def open(
     max_value_bytes: int | None = None,
     busy_timeout: float = 30.0,
     request_retention: float | None = None,
+    create: bool = True,
 ) -> Store: ...
 @overload
 def open(location: str | None = None, *, auth: str, timeout: float = 60.0) -> RemoteStore: ...
@@ -56,6 +57,7 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     busy_timeout: float = 30.0,
     request_retention: float | None = None,
     timeout: float = 60.0,
+    create: bool = True,
 ) -> Store | RemoteStore:
     """Open the store at ``location`` (see :func:`comity.store.open`), or, for
     ``http://host:port`` (several separated by commas, for failover), a comity server
@@ -68,7 +70,8 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     if auth is not None:
         raise Invalid("auth", "a token is for a comity server (http://…); a store path or postgresql:// URL takes none")
     return _open_store(
-        location, clock=clock, rng=rng, max_value_bytes=max_value_bytes, busy_timeout=busy_timeout, request_retention=request_retention
+        location, clock=clock, rng=rng, max_value_bytes=max_value_bytes, busy_timeout=busy_timeout,
+        request_retention=request_retention, create=create
     )
 
 

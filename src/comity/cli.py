@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .clikit import Ctx, Verbs, command, err, fail, news_of, out, print_json
-from .errors import EXIT_INTERNAL, EXIT_INVALID, ComityError, Invalid
+from .clikit import Ctx, Verbs, closed_pipe, command, err, fail, news_of, out, print_json
+from .errors import EXIT_INTERNAL, EXIT_INVALID, EXIT_UNAVAILABLE, ComityError, Invalid
 from .render import CLI_FORMS, CliForm, news_line
 from .store import Store
 from .store import open as open_store
@@ -36,7 +36,7 @@ Exit codes (one meaning each):
   2  bad input or usage (the message names the field)
   3  refused by the state: stale context, key exists, fenced, lease expired
   4  nothing there: not found, nothing ready
-  5  unavailable: the store cannot be reached or is busy
+  5  unavailable: the store cannot be reached, is busy, missing, damaged or not a store
 """
 
 
@@ -47,10 +47,14 @@ GENERATED: set[str] = set()
 class _Opener:
     """How the CLI opens a store and an agent session (:class:`comity.clikit.Ctx` asks)."""
 
-    def store(self, ctx: Ctx) -> Store:
+    def store(self, ctx: Ctx, create: bool | None = None) -> Store:
         if ctx.remote:
             raise Invalid("store", "this command needs a store (a path or a postgresql:// URL), not a comity server")
-        return open_store(ctx.store_location)
+        if create is None:
+            # Reads never create a store: a command marked as reading, or one whose first verb
+            # changes nothing, says "no store at …" instead.
+            create = not ctx.reads and (ctx.verb is None or VERB[ctx.verb].mutating)
+        return open_store(ctx.store_location, create=create)
 
     def agent(self, ctx: Ctx) -> Verbs:
         if ctx.remote:
@@ -202,10 +206,20 @@ def cli(ctx: click.Context, store: str | None, agent: str | None, session: str |
 
 @command(cli, "init")
 def init_cmd(obj: Ctx, *, as_json: bool) -> None:
-    """Create the store (if needed) and say where it is."""
-    from .store import locate
+    """Create the store (if needed), check that it is whole, and say where it is."""
+    from .store import check, locate
 
     why = "a comity server" if obj.remote else locate(obj.store_location)[1]
+    if not obj.remote:
+        # A store that is there is checked (quickly) before anything opens it, let alone
+        # calls it healthy; only a missing one is made.
+        report = check(obj.store_location, quick=True)
+        if [p for p in report.problems if p.code != "absent"]:
+            if as_json:
+                print_json(report.to_json())
+            _print_problems(report)
+            sys.exit(EXIT_UNAVAILABLE)
+        obj.store(create=True)
     info = {k: v for k, v in obj.call("info").items() if k not in ("news", "stale", "news_truncated")}
     info["why"] = why
     if as_json:
@@ -213,6 +227,51 @@ def init_cmd(obj: Ctx, *, as_json: bool) -> None:
     else:
         out.print(f"comity store at {info['location']} ({why})", markup=False)
         out.print(f"store {info['store_id']}, replica {info['replica_id']}, schema v{info['schema_version']}, {info['head']} events", markup=False)
+
+
+def _print_problems(report: Any) -> None:
+    err.print(f"comity: the store at {report.location} has {len(report.problems)} problem(s):", markup=False, style="red")
+    for p in report.problems:
+        err.print(f"  - {p.what}", markup=False)
+        err.print(f"    fix: {p.fix}", markup=False)
+
+
+@command(cli, "check", reads=True)
+@click.option("--quick", is_flag=True, help="Skip the page-by-page and key-by-key parts (what `comity init` runs).")
+@click.option("--salvage-to", "salvage_to", metavar="NEW.db", type=click.Path(dir_okay=False),
+              help="Build a new store file from every row still readable in this (damaged) one, then check it.")
+def check_cmd(obj: Ctx, quick: bool, salvage_to: str | None, *, as_json: bool) -> None:
+    """Check the store's integrity without changing it; say what to do about each problem (exit 5 if any)."""
+    from pathlib import Path
+
+    from .store import check, locate, salvage
+
+    if obj.remote:
+        raise Invalid("store", "check reads a store file or database directly; run it where the store is, not against a server")
+    if salvage_to is not None:
+        where = locate(obj.store_location)[0]
+        if isinstance(where, str):
+            raise Invalid("salvage-to", "salvage rebuilds an SQLite store file; restore a PostgreSQL store from its backups")
+        counts = salvage(where, Path(salvage_to))
+        err.print(
+            f"salvaged {counts['events']} events ({counts['events_lost']} unreadable), {counts['keys']} keys,"
+            f" {counts['leases']} leases into {salvage_to}",
+            markup=False,
+        )
+        obj.store_location = salvage_to
+    report = check(obj.store_location, quick=quick)
+    if as_json:
+        print_json(report.to_json())
+    if not report.ok:
+        _print_problems(report)
+        sys.exit(EXIT_UNAVAILABLE)
+    if not as_json:
+        facts = report.facts
+        out.print(
+            f"the store at {report.location} is whole: {facts.get('events', 0)} events, {facts.get('keys', 0)} keys,"
+            f" schema v{facts.get('schema_version')}",
+            markup=False,
+        )
 
 
 @verb_command(cli, "get", "read", args=["key"], help="Read KEY: its values (several if siblings) and the context to write with.")
@@ -510,6 +569,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INVALID)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except BrokenPipeError:
+        closed_pipe()
     except ComityError as e:  # raised outside a command (e.g. while opening)
         fail(e, False)
     except Exception as e:  # a bug: one line, and the exit code that says so

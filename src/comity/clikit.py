@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -31,6 +32,7 @@ __all__ = [
     "print_news",
     "news_of",
     "fail",
+    "closed_pipe",
     "command",
     "FIELD_FIXES",
 ]
@@ -55,9 +57,10 @@ class Verbs(Protocol):
 
 
 class Opener(Protocol):
-    """How :class:`Ctx` opens what the global options name (given by :mod:`comity.cli`)."""
+    """How :class:`Ctx` opens what the global options name (given by :mod:`comity.cli`).
+    ``create``: make the store if it is missing (None: decide by what the command does)."""
 
-    def store(self, ctx: Ctx) -> Any: ...
+    def store(self, ctx: Ctx, create: bool | None = None) -> Any: ...
 
     def agent(self, ctx: Ctx) -> Verbs: ...
 
@@ -74,16 +77,19 @@ class Ctx:
         self._opener = opener
         self._store: Any = None
         self._agent: Verbs | None = None
+        self.reads = False  # the command only reads (command(reads=True)): it never creates a store
+        self.verb: str | None = None  # the first verb the command calls, once it calls one
 
     @property
     def remote(self) -> bool:
         """A comity server (``--store http://…``, several separated by commas) rather than a store."""
         return (self.store_location or "").strip().lower().startswith(("http://", "https://"))
 
-    def store(self) -> Any:
-        """The store (:class:`comity.store.Store`), opened once."""
+    def store(self, *, create: bool | None = None) -> Any:
+        """The store (:class:`comity.store.Store`), opened once; made if missing when
+        ``create`` says so, or (None) unless the command only reads."""
         if self._store is None:
-            self._store = self._opener.store(self)
+            self._store = self._opener.store(self, create)
         return self._store
 
     def agent(self) -> Verbs:
@@ -93,6 +99,8 @@ class Ctx:
         return self._agent
 
     def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.verb is None:
+            self.verb = verb  # what the store is opened for: a read never creates one
         return self.agent().call(verb, args)
 
     def close(self) -> None:
@@ -122,6 +130,22 @@ def news_of(answer: Mapping[str, Any]) -> None:
         err.print(f"comity: warning: {answer['warning']}", markup=False)
 
 
+def closed_pipe() -> NoReturn:
+    """stdout's reader went away (`comity log | head -1`): not an error.  Point stdout at
+    /dev/null so the interpreter's last flush does not complain, and exit 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+# rich exits 1 on a closed pipe; a reader that stopped reading (`| head`) is not an error.
+out.on_broken_pipe = closed_pipe  # type: ignore[method-assign]
+
+
 def fail(e: ComityError, as_json: bool) -> NoReturn:
     """Print an error (JSON on stdout with ``--json``), its news and its next step, and exit
     with its code."""
@@ -143,19 +167,24 @@ def fail(e: ComityError, as_json: bool) -> NoReturn:
     sys.exit(e.exit_code)
 
 
-def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[[F], F]:
-    """A subcommand with ``--json`` and uniform error handling: ``fn(obj, ..., as_json=…)``."""
+def command(group: click.Group, name: str | None = None, *, reads: bool = False, **kw: Any) -> Callable[[F], F]:
+    """A subcommand with ``--json`` and uniform error handling: ``fn(obj, ..., as_json=…)``.
+    A command that ``reads`` only never creates a store (a command that calls verbs is
+    judged by them: a verb that changes nothing never creates one either)."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
             obj: Ctx = click.get_current_context().obj
+            obj.reads = reads
             try:
                 fn(obj, *args, as_json=as_json, **kwargs)
             except ComityError as e:
                 fail(e, as_json)
             except KeyboardInterrupt:
                 sys.exit(130)
+            except BrokenPipeError:
+                closed_pipe()
             finally:
                 obj.close()
 

@@ -74,7 +74,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             out.print(rec["file"], markup=False)
             err.print(f"migration {rec['number']} is {rec['agent']}'s (recorded in the store)", markup=False)
 
-    @command(migrations_group, "check")
+    @command(migrations_group, "check", reads=True)
     @click.option("--dir", "directory", metavar="DIR", help="Only this directory (default: every known migrations directory).")
     @click.option("--template", metavar="T", help="The layout of DIR, if comity does not know it yet.")
     def migrations_check_cmd(obj: Ctx, directory: str | None, template: str | None, *, as_json: bool) -> None:
@@ -195,7 +195,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
         else:
             out.print(f"acknowledged {d.id}: {d.text}", markup=False)
 
-    @command(cli, "decisions")
+    @command(cli, "decisions", reads=True)
     @click.argument("path", required=False)
     def decisions_cmd(obj: Ctx, path: str | None, *, as_json: bool) -> None:
         """Decisions recorded (on PATH, if given), with who acknowledged each."""
@@ -211,7 +211,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             out.print(_decision_line(d), markup=False)
 
     # ---------------------------------------------------------------- doctor
-    @command(cli, "doctor")
+    @command(cli, "doctor", reads=True)
     @click.option("--silent", "silent_s", type=float, default=1800.0, show_default=True, help="Report reservations of agents silent for longer than this many seconds.")
     def doctor_cmd(obj: Ctx, silent_s: float, *, as_json: bool) -> None:
         """Find what slipped past the hooks; says how to fix each; exit 0 when clean, 3 when not."""

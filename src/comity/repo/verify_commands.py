@@ -91,7 +91,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
         if c["state"] == "tainted":
             err.print(f"it is built on refuted work: {', '.join(c['tainted_by'])}", markup=False)
 
-    @command(change_group, "show")
+    @command(change_group, "show", reads=True)
     @click.argument("change_id", metavar="ID")
     def change_show_cmd(obj: Ctx, change_id: str, *, as_json: bool) -> None:
         """One change: state, provenance, verifications, attestations, what was built on it."""
@@ -118,7 +118,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             out.print(f"  policy: {p['attestations']} attestation(s){', re-execution' if p['reexecute'] else ''}"
                       f" ({', '.join(p['scopes']) or 'built-in default'})", markup=False)
 
-    @command(change_group, "list")
+    @command(change_group, "list", reads=True)
     @click.option("--state", type=click.Choice(["submitted", "accepted", "refuted", "tainted"]), help="Only changes in this state.")
     @click.option("--task", metavar="ID", help="Only changes of this task.")
     def change_list_cmd(obj: Ctx, state: str | None, task: str | None, *, as_json: bool) -> None:
@@ -221,7 +221,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             sys.exit(EXIT_REFUSED)
 
     # -------------------------------------------------------------------- keys
-    @command(attest_group, "keys")
+    @command(attest_group, "keys", reads=True)
     @click.argument("directory", type=click.Path(file_okay=False))
     def keys_export_cmd(obj: Ctx, directory: str, *, as_json: bool) -> None:
         """Write every registered public key to DIRECTORY as NAME.pub, for `comity attest verify`."""
@@ -268,7 +268,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
         _news_of(r)
         _print_json(r) if as_json else out.print(f"removed policy {scope}", markup=False)
 
-    @command(policy_group, "list")
+    @command(policy_group, "list", reads=True)
     def policy_list_cmd(obj: Ctx, *, as_json: bool) -> None:
         """Every stored policy (none: tasks complete as before; changes accept on re-execution)."""
         ps = verbs(obj).policy_list()["policies"]

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._api import News, Session, Store, TxnResult, Versioned, Written
+from ._check import Problem, Report
+from ._check import check as _check
+from ._check import salvage
 from ._codec import AUTH_PREFIX
 from ._backend import Backend, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta, Tx
 from ._discovery import check_location, discover, resolve_path
@@ -20,6 +23,10 @@ from ._txn import Absent, Acquire, Create, Delete, Guard, Holds, Next, Note, Op,
 
 __all__ = [
     "open",
+    "check",
+    "salvage",
+    "Problem",
+    "Report",
     "AUTH_PREFIX",
     "locate",
     "Store",
@@ -68,6 +75,14 @@ def locate(location: str | os.PathLike[str] | None = None) -> tuple[Path | str, 
     return resolve_path(location), "given"
 
 
+def check(location: str | os.PathLike[str] | None = None, *, quick: bool = False) -> Report:
+    """Check the store at ``location`` (found as :func:`open` finds it) without changing it:
+    a :class:`Report` whose problems each say what is wrong and what to do.  ``quick`` skips
+    the page-by-page and state-by-state parts (``comity init`` runs it quick)."""
+    where, _why = locate(location)
+    return _check(where, quick=quick)
+
+
 def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     location: str | os.PathLike[str] | None = None,
     *,
@@ -76,8 +91,11 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     max_value_bytes: int | None = None,
     busy_timeout: float = 30.0,
     request_retention: float | None = None,
+    create: bool = True,
 ) -> Store:
-    """Open (creating if needed) the store at ``location``.
+    """Open the store at ``location``; with ``create`` (the default), make it if nothing is
+    there.  Without, a missing store is ``Unavailable`` ("no store at …"): reads never
+    create one.  A file that is there but is not a comity store is never replaced.
 
     ``request_retention``: seconds a request's recorded outcome answers its retries
     (default ``$COMITY_REQUEST_RETENTION_S``, else a day).
@@ -92,9 +110,9 @@ def open(  # noqa: A001 - comity.open mirrors the builtin on purpose
     rng = rng or SystemRng()
     backend: Backend
     if isinstance(where, str):
-        backend = PostgresBackend(where, clock=clock, rng=rng, busy_timeout=busy_timeout)
+        backend = PostgresBackend(where, clock=clock, rng=rng, busy_timeout=busy_timeout, create=create)
     else:
-        backend = SQLiteBackend(where, clock=clock or SystemClock(), rng=rng, busy_timeout=busy_timeout)
+        backend = SQLiteBackend(where, clock=clock or SystemClock(), rng=rng, busy_timeout=busy_timeout, create=create)
     try:
         return Store(backend, clock=clock or SystemClock(), rng=rng, max_value_bytes=max_value_bytes, request_retention=request_retention)
     except BaseException:

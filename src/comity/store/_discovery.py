@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import Invalid
+from ._files import DB_SUFFIXES
 
 __all__ = ["discover", "resolve_path", "STORE_FILE"]
 
@@ -37,10 +38,20 @@ def _git_common_dir(cwd: Path) -> Path | None:
 
 
 def resolve_path(location: str | os.PathLike[str]) -> Path:
-    """A path given by the user: a ``.db`` file, or a directory holding ``store.db``."""
+    """A path given by the user: a store file (an existing file, or a new one ending in
+    ``.db``), or a directory holding ``store.db``.  A path that does not exist and looks
+    like some other kind of file (``notes.txt``) is refused rather than made a directory."""
     p = Path(location).expanduser()
-    if p.suffix in (".db", ".sqlite", ".sqlite3") or p.is_file():
+    if p.is_dir():
+        return p / STORE_FILE
+    if p.suffix in DB_SUFFIXES or os.path.lexists(p):
         return p
+    if p.suffix and not p.name.startswith("."):
+        raise Invalid(
+            "store",
+            f"{str(p)[:200]} does not exist and does not end in .db; name a store file ending in .db,"
+            " or a directory to hold one",
+        )
     return p / STORE_FILE
 
 

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng, SystemClock
 from ._backend import EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._files import StoreFileError, no_store
 
 if TYPE_CHECKING:
     import psycopg
@@ -487,6 +488,7 @@ class PostgresBackend:
         schema: str | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+        create: bool = True,
     ) -> None:
         try:
             import psycopg
@@ -521,7 +523,7 @@ class PostgresBackend:
         # error now, not a pool retrying in the background until a timeout.
         try:
             with psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs()) as conn:
-                self._migrate(conn, rng)
+                self._migrate(conn, rng, create)
                 self._new_replica_if_copied(conn, rng)
                 self.meta = self._read_meta(conn)
         except psycopg.OperationalError as e:
@@ -568,9 +570,23 @@ class PostgresBackend:
         got = conn.execute(f"SELECT value FROM {self.sql.schema}.meta WHERE name = 'schema_version'").fetchone()
         return int(got[0]) if got is not None else 0
 
-    def _migrate(self, conn: psycopg.Connection[Any], rng: Rng) -> None:
-        if self._version(conn) == SCHEMA_VERSION:
+    def _migrate(self, conn: psycopg.Connection[Any], rng: Rng, create: bool = True) -> None:
+        version = self._version(conn)
+        if version == SCHEMA_VERSION:
             return
+        if version == 0:
+            others = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (self.schema,)
+            ).fetchone()
+            if others is not None and others[0]:
+                raise StoreFileError(
+                    f"schema {self.schema!r} at {self.location} holds tables that are not a comity store's;"
+                    " comity will not change them. Name another schema (?schema=NAME)",
+                    location=self.location,
+                    problem="foreign",
+                )
+            if not create:
+                raise no_store(self.location)
         s = self.sql.schema
         with conn.transaction():
             # Processes opening a fresh store together: one creates it, the others wait here.

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._files import classify, damaged, foreign_database, has_tables, link_into_place, make_dirs, new_private_file, no_store
 
 __all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
 
@@ -270,9 +271,9 @@ class _Transaction:
         b._lock.acquire()
         try:
             b.db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
-        except sqlite3.OperationalError as e:
+        except sqlite3.Error as e:
             b._lock.release()
-            raise Unavailable(f"the store at {b.path} is busy or unreadable ({e}); retry") from None
+            raise _unavailable(b.path, e, "could not begin a transaction") from None
         except BaseException:
             b._lock.release()
             raise
@@ -283,34 +284,78 @@ class _Transaction:
         try:
             if exc_type is not None:
                 if b.db.in_transaction:
-                    b.db.execute("ROLLBACK")
+                    try:
+                        b.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # nothing of this transaction was committed either way
+                if isinstance(exc, sqlite3.Error) and type(exc) in _ENGINE_FAILURES:
+                    # the engine failed (damage, a full disk, I/O), not the request
+                    raise _unavailable(b.path, exc, "failed") from None
                 return
             try:
                 b.db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 if b.db.in_transaction:
-                    b.db.execute("ROLLBACK")
-                raise Unavailable(f"the store at {b.path} could not commit ({e}); nothing was written, retry") from None
+                    try:
+                        b.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise _unavailable(b.path, e, "could not commit") from None
         finally:
             b._lock.release()
 
 
-class SQLiteBackend:
-    """A comity store in one SQLite file."""
+# Errors of the file and the machine; IntegrityError, ProgrammingError and the like are bugs.
+_ENGINE_FAILURES = (sqlite3.OperationalError, sqlite3.DatabaseError)
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock, rng: Rng, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+
+def _unavailable(path: Path, e: sqlite3.Error, what: str) -> Unavailable:
+    """An engine error as comity's: a damaged file, a full disk, or a busy store."""
+    text = str(e)
+    if not isinstance(e, sqlite3.OperationalError) or "malformed" in text or "not a database" in text:
+        return damaged(path, e)
+    if "full" in text:
+        return Unavailable(
+            f"the store at {path} {what}: the disk is full ({e}); nothing was written. Free some space and retry",
+            location=str(path),
+            problem="disk_full",
+        )
+    return Unavailable(f"the store at {path} {what} ({e}); nothing was written, retry", location=str(path))
+
+
+class SQLiteBackend:
+    """A comity store in one SQLite file.  ``create``: make it if the path holds nothing
+    (never over a file that is there: see :mod:`comity.store._files`)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock,
+        rng: Rng,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+        create: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.clock = clock
         self._lock = threading.RLock()
+        if os.path.lexists(self.path):
+            classify(self.path)
+        elif not create:
+            raise no_store(self.path)
+        else:
+            self._create(rng)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            # Switching a new file to WAL takes a lock SQLite does not wait for: processes
-            # opening a fresh store together retry here until the first has set it up.
+            if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                what = "it holds other tables" if has_tables(self.db) else "it has no tables"
+                raise foreign_database(self.path, what)
+            # A store is made in WAL mode; a file copied without its -wal may need switching
+            # again, which takes a lock SQLite does not wait for: retry while another holds it.
             attempts = max(1, int(busy_timeout / _OPEN_RETRY_S))
             for attempt in range(attempts):
                 try:
@@ -326,9 +371,42 @@ class SQLiteBackend:
             self._migrate(rng)
             self._new_replica_if_copied(rng)
             self.meta = self._read_meta()
-        except sqlite3.DatabaseError as e:
+        except BaseException as e:
             self.db.close()
-            raise Unavailable(f"cannot open the store at {self.path}: {e} (is it a comity store?)") from None
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+                raise Unavailable(f"the store at {self.path} is busy ({e}); retry") from None
+            if isinstance(e, (sqlite3.DatabaseError, KeyError, ValueError)):
+                raise damaged(self.path, e) from None
+            raise
+
+    def _create(self, rng: Rng) -> None:
+        """Build a new store whole under a temporary name, then link it into place."""
+        try:
+            make_dirs(self.path.parent)
+            built = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+            new_private_file(built)
+        except OSError as e:
+            raise Unavailable(f"cannot create the store at {self.path}: {e.strerror or e}") from None
+        try:
+            db = sqlite3.connect(built, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode = wal")
+                db.execute("PRAGMA synchronous = FULL")
+                db.execute("BEGIN IMMEDIATE")
+                for step in MIGRATIONS:
+                    step(db, rng)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            finally:
+                db.close()  # the last connection checkpoints the WAL into the file
+            link_into_place(built, self.path)
+        except (OSError, sqlite3.Error) as e:
+            for leftover in (built, Path(f"{built}-wal"), Path(f"{built}-shm")):
+                try:
+                    leftover.unlink()
+                except OSError:
+                    pass
+            raise Unavailable(f"cannot create the store at {self.path}: {e}") from None
 
     def _migrate(self, rng: Rng) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
