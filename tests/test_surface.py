@@ -40,7 +40,7 @@ SURFACE = {
         "EXIT_OK", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_REFUSED", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE",
     ],
     "comity.render": ["describe_key", "news_line", "tool_call", "CliForm", "CLI_FORMS", "cli_command"],
-    "comity.clikit": ["Ctx", "Verbs", "Opener", "out", "err", "print_json", "print_news", "news_of", "fail", "command", "FIELD_FIXES"],
+    "comity.clikit": ["Ctx", "Verbs", "Opener", "out", "err", "print_json", "print_news", "news_of", "fail", "closed_pipe", "command", "FIELD_FIXES"],
     "comity.bench": [],
     "comity.runtime": [
         "Clock", "SystemClock", "VirtualClock", "Rng", "SystemRng", "SeededRng",
