@@ -200,7 +200,8 @@ def test_init_and_check_look_before_calling_a_store_healthy(tmp_path: Path) -> N
     assert r.returncode == 5
     report = json.loads(r.stdout)
     assert report["ok"] is False and report["problems"]
-    assert all(p["what"] and "--salvage-to" in p["fix"] for p in report["problems"])
+    assert all(p["what"] and p["fix"] and p["next"][0]["args"] == {"salvage_to": "NEW.db"} for p in report["problems"])
+    assert "next: comity check --salvage-to NEW.db" in r.stderr
     assert digest(bad) == before  # checking changes nothing
 
 

@@ -21,7 +21,7 @@ import click
 from . import __version__
 from .clikit import Ctx, Verbs, closed_pipe, command, err, fail, news_of, out, print_json
 from .errors import EXIT_INTERNAL, EXIT_INVALID, EXIT_UNAVAILABLE, ComityError, Invalid
-from .render import CLI_FORMS, CliForm, news_line
+from .render import CLI_FORMS, CliForm, cli_command, news_line
 from .store import Store
 from .store import open as open_store
 from .store._codec import parse_json
@@ -234,6 +234,13 @@ def _print_problems(report: Any) -> None:
     for p in report.problems:
         err.print(f"  - {p.what}", markup=False)
         err.print(f"    fix: {p.fix}", markup=False)
+        for step in p.next:
+            err.print(f"    next: {cli_command(step.verb, step.args)}", markup=False)
+
+
+# The steps a store-file error names (comity.store._files) are these commands.
+CLI_FORMS["init"] = CliForm("init")
+CLI_FORMS["check"] = CliForm("check")
 
 
 @command(cli, "check", reads=True)

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ..causal import DVVSet
-from ._files import StoreFileError, classify
+from ..errors import Step
+from ._files import INIT, StoreFileError, classify
 
 __all__ = ["Problem", "Report", "check", "salvage"]
 
@@ -32,14 +33,19 @@ _MAX_SHOWN = 5
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a store: a stable ``code``, what is wrong, and what to do."""
+    """One thing wrong with a store: a stable ``code``, what is wrong, what to do (in words),
+    and the steps that do it (rendered by each face)."""
 
     code: str
     what: str
     fix: str
+    next: tuple[Step, ...] = ()
 
-    def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "what": self.what, "fix": self.fix}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "what": self.what, "fix": self.fix}
+        if self.next:
+            out["next"] = [s.to_json() for s in self.next]
+        return out
 
 
 @dataclass
@@ -63,19 +69,18 @@ class Report:
         }
 
 
-def _recover_sqlite(path: str) -> str:
-    return (
-        "stop every process using the store and keep a copy of the file; then restore your latest backup, or"
-        f" rebuild a store from what is still readable: `comity --store {path} check --salvage-to NEW.db`"
-        " (this file is only read), and use NEW.db in its place (it keeps the store's identity, so contexts"
-        " and tokens stay valid, and takes a new replica id; writes on unreadable pages are lost, and the"
-        " salvage says how many)"
-    )
+_RECOVER_SQLITE = (
+    "stop every process using the store and keep a copy of the file; then restore your latest backup, or"
+    " salvage what is still readable into a new store file (this one is only read) and use that in its place"
+    " (it keeps the store's identity, so contexts and tokens stay valid, and takes a new replica id; writes on"
+    " unreadable pages are lost, and the salvage says how many)"
+)
+_SALVAGE = (Step("check", {"salvage_to": "NEW.db"}, why="rebuild a store from what is still readable"),)
 
 
 _RESTORE_PG = (
     "stop the servers using this store; restore the schema from a backup (pg_dump/pg_restore, or the database's"
-    " point-in-time recovery), then run `comity check` again"
+    " point-in-time recovery), then check it again"
 )
 
 
@@ -85,9 +90,11 @@ _RESTORE_PG = (
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
-def _invariants(q: Query, t: str, report: Report, fix: str, *, quick: bool, head_row: int | None) -> None:
+def _invariants(
+    q: Query, t: str, report: Report, fix: str, steps: tuple[Step, ...], *, quick: bool, head_row: int | None
+) -> None:
     """comity's own invariants, over tables named ``{t}name``."""
-    problems = report.problems
+    problems: list[Problem] = []
     meta: dict[str, str] = dict(q(f"SELECT name, value FROM {t}meta", ()))
     missing = [k for k in ("store_id", "replica_id", "secret") if k not in meta]
     if missing:
@@ -117,6 +124,7 @@ def _invariants(q: Query, t: str, report: Report, fix: str, *, quick: bool, head
         problems.append(Problem("lease-token", f"{n} lease(s) have a fencing token below 1", fix))
     report.facts["keys"] = int(q(f"SELECT count(*) FROM {t}keys", ())[0][0])
     if quick:
+        report.problems += [Problem(p.code, p.what, p.fix, steps) for p in problems]
         return
     bad: list[str] = []
     for key, clock in q(f"SELECT key, clock FROM {t}keys", ()):
@@ -135,27 +143,28 @@ def _invariants(q: Query, t: str, report: Report, fix: str, *, quick: bool, head
             broken += 1
     if broken:
         problems.append(Problem("request-outcome", f"{broken} recorded request outcome(s) do not parse", fix))
+    report.problems += [Problem(p.code, p.what, p.fix, steps) for p in problems]
 
 
 # ------------------------------------------------------------------ SQLite
 
 
 def _check_sqlite(path: Path, report: Report, quick: bool) -> None:
-    fix = _recover_sqlite(str(path))
+    fix = _RECOVER_SQLITE
     if not os.path.lexists(path):
-        report.problems.append(Problem("absent", f"no store at {path}", "run `comity init` to create one there"))
+        report.problems.append(Problem("absent", f"no store at {path}", "create one there", (INIT,)))
         return
     try:
         classify(path)
     except StoreFileError as e:
         kind = str(e.details.get("problem", "foreign"))
-        report.problems.append(Problem(kind, e.message, "see above: comity will not use or replace this file"))
+        report.problems.append(Problem(kind, e.message, "comity will not use or replace this file"))
         return
     report.facts["bytes"] = path.stat().st_size
     try:
         db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as e:
-        report.problems.append(Problem("unreadable", f"cannot open {path}: {e}", fix))
+        report.problems.append(Problem("unreadable", f"cannot open {path}: {e}", fix, _SALVAGE))
         return
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -169,19 +178,19 @@ def _check_sqlite(path: Path, report: Report, quick: bool) -> None:
         rows = [r[0] for r in db.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()]
         if rows != ["ok"]:
             shown = "; ".join(rows[:_MAX_SHOWN]) + (f"; … ({len(rows)} in all)" if len(rows) > _MAX_SHOWN else "")
-            report.problems.append(Problem("damaged", f"SQLite's integrity check fails: {shown}", fix))
+            report.problems.append(Problem("damaged", f"SQLite's integrity check fails: {shown}", fix, _SALVAGE))
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         lost = [t for t in _SQLITE_TABLES if t not in tables]
         if lost:
-            report.problems.append(Problem("schema", f"comity's tables are missing: {', '.join(lost)}", fix))
+            report.problems.append(Problem("schema", f"comity's tables are missing: {', '.join(lost)}", fix, _SALVAGE))
             return
 
         def q(sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
             return list(db.execute(sql, tuple(args)).fetchall())
 
-        _invariants(q, "", report, fix, quick=quick, head_row=None)
+        _invariants(q, "", report, fix, _SALVAGE, quick=quick, head_row=None)
     except sqlite3.DatabaseError as e:
-        report.problems.append(Problem("damaged", f"reading {path} failed: {e}", fix))
+        report.problems.append(Problem("damaged", f"reading {path} failed: {e}", fix, _SALVAGE))
     finally:
         db.close()
 
@@ -195,7 +204,7 @@ def _check_postgres(url: str, report: Report, quick: bool) -> None:
     try:
         import psycopg
     except ImportError:
-        report.problems.append(Problem("driver", "psycopg is not installed", "pip install 'comity[postgres]'"))
+        report.problems.append(Problem("driver", "psycopg is not installed", "install comity's postgres extra (psycopg)"))
         return
     conninfo, schema, location = split_url(url)
     report.location = location
@@ -205,9 +214,7 @@ def _check_postgres(url: str, report: Report, quick: bool) -> None:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".meta',)).fetchone()
             if found is None or found[0] is None:
-                report.problems.append(
-                    Problem("absent", f"no store in schema {schema!r} at {location}", "run `comity init` to create one there")
-                )
+                report.problems.append(Problem("absent", f"no store in schema {schema!r} at {location}", "create one there", (INIT,)))
                 return
             version = conn.execute(f"SELECT value FROM {s}meta WHERE name = 'schema_version'").fetchone()
             report.facts["schema_version"] = int(version[0]) if version else 0
@@ -216,7 +223,7 @@ def _check_postgres(url: str, report: Report, quick: bool) -> None:
             def q(sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
                 return list(conn.execute(sql.replace("?", "%s"), tuple(args)).fetchall())
 
-            _invariants(q, s, report, _RESTORE_PG, quick=quick, head_row=None if head_row is None else int(head_row[0]))
+            _invariants(q, s, report, _RESTORE_PG, (), quick=quick, head_row=None if head_row is None else int(head_row[0]))
             conn.execute("COMMIT")
     except psycopg.Error as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

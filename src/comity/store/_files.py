@@ -15,7 +15,12 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..errors import Unavailable
+from ..errors import Step, Unavailable
+
+# The next steps these errors name: commands of the CLI (registered as forms by comity.cli),
+# since a store file is opened where a process starts.
+INIT = Step("init", why="create the store there")
+CHECK = Step("check", why="see what is wrong and how to recover")
 
 __all__ = ["SQLITE_HEADER", "StoreFileError", "no_store", "damaged", "classify", "link_into_place", "DB_SUFFIXES"]
 
@@ -29,20 +34,19 @@ class StoreFileError(Unavailable):
     ``details["problem"]`` says which: ``absent``, ``empty``, ``foreign``, ``damaged``."""
 
 
-def no_store(path: Path | str, why: str = "") -> StoreFileError:
+def no_store(path: Path | str) -> StoreFileError:
     return StoreFileError(
-        f"no store at {path}{why}; run `comity init` to create one there (reads never create a store)",
-        location=str(path),
-        problem="absent",
+        f"no store at {path} (a read never creates one); create it first", next=[INIT], location=str(path), problem="absent"
     )
 
 
 def damaged(path: Path | str, error: BaseException | str) -> StoreFileError:
     reason = str(error).strip() or type(error).__name__
     return StoreFileError(
-        f"the store at {path} is damaged ({reason}); nothing was written. Stop the processes using it and"
-        f" keep a copy of the file, then run `comity --store {path} check`: it says what is wrong and how to"
-        " recover (restore a backup, or rebuild a store from what is still readable)",
+        f"the store at {path} is damaged ({reason}); nothing was written. Stop the processes using it and keep"
+        " a copy of the file; checking it says what is wrong and how to recover (restore a backup, or salvage"
+        " what is still readable into a new store)",
+        next=[CHECK],
         location=str(path),
         problem="damaged",
     )
@@ -66,14 +70,14 @@ def classify(path: Path) -> None:
         raise StoreFileError(
             f"{path} is empty (0 bytes), so it is not a comity store, and comity will not replace it with a new,"
             " empty one. If it was your store, it was truncated: restore it from a backup. If it is nothing,"
-            " remove it, then run `comity init`",
+            " remove it, then create the store",
             location=str(path),
             problem="empty",
         )
     if head != SQLITE_HEADER:
         raise StoreFileError(
             f"{path} is not a comity store (not an SQLite database); comity will not touch it. Name a store"
-            " file comity created (`comity init` makes one), or a directory to hold one",
+            " file comity created, or a directory to hold one",
             location=str(path),
             problem="foreign",
         )
