@@ -116,8 +116,19 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
 
     @command(hooks_group, "install")
     @click.option("--python", "python", metavar="PATH", help="The Python that runs the hook (default: this one).")
-    def hooks_install_cmd(obj: Ctx, python: str | None, *, as_json: bool) -> None:
-        """Install the pre-commit and commit-msg hooks (honours core.hooksPath; chains an existing hook)."""
+    @click.option("--claude", is_flag=True, help="Claude Code's hooks instead: merge comity into .claude/settings.json (PreToolUse, SessionStart, UserPromptSubmit).")
+    def hooks_install_cmd(obj: Ctx, python: str | None, claude: bool, *, as_json: bool) -> None:
+        """Install the pre-commit and commit-msg hooks (honours core.hooksPath; chains an existing hook); --claude: Claude Code's."""
+        if claude:
+            from .claude import install as install_claude
+
+            c = install_claude(Repo.find(), python=python)
+            if as_json:
+                _print_json(c)
+                return
+            out.print(f"{'wrote' if c['changed'] else 'unchanged:'} {c['path']} (Claude Code hooks: {', '.join(c['events'])})", markup=False)
+            err.print(f"each runs {c['command']}; commit .claude/settings.json so every worktree has them", markup=False)
+            return
         from .hooks import install
 
         r = install(Repo.find(), python=python)
@@ -129,8 +140,18 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
             out.print(f"installed {h['hook']}{chained}", markup=False)
 
     @command(hooks_group, "uninstall")
-    def hooks_uninstall_cmd(obj: Ctx, *, as_json: bool) -> None:
-        """Remove comity's hooks and put back the hooks they chained."""
+    @click.option("--claude", is_flag=True, help="Take comity's hooks out of .claude/settings.json instead, keeping the rest.")
+    def hooks_uninstall_cmd(obj: Ctx, claude: bool, *, as_json: bool) -> None:
+        """Remove comity's hooks and put back the hooks they chained; --claude: Claude Code's."""
+        if claude:
+            from .claude import uninstall as uninstall_claude
+
+            c = uninstall_claude(Repo.find())
+            if as_json:
+                _print_json(c)
+                return
+            out.print(f"removed comity's {', '.join(c['removed'])} hooks from {c['path']}" if c["removed"] else "no comity hooks in .claude/settings.json", markup=False)
+            return
         from .hooks import uninstall
 
         r = uninstall(Repo.find())
