@@ -43,6 +43,16 @@ jepsen: $(STAMP)
 	  $(BIN)/python -m comity.jepsen --store "$$COMITY_TEST_POSTGRES_URL" $(JEPSEN_ARGS); \
 	else echo "jepsen: PostgreSQL skipped: set COMITY_TEST_POSTGRES_URL"; fi
 
+# Mutation testing of the core (causal, crdt, coord, work, store) with mutmut: each package
+# in .mutation/<package>/ against its own fast tests, niced, resumable (a second run redoes
+# only what changed); then the score and the survivors (explained in docs/mutation.md).
+# Hours on a shared 2-core machine: MUTATION_PACKAGES="causal" runs one package.
+MUTATION_PACKAGES ?= causal crdt coord work store
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/python tools/mutation.py run $(MUTATION_PACKAGES)
+	$(BIN)/python tools/mutation.py report $(MUTATION_PACKAGES)
+
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 

@@ -1,0 +1,125 @@
+"""The CRDT types' edges, written for the mutants the laws let through (docs/mutation.md):
+every malformed state refused by ``from_json`` with a message naming where it is wrong,
+every bad operation refused as ``Invalid`` naming the op and what it takes, and the
+per-replica bound of the counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from comity.causal import HLCTimestamp
+from comity.crdt import TYPES, UpdateContext
+from comity.crdt._protocol import COUNT_MAX
+from comity.errors import Invalid
+
+NAN, INF = float("nan"), float("inf")
+CTX = UpdateContext(time=HLCTimestamp(5, 0))
+
+BAD_STATES: list[tuple[str, Any, str]] = [
+    ('gcounter', [], 'gcounter: version vector must be a JSON object of replica -> counter, got list'),
+    ('gcounter', {'r1': -1}, "gcounter: VersionVector: counter of replica 'r1' must be >= 0, got -1"),
+    ('gcounter', {'r1': 'x'}, "gcounter: VersionVector: counter of replica 'r1' must be an integer, got 'x'"),
+    ('gcounter', {1: 2}, 'gcounter: VersionVector: replica id must be a string, got 1'),
+    ('pncounter', [], 'pncounter: expected dict, got []'),
+    ('pncounter', {'inc': {}}, "pncounter: expected keys 'inc' and 'dec', got ['inc']"),
+    ('pncounter', {'inc': {}, 'dec': []}, 'pncounter: version vector must be a JSON object of replica -> counter, got list'),
+    ('pncounter', {'inc': {'r': -1}, 'dec': {}}, "pncounter: VersionVector: counter of replica 'r' must be >= 0, got -1"),
+    ('pncounter', {'inc': {}, 'dec': {}, 'x': {}}, "pncounter: expected keys 'inc' and 'dec', got ['dec', 'inc', 'x']"),
+    ('lww', [], 'lww: expected dict, got []'),
+    ('lww', {'time': 'bad', 'actor': 'r', 'value': 1}, "not an encoded HLC timestamp: 'bad' (expected 15 digits, '.', 10 digits)"),
+    ('lww', {'time': '000000000000005.0000000000', 'actor': 1, 'value': 1}, 'lww actor: expected str, got 1'),
+    ('lww', {'actor': 'r'}, "lww: expected null or keys 'time', 'actor', 'value', got ['actor']"),
+    ('lww', {'time': '000000000000005.0000000000', 'actor': 'r', 'value': 1, 'extra': 1}, "lww: expected null or keys 'time', 'actor', 'value', got ['actor', 'extra', 'time', 'value']"),
+    ('mvreg', [], 'mvreg: expected dict, got []'),
+    ('mvreg', {'store': {}, 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'mvreg store: expected list, got {}'),
+    ('mvreg', {'store': [['r1', 1]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg store: each write is [replica, counter, value], got ['r1', 1]"),
+    ('mvreg', {'store': [['r1', 1, 'v'], ['r1', 1, 'w']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg store: dot Dot(replica='r1', counter=1) appears twice"),
+    ('mvreg', {'store': [['r1', 'x', 'v']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg write counter: expected int, got 'x'"),
+    ('mvreg', {'store': [], 'context': []}, 'causal context: expected dict, got []'),
+    ('mvreg', {'store': [], 'context': {'vv': {}}}, "causal context: expected keys 'vv' and 'cloud', got ['vv']"),
+    ('mvreg', {'store': [], 'context': {'vv': {}, 'cloud': {}}}, 'causal context cloud: expected list, got {}'),
+    ('mvreg', {'store': [], 'context': {'vv': {}, 'cloud': [['r1']]}}, "causal context cloud: a dot is [replica, counter], got ['r1']"),
+    ('mvreg', {'store': [['r1', 1, NAN]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'mvreg value: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
+    ('mvreg', {'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg: expected keys 'store' and 'context', got ['context']"),
+    ('orset', {'store': {}, 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset store: expected list, got {}'),
+    ('orset', {'store': [['x']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "orset store: each element is [value, dots], got ['x']"),
+    ('orset', {'store': [['x', [['r1', 1]]], ['x', [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset store: element "x" appears twice'),
+    ('orset', {'store': [['x', {}]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element dots: expected list, got {}'),
+    ('orset', {'store': [['x', [['r1', 0]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element dots: counters start at 1, got 0'),
+    ('orset', {'store': [[INF, [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
+    ('flag', {'store': {}, 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'dot set: expected list, got {}'),
+    ('flag', {'store': [['r1']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "dot set: a dot is [replica, counter], got ['r1']"),
+    ('flag', {'store': [['r1', 1], ['r1', 1]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'dot set: a dot appears twice'),
+    ('ormap', {'store': {}, 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'ormap store: expected list, got {}'),
+    ('ormap', {'store': [['f', 'gcounter']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "ormap store: each field is [name, type, store], got ['f', 'gcounter']"),
+    ('ormap', {'store': [[1, 'gcounter', []]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'ormap field name: expected str, got 1'),
+    ('ormap', {'store': [['f', 'nope', []]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "ormap field 'f': unknown CRDT type 'nope'"),
+    ('ormap', {'store': [['f', 'gcounter', []], ['f', 'gcounter', []]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "ormap field 'f': an empty field is absent, not listed"),
+    ('ormap', {'store': [['f', 'gcounter', {}]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'gcounter field: expected list, got {}'),
+    ('ormap', {'store': [['f', 'gcounter', [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "gcounter field: each entry is [replica, counter, state], got ['r1', 1]"),
+    ('ormap', {'store': [['f', 'gcounter', [['r1', 1, {}], ['r1', 1, {}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "gcounter field: dot Dot(replica='r1', counter=1) appears twice"),
+    ('ormap', {'store': [['f', 'gcounter', [['r1', 1, []]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'gcounter: version vector must be a JSON object of replica -> counter, got list'),
+    ('ormap', {'store': [['f', 'orset', {}]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset store: expected list, got {}'),
+    ('ormap', {'store': [['f', 'mvreg', [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg store: each write is [replica, counter, value], got ['r1', 1]"),
+    ("ormap", {"store": [["f", "gcounter", [["r1", 1, {"r1": 1}]]], ["f", "gcounter", [["r1", 2, {"r1": 2}]]]],
+               "context": {"vv": {"r1": 2}, "cloud": []}}, "ormap store: field ('f', 'gcounter') appears twice"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "state", "message"), BAD_STATES)
+def test_a_malformed_state_is_refused_naming_where(type_name: str, state: Any, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        TYPES[type_name].from_json(state)
+    assert str(e.value) == message
+
+
+BAD_OPS: list[tuple[Any, ...]] = [
+    ('gcounter', 'nope', None, 'op', "op: unknown op 'nope' for a gcounter; use one of: inc"),
+    ('gcounter', 'inc', 0, 'arg', 'arg: inc takes a positive integer up to 9223372036854775807 (default 1), got 0'),
+    ('gcounter', 'inc', 'x', 'arg', "arg: inc takes a positive integer up to 9223372036854775807 (default 1), got 'x'"),
+    ('gcounter', 'inc', 9223372036854775808, 'arg', 'arg: inc takes a positive integer up to 9223372036854775807 (default 1), got 9223372036854775808'),
+    ('pncounter', 'nope', None, 'op', "op: unknown op 'nope' for a pncounter; use one of: inc, dec"),
+    ('pncounter', 'dec', -1, 'arg', 'arg: dec takes a positive integer up to 9223372036854775807 (default 1), got -1'),
+    ('pncounter', 'inc', True, 'arg', 'arg: inc takes a positive integer up to 9223372036854775807 (default 1), got True'),
+    ('flag', 'enable', 1, 'arg', 'arg: enable takes no arg (pass null), got 1'),
+    ('flag', 'disable', 'x', 'arg', "arg: disable takes no arg (pass null), got 'x'"),
+    ('flag', 'toggle', None, 'op', "op: unknown op 'toggle' for a flag; use one of: enable, disable"),
+    ('orset', 'add', NAN, 'arg', 'arg: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
+    ('orset', 'add_all', 'x', 'arg', "arg: add_all takes a list of JSON values, got 'x'"),
+    ('orset', 'remove_all', 1, 'arg', 'arg: remove_all takes a list of JSON values, got 1'),
+    ('orset', 'pop', None, 'op', "op: unknown op 'pop' for a orset; use one of: add, remove, add_all, remove_all"),
+    ('mvreg', 'set', NAN, 'arg', 'arg: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
+    ('lww', 'set', INF, 'arg', 'arg: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
+    ('mvreg', 'get', None, 'op', "op: unknown op 'get' for a mvreg; use one of: set"),
+    ('ormap', 'update', 'x', 'arg', 'arg: update takes {"field": name, "type": type name, "op": op, "arg": arg}, got \'x\''),
+    ('ormap', 'update', {'field': 1, 'type': 'gcounter', 'op': 'inc'}, 'arg', 'arg: the field name must be a string, got 1'),
+    ('ormap', 'update', {'field': 'f', 'type': 'nope', 'op': 'inc'}, 'arg', "arg: unknown CRDT type 'nope' for field 'f'; use one of: gcounter, pncounter, lww, mvreg, orset, flag, ormap"),
+    ('ormap', 'update', {'field': 'f', 'type': 'gcounter', 'op': 1}, 'arg', "arg: the op of field 'f' must be a string, got 1"),
+    ('ormap', 'update', {'field': 'f', 'type': 'gcounter', 'op': 'inc', 'x': 1}, 'arg', 'arg: update takes {"field": name, "type": type name, "op": op, "arg": arg}, got {\'field\': \'f\', \'type\': \'gcounter\', \'op\': \'inc\', \'x\': 1}'),
+    ('ormap', 'update', {'field': 'f', 'type': 'gcounter', 'op': 'nope'}, 'arg', "arg: field 'f' (gcounter): op: unknown op 'nope' for a gcounter; use one of: inc"),
+    ('ormap', 'remove', 1, 'arg', 'arg: remove takes a field name (a string), got 1'),
+    ('ormap', 'nope', None, 'op', "op: unknown op 'nope' for a ormap; use one of: update, remove"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "op", "arg", "field", "message"), BAD_OPS)
+def test_a_bad_operation_is_invalid_naming_the_op_and_what_it_takes(type_name: str, op: str, arg: Any, field: str, message: str) -> None:
+    state = TYPES[type_name].new()
+    with pytest.raises(Invalid) as e:
+        state.update(op, arg, "r1", CTX)
+    assert (e.value.field, e.value.message) == (field, message)
+    assert state == TYPES[type_name].new()  # a refused op changes nothing
+
+
+@pytest.mark.parametrize(("type_name", "op"), [("gcounter", "inc"), ("pncounter", "inc"), ("pncounter", "dec")])
+def test_a_replica_count_stops_at_the_bound_naming_the_op(type_name: str, op: str) -> None:
+    s = TYPES[type_name].new()
+    s = s.merge(s.update(op, COUNT_MAX - 1, "r1", CTX))
+    s = s.merge(s.update(op, 1, "r1", CTX))  # exactly the bound is allowed
+    with pytest.raises(Invalid) as e:
+        s.update(op, 1, "r1", CTX)
+    assert e.value.message == f"arg: {op} 1 would take this replica's count past {COUNT_MAX}; use a smaller step or another key"
+    other = s.update(op, 5, "r2", CTX)  # the bound is per replica
+    assert other.value() != s.value()

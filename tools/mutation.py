@@ -1,0 +1,146 @@
+"""Mutation testing of comity's core, one package at a time, with mutmut.
+
+    python tools/mutation.py run causal crdt coord work store   # niced; resumes where it left off
+    python tools/mutation.py report [--score]                     # the score per package (and the survivors)
+
+Each package is mutated in a scratch directory of its own (``.mutation/<package>/``)
+with only its own fast, in-process tests (``SUITES``): a mutant is run against the
+tests that execute the mutated function (mutmut records which), so a package's run
+costs minutes to an hour on one core, and the rest of the suite (processes, servers,
+browsers) is not run.  Survivors are listed with what each changed; the ones that no
+test should kill are explained in ``docs/mutation.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutation"
+
+# package -> the tests that own its rules (fast and in-process: a mutant of code that only
+# a subprocess runs is not seen by mutmut's in-process trampolines).
+SUITES: dict[str, list[str]] = {
+    "causal": ["tests/test_causal_vv.py", "tests/test_causal_dvvset.py", "tests/test_causal_hlc.py", "tests/test_causal_edges.py"],
+    "crdt": ["tests/test_crdt_laws.py", "tests/test_crdt_store.py", "tests/test_crdt_edges.py"],
+    "coord": ["tests/test_coord_leases.py", "tests/test_coord_reservations.py", "tests/test_coord_mutants.py"],
+    "work": ["tests/test_tasks_board.py", "tests/test_work_mutants.py"],
+    "store": ["tests/test_store_conformance.py", "tests/test_store_news.py", "tests/test_store_mutants.py"],
+}
+
+
+def _config(package: str) -> str:
+    tests = [t for t in SUITES[package] if (ROOT / t).exists()]
+    quoted = ", ".join(json.dumps(t) for t in tests)
+    return f"""[tool.mutmut]
+source_paths = ["src"]
+only_mutate = ["src/comity/{package}/*"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-x", "-o", "addopts="]
+pytest_add_cli_args_test_selection = [{quoted}]
+timeout_multiplier = 5.0
+use_git_change_detection = false
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+markers = ["slow: multi-process or heavy tests"]
+"""
+
+
+def _prepare(package: str) -> Path:
+    where = WORK / package
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "pyproject.toml").write_text(_config(package))
+    for name in ("src", "tests"):
+        link = where / name
+        if not link.exists():
+            link.symlink_to(ROOT / name)
+    return where
+
+
+def run(packages: list[str], children: int) -> int:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    if not mutmut.exists():
+        print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
+        return 2
+    for package in packages:
+        where = _prepare(package)
+        print(f"== {package}: mutating src/comity/{package}/ against {' '.join(SUITES[package])}", flush=True)
+        env = {**os.environ, "COMITY_MUTATION_EXAMPLES": os.environ.get("COMITY_MUTATION_EXAMPLES", "30")}
+        code = subprocess.call(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(children)], cwd=where, env=env)
+        if code != 0:
+            print(f"mutmut exited {code} for {package}", file=sys.stderr)
+            return code
+    return 0
+
+
+def results(package: str) -> dict[str, str]:
+    """mutant name -> status ('killed', 'survived', 'no tests', 'timeout', ...)."""
+    where = WORK / package
+    if not (where / "mutants").exists():
+        return {}
+    mutmut = Path(sys.executable).with_name("mutmut")
+    out = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=where, capture_output=True, text=True).stdout
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            found[name] = status
+    return found
+
+
+KILLED = ("killed", "timeout", "segfault", "caught by type check")
+PENDING = ("not checked", "check was interrupted by user")
+
+
+def report(packages: list[str], *, survivors: bool = True) -> int:
+    """The score per package (killed over mutants checked) and, with ``survivors``, each
+    survivor's name and status."""
+    rows = []
+    tk = tn = tp = 0
+    for package in packages:
+        res = results(package)
+        if not res:
+            rows.append(f"| {package} | | | | not run |")
+            continue
+        pending = sum(1 for s in res.values() if s in PENDING)
+        killed = sum(1 for s in res.values() if s in KILLED)
+        n = len(res) - pending
+        tk, tn, tp = tk + killed, tn + n, tp + pending
+        score = f"{100 * killed / n:.1f}%" if n else "-"
+        rows.append(f"| {package} | {killed} | {n - killed} | {n} | {score}" + (f" ({pending} not yet run)" if pending else "") + " |")
+        if survivors:
+            for name, status in sorted(res.items()):
+                if status not in KILLED and status not in PENDING:
+                    print(f"  {status:10s} {name}")
+    print("| package | killed | survived | mutants | score |\n|---|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    if tn:
+        print(f"| **core** | {tk} | {tn - tk} | {tn} | {100 * tk / tn:.1f}%" + (f" ({tp} not yet run)" if tp else "") + " |")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "report", "clean"):
+        print(__doc__)
+        return 2
+    packages = [a for a in argv[1:] if not a.startswith("--")] or list(SUITES)
+    unknown = [p for p in packages if p not in SUITES]
+    if unknown:
+        print(f"unknown package(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
+        return 2
+    if argv[0] == "run":
+        return run(packages, int(os.environ.get("MUTATION_CHILDREN", "1")))
+    if argv[0] == "clean":
+        for p in packages:
+            shutil.rmtree(WORK / p, ignore_errors=True)
+        return 0
+    return report(packages, survivors="--score" not in argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
