@@ -158,3 +158,45 @@ def test_the_cli_takes_numbers_after_every_face(tmp_path: Path) -> None:
     assert second["number"] == 268 and second["dir"] == MIGRATIONS
     refused = run(s.alice, "migrations", "new", "add_more", "--json")
     assert refused.returncode == 2 and "--agent" in refused.stderr
+
+
+def test_one_committed_mcp_json_serves_every_worktree_by_its_own_name(tmp_path: Path) -> None:
+    s = scene(tmp_path)
+    r = ok(run(s.alice, "mcp", "install", "--json"))
+    out = json.loads(r.stdout)
+    block = out["claude_code"]
+    # An absolute command (starts without the virtual environment on PATH), no agent baked in.
+    assert Path(block["command"]).is_absolute() and Path(block["command"]).exists()
+    assert "--agent" not in block["args"] and "--store" not in block["args"]
+    assert "git common directory" in out["store"] and str(s.alice / ".git") in out["store"]
+    git(s.alice, "add", ".mcp.json")
+    git(s.alice, "commit", "-q", "-m", "comity for every worktree")
+    # In bob's worktree, install does not leave an untracked copy that would break the merge.
+    r = ok(run(s.bob, "mcp", "install"))
+    assert "not written" in r.stderr and "git merge main" in r.stderr and not (s.bob / ".mcp.json").exists()
+    git(s.bob, "merge", "-q", "main")
+    cfg = json.loads((s.bob / ".mcp.json").read_text())["mcpServers"]["comity"]
+
+    async def whoami(cwd: Path, **extra: str) -> dict[str, Any]:
+        # The host's own PATH, without the virtual environment: the command is absolute.
+        params = StdioServerParameters(command=cfg["command"], args=cfg["args"], env=env(PATH="/usr/bin:/bin", **extra), cwd=str(cwd))
+        async with Client(params, read_timeout_seconds=60) as c:
+            me = body(await c.call_tool("whoami", {}))
+            me["_instructions"] = c.instructions or ""
+            return me
+
+    async def main() -> None:
+        bob = await whoami(s.bob)
+        assert bob["agent"] == "bob" and str(s.bob) in bob["agent_from"]
+        alice = await whoami(s.alice, COMITY_AGENT="alice")
+        assert alice["agent"] == "alice" and alice["agent_from"] == "COMITY_AGENT"
+        assert bob["store"] == alice["store"]
+        # Outside any repository and with no --store, the server says loudly where its store is.
+        lost = tmp_path / "elsewhere"
+        lost.mkdir()
+        stray = await whoami(lost, COMITY_AGENT="carol")
+        assert "NOT IN A GIT REPOSITORY" in stray["warning"] and str(lost) in stray["warning"]
+        assert stray["_instructions"].startswith("WARNING: THIS SERVER IS NOT IN A GIT REPOSITORY")
+        assert "You are agent 'bob'" in bob["_instructions"] and "migration_new" in bob["_instructions"]
+
+    anyio.run(main)

@@ -112,14 +112,16 @@ def _need_sdk() -> None:
 
 
 def _comity_command() -> list[str]:
-    """How a host should start comity: by name if it is on PATH, else by absolute path."""
-    found = shutil.which("comity")
-    if found:
-        return ["comity"]
+    """How a host should start comity: by absolute path, so that it starts whether or not
+    the virtual environment is on the host's PATH (a host started from a desktop or another
+    shell has its own PATH)."""
     beside = Path(sys.executable).with_name("comity")
     if beside.exists():
         return [str(beside.absolute())]
-    return [sys.executable, "-m", "comity.cli"]
+    found = shutil.which("comity")
+    if found:
+        return [str(Path(found).absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "comity.cli"]
 
 
 def server_block(agent: str | None, store: str | None, remote: bool = False) -> dict[str, Any]:
@@ -187,6 +189,40 @@ def install(repository: Path, block: dict[str, Any]) -> tuple[Path, bool]:
     return path, True
 
 
+def committed_elsewhere(repository: Path, name: str = ".mcp.json") -> str | None:
+    """A local branch that has ``name`` committed with comity in it, when this worktree's
+    branch does not track it: writing it here would leave an untracked file that makes
+    ``git merge`` of that branch fail ("untracked working tree files would be overwritten")."""
+    from ..repo._git import Repo, read_objects
+
+    try:
+        repo = Repo.find(repository)
+    except ComityError:
+        return None
+    if repo.git("ls-files", "--", name, check=False).strip():
+        return None  # tracked here: updating it is an ordinary change
+    here = repo.branch()
+    refs = [(b, oid) for b, oid in repo.branches() if b != here]
+    objs = read_objects(repo, [f"{oid}:{name}" for _, oid in refs])
+    for b, oid in refs:
+        obj = objs.get(f"{oid}:{name}")
+        if obj is not None and obj[1] == "blob" and f'"{SERVER_NAME}"' in obj[2].decode(errors="replace"):
+            return b
+    return None
+
+
+def store_for(repository: Path, given: str | None) -> str:
+    """Which store a server started in ``repository`` will use, in words."""
+    if given:
+        return f"{given} (--store)"
+    from ..store._discovery import discover
+
+    where, why = discover(repository)
+    if why.startswith("git common directory"):
+        return f"{where}, in the git common directory: shared by every worktree of the repository"
+    return f"{where} (not a git repository: shared only by servers started in {repository})"
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -238,20 +274,39 @@ def register(cli: click.Group) -> None:
         serve_stdio(session, heartbeat=heartbeat, about=about_text(agent, about, store))
 
     @command(mcp_group, "install")
-    @click.option("--agent", "agent", metavar="NAME", help="The agent name the host's server acts as (default: the global --agent).")
+    @click.option("--agent", "agent", metavar="NAME",
+                  help="Write this agent name into .mcp.json. Leave it out: each worktree's server is then named by "
+                       "COMITY_AGENT, else by its worktree, and one committed .mcp.json serves them all.")  # fmt: skip
     @click.option("--dir", "directory", type=click.Path(file_okay=False, exists=True), default=None,
                   help="The repository (default: the git top level of the current directory).")
-    def install_cmd(obj: Ctx, agent: str | None, directory: str | None, *, as_json: bool) -> None:
+    @click.option("--force", is_flag=True, help="Write .mcp.json even though another branch has it committed.")
+    def install_cmd(obj: Ctx, agent: str | None, directory: str | None, force: bool, *, as_json: bool) -> None:
         """Write comity into the repository's .mcp.json (Claude Code) and print Codex's config.toml block."""
-        agent = agent or obj.agent_name
+        repository = _repository(directory)
         block = server_block(agent, obj.store_location, remote=obj.remote)
-        path, changed = install(_repository(directory), block)
         codex = codex_block(block)
+        store = f"{obj.store_location} (a comity server)" if obj.remote else store_for(repository, obj.store_location)
+        branch = None if force else committed_elsewhere(repository)
+        if branch is not None:
+            path, changed = repository / ".mcp.json", False
+        else:
+            path, changed = install(repository, block)
         if as_json:
-            _print_json({"path": str(path), "changed": changed, "server": SERVER_NAME, "claude_code": block, "codex_toml": codex})
+            _print_json({"path": str(path), "changed": changed, "server": SERVER_NAME, "claude_code": block, "codex_toml": codex,
+                         "store": store, "committed_on": branch})  # fmt: skip
             return
-        err.print(f"{'wrote' if changed else 'unchanged:'} {path} (server {SERVER_NAME!r} for Claude Code)", markup=False)
-        if not agent:
-            err.print("no --agent: the server takes COMITY_AGENT from the host's environment; writes need one", markup=False)
+        if branch is not None:
+            err.print(f"not written: branch {branch} already has .mcp.json with comity; `git merge {branch}` brings it here "
+                      "(an untracked copy would make that merge fail); --force writes it anyway", markup=False)  # fmt: skip
+        else:
+            err.print(f"{'wrote' if changed else 'unchanged:'} {path} (server {SERVER_NAME!r} for Claude Code): "
+                      f"the host starts {' '.join([block['command'], *block['args']])}", markup=False)  # fmt: skip
+            err.print("commit it: one .mcp.json serves every worktree", markup=False)
+        err.print(f"the server will use the store {store}", markup=False)
+        if agent:
+            err.print(f"every worktree using this .mcp.json acts as {agent!r}; leave --agent out to name each worktree's agent "
+                      "after it (or by COMITY_AGENT)", markup=False)  # fmt: skip
+        else:
+            err.print("the agent is COMITY_AGENT from the host's environment, else the worktree's directory name", markup=False)
         err.print("for Codex, add this to ~/.codex/config.toml:", markup=False)
         out.print(codex, markup=False, end="")
