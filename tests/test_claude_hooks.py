@@ -128,3 +128,18 @@ def test_session_start_and_each_prompt_bring_comity_news_into_the_context(tmp_pa
     assert prompt["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
     assert "alice" in text and "notes/schema" in text
     assert fire(s.bob, "UserPromptSubmit", {"prompt": "and again"}) is None  # shown once
+
+
+def test_the_commit_msg_hook_says_what_happened_to_a_task_the_agent_never_held(tmp_path: Path) -> None:
+    from test_repo_support import git
+
+    s = scene(tmp_path)
+    ok(run(s.alice, "task", "add", "Add the users table", agent="alice"))
+    token = ok(run(s.alice, "task", "claim", "T-1", "--json", agent="alice")).stdout
+    ok(run(s.alice, "task", "done", "T-1", "--token", str(json.loads(token)["token"]), agent="alice"))
+    (s.bob / "orders.sql").write_text("CREATE TABLE orders (id int);\n")
+    git(s.bob, "add", "orders.sql")
+    p = git(s.bob, "commit", "-q", "-m", "orders\n\nComity-Task: T-1", check=False, COMITY_AGENT="bob")
+    assert p.returncode != 0
+    assert "task T-1" in p.stderr and "completed by alice" in p.stderr and "bob never claimed it" in p.stderr
+    assert "no longer holds" not in p.stderr and "claim it again" not in p.stderr

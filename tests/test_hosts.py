@@ -200,3 +200,43 @@ def test_one_committed_mcp_json_serves_every_worktree_by_its_own_name(tmp_path: 
         assert "You are agent 'bob'" in bob["_instructions"] and "migration_new" in bob["_instructions"]
 
     anyio.run(main)
+
+
+def test_mcp_over_http_has_no_oauth_discovery_and_a_401_says_how_to_get_a_token(tmp_path: Path) -> None:
+    import subprocess
+    import urllib.error
+
+    from conftest import clean_env
+    from server_support import agent_token
+
+    store = tmp_path / "s.db"
+    token = agent_token(store, "alice")
+    proc = subprocess.Popen([*COMITY, "mcp", "--http", "--port", "0", "--heartbeat", "0"], cwd=tmp_path,
+                            env=clean_env(COMITY_STORE=str(store)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = proc.stderr.readline().split("serving ", 1)[1].split(";", 1)[0]
+        base = url.rsplit("/mcp", 1)[0]
+
+        def get(path: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+            req = urllib.request.Request(base + path, data=data, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, dict(r.headers), {}
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), json.loads(e.read() or b"{}")
+
+        for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp",
+                     "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):  # fmt: skip
+            status, _, body_ = get(path)
+            assert status == 404 and "does not use OAuth" in body_["message"] and "comity agent add" in body_["message"], path
+            assert get(path, {"Authorization": f"Bearer {token}"})[0] == 404
+        rpc = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+        status, headers, body_ = get("/mcp", {"Content-Type": "application/json"}, rpc)
+        assert status == 401 and "no Authorization header" in body_["message"] and "comity agent add NAME" in body_["message"]
+        assert headers["www-authenticate"].startswith('Bearer realm="comity"') and "comity agent add" in headers["www-authenticate"]
+        status, _, body_ = get("/mcp", {"Content-Type": "application/json", "Authorization": "Bearer alice.forged"}, rpc)
+        assert status == 401 and "not an agent token" in body_["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

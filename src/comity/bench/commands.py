@@ -68,6 +68,19 @@ def register(cli: click.Group) -> None:
             raise Invalid("mcp", "`comity bench mcp` needs the MCP SDK 2.x: pip install 'comity[mcp]'") from None
         _show(bench_mcp(tasks=tasks, log_events=log_events, calls=calls, directory=directory, progress=_say), as_json, 20)
 
+    @command(bench_group, "mcp-http")
+    @click.option("--calls", type=click.IntRange(10, 1_000_000), default=200, show_default=True, help="Measured calls per tool and mode.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
+    def bench_mcp_http_cmd(obj: Ctx, calls: int, directory: str | None, *, as_json: bool) -> None:
+        """Per-call latency against `comity mcp --http` of the official client in its default mode beside legacy mode."""
+        from ..errors import Invalid
+
+        try:
+            from .mcp_http import bench_mcp_http
+        except ImportError:
+            raise Invalid("mcp", "`comity bench mcp-http` needs the MCP SDK 2.x and comity[server]") from None
+        _show(bench_mcp_http(calls=calls, directory=directory, progress=_say), as_json, 20)
+
     @command(bench_group, "hooks")
     @click.option("--files", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Files in the repository.")
     @click.option("--migrations", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Migrations in db/migrations.")

@@ -313,9 +313,25 @@ def check_task(session: Session, agent: str | None, task: str | None, token: str
     if lease is None:
         return [Problem("task", f"this commit is made under task {tid} ({source}), which nobody ever claimed", fix)]
     if lease.holder != agent:
-        holder = f"now held by {lease.holder} (token {lease.token})" if lease.holder and lease.expires > now else "released or expired"
-        return [Problem("task", f"{agent} no longer holds task {tid} ({source}): its lease is {holder}", fix,
-                        {"task": tid, "holder": lease.holder, "token": lease.token})]
+        held = any(e.get("agent") == agent and e.get("op") == "task.claim" for e in session.log(task_key(tid), limit=10_000))
+        v = session.get(task_key(tid))
+        record = v.values[0] if len(v.values) == 1 and isinstance(v.values[0], dict) else {}
+        status = record.get("status")
+        detail = {"task": tid, "holder": lease.holder, "token": lease.token, "state": status}
+        live = bool(lease.holder) and lease.expires > now
+        if status in ("done", "failed", "submitted"):
+            what = {"done": "completed", "failed": "marked failed", "submitted": "submitted for verification"}[status]
+            by = f" by {record['completed_by']}" if record.get("completed_by") else ""
+            mine = f"{agent} never claimed it" if not held else f"{agent}'s claim on it had ended"
+            return [Problem("task", f"this commit names task {tid} ({source}), which was {what}{by}; {mine}",
+                            f"this work is not under {tid}: remove the Comity-Task trailer (or unset COMITY_TASK), or name the "
+                            f"task you hold; see `comity task show {tid}`", detail)]  # fmt: skip
+        now_held = f"it is held by {lease.holder} (token {lease.token})" if live else "nobody holds it now"
+        if not held:
+            return [Problem("task", f"{agent} never claimed task {tid} ({source}); {now_held}",
+                            f"claim it before committing under it (`comity task claim {tid}`), or name the task you hold", detail)]
+        holder = f"now held by {lease.holder} (token {lease.token})" if live else "released or expired"
+        return [Problem("task", f"{agent} no longer holds task {tid} ({source}): its lease is {holder}", fix, detail)]
     if tok is not None and tok != lease.token:
         return [Problem("task", f"token {tok} for task {tid} was superseded by token {lease.token} ({source})", fix,
                         {"task": tid, "token": lease.token})]
