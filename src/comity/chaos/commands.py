@@ -366,6 +366,45 @@ def mutants_cmd(seeds: int, first_seed: int, names: tuple[str, ...], scenarios: 
         sys.exit(1)
 
 
+@chaos_group.command("process")
+@click.argument("scenarios", nargs=-1, type=_scenario)
+@click.option("--strategy", "strategies", type=click.Choice(["comity", "none"]), multiple=True, help="comity (through its faces) or none (shared files); default both.")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True, help="Seeds per scenario and strategy.")
+@click.option("--seed", "first_seed", type=int, default=0, show_default=True, help="The first seed.")
+@click.option("--scale", type=click.FloatRange(0.005, 1.0), default=None, help="Real seconds per simulated second (default 0.05: a 300 s lease is 15 s).")
+@click.option("--no-faults", is_flag=True, help="No SIGKILL, SIGSTOP or server restart (the agents' own faults stay).")
+@click.option("--json", "as_json", is_flag=True, help="Print {runs: [...], agreement: [...]}, each run beside the simulator's on the same seed.")
+def process_cmd(scenarios: tuple[str, ...], strategies: tuple[str, ...], seeds: int, first_seed: int, scale: float | None, no_faults: bool,
+                as_json: bool) -> None:  # fmt: skip
+    """Play scenarios with real OS processes through comity's faces (CLI, MCP over stdio, HTTP
+    with auth), real git worktrees and hooks, SIGKILL, SIGSTOP and server restarts; judge the
+    merged history with the same checkers, beside the simulator's run of the same seed."""
+    from .process import SCALE, SCENARIOS_PLAYED, STRATEGIES as PLAYED, play
+
+    runs, agreement = [], []
+    for sc in scenarios or SCENARIOS_PLAYED:
+        if sc not in SCENARIOS_PLAYED:
+            raise click.UsageError(f"process mode plays {', '.join(SCENARIOS_PLAYED)}; not {sc}")
+        for st in strategies or PLAYED:
+            real_any = sim_any = 0
+            for seed in range(first_seed, first_seed + seeds):
+                err.print(f"{sc} under {st}, seed {seed}: playing with real processes…", markup=False)
+                r = play(sc, st, seed, scale=scale or SCALE, faults=not no_faults)
+                sim = run(sc, st, seed)
+                row = {**r.to_json(), "simulated": {"anomalies": {k: v for k, v in sim.counts().items() if v}, "completion": round(sim.completion, 4)}}
+                runs.append(row)
+                real_any += bool(r.anomalies)
+                sim_any += bool(sim.anomalies)
+                if not as_json:
+                    out.print(f"{sc} {st} seed {seed}: {_counts_line(r.counts())}; completion {100 * r.completion:.0f}%"
+                              f" ({r.seconds:.0f} s, faces {', '.join(sorted(set(r.faces.values())))}, {len(r.faults)} faults);"
+                              f" simulated: {_counts_line(sim.counts())}", markup=False)  # fmt: skip
+            agreement.append({"scenario": sc, "strategy": st, "seeds": seeds, "process_runs_with_anomaly": real_any,
+                              "simulated_runs_with_anomaly": sim_any, "agree": (real_any == 0) == (sim_any == 0)})  # fmt: skip
+    if as_json:
+        _json({"runs": runs, "agreement": agreement})
+
+
 @chaos_group.command("mast")
 @click.option("--seeds", type=click.IntRange(0, 100_000), default=20, show_default=True, help="Seeds per scenario, strategy and mode (0: the mapping only).")
 @click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Strategies to measure (default: careful-locks, cas, comity).")

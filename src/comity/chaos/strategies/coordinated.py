@@ -136,8 +136,12 @@ class StoreServer:
         numbers = [int(k[len(prefix) :]) for k in agent.session.keys(prefix) if k[len(prefix) :].isdigit()]
         return sequences.allocate(agent.session, a["seq"], floor=max(numbers, default=0), unit=a["unit"]).number
 
-    def final_state(self, store: Store | None = None) -> FinalState:
-        s = (store or self.store).session()
+    def final_state(self) -> FinalState:
+        return self.state_of(self.store)
+
+    @staticmethod
+    def state_of(store: Store) -> FinalState:
+        s = store.session()
         tasks = {}
         for t in Agent(s).board.tasks():
             work = _work(t.get("body") or "")
@@ -148,12 +152,21 @@ class StoreServer:
                 files[v.key] = v.values[0] if len(v.values) == 1 else {"siblings": v.values}
         return FinalState(tasks, files)
 
+    @classmethod
+    def read_final(cls, path: Path) -> FinalState:
+        """The state of the store file at ``path``, read through a store of its own."""
+        store = open_store(path)
+        try:
+            return cls.state_of(store)
+        finally:
+            store.close()
+
     def observe(self) -> FinalState:
         """The state now, read through a store of its own (the server's sessions and random
         stream untouched: observing a run mid-way does not change it)."""
         store = open_store(self.path, clock=self.clock, rng=SeededRng(0))
         try:
-            return self.final_state(store)
+            return self.state_of(store)
         finally:
             store.close()
 
@@ -230,7 +243,19 @@ class ComityStrategy(Strategy):
 
     def setup(self, plan: Plan) -> None:
         self.sim.add_node(ADDRESS, self.server)
-        store = self.server.store
+        self.seed(self.server.store, plan)
+
+    @classmethod
+    def seed_store(cls, path: Path, plan: Plan) -> None:
+        """The plan's files and tasks in the store file at ``path`` (process mode)."""
+        store = open_store(path)
+        try:
+            cls.seed(store, plan)
+        finally:
+            store.close()
+
+    @staticmethod
+    def seed(store: Store, plan: Plan) -> None:
         s = store.session("setup")
         for key, value in plan.files.items():
             s.create(key, value)
