@@ -163,7 +163,7 @@ class CliFace(Face):
         self.agent, self.cwd = agent, cwd
 
     def run(self, args: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-        env = _env(COMITY_AGENT=self.agent, **(extra_env or {}))
+        env = _env(**({} if "--auth" in args else {"COMITY_AGENT": self.agent}), **(extra_env or {}))
         try:
             r = subprocess.run([*comity_cmd(), *args, "--json"], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
@@ -289,11 +289,16 @@ class ComityFaceCalls:
         return grant.task.id, grant.token
 
     def allocate(self, a: dict[str, Any]) -> int:
-        """``comity migrations new`` in the agent's worktree, for its task: the real allocator."""
+        """``migration_new`` on the agent's face (the CLI's ``comity migrations new``; over HTTP
+        the CLI against the server, which does the worktree's half): the real allocator."""
         task, _ = self._task()
         slug = "".join(c if c.isalnum() else "_" for c in str(a["unit"]).lower())
-        cli = CliFace(self.world.name, self.worktree)
-        r = cli.run(["migrations", "new", slug, "--dir", MIG_DIR, *(["--task", task] if task else [])])
+        if self.spec["face"] == "mcp":
+            r = self.face.verb("migration_new", {"slug": slug, "dir": MIG_DIR, **({"task": task} if task else {})})
+        else:
+            cli = CliFace(self.world.name, self.worktree)
+            remote = ["--store", self.spec["url"], "--auth", self.spec["token"]] if self.spec["face"] == "http" else []
+            r = cli.run([*remote, "migrations", "new", slug, "--dir", MIG_DIR, *(["--task", task] if task else [])])
         n = int(r["number"])
         self.migrations[n] = self.worktree / str(r["file"])
         return n
