@@ -105,3 +105,19 @@ def test_mcp_http_delivers_news_between_calls(tmp_path: Path) -> None:
             s = store.session("carol")
             s.put("k", 2, context=s.get("k").context)
         assert [n["key"] for n in bob.call("task_list", {}).body["news"]] == ["k"]
+
+
+def test_over_http_only_an_admin_sets_policies(tmp_path: Path) -> None:
+    from faces_support import HttpFace, serve, token
+
+    location = str(tmp_path / "s.db")
+    agent, admin = token(location, "byz"), token(location, "ops", admin=True)
+    server = serve(location, tmp_path)
+    try:
+        refused = HttpFace(server.url, agent).call("policy_set", {"scope": "default", "attestations": 0, "reexecute": False})
+        assert refused.code == "forbidden" and "admin" in refused.message
+        assert HttpFace(server.url, agent).call("policy_list", {}).body["policies"] == {}
+        ok = HttpFace(server.url, admin).call("policy_set", {"scope": "default", "attestations": 2})
+        assert ok.ok and ok.body["policies"] == {"default": {"attestations": 2, "reexecute": True}}
+    finally:
+        server.stop()

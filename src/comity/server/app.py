@@ -42,6 +42,9 @@ __all__ = ["create_app", "status_of", "SESSION_HEADER", "MAX_SESSIONS"]
 log = logging.getLogger("comity.server")
 
 SESSION_HEADER = "Comity-Session"
+# Verbs an agent token may not call over the network: a Byzantine agent must not be able to
+# lower the bar its own work is judged by (the embedded store trusts whoever opens it).
+ADMIN_VERBS = frozenset({"policy_set"})
 MAX_SESSIONS = 4096  # facades kept in memory; the least recently used is dropped first
 
 _ERRORS_DOC = """\
@@ -407,6 +410,9 @@ def create_app(
         name = verb.name
 
         def endpoint(request: Request, args: BaseModel | None, caller: Identity) -> Response:
+            if name in ADMIN_VERBS and not caller.admin:
+                return _answer(403, {"error": "forbidden", "message": f"{name} needs an admin token: an acceptance policy decides"
+                                     f" what accepts everyone's work; {caller.agent}'s token is not one"})
             try:
                 facade = server.facade(caller.agent, session_of(request))
                 given = {} if args is None else args.model_dump(exclude_unset=True)
