@@ -32,7 +32,6 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     from ..clikit import news_of as _news_of
     from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, EXIT_UNAVAILABLE, Invalid
-    from ..work.attestations import Keyring, load_public_keys, public_pem, sign_view, verify_file
     from ._git import GitFailed, Repo
 
     def verbs(obj: Ctx) -> Any:
@@ -179,6 +178,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
         """Sign an approval of a change with your key (created in your key directory on first use) and record it."""
         import json
 
+        from ..work.attestations import Keyring, sign_view
+
         agent = verbs(obj)
         envelope: dict[str, Any] | None = None
         if envelope_file is not None:
@@ -208,6 +209,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     @click.option("--commit", metavar="SHA", help="Also require each attestation's subject to be this commit.")
     def attest_verify_cmd(obj: Ctx, file: str, keys_dir: str, commit: str | None, *, as_json: bool) -> None:
         """Check attestations in FILE offline with only public keys; exit 0 when all hold, 3 when one is refused."""
+        from ..work.attestations import load_public_keys, verify_file
+
         results = verify_file(file, load_public_keys(keys_dir), commit=commit)
         if as_json:
             _print_json({"ok": all(r["ok"] for r in results), "results": results})
@@ -225,6 +228,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     @click.argument("directory", type=click.Path(file_okay=False))
     def keys_export_cmd(obj: Ctx, directory: str, *, as_json: bool) -> None:
         """Write every registered public key to DIRECTORY as NAME.pub, for `comity attest verify`."""
+        from ..work.attestations import public_pem
         from ..work.changes import Changes
 
         if obj.remote:

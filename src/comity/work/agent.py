@@ -42,7 +42,7 @@ _REMEMBERED_MAX = 10_000  # contexts one session remembers; the oldest is forgot
 
 
 def _keyring() -> Any:
-    from .attestations import Keyring  # cryptography loads only where keys are used
+    from ._keys import Keyring  # cryptography loads only where a key is used
 
     return Keyring()
 
