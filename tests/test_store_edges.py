@@ -1,0 +1,235 @@
+"""The store's edges, written for the mutants the conformance suite let through
+(docs/mutation.md): sequences as the store issues them, each fencing refusal's words and
+details, the shape of a read, listings, request digests, field names in multi-op errors,
+and when named sessions and recorded outcomes are saved and forgotten."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import comity
+from comity.errors import Fenced, Invalid, LeaseExpired
+from comity.runtime import VirtualClock
+from comity.store import Acquire, Create, Holds, Next, Put, Release, Renew, Store
+
+
+def _acquire(s: comity.Session, resource: str = "r", ttl: float = 10.0, steal: bool = False) -> int:
+    return int(s.txn(ops=[Acquire(resource, ttl, steal)]).results[0]["token"])
+
+
+# ------------------------------------------------------------------ sequences
+
+
+def test_next_issues_one_two_three_as_logged_events(store: Store) -> None:
+    s = store.session("alice")
+    got = [s.txn(ops=[Next("jobs")]).results[0] for _ in range(3)]
+    assert [(r["sequence"], r["value"]) for r in got] == [("jobs", 1), ("jobs", 2), ("jobs", 3)]
+    log = s.log("@seq/jobs")
+    assert [(e["op"], e["value"], e["pos"]) for e in log] == [("next", n, r["pos"]) for n, r in zip((1, 2, 3), got)]
+    assert s.get("@seq/jobs").values == [3]
+    assert s.txn(ops=[Next("other")]).results[0]["value"] == 1  # each sequence its own
+
+
+# --------------------------------------------------------------------- fencing
+
+
+def test_each_fencing_refusal_says_why_with_its_details(store: Store, clock: VirtualClock) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    with pytest.raises(Fenced) as e:
+        alice.txn(guards=[Holds("r", 1)])
+    assert e.value.message == "no lease on 'r' was ever granted with token 1"
+    assert (e.value.details["resource"], e.value.details["token"]) == ("r", 1)
+
+    t1 = _acquire(alice)
+    t2 = _acquire(bob, steal=True)
+    with pytest.raises(Fenced) as e:
+        alice.txn(guards=[Holds("r", t1)])
+    assert e.value.message == f"token {t1} for 'r' was superseded by token {t2} (held by bob); stop: another agent took over"
+    assert e.value.details == {"resource": "r", "token": t1, "current": t2, "holder": "bob"}
+
+    with pytest.raises(Fenced) as e:
+        alice.txn(guards=[Holds("r", t2)])
+    assert e.value.message == f"the lease on 'r' with token {t2} is held by bob, not alice"
+    assert e.value.details == {"resource": "r", "token": t2, "holder": "bob"}
+
+    bob.txn(ops=[Release("r", t2)])
+    with pytest.raises(Fenced) as e:
+        bob.txn(guards=[Holds("r", t2)])
+    assert e.value.message == f"the lease on 'r' with token {t2} was released"
+    assert e.value.details == {"resource": "r", "token": t2}
+    with pytest.raises(Fenced) as e:
+        alice.txn(guards=[Holds("r", t1)])
+    assert "(held by nobody)" in e.value.message
+
+    t3 = _acquire(alice, ttl=10)
+    clock.advance(12.5)
+    with pytest.raises(LeaseExpired) as x:
+        alice.txn(guards=[Holds("r", t3)])
+    assert x.value.message.startswith(f"the lease on 'r' with token {t3} expired 2.5s ago")
+    assert x.value.details["resource"] == "r" and x.value.details["token"] == t3
+
+
+def test_a_bad_token_is_invalid_naming_what_a_token_is(store: Store) -> None:
+    s = store.session("alice")
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Renew("r", 0, 10)])
+    assert (e.value.field, e.value.message) == ("token", "token: must be a positive integer fencing token from an acquire, got 0")
+
+
+def test_errors_in_a_transaction_of_several_ops_name_the_op(store: Store) -> None:
+    s = store.session("alice")
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Put("ok", 1), Put("", 2)])
+    assert e.value.field == "ops[1].key"
+    assert e.value.message == "ops[1].key: must not be empty; use a path-like name such as 'files/db/0267.sql'"
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Put("ok", 1), Renew("r", -1, 5)])
+    assert e.value.field == "ops[1].token"
+    assert e.value.message == "ops[1].token: must be a positive integer fencing token from an acquire, got -1"
+
+
+# ------------------------------------------------------------------- reads
+
+
+def test_a_read_as_json(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    bob.get("k")
+    alice.put("k", 1)
+    v = bob.get("k")
+    assert v.to_json() == {"key": "k", "values": [1], "context": v.context, "news": v.news}
+    assert len(v.news) == 1 and "type" not in v.to_json() and "news_truncated" not in v.to_json()
+    alice.update("c", "inc", 1, type="gcounter")
+    assert bob.get("c").to_json()["type"] == "gcounter"
+
+
+def test_listings_leave_out_tombstones_and_comitys_own_keys_unless_asked(store: Store) -> None:
+    s = store.session("alice")
+    s.put("k/a", 1)
+    w = s.put("k/b", 1)
+    s.delete("k/b", context=w.context)
+    s.txn(ops=[Next("n")])
+    assert s.keys("k/") == ["k/a"] and s.keys() == ["k/a"]
+    assert s.keys("k/", deleted=True) == ["k/a", "k/b"]
+    assert s.keys("@seq/") == ["@seq/n"]
+    with store.backend.transaction(write=False) as tx:
+        assert tx.keys("k/", 10) == ["k/a"]  # live only by default
+        assert tx.keys("", 10, live_only=False) == ["k/a", "k/b"]
+    with pytest.raises(Invalid) as e:
+        s.keys(1)  # type: ignore[arg-type]
+    assert (e.value.field, e.value.message) == ("prefix", "prefix: must be a string")
+
+
+# ----------------------------------------------------------------- request ids
+
+
+def test_a_retry_is_recognised_whatever_the_order_of_an_objects_keys(store: Store) -> None:
+    s = store.session("alice")
+    first = s.put("k", {"a": 1, "b": 2}, request_id="q-1")
+    again = s.put("k", {"b": 2, "a": 1}, request_id="q-1")
+    assert again.replayed and again.pos == first.pos
+
+
+def test_a_request_id_reused_for_other_guards_is_invalid(store: Store) -> None:
+    s = store.session("alice")
+    t = _acquire(s)
+    s.txn(guards=[Holds("r", t)], ops=[Put("k", 1)], request_id="q-2")
+    with pytest.raises(Invalid) as e:
+        s.txn(guards=[Holds("r", t + 1)], ops=[Put("k", 1)], request_id="q-2")
+    assert e.value.field == "request_id"
+    with pytest.raises(Invalid):
+        s.txn(ops=[Create("k", 1)], request_id="q-2")  # another kind of op with the same fields
+    assert s.txn(guards=[Holds("r", t)], ops=[Put("k", 1)], request_id="q-2").replayed
+
+
+def test_outcomes_are_pruned_at_most_once_a_minute(make_store: Callable[..., Store], clock: VirtualClock) -> None:
+    store = make_store(request_retention=100.0)
+    s = store.session("alice")
+    s.put("k", 1, request_id="old")
+    clock.advance(150)
+    s.put("k2", 1, request_id="new")  # prunes: "old" is 150 s old
+    with store.backend.transaction(write=False) as tx:
+        assert tx.recorded("old") is None and tx.recorded("new") is not None
+    clock.advance(101)
+    s.put("k3", 1, request_id="newer")  # 101 s after the last prune: prunes again
+    with store.backend.transaction(write=False) as tx:
+        assert tx.recorded("new") is None
+    clock.advance(150)
+    s.put("k4", 1, request_id="a")
+    clock.advance(30)
+    s.put("k5", 1, request_id="b")  # within a minute of the last prune: no pruning
+    with store.backend.transaction(write=False) as tx:
+        assert tx.recorded("newer") is None and tx.recorded("a") is not None
+
+
+# -------------------------------------------------------------- named sessions
+
+
+class _Counting:
+    def __init__(self, store: Store) -> None:
+        self.saves = 0
+        inner = store.backend.transaction
+
+        def transaction(*, write: bool) -> Any:
+            cm = inner(write=write)
+            counter = self
+
+            class T:
+                def __enter__(self) -> Any:
+                    tx = cm.__enter__()
+
+                    class P:
+                        def __getattr__(self, name: str) -> Any:
+                            return getattr(tx, name)
+
+                        def save_session(self, row: Any) -> None:
+                            counter.saves += 1
+                            tx.save_session(row)
+
+                    return P()
+
+                def __exit__(self, *exc: Any) -> Any:
+                    return cm.__exit__(*exc)
+
+            return T()
+
+        store.backend.transaction = transaction  # type: ignore[method-assign]
+
+
+def test_a_named_session_with_nothing_new_is_not_saved_again(store: Store, clock: VirtualClock) -> None:
+    counting = _Counting(store)
+    s = store.session("alice", name="quiet")
+    assert counting.saves == 1  # created
+    s.save()
+    clock.advance(store.session_save_interval * 3)
+    s.news()  # nothing new: what was shown did not move
+    s.close()
+    assert counting.saves == 1
+    s2 = store.session("alice", name="quiet")
+    s2.get("k")  # a new key of interest: kept at the next save
+    s2.close()
+    assert counting.saves == 2
+    with store.backend.transaction(write=False) as tx:
+        row = tx.load_session("quiet")
+    assert row is not None and (row.name, row.agent) == ("quiet", "alice")
+    with store.session(None, name="reader") as r:
+        r.get("k")
+    with store.backend.transaction(write=False) as tx:
+        row = tx.load_session("reader")
+    assert row is not None and row.agent == "" and row.interest == ["k"]
+
+
+def test_idle_sessions_are_forgotten_at_most_once_an_hour_per_handle(make_store: Callable[..., Store], clock: VirtualClock) -> None:
+    store = make_store()
+    store.session_retention = 100.0
+    store.session("alice", name="a").close()  # saves; forgets (nothing yet)
+    clock.advance(200)
+    store.session("alice", name="b").close()  # an hour has not passed: "a" is kept
+    with store.backend.transaction(write=False) as tx:
+        assert tx.load_session("a") is not None
+    clock.advance(3600)
+    store.session("alice", name="c").close()  # forgets "a" and "b"
+    with store.backend.transaction(write=False) as tx:
+        assert tx.load_session("a") is None and tx.load_session("b") is None and tx.load_session("c") is not None
