@@ -25,6 +25,8 @@ from comity.causal import Dot, HLCTimestamp, VersionVector
 from comity.crdt import (
     CRDT,
     TYPES,
+    BCounter,
+    OutOfRights,
     EWFlag,
     GCounter,
     LWWRegister,
@@ -68,6 +70,11 @@ OPS: dict[str, st.SearchStrategy[tuple[str, Any]]] = {
         st.tuples(st.sampled_from(["add_all", "remove_all"]), st.lists(elements, max_size=3)),
     ),
     "flag": st.tuples(st.sampled_from(["enable", "disable"]), st.none()),
+    # Decrements and transfers beyond the actor's rights are refused (OutOfRights): the plan skips them.
+    "bcounter": st.one_of(
+        st.tuples(st.sampled_from(["inc", "dec", "dec"]), amounts),
+        st.tuples(st.just("transfer"), st.builds(lambda to, n: {"to": to, "n": n}, st.sampled_from(["r1", "r2", "r3", "r4"]), st.integers(1, 4))),
+    ),
 }
 # One type per field name, so random updates never mix types on one field.
 FIELDS = {"a": "gcounter", "b": "pncounter", "c": "lww", "d": "mvreg", "e": "orset", "f": "flag", "g": "ormap"}
@@ -117,7 +124,12 @@ def simulate(name: str, plan: tuple[int, list[Step]]) -> Run:
     for kind, r, a, b in steps:
         if kind == "op":
             (op, arg), time = a, b
-            delta = run.states[r].update(op, arg, REPLICAS[r], UpdateContext(time=time))
+            if op == "transfer" and arg["to"] == REPLICAS[r]:
+                continue  # a transfer to oneself is bad input (checked below)
+            try:
+                delta = run.states[r].update(op, arg, REPLICAS[r], UpdateContext(time=time))
+            except OutOfRights:
+                continue  # a bounded counter refuses to spend rights its replica does not hold
             run.deltas.append(delta)
         elif run.deltas:
             delta = run.deltas[a % len(run.deltas)]  # any earlier delta: late, reordered, repeated
@@ -226,6 +238,12 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("ormap", "update", {"field": "a", "type": "gcounter", "op": "dec"}, "arg"),
     ("ormap", "update", {"field": "a", "type": "gcounter", "op": "inc", "arg": -1}, "arg"),
     ("ormap", "remove", 3, "arg"),
+    ("bcounter", "set", 1, "op"),
+    ("bcounter", "inc", 0, "arg"),
+    ("bcounter", "dec", -1, "arg"),
+    ("bcounter", "transfer", 3, "arg"),
+    ("bcounter", "transfer", {"to": "r1", "n": 1}, "arg"),
+    ("bcounter", "transfer", {"to": "r2"}, "arg"),
 ]
 
 
@@ -280,11 +298,11 @@ def test_from_json_rejects_a_store_dot_outside_the_context() -> None:
 def test_public_surface() -> None:
     assert comity.crdt.__all__ == [
         "CRDT", "UpdateContext", "GCounter", "PNCounter", "LWWRegister", "MVRegister", "ORSet", "EWFlag",
-        "ORMap", "TYPES", "crdt_type",
+        "ORMap", "BCounter", "OutOfRights", "TYPES", "crdt_type",
     ]  # fmt: skip
     assert TYPES == {
         "gcounter": GCounter, "pncounter": PNCounter, "lww": LWWRegister, "mvreg": MVRegister,
-        "orset": ORSet, "flag": EWFlag, "ormap": ORMap,
+        "orset": ORSet, "flag": EWFlag, "ormap": ORMap, "bcounter": BCounter,
     }  # fmt: skip
 
 
@@ -434,3 +452,33 @@ def test_ormap_type_of_a_field_is_kept() -> None:
     b = apply(ORMap.new(), "update", field("x", "lww", "set", "v"), "r2")
     assert a.merge(b).value() == {"x@gcounter": 1, "x@lww": "v"}  # concurrent creations both survive
     assert apply(a.merge(b), "remove", "x", "r3").value() == {}
+
+
+@LAWS
+@given(data=st.data())
+def test_bcounter_never_goes_below_zero_whatever_the_delivery(data: st.DataObject) -> None:
+    """Balegas et al. 2015: each replica spends only its own rights, so no interleaving of
+    decrements, transfers and merges takes the value below zero, nor any replica's rights."""
+    run = simulate("bcounter", data.draw(plans("bcounter"), label="plan"))
+    everything = join(run.deltas, run.new)
+    for state in [*run.snapshots, *run.states, everything]:
+        assert isinstance(state, BCounter)
+        assert state.value() >= 0
+        assert all(n >= 0 for n in state.shares().values())
+        assert state.value() == sum(state.shares().values())
+
+
+def test_bcounter_spends_only_its_own_rights_and_transfers_move_them() -> None:
+    a = apply(BCounter.new(), "inc", 10, "r1")
+    assert a.value() == 10 and a.rights("r1") == 10 and a.rights("r2") == 0
+    with pytest.raises(OutOfRights) as e:
+        a.update("dec", 1, "r2")
+    assert (e.value.have, e.value.need) == (0, 1)
+    a = apply(a, "transfer", {"to": "r2", "n": 4}, "r1")
+    assert a.rights("r1") == 6 and a.rights("r2") == 4 and a.value() == 10
+    b = apply(a, "dec", 4, "r2")  # r2, cut off, spends its share
+    c = apply(a, "dec", 6, "r1")  # r1 spends its own at the same time
+    merged = b.merge(c)
+    assert merged.value() == 0 and merged.shares() == {}
+    with pytest.raises(OutOfRights):
+        merged.update("dec", 1, "r1")

@@ -14,10 +14,10 @@ SURFACE = {
     ],
     "comity.crdt": [
         "CRDT", "UpdateContext", "GCounter", "PNCounter", "LWWRegister", "MVRegister", "ORSet", "EWFlag", "ORMap",
-        "TYPES", "crdt_type",
+        "BCounter", "OutOfRights", "TYPES", "crdt_type",
     ],
     "comity.coord": [
-        "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "allocate", "Allocation", "raise_to", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
+        "Lease", "Leases", "DEFAULT_TTL_S", "next_number", "allocate", "Allocation", "raise_to", "reserve_block", "PhiAccrual", "AgentStatus", "agents", "heartbeat",
         "Reservation", "overlaps", "reserve", "release", "reservations",
     ],
     "comity.work": [
@@ -44,7 +44,12 @@ SURFACE = {
     "comity.bench": [],
     "comity.runtime": [
         "Clock", "SystemClock", "VirtualClock", "Rng", "SystemRng", "SeededRng",
-        "Transport", "Handler", "InProcessTransport", "SimulatedTransport", "Unreachable",
+        "Transport", "Handler", "InProcessTransport", "HttpTransport", "SimulatedTransport", "Unreachable",
+    ],
+    "comity.sync": [
+        "clone", "sync_with", "repair_with", "status", "sync", "repair", "SyncResult", "Endpoint", "Link", "connect",
+        "Upstream", "apply", "collect", "vector", "covers", "Applied", "state_hash", "leaves", "reserve_numbers",
+        "take_number", "escrowed", "last_reached", "CONFLICT_PREFIX",
     ],
 }
 

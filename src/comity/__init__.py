@@ -26,6 +26,7 @@ from .errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleC
 from .runtime import Clock, Rng
 from .store import News, Session, Store, TxnResult, Versioned, Written
 from .store import open as _open_store
+from . import sync as _sync  # noqa: F401 - replicas forward what only their authority decides
 
 if TYPE_CHECKING:
     from .remote import RemoteStore

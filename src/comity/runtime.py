@@ -9,6 +9,10 @@ the same history (FoundationDB's deterministic simulation, trio's MockClock).
 from __future__ import annotations
 
 import heapq
+import http.client
+import json
+import socket
+import urllib.parse
 from abc import ABC, abstractmethod
 import os
 import random
@@ -29,6 +33,7 @@ __all__ = [
     "Transport",
     "Handler",
     "InProcessTransport",
+    "HttpTransport",
     "SimulatedTransport",
     "Unreachable",
 ]
@@ -192,6 +197,65 @@ class InProcessTransport:
 
     def send(self, src: str, dest: str, message: Any) -> None:
         self._handler(dest)(message)
+
+
+class HttpTransport:
+    """Requests to comity servers: ``dest`` is a server's URL, the message is POSTed as JSON to
+    ``{dest}/v1/sync`` with a bearer token, and the JSON answer is the reply (an answer that
+    is a comity error comes back as ``{"ok": false, "error": …}``).  A server that cannot be
+    reached, or does not answer within ``timeout`` seconds, is :class:`Unreachable`.
+    Addresses registered with :meth:`register` are served in this process instead."""
+
+    def __init__(self, *, auth: str | None = None, timeout: float = 60.0, path: str = "/v1/sync") -> None:
+        self.auth = auth
+        self.timeout = timeout
+        self.path = path
+        self._local: dict[str, Handler] = {}
+
+    def register(self, address: str, handler: Handler) -> None:
+        self._local[address] = handler
+
+    def request(self, src: str, dest: str, message: Any) -> Any:
+        if dest in self._local:
+            return self._local[dest](message)
+        parts = urllib.parse.urlsplit(dest.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Unreachable(f"{dest!r} is not a server URL (http://HOST:PORT)")
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        body = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "Comity-Replica": src}
+        if self.auth:
+            headers["Authorization"] = f"Bearer {self.auth}"
+        try:
+            port = parts.port
+        except ValueError:
+            raise Unreachable(f"{dest!r} has a bad port") from None
+        conn = cls(parts.hostname, port, timeout=self.timeout)
+        try:
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.request("POST", parts.path.rstrip("/") + self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"{dest}: {type(e).__name__}: {e}") from None
+        finally:
+            conn.close()
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = None
+        if resp.status == 200 and isinstance(answer, dict):
+            return answer
+        if isinstance(answer, dict) and "error" in answer:
+            return {"ok": False, "error": answer}
+        raise Unreachable(f"{dest} answered HTTP {resp.status} without a comity answer (is a proxy in front of it?)")
+
+    def send(self, src: str, dest: str, message: Any) -> None:
+        try:
+            self.request(src, dest, message)
+        except Unreachable:
+            pass  # one-way messages may be lost
 
 
 @dataclass(order=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .leases import DEFAULT_TTL_S, Lease, Leases
 from .liveness import AgentStatus, PhiAccrual, agents, heartbeat
 from .reservations import Reservation, overlaps, release, reservations, reserve
-from .sequences import Allocation, allocate, next_number, raise_to
+from .sequences import Allocation, allocate, next_number, raise_to, reserve_block
 
 __all__ = [
     "Lease",
@@ -15,6 +15,7 @@ __all__ = [
     "allocate",
     "Allocation",
     "raise_to",
+    "reserve_block",
     "PhiAccrual",
     "AgentStatus",
     "agents",

@@ -2,7 +2,9 @@
 
 One :class:`~comity.store.Next` operation inside the store's write transaction: no
 retry loop, no lost number across processes (the number is durable before it is
-returned; a crash after that leaves a gap, never a duplicate).
+returned; a crash after that leaves a gap, never a duplicate).  On a replica the
+number comes from a block it reserved (:func:`reserve_block`), cut off or not, else from its
+authority, so two replicas never issue the same number.
 
 :func:`allocate` is what numbered artifacts (migrations) are given numbers by: the
 sequence is first raised to a *floor* (the highest number already in use, found by
@@ -20,8 +22,9 @@ from urllib.parse import quote
 
 from ..errors import StaleContext
 from ..store import Create, Next, Put, Session
+from ..sync import reserve_numbers, take_number
 
-__all__ = ["next_number", "raise_to", "allocate", "Allocation", "ALLOC_PREFIX"]
+__all__ = ["next_number", "raise_to", "allocate", "Allocation", "ALLOC_PREFIX", "reserve_block"]
 
 ALLOC_PREFIX = "@alloc/"
 _RETRIES = 64
@@ -29,7 +32,12 @@ _RETRIES = 64
 
 def next_number(session: Session, name: str, *, request_id: str | None = None, digest: str | None = None) -> int:
     """The next number of sequence ``name`` (1 for a new sequence).  With a ``request_id`` a
-    retry gets the number the first attempt took, not another."""
+    retry gets the number the first attempt took, not another.  On a replica, a number of a
+    block it reserved comes first."""
+    if session.store.upstream is not None:
+        escrowed = take_number(session, name)
+        if escrowed is not None:
+            return escrowed
     result = session.txn(ops=[Next(name)], system=True, request_id=request_id, digest=digest).results[0]
     return int(result["value"])
 
@@ -95,3 +103,9 @@ def allocate(session: Session, name: str, *, floor: int = 0, unit: str | None = 
             return Allocation(int(won.values[0]["number"]), True, won.values[0])
         raise
     return Allocation(n, False, record)
+
+
+def reserve_block(session: Session, name: str, count: int) -> dict[str, Any]:
+    """On a replica, take a block of ``count`` numbers of ``name`` from the authority now, for
+    :func:`next_number` to spend here later, connected or not."""
+    return reserve_numbers(session, name, count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import Invalid
 from ._protocol import CRDT, UpdateContext
+from .bcounter import BCounter, OutOfRights
 from .flag import EWFlag
 from .gcounter import GCounter
 from .lww import LWWRegister
@@ -28,12 +29,14 @@ __all__ = [
     "ORSet",
     "EWFlag",
     "ORMap",
+    "BCounter",
+    "OutOfRights",
     "TYPES",
     "crdt_type",
 ]
 
 TYPES: dict[str, type[CRDT]] = {
-    cls.type_name: cls for cls in (GCounter, PNCounter, LWWRegister, MVRegister, ORSet, EWFlag, ORMap)
+    cls.type_name: cls for cls in (GCounter, PNCounter, LWWRegister, MVRegister, ORSet, EWFlag, ORMap, BCounter)
 }
 
 

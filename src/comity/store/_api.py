@@ -7,9 +7,9 @@ import os
 import threading
 import unicodedata
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..causal import HLC, DVVSet
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
@@ -22,6 +22,7 @@ from ._txn import (
     Delete,
     Executor,
     Guard,
+    NeedsAuthority,
     Op,
     Put,
     Update,
@@ -41,6 +42,8 @@ __all__ = [
     "DEFAULT_SESSION_SAVE_INTERVAL_S",
     "DEFAULT_SESSION_RETENTION_S",
     "DEFAULT_REQUEST_RETENTION_S",
+    "Authority",
+    "set_authority",
 ]
 
 DEFAULT_NEWS_LIMIT = 50
@@ -155,6 +158,26 @@ def _check_limit(limit: object, most: int, field: str = "limit") -> int:
     return limit
 
 
+class Authority(Protocol):
+    """Where a replica sends what only its authority may decide (comity.sync provides it)."""
+
+    def forward(
+        self, caller: Caller, request_id: str, record: bool, guards: list[Guard], ops: list[Op], system: bool, digest: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Run the transaction at the authority; (outcome, replayed), with the outcome's
+        positions and contexts this replica's.  Unavailable when it cannot be reached."""
+        ...
+
+
+_authority_factory: Callable[[Store], Authority] | None = None
+
+
+def set_authority(factory: Callable[[Store], Authority]) -> None:
+    """Install how a replica reaches its authority (comity.sync does, when imported)."""
+    global _authority_factory
+    _authority_factory = factory
+
+
 def check_agent(agent: object, field: str = "agent") -> str:
     """An agent (or session) name, normalized: NFKC (so fullwidth ``ａｌｉｃｅ`` is ``alice``),
     then ASCII letters, digits and ``_ . - @ + :`` only.  A name that still holds another
@@ -230,6 +253,52 @@ class Store:
         self.meta = meta
         self.codec = ContextCodec(meta.store_id, meta.secret)
         self.executor = Executor(meta, self.codec, HLC(self.clock), max_value_bytes)
+        self.authority: Authority | None = None
+        if meta.upstream is not None and _authority_factory is not None:
+            self.authority = _authority_factory(self)
+
+    @property
+    def upstream(self) -> str | None:
+        """Where this replica's authority is (None: this store is its own authority)."""
+        return self.meta.upstream
+
+    def run(
+        self, caller: Caller, request_id: str, guards: list[Guard], ops: list[Op], *, record: bool, system: bool,
+        digest: str | None = None, foreign: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Execute a guarded transaction here, or at the authority when only it may decide
+        (the sessions' path without news, for a replica's forwarded transactions: ``foreign``,
+        their contexts' log positions are another replica's)."""
+        try:
+            with self.backend.transaction(write=True) as tx:
+                return self.executor.execute(
+                    tx, caller, request_id, guards, ops, record=record, system=system, digest=digest, foreign=foreign
+                )
+        except NeedsAuthority as need:
+            return self.at_authority(need, caller, request_id, guards, ops, record=record, system=system, digest=digest)
+
+    def at_authority(
+        self, need: NeedsAuthority, caller: Caller, request_id: str, guards: list[Guard], ops: list[Op], *, record: bool, system: bool,
+        digest: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Forward to the authority what only it may decide.  Cut off from it, a write guarded
+        only by lease tokens is kept here provisionally (the authority fences it if a successor
+        took the lease meanwhile); anything else is Unavailable."""
+        if self.authority is None:
+            raise Unavailable(
+                f"this store is a replica of {self.meta.upstream} and only its authority may do this ({need});"
+                " replication (comity.sync) is not loaded in this process",
+                upstream=self.meta.upstream,
+            )
+        try:
+            return self.authority.forward(caller, request_id, record, guards, ops, system, digest)
+        except Unavailable:
+            if not need.provisional:
+                raise
+        with self.backend.transaction(write=True) as tx:
+            return self.executor.execute(
+                tx, caller, request_id, guards, ops, record=record, system=system, digest=digest, provisional=True
+            )
 
     @property
     def store_id(self) -> str:
@@ -259,6 +328,7 @@ class Store:
             "replica_id": self.replica_id,
             "schema_version": self.meta.schema_version,
             "head": head,
+            "upstream": self.meta.upstream,
             "max_value_bytes": self.max_value_bytes,
         }
 
@@ -683,30 +753,41 @@ class Session:
         ops = list(ops or [])
         caller = Caller(agent, self.id)
         with self._lock:
-            with self.store.backend.transaction(write=True) as tx:
-                try:
-                    outcome, replayed = self.store.executor.execute(
-                        tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
-                    )
-                except (StaleContext, Fenced, LeaseExpired, NotFound):
-                    # Refused by the state: what it tried to change is now this session's concern,
-                    # so the next answer carries the news that explains the refusal.
+            try:
+                with self.store.backend.transaction(write=True) as tx:
+                    try:
+                        outcome, replayed = self.store.executor.execute(
+                            tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
+                        )
+                    except (StaleContext, Fenced, LeaseExpired, NotFound):
+                        # Refused by the state: what it tried to change is now this session's concern,
+                        # so the next answer carries the news that explains the refusal.
+                        self._interested(guards, ops)
+                        raise
                     self._interested(guards, ops)
-                    raise
+                    if record and not replayed:
+                        self.store._prune_requests(tx, tx.now())
+                    if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
+                        # Positions are issued in order under the write lock: if this transaction's
+                        # events directly follow what the session had seen, nobody else wrote between.
+                        news: list[dict[str, Any]] = []
+                        shown, truncated = _Shown(outcome["pos"], {}), False
+                    else:
+                        shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+                    # When a save is due, it rides on the session's own write, as it stood before this answer.
+                    row = self._row(tx.now()) if self._save_due() else None
+                    if row is not None:
+                        tx.save_session(row)
+            except NeedsAuthority as need:  # a replica: only its authority may decide this
                 self._interested(guards, ops)
-                if record and not replayed:
-                    self.store._prune_requests(tx, tx.now())
-                if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
-                    # Positions are issued in order under the write lock: if this transaction's
-                    # events directly follow what the session had seen, nobody else wrote between.
-                    news: list[dict[str, Any]] = []
-                    shown, truncated = _Shown(outcome["pos"], {}), False
-                else:
-                    shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
-                # When a save is due, it rides on the session's own write, as it stood before this answer.
-                row = self._row(tx.now()) if self._save_due() else None
-                if row is not None:
-                    tx.save_session(row)
+                outcome, replayed = self.store.at_authority(
+                    need, caller, request_id, guards, ops, record=record, system=system, digest=digest
+                )
+                with self.store.backend.transaction(write=False) as tx:
+                    shown, news, truncated = self._collect(tx, tx.head(), self.interest)
+                self._save_if_due()
+                self._shown_now(shown, news, truncated)
+                return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
             if row is not None:
                 self._kept(row)
             self._shown_now(shown, news, truncated)

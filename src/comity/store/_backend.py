@@ -26,6 +26,7 @@ class StoreMeta:
     secret: bytes
     schema_version: int
     location: str
+    upstream: str | None = None  # a replica's upstream (where the authority is); None: this store is one
 
 
 @dataclass(slots=True)
@@ -67,6 +68,15 @@ class EventRow:
     prev: int = 0  # the previous event of the same key: a key's history is a chain
     seen: int | None = None  # log position of the read whose context the writer presented
     pos: int = 0
+    # Where the event came from: None for an event written in this log (its origin position is
+    # ``pos``), else its position in the log of the replica that wrote it (``replica``), for an
+    # event that arrived by replication.  (replica, origin position) names an event everywhere.
+    opos: int | None = None
+
+    @property
+    def origin(self) -> int:
+        """The event's position in its origin replica's log."""
+        return self.pos if self.opos is None else self.opos
 
 
 @dataclass(slots=True)
@@ -168,6 +178,32 @@ class Tx(Protocol):
     def acted(self, agent: str) -> bool:
         """Whether ``agent`` has any event in the log (it has acted in this store)."""
         ...
+
+    # -- replication (comity.sync): what a replica has of every other, and its own settings
+
+    def origins(self) -> dict[str, int]:
+        """For each replica whose events arrived here (or that this file was copied from), the
+        greatest origin position up to which this log holds every one of its events.  This
+        replica's own entry is not kept: it is :meth:`head`."""
+        ...
+
+    def set_origin(self, replica: str, upto: int) -> None:
+        """Record that this log now holds every event of ``replica`` up to origin position ``upto``."""
+        ...
+
+    def events_from(self, replica: str, after: int, limit: int) -> list[EventRow]:
+        """Events whose origin is ``replica``, with origin position > ``after``, in origin order."""
+        ...
+
+    def states(self, after: str | None, limit: int) -> list[tuple[str, KeyRow]]:
+        """Every key (tombstoned ones included) after ``after`` (None: from the first), in key order."""
+        ...
+
+    def setting(self, name: str) -> str | None:
+        """A store setting (a row of the store's metadata), or None."""
+        ...
+
+    def set_setting(self, name: str, value: str) -> None: ...
 
 
 class Backend(Protocol):

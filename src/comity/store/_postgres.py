@@ -62,7 +62,7 @@ _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,48}")  # "comity_" + schema stays a 
 _SCHEMES = ("postgresql://", "postgres://")
 _TOP = "\U0010ffff"  # prefix <= key < prefix + U+10FFFF: a prefix scan in "C" (code point) order
 
-_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen"
+_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen, opos"
 
 
 def is_postgres_url(location: str) -> bool:
@@ -148,8 +148,15 @@ def _migration_3(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
     cur.execute(f"CREATE INDEX requests_at ON {s}.requests (at)")
 
 
+def _migration_4(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
+    # Replication: an event that arrived from another replica keeps its position there (``opos``).
+    cur.execute(f"ALTER TABLE {s}.events ADD COLUMN opos bigint")
+    cur.execute(f"CREATE INDEX events_origin ON {s}.events (replica, opos) WHERE opos IS NOT NULL")
+    cur.execute(f"CREATE TABLE {s}.origins (replica text PRIMARY KEY, upto bigint NOT NULL)")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -182,7 +189,7 @@ class _Sql:
             " expires = excluded.expires, pos = excluded.pos, hlc = excluded.hlc"
         )
         self.append = (
-            f"INSERT INTO {s}.events ({_EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO {s}.events ({_EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         )
         self.events = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s ORDER BY pos LIMIT %s"
         self.events_excl = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s AND session <> %s ORDER BY pos LIMIT %s"
@@ -221,10 +228,24 @@ class _Sql:
             f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE resource >= %s AND resource < %s"
             " ORDER BY resource LIMIT %s"
         )
+        self.origins = f"SELECT replica, upto FROM {s}.origins"
+        self.set_origin = (
+            f"INSERT INTO {s}.origins (replica, upto) VALUES (%s, %s) ON CONFLICT (replica)"
+            f" DO UPDATE SET upto = greatest({s}.origins.upto, excluded.upto)"
+        )
+        self.events_here = (
+            f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s AND replica = %s AND opos IS NULL ORDER BY pos LIMIT %s"
+        )
+        self.events_arrived = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE replica = %s AND opos > %s ORDER BY opos LIMIT %s"
+        self.states = f"SELECT key, clock, hlc, pos, live FROM {s}.keys WHERE key > %s ORDER BY key LIMIT %s"
+        self.setting = f"SELECT value FROM {s}.meta WHERE name = %s"
+        self.set_setting = (
+            f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        )
 
 
 def _event(r: Any) -> EventRow:
-    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0])
+    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0], r[13])
 
 
 def _range(prefix: str) -> tuple[str, str] | None:
@@ -308,7 +329,7 @@ class _PgTx:
         self.pending.append(
             (
                 self.sql.append,
-                (pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen),
+                (pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos),
             )
         )
         self._head = e.pos = pos
@@ -391,6 +412,31 @@ class _PgTx:
             return []
         rows = self._query(self.sql.leases, (*r, limit)).fetchall()
         return [LeaseRow(*row) for row in rows]
+
+    # -- replication
+    def origins(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self._query(self.sql.origins).fetchall()}
+
+    def set_origin(self, replica: str, upto: int) -> None:
+        self.pending.append((self.sql.set_origin, (replica, upto)))
+
+    def events_from(self, replica: str, after: int, limit: int) -> list[EventRow]:
+        here = self._query(self.sql.events_here, (after, replica, limit)).fetchall()
+        arrived = self._query(self.sql.events_arrived, (replica, after, limit)).fetchall()
+        rows = [_event(r) for r in here + arrived]
+        rows.sort(key=lambda e: e.origin)
+        return rows[:limit]
+
+    def states(self, after: str | None, limit: int) -> list[tuple[str, KeyRow]]:
+        rows = self._query(self.sql.states, (after or "", limit)).fetchall()
+        return [(row[0], KeyRow(row[1], row[2], row[3], row[4])) for row in rows]
+
+    def setting(self, name: str) -> str | None:
+        row = self._query(self.sql.setting, (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str) -> None:
+        self.pending.append((self.sql.set_setting, (name, value)))
 
 
     def acted(self, agent: str) -> bool:
@@ -642,6 +688,10 @@ class PostgresBackend:
                 return
             if row is not None:  # a copy: the original keeps its id, this one takes a new one
                 old = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'replica_id'").fetchone()
+                # Every event the original had written so far is here: replication must not send them again.
+                head = conn.execute(f"SELECT pos FROM {s}.log_head").fetchone()
+                if old and head:
+                    conn.execute(self.sql.set_origin, (old[0], int(head[0])))
                 conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
                 conn.execute(
                     f"INSERT INTO {s}.meta (name, value) VALUES ('copied_from', %s)"
@@ -656,7 +706,8 @@ class PostgresBackend:
     def _read_meta(self, conn: psycopg.Connection[Any]) -> StoreMeta:
         rows = dict(conn.execute(f"SELECT name, value FROM {self.sql.schema}.meta").fetchall())
         return StoreMeta(
-            rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), int(rows["schema_version"]), self.location
+            rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), int(rows["schema_version"]), self.location,
+            rows.get("upstream") or None,
         )
 
     # ------------------------------------------------------------------ the Protocol

@@ -31,7 +31,7 @@ PRAGMAS = {"journal_mode": "wal", "synchronous": "FULL"}
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 _OPEN_RETRY_S = 0.005
 
-_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen"
+_EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen, opos"
 
 
 def _migration_1(db: sqlite3.Connection, rng: Rng) -> None:
@@ -84,13 +84,21 @@ def _migration_3(db: sqlite3.Connection, rng: Rng) -> None:
     db.execute("CREATE INDEX requests_at ON requests (at)")
 
 
+def _migration_4(db: sqlite3.Connection, rng: Rng) -> None:
+    # Replication: an event that arrived from another replica keeps its position there
+    # (``opos``); only those are indexed by origin, so a local write costs no index page.
+    db.execute("ALTER TABLE events ADD COLUMN opos INTEGER")
+    db.execute("CREATE INDEX events_origin ON events (replica, opos) WHERE opos IS NOT NULL")
+    db.execute("CREATE TABLE origins (replica TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _event(r: Any) -> EventRow:
-    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0])
+    return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0], r[13])
 
 
 class _SQLiteTx:
@@ -139,9 +147,9 @@ class _SQLiteTx:
 
     def append(self, e: EventRow) -> int:
         cur = self.db.execute(
-            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen),
+            "INSERT INTO events (key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen, opos)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos),
         )
         e.pos = int(cur.lastrowid or 0)
         return e.pos
@@ -247,6 +255,45 @@ class _SQLiteTx:
             (prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
         return [LeaseRow(*r) for r in rows]
+
+    # -- replication
+    def origins(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT replica, upto FROM origins").fetchall())
+
+    def set_origin(self, replica: str, upto: int) -> None:
+        self.db.execute(
+            "INSERT INTO origins (replica, upto) VALUES (?, ?) ON CONFLICT (replica) DO UPDATE SET upto = max(upto, excluded.upto)",
+            (replica, upto),
+        )
+
+    def events_from(self, replica: str, after: int, limit: int) -> list[EventRow]:
+        # Written in this log (or the one this file was copied from): origin position = pos.
+        here = self.db.execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE pos > ? AND replica = ? AND opos IS NULL ORDER BY pos LIMIT ?",
+            (after, replica, limit),
+        ).fetchall()
+        arrived = self.db.execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE replica = ? AND opos > ? ORDER BY opos LIMIT ?",
+            (replica, after, limit),
+        ).fetchall()
+        rows = [_event(r) for r in here + arrived]
+        rows.sort(key=lambda e: e.origin)
+        return rows[:limit]
+
+    def states(self, after: str | None, limit: int) -> list[tuple[str, KeyRow]]:
+        rows = self.db.execute(
+            "SELECT key, clock, hlc, pos, live FROM keys WHERE key > ? ORDER BY key LIMIT ?", (after or "", limit)
+        ).fetchall()
+        return [(r[0], KeyRow(r[1], r[2], r[3], bool(r[4]))) for r in rows]
+
+    def setting(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value)
+        )
 
 
     def acted(self, agent: str) -> bool:
@@ -440,6 +487,9 @@ class SQLiteBackend:
                 return
             if row is not None:  # a copy: the original keeps its id, this file takes a new one
                 old = self.db.execute("SELECT value FROM meta WHERE name = 'replica_id'").fetchone()[0]
+                # Every event the original had written so far is here: replication must not send them again.
+                head = self.db.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()[0]
+                _SQLiteTx(self.db, self.clock).set_origin(old, int(head))
                 self.db.execute("UPDATE meta SET value = ? WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
                 self.db.execute(
                     "INSERT INTO meta (name, value) VALUES ('copied_from', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -452,7 +502,9 @@ class SQLiteBackend:
     def _read_meta(self) -> StoreMeta:
         rows = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        return StoreMeta(rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), version, str(self.path))
+        return StoreMeta(
+            rows["store_id"], rows["replica_id"], bytes.fromhex(rows["secret"]), version, str(self.path), rows.get("upstream") or None
+        )
 
     @contextmanager
     def _begin_immediate(self) -> Iterator[None]:

@@ -8,7 +8,14 @@ a dot from the key's dotted version vector set, so concurrent writes kept with
 ``keep_both`` become siblings and a later write whose context covers them
 resolves them (Preguiça et al., "Dotted Version Vectors", 2010).
 
-Values inside a key's DVVSet are wrapped: ``[value]`` is live, ``[]`` a tombstone.
+Values inside a key's DVVSet are wrapped: ``[value]`` is live, ``[]`` a tombstone,
+``[state, type]`` a CRDT's state, and ``[value, {"fence": …}]`` a value written on a
+replica cut off from its authority under a lease whose token only the authority can
+judge (``"deleted": true`` in the mark makes it a tombstone).
+
+On a replica (a store with an upstream), what needs the authority (absence, sequences,
+leases, comity's own coordinated keys) is not executed locally: the executor raises
+:class:`NeedsAuthority` and the session forwards the transaction (comity.sync).
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
-from ..crdt import TYPES, UpdateContext, crdt_type
+from ..crdt import TYPES, OutOfRights, UpdateContext, crdt_type
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
 from ..render import describe_key
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
 from ._codec import ContextCodec, check_key, compact_json, dump_value
 
 __all__ = [
+    "NeedsAuthority",
     "Unchanged",
     "Absent",
     "Holds",
@@ -44,6 +52,8 @@ __all__ = [
     "Executor",
     "event_json",
     "live_values",
+    "is_live",
+    "authority_needs",
 ]
 
 MAX_TTL_S = 7 * 24 * 3600.0
@@ -120,9 +130,11 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Next:
-    """Take the next number of sequence ``name``: unique, increasing, never reissued."""
+    """Take the next number of sequence ``name`` (or the next ``count`` of them, a block):
+    unique, increasing, never reissued."""
 
     name: str
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +178,25 @@ Guard = Union[Unchanged, Absent, Holds]
 Op = Union[Put, Create, Delete, Update, Next, Note, Acquire, Renew, Release]
 
 SEQ_PREFIX = "@seq/"
+ESCROW_PREFIX = "@escrow/"  # rights a replica holds: written by that replica alone (comity.sync)
+MAX_BLOCK = 1_000_000
 _LABEL = re.compile(r"[a-z][a-z0-9_.\-]{0,31}")
 _KEY_OPS = (Put, Create, Delete)
 _LEASE_OPS = (Acquire, Renew, Release)
+
+
+class NeedsAuthority(Exception):
+    """Raised on a replica by a transaction that only its authority may execute; ``reasons``
+    say why.  When the only reason is ``"holds"``, a cut-off replica may execute it
+    provisionally: the authority judges its lease tokens when it arrives."""
+
+    def __init__(self, reasons: set[str]) -> None:
+        super().__init__(", ".join(sorted(reasons)))
+        self.reasons = reasons
+
+    @property
+    def provisional(self) -> bool:
+        return self.reasons == {"holds"}
 
 
 # ----------------------------------------------------------------------- helpers
@@ -180,25 +208,73 @@ def _named(key: str) -> str:
     return meaning if meaning != key else repr(key)
 
 
-def _reveal(w: list[Any]) -> Any:
-    # [value] is a plain value; [state, type] a CRDT's state, read as its value.
-    return w[0] if len(w) == 1 else TYPES[w[1]].from_json(w[0]).value()
+
+def is_crdt(w: list[Any]) -> bool:
+    return len(w) == 2 and isinstance(w[1], str)
+
+
+def is_live(w: list[Any]) -> bool:
+    """A wrapped value that is not a tombstone."""
+    return bool(w) and not (len(w) == 2 and isinstance(w[1], dict) and w[1].get("deleted"))
 
 
 def live_values(clock: DVVSet) -> list[Any]:
-    return [_reveal(w) for w in clock.values() if w]
+    """What a reader sees: every live plain value, and each CRDT type's siblings merged into one
+    value (concurrent updates on two replicas are never shown side by side)."""
+    out: list[Any] = []
+    merged: dict[str, Any] = {}
+    for w in clock.values():
+        if not is_live(w):
+            continue
+        if is_crdt(w):
+            state = TYPES[w[1]].from_json(w[0])
+            merged[w[1]] = state if w[1] not in merged else merged[w[1]].merge(state)
+        else:
+            out.append(w[0])
+    return out + [state.value() for state in merged.values()]
 
 
 def crdt_of(clock: DVVSet) -> str | None:
     """The CRDT type a key holds, or None for a plain (or absent) key."""
     for w in clock.values():
-        if len(w) == 2:
+        if is_crdt(w):
             return str(w[1])
     return None
 
 
 def has_live(clock: DVVSet) -> bool:
-    return any(clock.values())
+    return any(is_live(w) for w in clock.values())
+
+
+def replica_owned(key: str, replica_id: str) -> bool:
+    """An escrow key of this replica's: it alone writes it, so it needs no authority."""
+    return key.startswith(ESCROW_PREFIX) and key.endswith("/" + replica_id)
+
+
+def authority_needs(guards: list[Guard], ops: list[Op], replica_id: str) -> set[str]:
+    """What in a transaction only the authority may decide (empty: a replica runs it itself).
+
+    Absence (create), sequences, leases and fencing tokens, and comity's own coordinated
+    keys (tasks, reservations, tokens) are decided in one place; plain keys, CRDT updates
+    and notes are not."""
+    reasons: set[str] = set()
+    for g in guards:
+        if isinstance(g, Absent):
+            reasons.add("create")
+        elif isinstance(g, Holds):
+            reasons.add("holds")
+    for o in ops:
+        if isinstance(o, Create):
+            reasons.add("create")
+        elif isinstance(o, Next):
+            reasons.add("sequence")
+        elif isinstance(o, _LEASE_OPS):
+            reasons.add("lease")
+        elif isinstance(o, (Put, Delete)) and o.key.startswith("@") and not replica_owned(o.key, replica_id):
+            reasons.add("coordinated")
+        elif isinstance(o, Update) and o.op == "escrow":
+            reasons.add("escrow")
+    return reasons
 
 
 def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
@@ -214,6 +290,8 @@ def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
     }
     if e.seen is not None:
         out["seen"] = e.seen
+    if e.opos is not None:
+        out["origin_pos"] = e.opos  # it came from replica e.replica, where it is at this position
     if e.detail:
         out.update(json.loads(e.detail))
     if with_value and e.value is not None:
@@ -293,6 +371,8 @@ def validate(guards: list[Guard], ops: list[Op], max_value_bytes: int, system: b
                 texts[i] = dump_value({"op": o.op, "arg": o.arg}, max_value_bytes, "arg")
             elif isinstance(o, Next):
                 check_key(o.name, "name")
+                if isinstance(o.count, bool) or not isinstance(o.count, int) or not 1 <= o.count <= MAX_BLOCK:
+                    raise Invalid("count", f"must be a whole number of sequence numbers in [1, {MAX_BLOCK}], got {o.count!r}")
                 if SEQ_PREFIX + o.name in seen_keys:
                     raise Invalid("name", f"sequence {o.name!r} is advanced twice in one transaction")
                 seen_keys.add(SEQ_PREFIX + o.name)
@@ -328,6 +408,7 @@ class Executor:
         self.codec = codec
         self.hlc = hlc
         self.max_value_bytes = max_value_bytes
+        self.authority = meta.upstream is None  # a replica forwards what only its authority may decide
 
     # -- the stale-write refusal, with the news of who wrote since
     def _stale(self, tx: Tx, key: str, row: KeyRow | None, after: int | None, rejected: Any, what: str) -> StaleContext:
@@ -372,6 +453,8 @@ class Executor:
         record: bool = True,
         system: bool = False,
         digest: str | None = None,
+        provisional: bool = False,
+        foreign: bool = False,
     ) -> tuple[dict[str, Any], bool]:
         """Apply a guarded transaction inside ``tx``; returns (outcome, replayed).
 
@@ -379,8 +462,19 @@ class Executor:
         and a retry with that id returns it instead of acting twice.  A caller that made
         up no id of its own (``record=False``) cannot retry with it, so nothing is kept.
         ``digest`` says what "the same request" is when the caller knows better than the
-        operations (a verb whose operations depend on what it read: its arguments)."""
+        operations (a verb whose operations depend on what it read: its arguments).
+
+        On a replica, what needs the authority raises :class:`NeedsAuthority` before anything
+        is done; with ``provisional`` (a replica cut off from its authority), lease guards are
+        checked against the last leases the replica heard of, and the values written are marked
+        with the tokens, for the authority to judge when they arrive.  ``foreign``: the
+        transaction comes from another replica, whose contexts' log positions are its own (the
+        events record what was seen by dots only)."""
         texts = validate(guards, ops, self.max_value_bytes, system)
+        if not self.authority:
+            needs = authority_needs(guards, ops, self.meta.replica_id)
+            if needs and not (provisional and needs == {"holds"}):
+                raise NeedsAuthority(needs)
         if record:
             if digest is None:
                 digest = _digest(caller.agent, guards, ops)
@@ -396,6 +490,7 @@ class Executor:
         rows: dict[str, KeyRow | None] = {}
         clocks: dict[str, DVVSet] = {}
         now = tx.now()
+        fence: list[list[Any]] = []
 
         for g in guards:
             if isinstance(g, Unchanged):
@@ -405,20 +500,24 @@ class Executor:
                     if has_live(clock):
                         raise self._stale(tx, g.key, rows[g.key], None, None, "no-context")
                 elif not clock.covered_by(ctx.seen):
-                    raise self._stale(tx, g.key, rows[g.key], ctx.pos, None, "changed")
+                    raise self._stale(tx, g.key, rows[g.key], None if foreign else ctx.pos, None, "changed")
             elif isinstance(g, Absent):
                 clock = self._clock(tx, g.key, rows, clocks)
                 if has_live(clock):
                     raise self._stale(tx, g.key, rows[g.key], None, None, "exists")
+            elif provisional and not self.authority:
+                self._check_holds_here(tx, g.resource, g.token, caller.agent)
+                fence.append([g.resource, g.token])
             else:
                 self._check_holds(tx, g.resource, g.token, now, caller.agent)
+        mark = {"fence": fence, "agent": caller.agent} if fence else None
 
         results: list[dict[str, Any]] = []
         last_pos = 0
         appended = 0
         for i, o in enumerate(ops):
             if isinstance(o, _KEY_OPS):
-                res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks)
+                res, last_pos = self._write(tx, caller, request_id, o, texts.get(i), rows, clocks, mark, foreign)
                 appended += 1
             elif isinstance(o, Update):
                 res, last_pos = self._crdt(tx, caller, request_id, o, texts[i], rows, clocks)
@@ -450,6 +549,8 @@ class Executor:
         text: str | None,
         rows: dict[str, KeyRow | None],
         clocks: dict[str, DVVSet],
+        mark: dict[str, Any] | None = None,
+        foreign: bool = False,
     ) -> tuple[dict[str, Any], int]:
         key = o.key
         clock = self._clock(tx, key, rows, clocks)
@@ -472,22 +573,26 @@ class Executor:
         else:
             ctx = self.codec.open(o.context, key, "context")
             seen = ctx.seen
-            seen_pos = ctx.pos
+            seen_pos = None if foreign else ctx.pos  # another replica's read position means nothing here
             if not keep_both and not clock.covered_by(seen):
-                raise self._stale(tx, key, row, ctx.pos, value, "changed")
+                raise self._stale(tx, key, row, seen_pos, value, "changed")
         wrapped: list[Any] = [] if isinstance(o, Delete) else [value]
+        if mark is not None:  # provisional: kept with the tokens it was written under
+            wrapped = [None, {**mark, "deleted": True}] if isinstance(o, Delete) else [value, mark]
         op = o.label or ("create" if isinstance(o, Create) else "delete" if isinstance(o, Delete) else "put")
         new, joined, counter, pos = self._commit(tx, caller, request_id, key, op, clock, seen, wrapped, text, seen_pos, rows, clocks)
-        values = new.values()
-        live = [w[0] for w in values if w]
-        return {
+        live = live_values(new)
+        result: dict[str, Any] = {
             "key": key,
             "op": op,
             "values": live,
             "context": self.codec.seal(key, joined, pos),
             "pos": pos,
             "dot": [self.meta.replica_id, counter],
-        }, pos
+        }
+        if mark is not None:
+            result["provisional"] = mark["fence"]
+        return result, pos
 
     def _stamp(self, row: KeyRow | LeaseRow | None) -> str:
         # Events of one key carry increasing HLC times even across processes: the encoding is
@@ -511,6 +616,7 @@ class Executor:
         seen_pos: int | None,
         rows: dict[str, KeyRow | None],
         clocks: dict[str, DVVSet],
+        more: dict[str, Any] | None = None,
     ) -> tuple[DVVSet, VersionVector, int, int]:
         """Record one write: the key's new DVVSet, its event in the log, its new state."""
         row = rows[key]
@@ -520,7 +626,18 @@ class Executor:
         counter = joined.get(replica)
         stamp = self._stamp(row)
         n_values = new.size()
-        detail = compact_json({"siblings": n_values}) if n_values > 1 else None
+        extra: dict[str, Any] = {}
+        if n_values > 1:
+            extra["siblings"] = n_values
+        if len(seen) and op != "next" and not is_crdt(wrapped):
+            # What the writer had seen of the key, by dot: on another replica, where log
+            # positions mean nothing, `why` still tells what this write saw.
+            extra["saw"] = seen.to_json()
+        if len(wrapped) == 2 and isinstance(wrapped[1], dict):
+            extra["provisional"] = wrapped[1]["fence"]
+        if more:
+            extra.update(more)
+        detail = compact_json(extra) if extra else None
         event = EventRow(
             key, op, caller.agent, caller.session, replica, counter, stamp, request_id, text, detail,
             prev=row.pos if row is not None else 0, seen=seen_pos,
@@ -553,12 +670,27 @@ class Executor:
         if o.type is not None and o.type != type_name:
             raise Invalid("type", f"{key!r} is a {type_name}, not a {o.type}; give no type, or use another key")
         cls = crdt_type(type_name)
-        states = [w[0] for w in clock.values() if len(w) == 2]
+        states = [w[0] for w in clock.values() if is_crdt(w) and w[1] == type_name]
         state = cls.new()
         for st in states:  # siblings of a CRDT merge; they are never shown side by side
             state = state.merge(cls.from_json(st))
+        if o.op == "escrow":
+            raise Invalid(
+                "op", f"escrow takes a share of {key!r}'s rights from a replica's upstream; this store is the authority itself"
+            )
         stamp = HLCTimestamp.decode(self._stamp(rows[key]))
-        delta = state.update(o.op, o.arg, self.meta.replica_id, UpdateContext(time=stamp))
+        try:
+            delta = state.update(o.op, o.arg, self.meta.replica_id, UpdateContext(time=stamp))
+        except OutOfRights as e:
+            if not self.authority:
+                raise NeedsAuthority({"rights"}) from None  # the authority may hold enough
+            raise StaleContext(
+                f"{key!r} is a bounded counter at {e.value}: this store holds {e.have} of its rights and {e.need}"
+                " are needed; it never goes below 0 (rights held by replicas come back when they transfer them)",
+                key=key,
+                value=e.value,
+                rights=e.have,
+            ) from None
         new_state = state.merge(delta).to_json()
         dump_value(new_state, self.max_value_bytes, "value")
         event_text = compact_json({"op": o.op, "arg": o.arg, "delta": delta.to_json()})
@@ -580,8 +712,12 @@ class Executor:
         clock = self._clock(tx, key, rows, clocks)
         current = live_values(clock)
         n = (max(current) if current else 0) + 1
-        _, _, _, pos = self._commit(tx, caller, request_id, key, "next", clock, clock.join(), [n], str(n), None, rows, clocks)
-        return {"sequence": o.name, "value": n, "pos": pos}, pos
+        last = n + o.count - 1
+        block = {"first": n, "count": o.count} if o.count > 1 else None
+        _, _, _, pos = self._commit(tx, caller, request_id, key, "next", clock, clock.join(), [last], str(last), None, rows, clocks, block)
+        if o.count == 1:
+            return {"sequence": o.name, "value": n, "pos": pos}, pos
+        return {"sequence": o.name, "value": n, "last": last, "count": o.count, "pos": pos}, pos
 
     def _note(
         self,
@@ -607,6 +743,35 @@ class Executor:
         return {"key": o.key, "op": o.label, "pos": pos}, pos
 
     # -- leases: fencing tokens never rewind; expiry is judged by the authority's clock
+    def _check_holds_here(self, tx: Tx, resource: str, token: int, agent: str) -> None:
+        """A cut-off replica's check of a lease guard, against the leases it last heard of.
+        Expiry is not judged here: the authority judges the token when the write arrives."""
+        lease = tx.lease(resource)
+        if lease is None or token > lease.token:
+            raise Fenced(f"this replica has heard of no lease on {resource!r} with token {token}", resource=resource, token=token)
+        if token < lease.token or lease.holder != agent:
+            raise Fenced(
+                f"token {token} for {resource!r} is not {agent}'s current one: this replica last heard of token"
+                f" {lease.token} held by {lease.holder or 'nobody'}",
+                resource=resource,
+                token=token,
+                current=lease.token,
+                holder=lease.holder,
+            )
+
+    def write_event(
+        self, tx: Tx, caller: Caller, request_id: str, key: str, op: str, seen: VersionVector, wrapped: list[Any],
+        detail: dict[str, Any] | None = None,
+    ) -> tuple[DVVSet, int]:
+        """One write of ``wrapped`` to ``key`` over what ``seen`` covers, as its own event (for
+        comity.sync, which writes on the authority's behalf when it fences a late write)."""
+        rows: dict[str, KeyRow | None] = {}
+        clocks: dict[str, DVVSet] = {}
+        clock = self._clock(tx, key, rows, clocks)
+        text = None if not wrapped or not is_live(wrapped) else compact_json(wrapped[0])
+        new, _, _, pos = self._commit(tx, caller, request_id, key, op, clock, seen, wrapped, text, None, rows, clocks, detail)
+        return new, pos
+
     def _check_holds(self, tx: Tx, resource: str, token: int, now: float, agent: str) -> LeaseRow:
         lease = tx.lease(resource)
         if lease is None or token > lease.token:
