@@ -1030,3 +1030,61 @@ def test_a_copied_store_file_takes_a_new_replica_id(tmp_path: Any) -> None:
     again = comity.open(tmp_path / "a.db")
     assert again.replica_id == rid, "the original keeps its id"
     again.close()
+
+
+# ------------------------------------------------------------------ replication (the backend's part)
+
+
+def test_events_from_an_origin_and_the_origins_table(store: comity.Store) -> None:
+    """What comity.sync asks of a backend: a log's events by origin, in origin order, those
+    that arrived from elsewhere keeping their origin position; the per-origin digest; settings."""
+    from comity.store import EventRow
+
+    s = store.session("alice")
+    for i in range(3):
+        s.put(f"k{i}", i)
+    me = store.replica_id
+    with store.backend.transaction(write=True) as tx:
+        assert tx.origins() == {}
+        # Two events that came from replica "rX", at its positions 5 and 9.
+        for origin in (5, 9):
+            e = EventRow("far", "put", "bob", "x1", "rX", origin, "000000000000001.0000000000", "q", "1", None, 0, None, 0, origin)
+            tx.append(e)
+        tx.set_origin("rX", 9)
+        tx.set_origin("rX", 4)  # never rewinds
+        tx.set_setting("upstream_test", "somewhere")
+        tx.set_setting("upstream_test", "elsewhere")
+    with store.backend.transaction(write=False) as tx:
+        assert tx.origins() == {"rX": 9}
+        mine = tx.events_from(me, 0, 100)
+        assert [e.key for e in mine] == ["k0", "k1", "k2"] and all(e.opos is None for e in mine)
+        assert [e.origin for e in tx.events_from(me, mine[0].pos, 100)] == [mine[1].pos, mine[2].pos]
+        far = tx.events_from("rX", 0, 100)
+        assert [(e.origin, e.opos, e.key) for e in far] == [(5, 5, "far"), (9, 9, "far")]
+        assert [e.origin for e in tx.events_from("rX", 5, 100)] == [9]
+        assert [e.origin for e in tx.events_from("rX", 0, 1)] == [5]
+        assert tx.events_from("nobody", 0, 10) == []
+        assert tx.setting("upstream_test") == "elsewhere" and tx.setting("nothing") is None
+        keys = [k for k, _ in tx.states(None, 100)]
+        assert keys == ["k0", "k1", "k2"]
+        assert [k for k, _ in tx.states("k0", 1)] == ["k1"]
+    s.delete("k1", context=s.get("k1").context)
+    with store.backend.transaction(write=False) as tx:
+        rows = dict(tx.states(None, 100))
+        assert rows["k1"].live is False and rows["k0"].live is True  # tombstones are states too
+    assert [e["origin_pos"] for e in s.log() if e["key"] == "far"] == [5, 9]
+
+
+def test_a_copy_remembers_every_event_of_its_original(tmp_path: Any) -> None:
+    import shutil
+
+    store = comity.open(tmp_path / "a.db")
+    store.session("alice").put("k", 1)
+    original, head = store.replica_id, store.info()["head"]
+    store.close()
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    copy = comity.open(tmp_path / "b.db")
+    with copy.backend.transaction(write=False) as tx:
+        assert copy.replica_id != original
+        assert tx.origins() == {original: head}
+    copy.close()

@@ -7,10 +7,13 @@ Balegas, Serra, Preguiça, Fonte, Gonçalves, Shapiro, Baquero, Najafzadeh,
 transferred away and its decrements), so every replica checks the bound alone, with
 no coordination, and the sum of everyone's rights (the value) never goes below zero
 whatever the partitions.  Rights move between replicas with ``transfer``; a replica
-takes a share from its upstream while connected and spends it offline.  Delta
-mutators after Almeida, Shoker, Baquero, "Delta State Replicated Data Types" (JPDC
-2018): each entry is written by one replica only and only grows, so merge is the
-pointwise max and a delta is the changed entry alone.
+takes a share from its upstream while connected and spends it offline.  Each entry is
+written by one replica only and only grows, so merge is the pointwise max.  The delta
+of a mutator (Almeida, Shoker, Baquero, "Delta State Replicated Data Types", JPDC 2018)
+is the whole new state, not the changed entry: a decrement is safe only together with
+the increments and transfers that gave its replica the rights it spent, and a replica
+that merged the decrement without them would see the value below zero.  Full states
+merged in any order keep the bound (the join of two valid states is valid).
 """
 
 from __future__ import annotations
@@ -88,11 +91,11 @@ class BCounter:
         actor = check_actor(actor)
         if op == "inc":
             n = positive_int(arg, op)
-            return type(self)(VersionVector({actor: self._inc.get(actor) + n}))
+            return self.merge(type(self)(VersionVector({actor: self._inc.get(actor) + n})))
         if op == "dec":
             n = positive_int(arg, op)
             self._spend(actor, n)
-            return type(self)(None, VersionVector({actor: self._dec.get(actor) + n}))
+            return self.merge(type(self)(None, VersionVector({actor: self._dec.get(actor) + n})))
         if not isinstance(arg, dict) or set(arg) != {"to", "n"}:
             raise Invalid("arg", 'transfer takes {"to": REPLICA, "n": N}')
         to, n = arg["to"], positive_int(arg["n"], op)
@@ -100,7 +103,7 @@ class BCounter:
             raise Invalid("arg", f"transfer needs another replica's id in 'to', got {to!r}")
         self._spend(actor, n)
         pair = actor + _SEP + to
-        return type(self)(None, None, VersionVector({pair: self._moved.get(pair) + n}))
+        return self.merge(type(self)(None, None, VersionVector({pair: self._moved.get(pair) + n})))
 
     def _spend(self, actor: str, n: int) -> None:
         have = self.rights(actor)

@@ -304,7 +304,8 @@ def _fence(store: Store, tx: Tx, key: str, pre: DVVSet, incoming: DVVSet, merged
     for r in out:
         for lost_lease in r["fenced_by"]:
             resource = lost_lease["resource"]
-            _note(store, tx, caller, request_id, resource, {"key": key, **{k: r[k] for k in ("agent", "dot", "conflict")}, **lost_lease})
+            note = {"fenced_key": key, "writer": r["agent"], "writer_dot": r["dot"], "conflict": r["conflict"], **lost_lease}
+            _note(store, tx, caller, request_id, resource, note)
     return out
 
 

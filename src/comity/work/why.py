@@ -99,6 +99,12 @@ def why(session: Session, target: str, *, limit: int = 1000) -> dict[str, Any]:
                 f"{f['agent']}'s write on replica {f['dot'][0]} was fenced when it arrived: {lost}; it is kept in"
                 f" {f['conflict']} and was not applied"
             )
+        if e["op"] == "sync.fenced":
+            explanations.append(
+                f"{e.get('writer')}'s write of {e.get('fenced_key')} on replica {(e.get('writer_dot') or ['?'])[0]} under"
+                f" token {e.get('token')} was fenced when it arrived: token {e.get('current')} ({e.get('holder') or 'released'})"
+                f" had superseded it; it is kept in {e.get('conflict')} and was not applied"
+            )
         history.append(item)
     out: dict[str, Any] = {"target": target, "key": key, "history": history, "explanations": explanations}
     if key.startswith(TASK_PREFIX):
