@@ -18,7 +18,7 @@ LAYER = {
     "coord": 4,
     "work": 5,
     "chaos": 6,
-    "cli": 7, "server": 7, "mcp": 7, "integrations": 7, "bench": 7, "repo": 7, "remote": 7, "jepsen": 7,
+    "cli": 7, "server": 7, "mcp": 7, "integrations": 7, "bench": 7, "repo": 7, "remote": 7, "jepsen": 7, "replica_cli": 7,
 }
 CORE = ["causal", "crdt", "store", "coord", "work", "sync"]
 

@@ -556,10 +556,11 @@ def _register_faces() -> None:
     from .bench.commands import register as bench
     from .chaos.commands import register as chaos
     from .mcp.commands import register as mcp
+    from .replica_cli import register as replica
     from .repo.commands import register as repo
     from .server.commands import register as server
 
-    for register in (bench, server, mcp, repo, chaos):
+    for register in (bench, server, mcp, repo, chaos, replica):
         register(cli)
 
 

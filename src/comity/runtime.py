@@ -238,7 +238,7 @@ class HttpTransport:
             resp = conn.getresponse()
             payload = resp.read()
         except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"{dest}: {type(e).__name__}: {e}") from None
+            raise Unreachable(f"{type(e).__name__}: {e}") from None
         finally:
             conn.close()
         try:

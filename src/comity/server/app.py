@@ -26,6 +26,7 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -33,6 +34,7 @@ from .. import __version__
 from ..errors import ComityError, Invalid
 from ..store import Store
 from ..store._api import check_agent
+from ..sync import Endpoint
 from ..work import VERBS, Agent, Verb
 from ..work.verbs import output_schema
 from .auth import Authenticator, Identity, issue_token
@@ -463,6 +465,24 @@ def create_app(
             return fail(e)
         except Exception:
             return bug("agent_add")
+
+    replication = Endpoint(store)
+
+    @app.post("/v1/sync", summary="Replication: a replica's anti-entropy and forwarded transactions (admin token only).",
+              tags=["admin"], operation_id="sync", responses=_RESPONSES)
+    async def sync(request: Request, caller: Annotated[Identity, Depends(authenticate)]) -> Response:
+        """One replication message (``comity.sync``): ``{"type": "hello" | "pull" | "push" | "txn" | …, "store": …}``.
+        A replica writes on behalf of every agent whose events it carries, so only admin tokens may."""
+        if not caller.admin:
+            return _answer(403, {"error": "forbidden", "message": f"replication needs an admin token; {caller.agent}'s is not one"})
+        try:
+            message = json.loads(await request.body())
+        except ValueError:
+            return _answer(422, {"error": "invalid", "field": "body", "message": "body: is not valid JSON"})
+        try:
+            return _answer(200, await run_in_threadpool(replication.handle, message))
+        except Exception:
+            return bug("sync")
 
     limit = max_body_bytes if max_body_bytes is not None else 8 * store.max_value_bytes + (1 << 20)
     app.add_middleware(_BodyCap, limit=limit)

@@ -66,7 +66,7 @@ def _link_to(store: Store, location: str | None, auth: str | None) -> tuple[Link
         return connect(where, src=store.replica_id, auth=auth), upstream
     except Unavailable as e:
         if upstream:
-            raise unreachable(store, e.message) from None
+            raise unreachable(store, str(e.details.get("reason", e.message))) from None
         raise
 
 
@@ -77,7 +77,7 @@ def sync_with(store: Store, location: str | None = None, *, auth: str | None = N
         result = sync(store, link, pull=pull, push=push)
     except Unavailable as e:
         if upstream and e.details.get("unreachable"):
-            raise unreachable(store, e.message) from None
+            raise unreachable(store, str(e.details.get("reason", e.message))) from None
         raise
     finally:
         link.close()

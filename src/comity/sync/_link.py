@@ -53,7 +53,7 @@ class Link:
         try:
             answer = self.transport.request(self.src, self.dest, message)
         except Unreachable as e:
-            raise Unavailable(f"{self.label} cannot be reached: {e}", peer=self.label, unreachable=True) from None
+            raise Unavailable(f"{self.label} cannot be reached ({e})", peer=self.label, unreachable=True, reason=str(e)) from None
         self.received_bytes += size_of(answer)
         if not isinstance(answer, dict) or "ok" not in answer:
             raise ComityError(f"{self.label} answered something that is not a replication answer; is it a comity server?")
@@ -94,7 +94,7 @@ def connect(
     try:
         peer = open_store(location, clock=clock, rng=rng)
     except Unavailable as e:
-        raise Unavailable(f"{location} cannot be reached: {e.message}", peer=location, unreachable=True) from None
+        raise Unavailable(f"{location} cannot be reached ({e.message})", peer=location, unreachable=True, reason=e.message) from None
     transport = InProcessTransport()
     transport.register(peer.location, Endpoint(peer).handle)
     return Link(transport, src, peer.location, label=location, peer=peer)

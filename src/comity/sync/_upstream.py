@@ -106,7 +106,7 @@ class Upstream:
                 try:
                     self._link = connect(where, src=store.replica_id, auth=auth, timeout=limit)
                 except Unavailable as e:
-                    raise unreachable(store, e.message) from None
+                    raise unreachable(store, str(e.details.get("reason", e.message))) from None
         return self._link
 
     def close(self) -> None:
@@ -129,7 +129,7 @@ class Upstream:
         try:
             answer = link.request(message)
         except Unavailable as e:
-            raise unreachable(store, e.message) from None
+            raise unreachable(store, str(e.details.get("reason", e.message))) from None
         if answer.get("batch") is not None:
             apply(store, answer["batch"])  # the keys it touched, as the authority has them now
         self._catch_up(link)
