@@ -20,7 +20,6 @@ import comity.sync
 from comity import Invalid, StaleContext, Unavailable
 from comity.coord import next_number, reserve_block
 from comity.runtime import VirtualClock
-from comity.store import Holds, Put
 from comity.sync import CONFLICT_PREFIX, apply, state_hash
 from comity.work import Board, why
 
@@ -336,15 +335,15 @@ def test_work_under_a_lease_taken_over_while_cut_off_is_fenced_when_it_arrives(
     sandbox.wire.cut = True
     # Offline, alice keeps working under her lease: kept here, marked with her token.
     for key in ("files/app.py", "files/other.py"):
-        r = alice.txn(guards=[Holds(f"@task/{task['id']}", claim.token)], ops=[Put(key, f"alice's {key}", context=alice.get(key).context)], system=True)
-        assert r.results[0]["provisional"] == [[f"@task/{task['id']}", claim.token]]
+        Board(alice).write(key, f"alice's {key}", task=task["id"], token=claim.token, context=alice.get(key).context)
+        assert [e for e in alice.log(key) if e["agent"] == "alice"][-1]["provisional"] == [[f"@task/{task['id']}", claim.token]]
     alice.news()
     # Upstream the lease runs out, bob takes the task over and rewrites app.py.
     clock.advance(120)
     bob = upstream.session("bob")
     take = Board(bob).claim(task["id"])
     assert take.token > claim.token
-    bob.txn(guards=[Holds(f"@task/{task['id']}", take.token)], ops=[Put("files/app.py", "bob's", context=bob.get("files/app.py").context)], system=True)
+    Board(bob).write("files/app.py", "bob's", task=task["id"], token=take.token, context=bob.get("files/app.py").context)
     sandbox.wire.cut = False
     res = sandbox.sync()
     assert {f["key"] for f in res.fenced} == {"files/app.py", "files/other.py"}
@@ -370,7 +369,7 @@ def test_offline_work_under_a_lease_nobody_took_is_applied(upstream: comity.Stor
     task = Board(alice).add("slow work")
     claim = Board(alice).claim(task["id"], ttl=60)
     sandbox.wire.cut = True
-    alice.txn(guards=[Holds(f"@task/{task['id']}", claim.token)], ops=[Put("files/slow.py", "done slowly")], system=True)
+    Board(alice).write("files/slow.py", "done slowly", task=task["id"], token=claim.token)
     clock.advance(600)  # expired, but nobody took it over
     sandbox.wire.cut = False
     assert sandbox.sync().fenced == []

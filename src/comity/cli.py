@@ -478,6 +478,16 @@ def seq_next_cmd(obj: Ctx, r: dict[str, Any], as_json: bool) -> None:
     print_json(r) if as_json else out.print(str(r["value"]), markup=False)
 
 
+@verb_command(seq_group, "reserve", "seq_reserve", args=["name"],
+              help="On a replica: take --count numbers of sequence NAME from the upstream now (connected), for `seq next NAME` to spend here later, offline or not; never issued to anyone else.")
+def seq_reserve_cmd(obj: Ctx, r: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(r)
+        return
+    out.print(f"{r['first']}..{r['last']}", markup=False)
+    err.print(f"{r['escrowed']} numbers of {r['sequence']} escrowed here", markup=False)
+
+
 @verb_command(cli, "reserve", "reserve_paths", args=["paths"],
               help="Reserve paths or globs (exclusive unless --shared); exit 3 naming the holder on overlap.")
 def reserve_cmd(obj: Ctx, r: dict[str, Any], as_json: bool) -> None:

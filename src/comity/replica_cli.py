@@ -1,4 +1,5 @@
-"""The replication commands: ``comity replica clone|status``, ``comity sync``, ``comity seq reserve``."""
+"""The replication commands: ``comity replica clone|status`` and ``comity sync`` (``comity seq reserve`` is the
+``seq_reserve`` verb, in :mod:`comity.cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import click
 
-from .clikit import Ctx, command, err, out, print_news
+from .clikit import Ctx, command, err, out
 from .errors import ComityError, Invalid
 
 __all__ = ["register"]
@@ -21,7 +22,7 @@ def _print(obj: Any) -> None:
 
 
 def register(cli: click.Group) -> None:
-    """Add ``replica``, ``sync`` and ``seq reserve`` to the ``comity`` command."""
+    """Add ``replica`` and ``sync`` to the ``comity`` command."""
     from . import sync as replication
 
     def local(obj: Ctx) -> Any:
@@ -108,24 +109,3 @@ def register(cli: click.Group) -> None:
         if "repair" in r:
             rp = r["repair"]
             out.print(f"repair: {rp['differing']} of {rp['buckets']} leaves differed; {rp['keys_received']} keys in, {rp['keys_sent']} out", markup=False)
-
-    seq_group = cli.commands.get("seq")
-    if isinstance(seq_group, click.Group):
-
-        @command(seq_group, "reserve")
-        @click.argument("name")
-        @click.option("--count", type=click.IntRange(1, 1_000_000), required=True, help="How many numbers to take from the upstream now.")
-        def seq_reserve_cmd(obj: Ctx, name: str, count: int, *, as_json: bool) -> None:
-            """On a replica: take COUNT numbers of sequence NAME from the upstream now (connected), for
-            `seq next NAME` to spend here later, offline or not; never issued to anyone else."""
-            from .coord import reserve_block
-
-            session = local(obj).session(obj.agent_name, name=obj.session_name)
-            got = reserve_block(session, name, count)
-            news, truncated = session.take_news()
-            print_news(news, truncated)
-            if as_json:
-                _print(got)
-            else:
-                out.print(f"{got['first']}..{got['last']}", markup=False)
-                err.print(f"{got['escrowed']} numbers of {name} escrowed here", markup=False)

@@ -201,12 +201,12 @@ class InProcessTransport:
 
 class HttpTransport:
     """Requests to comity servers: ``dest`` is a server's URL, the message is POSTed as JSON to
-    ``{dest}/v1/sync`` with a bearer token, and the JSON answer is the reply (an answer that
+    ``{dest}/v1/admin/sync`` with a bearer token, and the JSON answer is the reply (an answer that
     is a comity error comes back as ``{"ok": false, "error": …}``).  A server that cannot be
     reached, or does not answer within ``timeout`` seconds, is :class:`Unreachable`.
     Addresses registered with :meth:`register` are served in this process instead."""
 
-    def __init__(self, *, auth: str | None = None, timeout: float = 60.0, path: str = "/v1/sync") -> None:
+    def __init__(self, *, auth: str | None = None, timeout: float = 60.0, path: str = "/v1/admin/sync") -> None:
         self.auth = auth
         self.timeout = timeout
         self.path = path

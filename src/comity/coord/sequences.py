@@ -105,7 +105,8 @@ def allocate(session: Session, name: str, *, floor: int = 0, unit: str | None = 
     return Allocation(n, False, record)
 
 
-def reserve_block(session: Session, name: str, count: int) -> dict[str, Any]:
+def reserve_block(session: Session, name: str, count: int, *, request: tuple[str, str] | None = None) -> dict[str, Any]:
     """On a replica, take a block of ``count`` numbers of ``name`` from the authority now, for
-    :func:`next_number` to spend here later, connected or not."""
-    return reserve_numbers(session, name, count)
+    :func:`next_number` to spend here later, connected or not.  With ``request`` (a request id
+    and its digest) a retry gets the block the first attempt took, recorded once."""
+    return reserve_numbers(session, name, count, request=request)

@@ -468,7 +468,7 @@ def create_app(
 
     replication = Endpoint(store)
 
-    @app.post("/v1/sync", summary="Replication: a replica's anti-entropy and forwarded transactions (admin token only).",
+    @app.post("/v1/admin/sync", summary="Replication: a replica's anti-entropy and forwarded transactions (admin token only).",
               tags=["admin"], operation_id="sync", responses=_RESPONSES)
     async def sync(request: Request, caller: Annotated[Identity, Depends(authenticate)]) -> Response:
         """One replication message (``comity.sync``): ``{"type": "hello" | "pull" | "push" | "txn" | …, "store": …}``.

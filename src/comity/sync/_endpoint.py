@@ -1,6 +1,6 @@
 """The serving side of replication: one handler answers a peer's messages about one store.
 
-``comity serve`` exposes it at ``POST /v1/sync`` (admin tokens only: a replica writes on
+``comity serve`` exposes it at ``POST /v1/admin/sync`` (admin tokens only: a replica writes on
 behalf of every agent whose events it carries); a store opened directly is served in
 process.  The handler never raises: every answer is ``{"ok": true, …}`` or
 ``{"ok": false, "error": {…}}``, so every transport carries errors the same way.

@@ -25,6 +25,7 @@ from ..store._txn import ESCROW_PREFIX, MAX_BLOCK, live_values
 __all__ = ["reserve_numbers", "take_number", "escrowed", "escrow_key"]
 
 _RETRIES = 64
+_SPENT_KEPT = 64  # spent blocks remembered, so a late retry of their reservation is recognised
 
 
 def escrow_key(name: str, replica: str) -> str:
@@ -32,6 +33,8 @@ def escrow_key(name: str, replica: str) -> str:
 
 
 def _read(store: Store, key: str) -> tuple[list[list[int]], str]:
+    """The blocks held, each ``[next, last, first]`` (spent ones kept, ``next > last``, so a
+    retried reservation is recognised), and the context to write them with."""
     with store.backend.transaction(write=False) as tx:
         row = tx.load(key)
         head = tx.head()
@@ -39,16 +42,23 @@ def _read(store: Store, key: str) -> tuple[list[list[int]], str]:
     values = live_values(clock)
     if len(values) > 1:  # only this replica writes the key, always over its last read
         raise ComityError(f"{key!r} has {len(values)} values; refusing to spend a block that may be spent twice")
-    blocks = [list(b) for b in values[0]["blocks"]] if values else []
+    blocks = [[b[0], b[1], b[2] if len(b) > 2 else b[0]] for b in values[0]["blocks"]] if values else []
     return blocks, store.codec.seal(key, clock.join(), head)
 
 
 def _remaining(blocks: list[list[int]]) -> int:
-    return sum(last - nxt + 1 for nxt, last in blocks)
+    return sum(max(0, b[1] - b[0] + 1) for b in blocks)
 
 
-def reserve_numbers(session: Session, name: str, count: int) -> dict[str, Any]:
-    """Take ``count`` numbers of sequence ``name`` from the authority, for this replica to spend."""
+def _kept(blocks: list[list[int]]) -> list[list[int]]:
+    """The blocks to keep: every one with numbers left, and the latest spent ones."""
+    spent = [b for b in blocks if b[0] > b[1]]
+    return [b for b in blocks if b[0] <= b[1] or b in spent[-_SPENT_KEPT:]]
+
+
+def reserve_numbers(session: Session, name: str, count: int, *, request: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Take ``count`` numbers of sequence ``name`` from the authority, for this replica to spend.
+    With ``request`` (id, digest) a retry gets the recorded block, and records it here once."""
     store = session.store
     check_key(name, "name")
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BLOCK:
@@ -57,14 +67,17 @@ def reserve_numbers(session: Session, name: str, count: int) -> dict[str, Any]:
         raise Invalid(
             "store", f"this store is its own authority: sequence {name!r} needs no reservation here (take numbers as you go)"
         )
-    got = session.txn(ops=[Next(name, count)], system=True).results[0]  # at the authority
+    rid, digest = request if request is not None else (None, None)
+    got = session.txn(ops=[Next(name, count)], system=True, request_id=rid, digest=digest).results[0]  # at the authority
     first, last = int(got["value"]), int(got.get("last", got["value"]))
     key = escrow_key(name, store.replica_id)
     for _ in range(_RETRIES):
         blocks, context = _read(store, key)
-        blocks.append([first, last])
+        if any(b[2] == first for b in blocks):  # a retry: recorded by the first attempt
+            return {"sequence": name, "first": first, "last": last, "count": count, "escrowed": _remaining(blocks)}
+        blocks.append([first, last, first])
         try:
-            session.txn(ops=[Put(key, {"sequence": name, "blocks": blocks}, context=context, label="escrow")], system=True)
+            session.txn(ops=[Put(key, {"sequence": name, "blocks": _kept(blocks)}, context=context, label="escrow")], system=True)
         except StaleContext:
             continue  # another process of this replica spent from it meanwhile
         return {"sequence": name, "first": first, "last": last, "count": count, "escrowed": _remaining(blocks)}
@@ -79,12 +92,14 @@ def take_number(session: Session, name: str) -> int | None:
     key = escrow_key(name, store.replica_id)
     for _ in range(_RETRIES):
         blocks, context = _read(store, key)
-        if not blocks:
+        live = [i for i, b in enumerate(blocks) if b[0] <= b[1]]
+        if not live:
             return None
-        (nxt, last), rest = blocks[0], blocks[1:]
-        left = ([[nxt + 1, last]] if nxt < last else []) + rest
+        i = live[0]
+        nxt = blocks[i][0]
+        blocks[i] = [nxt + 1, blocks[i][1], blocks[i][2]]
         try:
-            session.txn(ops=[Put(key, {"sequence": name, "blocks": left}, context=context, label="escrow.spend")], system=True)
+            session.txn(ops=[Put(key, {"sequence": name, "blocks": _kept(blocks)}, context=context, label="escrow.spend")], system=True)
         except StaleContext:
             continue  # another process took this number: take the next
         return nxt
@@ -101,7 +116,8 @@ def escrowed(store: Store) -> list[dict[str, Any]]:
         if not key.endswith("/" + store.replica_id):
             continue
         values = live_values(DVVSet.from_stored_json(json.loads(row.clock)))
-        if len(values) == 1 and values[0]["blocks"]:
-            blocks = values[0]["blocks"]
-            out.append({"sequence": values[0]["sequence"], "blocks": blocks, "remaining": _remaining(blocks)})
+        if len(values) == 1:
+            blocks = [[b[0], b[1]] for b in values[0]["blocks"] if b[0] <= b[1]]
+            if blocks:
+                out.append({"sequence": values[0]["sequence"], "blocks": blocks, "remaining": _remaining(blocks)})
     return out

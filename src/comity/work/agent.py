@@ -22,7 +22,7 @@ from typing import Any
 
 from ..coord import agents as agent_statuses
 from ..coord import heartbeat as send_heartbeat
-from ..coord import next_number, reservations, reserve
+from ..coord import next_number, reservations, reserve, reserve_block
 from ..coord import release as release_reservations
 from ..errors import Invalid
 from ..store import Create, Delete, Put, Session, Update, Written
@@ -306,6 +306,12 @@ class Agent(ChangeVerbs, MigrationVerbs):
         req = self._request("seq_next", request_id, name=name)
         value = next_number(self.session, name, request_id=None if req is None else req.id, digest=None if req is None else req.digest)
         return self._answer({"sequence": name, "value": value})
+
+    def seq_reserve(self, name: str, count: int, request_id: str | None = None) -> dict[str, Any]:
+        if self.session.agent is None:
+            raise Invalid("agent", "taking numbers needs an agent name")
+        req = self._request("seq_reserve", request_id, name=name, count=count)
+        return self._answer(reserve_block(self.session, name, count, request=None if req is None else (req.id, req.digest)))
 
     def reserve_paths(self, paths: list[str], ttl: float = RESERVATION_TTL_S, shared: bool = False, request_id: str | None = None) -> dict[str, Any]:
         req = self._request("reserve_paths", request_id, paths=paths, ttl=ttl, shared=shared)

@@ -270,9 +270,9 @@ VERBS: tuple[Verb, ...] = (
         "Apply a CRDT operation to a key (counters, sets, registers): it merges with everyone else's and is never "
         'refused as stale. Example: update(key="labels/T-12", op="add", arg="backend", type="orset")',
         (_key(),
-         Param("op", "str", "The operation: gcounter/pncounter 'inc'/'dec', orset 'add'/'remove', lww/mvreg 'set', flag 'enable'/'disable', ormap ops."),
+         Param("op", "str", "The operation: gcounter/pncounter 'inc'/'dec', orset 'add'/'remove', lww/mvreg 'set', flag 'enable'/'disable', ormap ops, bcounter 'inc'/'dec'/'transfer' (and 'escrow' N on a replica: take N rights from the upstream)."),
          Param("arg", "json", "The operation's JSON argument, e.g. 1 or 'backend'.", None),
-         Param("type", "str?", "The CRDT type, on a key's first update: gcounter, pncounter, lww, mvreg, orset, flag, ormap.", None),
+         Param("type", "str?", "The CRDT type, on a key's first update: gcounter, pncounter, lww, mvreg, orset, flag, ormap, bcounter.", None),
          _REQUEST_ID),
         (Field("key", "str", "The key updated."), Field("type", "str", "Its CRDT type."), Field("value", "json", "Its merged value now."),
          Field("context", "str", "The key's context after the update."), Field("pos", "int", "The event's log position."),
@@ -471,6 +471,19 @@ VERBS: tuple[Verb, ...] = (
         "migration_dirs", "Directories migration numbers were taken in, and their layouts.",
         "Every directory migration numbers were taken in, and its file-name layout. Example: migration_dirs()",
         (), (Field("dirs", "object", "Directory -> layout."),), mutating=False, tool=False,
+    ),
+    _verb(
+        "seq_reserve", "On a replica: take a block of a sequence's numbers from the upstream now, to spend offline.",
+        "On a replica that may lose its link to the upstream (a sandbox, a laptop), take a block of numbers of a "
+        "sequence while connected: seq_next then takes them here, connected or not, and nobody else is ever given "
+        'them. Example: seq_reserve(name="migrations", count=20)',
+        (Param("name", "str", "The sequence, e.g. 'migrations'.", cli="NAME"),
+         Param("count", "int", "How many numbers to take now.", minimum=1, maximum=1_000_000),
+         _REQUEST_ID),
+        (Field("sequence", "str", "The sequence."), Field("first", "int", "The block's first number."),
+         Field("last", "int", "The block's last number."), Field("count", "int", "How many were taken."),
+         Field("escrowed", "int", "Numbers of this sequence now held here, not yet spent.")),
+        mutating=True, retry_safe=False,
     ),
     _verb(
         "reserve_paths", "Reserve paths or globs (exclusive unless `shared`); refused naming the holder on overlap.",
