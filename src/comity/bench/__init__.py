@@ -10,6 +10,8 @@ measured in the same run (never a timed assertion in a test).
   (``bench hooks``).
 - :mod:`.chaos`: simulated busy-afternoon schedules per second under comity against the
   ``none`` strategy (``bench chaos``).
+- :mod:`.sync`: bytes and time to sync k changed keys of a replica against copying the
+  whole store (``bench sync``).
 
 The modules are imported when their command runs: the CLI starts without them.
 """

@@ -106,6 +106,26 @@ def register(cli: click.Group) -> None:
 
         _show(bench_news(ops=ops, directory=directory, store_url=store_url, progress=_say), as_json, 28)
 
+    @command(bench_group, "sync")
+    @click.option("--keys", "sizes", type=click.IntRange(10, 100_000_000), multiple=True, default=(10_000, 1_000_000), show_default=True,
+                  help="Store sizes to measure (repeatable); each is bulk-loaded.")
+    @click.option("--changed", type=click.IntRange(1, 1_000_000), default=100, show_default=True, help="Keys changed upstream before the sync.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (a 1,000,000-key store takes about 1 GB with its copies).")
+    def bench_sync_cmd(obj: Ctx, sizes: tuple[int, ...], changed: int, directory: str | None, *, as_json: bool) -> None:
+        """Bytes and time to sync k changed keys of a replica, against copying the whole store in the same run."""
+        from .sync import bench_sync
+
+        r = bench_sync(sizes=tuple(sizes), changed=changed, directory=directory, progress=_say)
+        if as_json:
+            print_json(r)
+            return
+        for row in r["stores"]:
+            out.print(
+                f"{row['keys']:>10,} keys, {row['changed']} changed: sync {row['sync_bytes']:,} B in {row['sync_s'] * 1000:.1f} ms;"
+                f" copy {row['copy_bytes']:,} B in {row['copy_s'] * 1000:.0f} ms; bytes {row['bytes_ratio']:.4%}, time {row['time_ratio']:.2%}",
+                markup=False,
+            )
+
     @command(bench_group, "chaos")
     @click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")
     def bench_chaos_cmd(obj: Ctx, seeds: int, *, as_json: bool) -> None:

@@ -690,9 +690,11 @@ class PostgresBackend:
                 old = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'replica_id'").fetchone()
                 # Every event the original had written so far is here: replication must not send them again.
                 head = conn.execute(f"SELECT pos FROM {s}.log_head").fetchone()
+                new = rng.new_id("r")[:13]
                 if old and head:
                     conn.execute(self.sql.set_origin, (old[0], int(head[0])))
-                conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
+                    conn.execute(self.sql.set_origin, (new, int(head[0])))  # its events all come after
+                conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'replica_id'", (new,))
                 conn.execute(
                     f"INSERT INTO {s}.meta (name, value) VALUES ('copied_from', %s)"
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",

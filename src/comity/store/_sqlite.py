@@ -489,8 +489,11 @@ class SQLiteBackend:
                 old = self.db.execute("SELECT value FROM meta WHERE name = 'replica_id'").fetchone()[0]
                 # Every event the original had written so far is here: replication must not send them again.
                 head = self.db.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()[0]
-                _SQLiteTx(self.db, self.clock).set_origin(old, int(head))
-                self.db.execute("UPDATE meta SET value = ? WHERE name = 'replica_id'", (rng.new_id("r")[:13],))
+                tx = _SQLiteTx(self.db, self.clock)
+                tx.set_origin(old, int(head))
+                new = rng.new_id("r")[:13]
+                tx.set_origin(new, int(head))  # the new id's events all come after the copied log
+                self.db.execute("UPDATE meta SET value = ? WHERE name = 'replica_id'", (new,))
                 self.db.execute(
                     "INSERT INTO meta (name, value) VALUES ('copied_from', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (old,),

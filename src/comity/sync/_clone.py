@@ -67,6 +67,8 @@ def clone(
             replica = open_store(target, clock=clock, rng=rng)
             try:
                 pulled = sync(replica, link, push=False)
+                with replica.backend.transaction(write=True) as tx:
+                    tx.set_origin(replica.replica_id, tx.head())  # its own events all come after what was pulled
                 result: dict[str, Any] = {"events": pulled.received, "keys": pulled.keys_received, "bytes": pulled.bytes}
                 info = replica.info()
             finally:

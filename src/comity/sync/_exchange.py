@@ -47,7 +47,8 @@ SYNC_AGENT = "comity"  # who the authority's own writes (fences) are by
 
 
 def vector(tx: Tx, replica: str) -> dict[str, int]:
-    """This log's digest: per origin replica, up to which origin position it holds every event."""
+    """This log's digest: per origin replica, up to which origin position it holds every event
+    (its own: the head; every event it wrote is here)."""
     vv = tx.origins()
     vv[replica] = tx.head()
     return {r: n for r, n in vv.items() if n > 0}
@@ -65,7 +66,11 @@ def collect(
 ) -> Batch:
     """What a peer whose digest is ``have`` lacks, up to a size: events in this log's order,
     the range of each origin they cover, the current state of every key they touch."""
-    vv = vector(tx, replica)
+    known = tx.origins()
+    vv = {r: n for r, n in {**known, replica: tx.head()}.items() if n > 0}
+    # This replica's own events all come after the log it was copied with (recorded when its id
+    # was born): no need to walk that part of the log for them.
+    floor = known.get(replica, 0)
     events: list[EventRow] = []
     ranges: dict[str, list[int]] = {}
     complete = True
@@ -77,7 +82,7 @@ def collect(
         if budget <= 0 or size >= max_bytes:
             complete = False
             break
-        found = tx.events_from(origin, theirs, budget + 1)
+        found = tx.events_from(origin, max(theirs, floor) if origin == replica else theirs, budget + 1)
         taken: list[EventRow] = []
         for e in found[:budget]:
             if taken and size >= max_bytes:

@@ -483,7 +483,7 @@ VERBS: tuple[Verb, ...] = (
         (Field("sequence", "str", "The sequence."), Field("first", "int", "The block's first number."),
          Field("last", "int", "The block's last number."), Field("count", "int", "How many were taken."),
          Field("escrowed", "int", "Numbers of this sequence now held here, not yet spent.")),
-        mutating=True, retry_safe=False,
+        mutating=True,
     ),
     _verb(
         "reserve_paths", "Reserve paths or globs (exclusive unless `shared`); refused naming the holder on overlap.",
