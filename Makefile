@@ -53,6 +53,18 @@ mutation: $(STAMP)
 	$(BIN)/python tools/mutation.py run $(MUTATION_PACKAGES)
 	$(BIN)/python tools/mutation.py report $(MUTATION_PACKAGES)
 
+# Clients nobody here wrote (tests/test_interop.py): the official TypeScript SDK, MCP
+# Inspector with the Node 22 it needs (from npm), and two Python agent frameworks in a
+# virtual environment of their own, all under build/interop.  `make test` runs their tests
+# when they are installed (`.ci/run` installs them) and skips them, saying why, when not.
+INTEROP := build/interop
+interop-deps: $(INTEROP)/.installed
+$(INTEROP)/.installed: tests/interop/package.json tests/interop/requirements.txt tests/interop/install.sh
+	bash tests/interop/install.sh $(INTEROP)
+
+interop: $(STAMP) interop-deps
+	$(BIN)/python -m pytest -q tests/test_interop.py
+
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 
