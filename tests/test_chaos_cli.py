@@ -45,19 +45,21 @@ def test_report_json_rows(comity_cli: Cli) -> None:
     r = _json(comity_cli("chaos", "report", "--seeds", "3", "--scenario", "zombie_commit", "--json", "--jobs", "1"))
     assert isinstance(r, dict)
     rows = r["rows"]
-    strategies = ["none", "naive-locks", "pool", "careful-locks", "cas", "comity"]
+    strategies = ["none", "naive-locks", "pool", "careful-locks", "cas", "comity", "comity-embedded"]
     assert [(row["strategy"], row["faults"]) for row in rows] == [(s, f) for f in ("none", "nemesis") for s in strategies]
     for row in rows:
         assert row["runs"] == 3 and set(row["anomalies"]) == set(CHECKERS) and row["scenario"] == "zombie_commit"
         assert 0 <= row["completion"] <= 1 and row["distinct_histories"] == 3
         assert set(row["costs"]) == {"claims_per_task", "wasted_steps", "refusals_per_agent", "finished_runs", "time_to_finish_s"}
         assert (row["completion_tight"] is None) == (row["faults"] == "none")
-        assert row["baseline"] == (row["strategy"] != "comity")
+        assert row["baseline"] == (not row["strategy"].startswith("comity"))
     comity = [row for row in rows if row["strategy"] == "comity"]
     assert all(not any(row["anomalies"].values()) and row["runs_with_anomaly"] == 0 for row in comity)
     margins = r["margins"]
-    assert [(m["scenario"], m["faults"]) for m in margins] == [("zombie_commit", "none"), ("zombie_commit", "nemesis")]
-    assert all(m["best_baseline"] in strategies[:-1] and m["margin_runs"] == m["baseline_runs_with_anomaly"] for m in margins)
+    assert [(m["scenario"], m["faults"], m["strategy"]) for m in margins] == [
+        ("zombie_commit", f, s) for f in ("none", "nemesis") for s in ("comity", "comity-embedded")]
+    assert all(m["best_baseline"] in strategies[:-2] for m in margins)
+    assert all(m["margin_runs"] == m["baseline_runs_with_anomaly"] for m in margins if m["strategy"] == "comity")
     md = comity_cli("chaos", "report", "--seeds", "2", "--scenario", "zombie_commit", "--strategy", "comity", "--markdown", "--jobs", "1")
     assert md.returncode == 0 and "| zombie_commit | **comity** | 2 |" in md.stdout and "wasted steps" in md.stdout
 

@@ -107,6 +107,18 @@ def test_the_careful_baselines_fail_where_a_lock_or_a_version_cannot_reach() -> 
     assert any(run("migration_collision", "cas", seed).failed("allocation") for seed in range(40))
 
 
+def test_on_the_embedded_store_skewed_clocks_overlap_leases_but_no_superseded_write_counts() -> None:
+    """Each process judges leases by its own clock: one running ahead takes a lease its holder
+    still counts on (lease checkers), and fencing still refuses the holder's later writes."""
+    seen: set[str] = set()
+    for seed in range(12):
+        r = run("crash_mid_task", "comity-embedded", seed)
+        seen |= {a.checker for a in r.anomalies}
+        assert not {a.checker for a in r.anomalies} - {"lease_overlap", "lease_renewal"}, [a.explanation for a in r.anomalies]
+    assert seen & {"lease_overlap", "lease_renewal"}
+    assert all(not run("crash_mid_task", "comity-embedded", s, faults=[]).anomalies for s in range(3))  # clocks that agree
+
+
 def test_unmodified_comity_gives_each_feature_one_migration_number() -> None:
     """Before the allocator took a unit of work, 8 of 300 runs ended with a feature holding
     two numbers: an agent whose checkpoint naming its number was refused (its lease had
@@ -142,4 +154,4 @@ def test_the_harness_surface_is_pinned() -> None:
         "run", "RunResult", "SCENARIOS", "Scenario", "STRATEGIES", "Strategy", "CHECKERS", "check",
         "History", "Op", "Anomaly", "Fault", "Schedule", "Profile", "Nemesis",
     ])  # fmt: skip
-    assert list(comity.chaos.STRATEGIES) == ["none", "naive-locks", "pool", "careful-locks", "cas", "comity"]
+    assert list(comity.chaos.STRATEGIES) == ["none", "naive-locks", "pool", "careful-locks", "cas", "comity", "comity-embedded"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from subprocess import CompletedProcess
 
 from comity.chaos import SCENARIOS, run
@@ -47,3 +48,20 @@ def test_mast_json_maps_and_measures(comity_cli: Cli) -> None:
         for x in m["measured"]:
             if x["strategy"] == "comity" and m["addressed"] == "yes":
                 assert x["runs_with_anomaly"] == 0, m
+
+
+def test_annotated_traces_replay_as_each_agents_modes(comity_cli: Cli, tmp_path: Path) -> None:
+    # Three made-up records in the MAD dataset's shape (the dataset itself is not in the repository).
+    records = [{"mas_name": "made-up", "mast_annotation": {"1.3": 1, "2.6": 1}}, {"mas_name": "made-up", "mast_annotation": {"1.3": 1}}]
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(records))
+    r = comity_cli("chaos", "mast", "--traces", str(path), "--seeds", "2", "--scenario", "crash_mid_task", "--strategy", "comity", "--json")
+    got = json.loads(r.stdout)
+    assert got["traces"] == 2
+    [row] = got["replayed"]
+    assert row["strategy"] == "comity" and row["runs"] == 2 and row["runs_with_anomaly"] == 0
+    assert set(row["struck"]) <= {"retry", "steal"} and row["struck"].get("retry")  # only the modes the traces show
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"no": "annotation"}]))
+    r = comity_cli("chaos", "mast", "--traces", str(bad))
+    assert r.returncode == 2 and "mast_annotation" in r.stderr

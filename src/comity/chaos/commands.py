@@ -22,7 +22,7 @@ from ..clikit import print_json as _json
 from .checkers import CHECKERS
 from .explore import random_search, shrink, systematic
 from .nemesis import Schedule
-from .report import FAULT_FREE, FAULTED, REPORT_COMMAND, margins, markdown_costs, markdown_margins, markdown_table, report
+from .report import FAULT_FREE, FAULTED, margins, markdown_costs, markdown_margins, markdown_table, report
 from .runner import RunResult, run
 from .scenarios import SCENARIOS
 from .strategies import STRATEGIES
@@ -246,19 +246,22 @@ def byzantine_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str,
 
 @chaos_group.command("report")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True, help="Seeds per scenario × strategy.")
+@click.option("--long-seeds", type=click.IntRange(1, 1_000_000), default=None, help="Seeds for the long scenario (the busy afternoon); default: --seeds.")
 @click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable).")
 @click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Only this strategy (repeatable).")
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
 @click.option("--markdown", is_flag=True, help="Print the tables as Markdown (as in docs/evidence.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print {rows: [...], margins: [...]}: fault-free and faulted rows with costs.")
-def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool, as_json: bool) -> None:
+def report_cmd(seeds: int, long_seeds: int | None, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool,
+               as_json: bool) -> None:  # fmt: skip
     """Every scenario under every strategy over --seeds seeds, each seed without faults and
     with them: in how many runs each checker found an anomaly, how much of the work got done
     (by the horizon, and by twice the fault-free run's time), what coordination cost, and
     comity's margin over the best baseline."""
     total_runs = seeds * (len(scenarios) or len(SCENARIOS)) * (len(strategies) or len(STRATEGIES))
     with _progress(f"{total_runs} seeds × 2 runs") as tick:
-        rows = report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs, progress=tick)
+        rows = report(list(scenarios) or None, list(strategies) or None, range(seeds), long_seeds=None if long_seeds is None else range(long_seeds),
+                      jobs=jobs, progress=tick)  # fmt: skip
     ms = margins(rows)
     byz: list[Any] = []
     if not scenarios and not strategies:  # the full report: the Byzantine rows too
@@ -268,7 +271,8 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
             byz = byzantine_report(seeds=range(seeds), jobs=jobs or 1, progress=tick)
     if as_json:
         _json({
-            "seeds": seeds, "checkers": list(CHECKERS), "command": f"comity chaos report --seeds {seeds} --json",
+            "seeds": seeds, "long_seeds": long_seeds or seeds, "checkers": list(CHECKERS),
+            "command": f"comity chaos report --seeds {seeds}" + (f" --long-seeds {long_seeds}" if long_seeds else "") + " --json",
             "rows": [r.to_json() for r in rows], "margins": ms, "byzantine": [r.to_json() for r in byz],
         })  # fmt: skip
         return
@@ -287,7 +291,7 @@ def report_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ..
 
             out.print("\nByzantine agents (tainted work accepted, and the cost of verification):\n", markup=False)
             out.print(markdown_byzantine(byz), markup=False)
-        out.print(f"\nRegenerate: `{REPORT_COMMAND.replace('1000', str(seeds))}`", markup=False)
+        out.print(f"\nRegenerate: `comity chaos report --seeds {seeds}" + (f" --long-seeds {long_seeds}" if long_seeds else "") + " --markdown`", markup=False)
         return
     from rich.table import Table
 
@@ -410,13 +414,29 @@ def process_cmd(scenarios: tuple[str, ...], strategies: tuple[str, ...], seeds: 
 @click.option("--strategy", "strategies", type=_strategy, multiple=True, help="Strategies to measure (default: careful-locks, cas, comity).")
 @click.option("--scenario", "scenarios", type=_scenario, multiple=True, help="Only this scenario (repeatable; default: every small one).")
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--traces", type=click.Path(exists=True, dir_okay=False), help="MAST's annotated traces (MAD_full_dataset.json): each agent shows one trace's modes.")
 @click.option("--json", "as_json", is_flag=True, help="Print [{code, name, share, kind, comity, addressed, measured: [...]}].")
-def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...], jobs: int | None, traces: str | None, as_json: bool) -> None:
     """MAST's failure modes of multi-agent LLM systems (Cemri et al. 2025): the share of each,
     the harness fault that models it, whether comity's mechanisms address it, and, measured,
     each mode alone in every agent under comity and the careful baselines."""
-    from .mast import MODES, PAPER, measure
+    from .mast import MODES, PAPER, load_traces, measure, replay
 
+    if traces:
+        try:
+            loaded = load_traces(traces)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise click.UsageError(str(e)) from None
+        with _progress("replaying traces") as tick:
+            tick(0, 1)
+            rows = replay(loaded, list(strategies) or ("careful-locks", "cas", "comity"), list(scenarios) or None, range(seeds or 1))
+        if as_json:
+            _json({"source": traces, "traces": len(loaded), "seeds": seeds, "replayed": rows})
+            return
+        for row in rows:
+            out.print(f"{row['strategy']:<14} {row['runs_with_anomaly']}/{row['runs']} runs with an anomaly {row['anomalies']};"
+                      f" done {100 * row['completion']:.0f}%; modes struck {row['struck']}", markup=False)  # fmt: skip
+        return
     if seeds:
         total = len([m for m in MODES if m.kind]) * seeds * (len(scenarios) or 6) * (len(strategies) or 3)
         with _progress(f"{total} runs") as tick:

@@ -20,6 +20,13 @@ verdict (``yes``: its mechanisms refuse or recover what the mode does; ``partly`
 ``no``: nothing in comity's coordination addresses it).  ``comity chaos mast``
 measures the verdicts: each mode alone, every agent showing it, under comity and the
 careful baselines.
+
+MAST's released traces (``MAD_full_dataset.json``: one record per trace, with a 0/1
+``mast_annotation`` per mode) are conversations, not operations on shared state, so
+they cannot be replayed step by step; what can be replayed is which modes each trace
+shows together.  ``comity chaos mast --traces FILE`` does that: each agent of a run
+takes one annotated trace and shows exactly its modes.  (The authors' repository was
+too large to fetch here, 693 MB; point ``--traces`` at a copy of the dataset.)
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 
 from .nemesis import Profile
 
-__all__ = ["Mode", "MODES", "PAPER", "CONTROL", "defaults", "isolated", "measure"]
+__all__ = ["Mode", "MODES", "PAPER", "CONTROL", "defaults", "isolated", "measure", "load_traces", "replay"]
 
 PAPER = 'Cemri et al., "Why Do Multi-Agent LLM Systems Fail?", arXiv:2503.13657 (NeurIPS 2025), Figure 1'
 
@@ -112,6 +119,54 @@ def isolated(mode: Mode | None, base: Profile) -> Profile:
         return Profile(p, base.ranges, base.limits)
     assert mode.kind is not None
     return Profile(p, base.ranges, {**base.limits, mode.kind: 100}, per_agent={mode.kind: 1.0})
+
+
+def load_traces(path: str) -> tuple[frozenset[str], ...]:
+    """The harness faults each annotated trace shows, from MAST's dataset (JSON list or JSONL)."""
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
+    kind_of = {m.code.removeprefix("FM-"): m.kind for m in MODES}
+    out = []
+    for rec in records:
+        ann = rec.get("mast_annotation") if isinstance(rec, dict) else None
+        if not isinstance(ann, dict):
+            raise ValueError(f"{path}: a record without mast_annotation; expected MAST's MAD format")
+        out.append(frozenset(k for code, on in ann.items() if on and (k := kind_of.get(str(code))) is not None))
+    if not out:
+        raise ValueError(f"{path}: no traces")
+    return tuple(out)
+
+
+def replay(traces: tuple[frozenset[str], ...], strategies: Iterable[str], scenarios: Iterable[str] | None = None,
+           seeds: Iterable[int] = range(20)) -> list[dict[str, Any]]:  # fmt: skip
+    """Each agent of each run shows the modes of one trace drawn from ``traces``."""
+    from .runner import run
+    from .scenarios import SCENARIOS
+
+    rows = []
+    for st in strategies:
+        row: dict[str, Any] = {"strategy": st, "runs": 0, "runs_with_anomaly": 0, "anomalies": {}, "struck": {}, "completion": 0.0}
+        for sc in scenarios or [n for n, s in SCENARIOS.items() if s.small]:
+            base = isolated(None, SCENARIOS[sc].profile)
+            profile = Profile(base.p, base.ranges, {**base.limits, **{k: 100 for k in AGENT_KINDS}},
+                              per_agent={k: 1.0 for k in AGENT_KINDS}, traces=traces)  # fmt: skip
+            for seed in seeds:
+                r = run(sc, st, seed, profile=profile)
+                row["runs"] += 1
+                row["runs_with_anomaly"] += bool(r.anomalies)
+                row["completion"] += r.completion
+                for c, n in r.counts().items():
+                    if n:
+                        row["anomalies"][c] = row["anomalies"].get(c, 0) + 1
+                for f in r.schedule.faults:
+                    if f.kind in AGENT_KINDS:
+                        row["struck"][f.kind] = row["struck"].get(f.kind, 0) + 1
+        row["completion"] = round(row["completion"] / max(1, row["runs"]), 4)
+        rows.append(row)
+    return rows
 
 
 def _job(job: tuple[str, str, str, int]) -> tuple[str, str, str, int, dict[str, int], float, int]:

@@ -122,6 +122,8 @@ class Profile:
     # Per agent and run: the chance that the agent shows this kind of fault at all (MAST's modes
     # are measured per trace); one that shows it strikes once, at one of its opportunities.
     per_agent: dict[str, float] = field(default_factory=dict)
+    # Replayed traces: each agent of a run takes one (the kinds of fault it shows), drawn from these.
+    traces: tuple[frozenset[str], ...] = ()
 
     def limit(self, kind: str) -> int:
         return self.limits.get(kind, DEFAULT_LIMITS.get(kind, 1 << 30))
@@ -183,6 +185,7 @@ class Nemesis:
         self.used: dict[str, int] = {}
         self._asked: dict[tuple[str, tuple[str, ...]], int] = {}
         self._present: dict[tuple[str, str], bool] = {}  # (agent, kind): shows this fault in this run (until it struck)
+        self._trace_of: dict[str, frozenset[str]] = {}
         self.record_points = False
 
     def decide(self, point: str, kinds: tuple[str, ...]) -> Fault | None:
@@ -228,7 +231,12 @@ class Nemesis:
         key = (agent, kind)
         present = self._present.get(key)
         if present is None:
-            present = self._present[key] = self.rng.random() < self.profile.per_agent[kind]
+            if self.profile.traces:
+                if agent not in self._trace_of:
+                    self._trace_of[agent] = self.profile.traces[self.rng.randint(0, len(self.profile.traces) - 1)]
+                present = self._present[key] = kind in self._trace_of[agent]
+            else:
+                present = self._present[key] = self.rng.random() < self.profile.per_agent[kind]
         if not present or self.rng.random() >= HAZARD:
             return False
         self._present[key] = False  # once per agent and run

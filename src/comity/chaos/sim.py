@@ -230,7 +230,10 @@ class Simulation:
         self._on_fault(fault)
 
     def faultable(self, src: str, dest: str) -> bool:
-        """Messages of exempt processes (the scenario's environment) are never faulted."""
+        """Messages of exempt processes (the scenario's environment) are never faulted, nor a
+        process's calls into its own handle on a store file (``local:``: no network there)."""
+        if src.startswith("local:") or dest.startswith("local:"):
+            return False
         for end in (src, dest):
             name = end.split("#", 1)[0]
             proc = self.processes.get(name)

@@ -2,7 +2,8 @@
 
 The baselines, weakest first: ``none``, ``naive-locks`` and ``pool`` are what teams of
 agents use today; ``careful-locks`` and ``cas`` are what a careful team would build
-without comity.  ``comity`` is the real store.  Register a new strategy in
+without comity.  ``comity`` is the real store behind a server; ``comity-embedded`` the
+same store file opened by each agent process on its own clock.  Register a new strategy in
 ``STRATEGIES`` (the report's rows follow this order)."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .base import (
 from .careful import CarefulLocksStrategy
 from .cas import CasStrategy
 from .coordinated import ComityClient, ComityStrategy, StoreServer
+from .embedded import EmbeddedComityStrategy
 from .files import FileServer, NaiveLocksStrategy, NoneStrategy
 from .pool import PoolStrategy
 
@@ -42,6 +44,7 @@ __all__ = [
     "CasStrategy",
     "FileServer",
     "ComityStrategy",
+    "EmbeddedComityStrategy",
     "ComityClient",
     "StoreServer",
     "Refused",
@@ -59,6 +62,6 @@ __all__ = [
     "STALE_AFTER_S",
 ]
 
-_ALL: list[type[Strategy]] = [NoneStrategy, NaiveLocksStrategy, PoolStrategy, CarefulLocksStrategy, CasStrategy, ComityStrategy]
+_ALL: list[type[Strategy]] = [NoneStrategy, NaiveLocksStrategy, PoolStrategy, CarefulLocksStrategy, CasStrategy, ComityStrategy, EmbeddedComityStrategy]
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in _ALL}
 BASELINES = [name for name, s in STRATEGIES.items() if s.baseline]
