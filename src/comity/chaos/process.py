@@ -179,6 +179,13 @@ class CliFace(Face):
         raise FaceError(str(body["error"]), str(body.get("message", "")), body)
 
     def verb(self, name: str, a: dict[str, Any]) -> dict[str, Any]:
+        if name.startswith("task_") and a.get("request_id"):
+            rid = a["request_id"]
+            a = {k: v for k, v in a.items() if k != "request_id"}
+            return self._verb(name, a, ["--request-id", rid])
+        return self._verb(name, a, [])
+
+    def _verb(self, name: str, a: dict[str, Any], more: list[str]) -> dict[str, Any]:
         j = json.dumps
         if name == "read":
             return self.run(["get", a["key"]])
@@ -197,22 +204,22 @@ class CliFace(Face):
             listed = self.run(["task", name.split("_")[1]])
             return {"tasks": listed.get("value", listed.get("tasks", []))}
         if name == "task_add":
-            return self.run(["task", "add", a["title"], "--body", a.get("body", ""), *(["--assign", a["assignee"]] if a.get("assignee") else [])])
+            return self.run(["task", "add", a["title"], "--body", a.get("body", ""), *(["--assign", a["assignee"]] if a.get("assignee") else []), *more])
         if name == "task_assign":
-            return self.run(["task", "assign", a["id"], a["agent"]])
+            return self.run(["task", "assign", a["id"], a["agent"], *more])
         if name == "task_claim":
             args = ["task", "claim", a["id"], "--ttl", str(a["ttl"])]
             if a.get("context"):
                 args += ["--context", a["context"]]
             if a.get("steal"):
                 args.append("--steal")
-            return self.run(args)
+            return self.run([*args, *more])
         if name == "task_checkpoint":
-            return self.run(["task", "checkpoint", a["id"], "--token", str(a["token"]), "--note", a["note"]])
+            return self.run(["task", "checkpoint", a["id"], "--token", str(a["token"]), "--note", a["note"], *more])
         if name == "task_complete":
-            return self.run(["task", "done", a["id"], "--token", str(a["token"]), "--result", a.get("result", "")])
+            return self.run(["task", "done", a["id"], "--token", str(a["token"]), "--result", a.get("result", ""), *more])
         if name == "task_release":
-            return self.run(["task", "release", a["id"], "--token", str(a["token"])])
+            return self.run(["task", "release", a["id"], "--token", str(a["token"]), *more])
         raise ValueError(f"the CLI face has no mapping for {name!r}")  # a harness bug
 
 
@@ -260,25 +267,28 @@ class ComityFaceCalls:
         if op == "board":
             return f.verb("task_list", {})["tasks"]
         if op == "add":
-            return f.verb("task_add", {"title": a["title"], "body": json.dumps(a["work"], sort_keys=True), "assignee": a["assignee"]})["id"]
+            return f.verb("task_add", {"title": a["title"], "body": json.dumps(a["work"], sort_keys=True), "assignee": a["assignee"],
+                                       "request_id": a["rid"]})["id"]  # fmt: skip
         if op == "assign":
-            f.verb("task_assign", {"id": a["id"], "agent": a["to"]})
+            f.verb("task_assign", {"id": a["id"], "agent": a["to"], "request_id": a["rid"]})
             return None
         if op == "claim":
-            args = {"id": a["id"], "context": a["context"], "ttl": round(LEASE_TTL_S * float(self.spec["scale"]), 3), "steal": bool(a.get("steal"))}
+            args = {"id": a["id"], "context": a["context"], "ttl": round(LEASE_TTL_S * float(self.spec["scale"]), 3), "steal": bool(a.get("steal")),
+                    "request_id": a["rid"]}  # fmt: skip
             r = f.verb("task_claim", {k: v for k, v in args.items() if v is not None})
             return {"token": r["token"], "handoff": r["handoff"], "expires": _virtual(self.spec, float(r["expires"]))}
         if op == "checkpoint":
-            r = f.verb("task_checkpoint", {"id": a["id"], "token": a["token"], "note": a["note"]})
+            r = f.verb("task_checkpoint", {"id": a["id"], "token": a["token"], "note": a["note"], "request_id": a["rid"]})
             lease = r.get("lease") or {}
             return None if lease.get("expires") is None else _virtual(self.spec, float(lease["expires"]))
         if op == "commit":
             f.verb("write", {"key": a["key"], "value": a["value"], "context": a["context"], "task": a["id"], "token": a["token"], "request_id": a["rid"]})
             return None
         if op == "complete":
-            return bool(f.verb("task_complete", {"id": a["id"], "token": a["token"], "result": json.dumps(a["result"], sort_keys=True)}).get("replayed"))
+            return bool(f.verb("task_complete", {"id": a["id"], "token": a["token"], "result": json.dumps(a["result"], sort_keys=True),
+                                                 "request_id": a["rid"]}).get("replayed"))  # fmt: skip
         if op == "release":
-            f.verb("task_release", {"id": a["id"], "token": a["token"]})
+            f.verb("task_release", {"id": a["id"], "token": a["token"], "request_id": a["rid"]})
             return None
         raise ValueError(f"process mode: unknown op {op!r}")
 

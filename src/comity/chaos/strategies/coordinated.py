@@ -109,23 +109,24 @@ class StoreServer:
         if op == "board":
             return agent.board.tasks()
         if op == "add":
-            return agent.task_add(a["title"], body=json.dumps(a["work"], sort_keys=True), deps=a.get("deps") or None, assignee=a["assignee"])["id"]
+            return agent.task_add(a["title"], body=json.dumps(a["work"], sort_keys=True), deps=a.get("deps") or None, assignee=a["assignee"],
+                                  request_id=a.get("rid"))["id"]  # fmt: skip
         if op == "assign":
-            agent.task_assign(a["id"], a["to"])
+            agent.task_assign(a["id"], a["to"], request_id=a.get("rid"))
             return None
         if op == "claim":
-            c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S, steal=bool(a.get("steal")))
+            c = agent.task_claim(a["id"], context=a["context"], ttl=LEASE_TTL_S, steal=bool(a.get("steal")), request_id=a.get("rid"))
             return {"token": c["token"], "handoff": c["handoff"], "expires": c["expires"]}
         if op == "checkpoint":
-            t = agent.task_checkpoint(a["id"], a["token"], a["note"])
+            t = agent.task_checkpoint(a["id"], a["token"], a["note"], request_id=a.get("rid"))
             return (t.get("lease") or {}).get("expires")
         if op == "commit":  # the fenced write: counts only if the claim's token is still current
             agent.write(a["key"], a["value"], context=a["context"], task=a["id"], token=a["token"], request_id=a["rid"])
             return None
         if op == "complete":
-            return bool(agent.task_complete(a["id"], a["token"], result=json.dumps(a["result"], sort_keys=True)).get("replayed"))
+            return bool(agent.task_complete(a["id"], a["token"], result=json.dumps(a["result"], sort_keys=True), request_id=a.get("rid")).get("replayed"))
         if op == "release":
-            agent.task_release(a["id"], a["token"])
+            agent.task_release(a["id"], a["token"], request_id=a.get("rid"))
             return None
         raise ValueError(f"store: unknown op {op!r}")
 
@@ -173,9 +174,10 @@ class StoreServer:
 
 class ComityClient(Client):
     lease_ttl = LEASE_TTL_S
-    # Writes carry a request id (a resend gets the recorded outcome), a completion resent
-    # is answered as a replay, an allocation for a unit returns the unit's number.
-    retry_safe = frozenset({"read", "ready", "board", "write", "create", "commit", "complete", "next"})
+    # Every mutation carries a request id (a resend gets the recorded outcome), and an
+    # allocation for a unit returns the unit's number.
+    retry_safe = frozenset({"read", "ready", "board", "write", "create", "commit", "complete", "next", "add", "assign", "claim",
+                            "checkpoint", "release"})  # fmt: skip
 
     def _call(self, op: str, **args: Any) -> Gen[Any]:
         return self.ctx.call(ADDRESS, op, args)
@@ -205,29 +207,29 @@ class ComityClient(Client):
         return BoardView([_view(t) for t in tasks])
 
     def add_task(self, title: str, work: dict[str, Any], assignee: str | None) -> Gen[str]:
-        tid: str = yield from self._call("add", title=title, work=work, assignee=assignee)
+        tid: str = yield from self._call("add", title=title, work=work, assignee=assignee, rid=self.ctx.request_id())
         return tid
 
     def assign(self, task: TaskView, agent: str) -> Gen[None]:
-        yield from self._call("assign", id=task.id, to=agent)
+        yield from self._call("assign", id=task.id, to=agent, rid=self.ctx.request_id())
 
     def claim(self, task: TaskView, *, blind: bool = False, steal: bool = False) -> Gen[Grant]:
-        r = yield from self._call("claim", id=task.id, context=None if blind else task.context, steal=steal)
+        r = yield from self._call("claim", id=task.id, context=None if blind else task.context, steal=steal, rid=self.ctx.request_id())
         return Grant(task, int(r["token"]), list(r["handoff"]), float(r["expires"]))
 
     def checkpoint(self, grant: Grant, note: str) -> Gen[float | None]:
-        expires = yield from self._call("checkpoint", id=grant.task.id, token=grant.token, note=note)
+        expires = yield from self._call("checkpoint", id=grant.task.id, token=grant.token, note=note, rid=self.ctx.request_id())
         return None if expires is None else float(expires)
 
     def commit(self, grant: Grant, key: str, value: Any, basis: Snapshot) -> Gen[None]:
         yield from self._call("commit", id=grant.task.id, token=grant.token, key=key, value=value, context=basis.context, rid=self.ctx.request_id())
 
     def complete(self, grant: Grant, result: dict[str, Any]) -> Gen[bool]:
-        replayed: bool = yield from self._call("complete", id=grant.task.id, token=grant.token, result=result)
+        replayed: bool = yield from self._call("complete", id=grant.task.id, token=grant.token, result=result, rid=self.ctx.request_id())
         return replayed
 
     def release(self, grant: Grant) -> Gen[None]:
-        yield from self._call("release", id=grant.task.id, token=grant.token)
+        yield from self._call("release", id=grant.task.id, token=grant.token, rid=self.ctx.request_id())
 
 
 class ComityStrategy(Strategy):
