@@ -199,7 +199,7 @@ def _check_sqlite(path: Path, report: Report, quick: bool) -> None:
 
 
 def _check_postgres(url: str, report: Report, quick: bool) -> None:
-    from ._postgres import split_url
+    from ._postgres import scrub, split_url, url_secrets
 
     try:
         import psycopg
@@ -227,6 +227,7 @@ def _check_postgres(url: str, report: Report, quick: bool) -> None:
             conn.execute("COMMIT")
     except psycopg.Error as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = scrub(text, url_secrets(url))
         report.problems.append(Problem("unreadable", f"cannot read the store at {location}: {text}", _RESTORE_PG))
 
 

@@ -39,7 +39,7 @@ import select
 import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng, SystemClock
@@ -69,8 +69,32 @@ def is_postgres_url(location: str) -> bool:
     return location.lower().startswith(_SCHEMES)
 
 
+# Query parameters of a libpq URL whose values are secrets: never shown, logged or echoed.
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries (``user:PASSWORD@``, ``?password=``, ``?sslpassword=``), as
+    written and decoded, so any text that might echo them can be scrubbed."""
+    parts = urlsplit(url)
+    found = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _SECRET_PARAMS and v]
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True, encoding="latin-1") if k.lower() in _SECRET_PARAMS and v]
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    raw = [m.group(1) for m in re.finditer(r"(?:^|[?&])(?:ssl)?password=([^&#]*)", parts.query, re.IGNORECASE)]
+    return sorted({x for x in found + raw if x}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def split_url(url: str, schema: str | None = None) -> tuple[str, str, str]:
-    """(libpq URL without ``schema``, schema name, location safe to show: no password)."""
+    """(libpq URL without ``schema``, schema name, location safe to show: no password, in
+    ``user:pass@`` or in ``?password=`` and ``?sslpassword=``)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     named = [v for k, v in query if k == "schema"]
@@ -87,7 +111,8 @@ def split_url(url: str, schema: str | None = None) -> tuple[str, str, str]:
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = user.split(":", 1)[0] + ":***@" + host
-    shown_query = urlencode(rest + ([("schema", schema)] if schema != DEFAULT_SCHEMA else []), quote_via=quote)
+    shown = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in rest]
+    shown_query = urlencode(shown + ([("schema", schema)] if schema != DEFAULT_SCHEMA else []), quote_via=quote, safe="*")
     location = urlunsplit(parts._replace(netloc=netloc, query=shown_query))
     return conninfo, schema, location
 
@@ -546,6 +571,7 @@ class PostgresBackend:
         self._psycopg = psycopg
         self._idle = psycopg.pq.TransactionStatus.IDLE
         self.conninfo, self.schema, self.location = split_url(url, schema)
+        self._secrets = url_secrets(url)
         if pool_size < 1:
             raise Invalid("pool_size", f"must be at least 1, got {pool_size!r}")
         self.clock = clock
@@ -575,7 +601,7 @@ class PostgresBackend:
         except psycopg.OperationalError as e:
             raise self._unavailable(e, "cannot open the store") from None
         except psycopg.Error as e:
-            raise Unavailable(f"cannot open the store at {self.location}: {e} (is it a comity schema?)") from None
+            raise Unavailable(f"cannot open the store at {self.location}: {scrub(str(e), self._secrets)} (is it a comity schema?)") from None
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
             self.conninfo,
             kwargs={"autocommit": True, **self._connect_kwargs()},
@@ -604,6 +630,7 @@ class PostgresBackend:
 
     def _unavailable(self, e: BaseException, what: str) -> Unavailable:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = scrub(reason, self._secrets)
         if isinstance(e, self._psycopg.errors.LockNotAvailable):
             return Unavailable(f"the store at {self.location} is busy (no write lock within {self.busy_timeout:g}s); retry")
         return Unavailable(f"{what} at {self.location}: {reason}")
