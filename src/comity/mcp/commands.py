@@ -227,6 +227,7 @@ def store_for(repository: Path, given: str | None) -> str:
 
 
 def register(cli: click.Group) -> None:
+    from ..server.limits import limit_options, limits_from
 
     @cli.group("mcp", invoke_without_command=True)
     @click.option("--agent", "mcp_agent", metavar="NAME", help="Who this server acts as (default: the global --agent / COMITY_AGENT).")
@@ -235,8 +236,9 @@ def register(cli: click.Group) -> None:
     @click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True, help="With --http: the port (0: any free port, printed).")
     @click.option("--heartbeat", type=click.FloatRange(0), default=30.0, show_default=True, envvar="COMITY_MCP_HEARTBEAT",
                   help="Seconds between liveness heartbeats (0: none) [env COMITY_MCP_HEARTBEAT].")
+    @limit_options
     @click.pass_context
-    def mcp_group(ctx: click.Context, mcp_agent: str | None, http: bool, host: str, port: int, heartbeat: float) -> None:
+    def mcp_group(ctx: click.Context, /, mcp_agent: str | None, http: bool, host: str, port: int, heartbeat: float, **options: Any) -> None:
         """Serve comity to an agent over MCP (stdio; --http for streamable HTTP).
 
         One connection is one session: its news position and the contexts of what it
@@ -256,7 +258,7 @@ def register(cli: click.Group) -> None:
             if http:
                 from .http import serve
 
-                serve(obj, host=host, port=port, heartbeat=heartbeat)
+                serve(obj, host=host, port=port, heartbeat=heartbeat, limits=limits_from(options))
                 return
             from .server import serve_stdio
 

@@ -30,6 +30,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from ..clikit import Ctx, err
 from ..errors import ComityError, Invalid
+from ..server.limits import Limits, RequestGuard, default_max_body, describe, identify_with
+from ..store._codec import DEFAULT_MAX_VALUE_BYTES
 from ..store._api import check_agent
 from .server import McpSession, serve_http
 
@@ -189,8 +191,9 @@ class TokenCache:
             return len(self._seen)
 
 
-def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
-    """Serve streamable HTTP, each agent authenticated by its own token."""
+def serve(obj: Ctx, *, host: str, port: int, heartbeat: float, limits: Limits | None = None) -> None:
+    """Serve streamable HTTP, each agent authenticated by its own token, within ``limits``
+    (:mod:`comity.server.limits`)."""
     from ..work import Agent
 
     identify: Callable[[str], str | None]
@@ -238,8 +241,16 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float) -> None:
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/mcp"
+    limits = limits or Limits()
+    max_body = limits.max_body_bytes or default_max_body(obj.store().max_value_bytes if not obj.remote else DEFAULT_MAX_VALUE_BYTES)
     err.print(f"comity mcp: serving {url}; each agent sends `Authorization: Bearer TOKEN`", markup=False)
-    serve_http(sessions, sock, heartbeat=heartbeat, middleware=lambda app: BearerGate(app, identify))
+    err.print(f"comity mcp: limits: {describe(limits, max_body)}", markup=False)
+
+    def guarded(app: Any) -> Any:
+        # The token and the body's declared size are checked before a byte of the body is read.
+        return RequestGuard(BearerGate(app, identify), max_body=max_body, identify=identify_with(identify))
+
+    serve_http(sessions, sock, heartbeat=heartbeat, middleware=guarded, limits=limits)
 
 
 def _listen(host: str, port: int) -> socket.socket:

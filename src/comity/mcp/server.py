@@ -270,10 +270,14 @@ def serve_http(
     heartbeat: float = 30.0,
     middleware: Callable[[Any], Any] | None = None,
     about: str = "",
+    limits: Any = None,
 ) -> None:
     """Serve over streamable HTTP (``/mcp``) on a bound socket; ``middleware`` wraps the
-    ASGI app (authentication)."""
+    ASGI app (authentication); ``limits`` (:class:`comity.server.limits.Limits`) bound what
+    clients may hold and send."""
     import uvicorn
+
+    from ..server.limits import Limits, uvicorn_config
 
     app = build_server(sessions, about=about)
     host = sock.getsockname()[0]
@@ -281,7 +285,7 @@ def serve_http(
     wrapped = middleware(asgi) if middleware is not None else asgi
 
     async def serve() -> None:
-        config = uvicorn.Config(wrapped, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn_config(wrapped, limits or Limits(), timeout_graceful_shutdown=5)
         await uvicorn.Server(config).serve(sockets=[sock])
 
     anyio.run(_with_heartbeats, sessions, heartbeat, serve)

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -38,6 +38,7 @@ from ..sync import Endpoint
 from ..work import VERBS, Agent, Verb
 from ..work.verbs import output_schema
 from .auth import Authenticator, Identity, issue_token
+from .limits import RequestGuard, default_max_body, identify_with
 
 __all__ = ["create_app", "status_of", "SESSION_HEADER", "MAX_SESSIONS"]
 
@@ -259,71 +260,6 @@ def authenticate(
     return ident
 
 
-# ------------------------------------------------------------------ size cap
-
-
-class _BodyCap:
-    """Refuse (413) a request body over ``limit`` bytes before anything parses it."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def _refuse(self, receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-                      send: Callable[[MutableMapping[str, Any]], Awaitable[None]], size: str, more: bool) -> None:
-        # Read (and drop) the rest of a moderately oversized body first: a client still sending
-        # it would otherwise see a broken pipe instead of this answer.
-        drained = 0
-        while more and drained <= 64 * self.limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-        body = _json_bytes({"error": "invalid", "field": "body", "message": f"body: is {size} bytes; the cap is {self.limit}"})
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    if int(value) > self.limit:
-                        await self._refuse(receive, send, value.decode("latin-1"), True)
-                        return
-                except ValueError:
-                    pass
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            more = bool(message.get("more_body", False))
-            if total > self.limit:
-                await self._refuse(receive, send, f"over {self.limit}", more)
-                return
-            chunks.append(chunk)
-            if not more:
-                break
-        replayed = False
-
-        async def replay() -> MutableMapping[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
 # ------------------------------------------------------------------ the app
 
 
@@ -484,6 +420,12 @@ def create_app(
         except Exception:
             return bug("sync")
 
-    limit = max_body_bytes if max_body_bytes is not None else 8 * store.max_value_bytes + (1 << 20)
-    app.add_middleware(_BodyCap, limit=limit)
+    # Authentication and the body cap come before a byte of the body is read (comity.server.limits).
+    app.add_middleware(
+        RequestGuard,
+        max_body=max_body_bytes if max_body_bytes is not None else default_max_body(store.max_value_bytes),
+        identify=identify_with(server.auth.identify),
+        protect=lambda scope: scope.get("method") == "POST" and str(scope.get("path", "")).startswith("/v1/"),
+        json_bodies=True,  # `curl -d '{…}'` sends no JSON content type; the API reads nothing but JSON
+    )
     return app

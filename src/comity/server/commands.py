@@ -11,6 +11,7 @@ import click
 
 from ..clikit import Ctx, command, err, out
 from ..errors import Invalid
+from .limits import default_max_body, describe, limit_options, limits_from, uvicorn_config
 
 __all__ = ["register"]
 
@@ -38,8 +39,10 @@ def register(cli: click.Group) -> None:
     @command(cli, "serve")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
     @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port, printed).")
-    def serve_cmd(obj: Ctx, host: str, port: int, *, as_json: bool) -> None:
+    @limit_options
+    def serve_cmd(obj: Ctx, host: str, port: int, *, as_json: bool, **options: Any) -> None:
         """Serve the store over HTTP: one POST /v1/VERB per agent verb, OpenAPI at /openapi.json, per-agent tokens."""
+        limits = limits_from(options)
         if obj.remote:
             raise Invalid("store", "serve needs a store (a path or a postgresql:// URL), not another server")
         try:
@@ -49,7 +52,8 @@ def register(cli: click.Group) -> None:
         except ImportError as e:
             raise Invalid("serve", f"the HTTP server needs fastapi and uvicorn ({e.name} is missing): pip install 'comity[server]'") from None
         store = obj.store()
-        app = create_app(store)
+        max_body = limits.max_body_bytes or default_max_body(store.max_value_bytes)
+        app = create_app(store, max_body_bytes=max_body)
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
@@ -57,8 +61,9 @@ def register(cli: click.Group) -> None:
         if as_json:
             sys.stdout.write(json.dumps({"url": url, "store": store.location, "openapi": f"{url}/openapi.json"}) + "\n")
             sys.stdout.flush()
+        config = uvicorn_config(app, limits, lifespan="off", timeout_graceful_shutdown=5)
         err.print(f"comity: serving {store.location} at {url} (OpenAPI: {url}/openapi.json); Ctrl-C stops", markup=False)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        err.print(f"comity: limits: {describe(limits, max_body)}", markup=False)
         uvicorn.Server(config).run(sockets=[sock])
 
     @cli.group("agent")
