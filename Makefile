@@ -71,5 +71,9 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/comity bench store --json
 
+# The README's dashboard screenshots (needs Debian's chromium: apt-get install -y chromium).
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshots.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

@@ -133,7 +133,8 @@ def test_superseded_token_is_fenced_for_renew_and_fenced_writes(store: comity.St
     assert ei.value.details.get("current") == new.token and ei.value.details.get("holder") == "bob"
     with pytest.raises(Fenced):
         alice.txn(guards=[Holds("build", old.token)], ops=[Put("out", "alice's result")])
-    assert alice.head() == head and alice.get("out").values == []
+    # nothing written but the record of the refused write itself (docs/dashboard.md)
+    assert [e["op"] for e in alice.log(after=head)] == ["write.refused"] * 2 and alice.get("out").values == []
     bob.txn(guards=[Holds("build", new.token)], ops=[Put("out", "bob's result")])
     assert bob.get("out").values == ["bob's result"]
 

@@ -8,6 +8,9 @@ measured in the same run (never a timed assertion in a test).
   no-op tool (``bench mcp``).
 - :mod:`.hooks`: commit time with the pre-commit hook against the same commits without it
   (``bench hooks``).
+- :mod:`.dashboard`: time to first render of each dashboard view against the JSON
+  ``task_list``, and event-to-page latency over server-sent events against the write
+  (``bench dashboard``).
 - :mod:`.chaos`: simulated busy-afternoon schedules per second under comity against the
   ``none`` strategy (``bench chaos``).
 - :mod:`.sync`: bytes and time to sync k changed keys of a replica against copying the

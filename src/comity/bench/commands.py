@@ -1,4 +1,4 @@
-"""``comity bench store|claims|mcp|hooks|chaos``: the benchmarks' commands."""
+"""``comity bench store|claims|mcp|hooks|dashboard|chaos``: the benchmarks' commands."""
 
 from __future__ import annotations
 
@@ -125,6 +125,25 @@ def register(cli: click.Group) -> None:
                 f" copy {row['copy_bytes']:,} B in {row['copy_s'] * 1000:.0f} ms; bytes {row['bytes_ratio']:.4%}, time {row['time_ratio']:.2%}",
                 markup=False,
             )
+
+    @command(bench_group, "dashboard")
+    @click.option("--tasks", type=click.IntRange(10, 1_000_000), default=1000, show_default=True, help="Tasks on the board.")
+    @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True, help="Events bulk-loaded in the log.")
+    @click.option("--renders", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Renders of each view.")
+    @click.option("--events", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Writes timed until they reach an open page.")
+    @click.option("--browser/--no-browser", default=True, show_default=True, help="Also measure in Chromium (Playwright), when installed.")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch store goes.")
+    def bench_dashboard_cmd(obj: Ctx, tasks: int, log_events: int, renders: int, events: int, browser: bool, directory: str | None,
+                            *, as_json: bool) -> None:  # fmt: skip
+        """Dashboard time to first render per view (against the JSON task_list) and event-to-page latency (against the write)."""
+        from ..errors import Invalid
+
+        try:
+            from .dashboard import bench_dashboard
+        except ImportError as e:
+            raise Invalid("dashboard", f"`comity bench dashboard` needs the server extra ({e.name} is missing): pip install 'comity[server]'") from None
+        _show(bench_dashboard(tasks=tasks, log_events=log_events, renders=renders, events=events, browser=browser,
+                              directory=directory, progress=_say), as_json, 30)  # fmt: skip
 
     @command(bench_group, "chaos")
     @click.option("--seeds", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Busy-afternoon schedules per strategy.")

@@ -20,7 +20,7 @@ from typing import Any
 from ..store import Note, Session
 from ..store._txn import check_ttl
 
-__all__ = ["PhiAccrual", "AgentStatus", "agents", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
+__all__ = ["PhiAccrual", "AgentStatus", "agents", "activity", "phi_series", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
 
 AGENT_PREFIX = "@agent/"
 HEARTBEAT_OP = "heartbeat"
@@ -103,7 +103,7 @@ def agents(
     check_ttl(ttl, "ttl")
     detector = detector or PhiAccrual()
     head = session.head()
-    events = session.log(after=max(0, head - window_events), limit=window_events)
+    events = session.log(after=max(0, head - window_events), limit=window_events, values=False)
     leases, now = session.leases("")
     actions: dict[str, list[float]] = {}
     beats: dict[str, float] = {}
@@ -132,3 +132,71 @@ def agents(
         suspected = elapsed is not None and detector.suspects(intervals, elapsed, ttl)
         out.append(AgentStatus(name, len(times), last, beats.get(name), phi, suspected, holds.get(name, []), elapsed))
     return out
+
+
+def phi_series(detector: PhiAccrual, times: Sequence[float], start: float, end: float, points: int = 40) -> list[tuple[float, float]]:
+    """φ as the detector would have judged it at ``points`` moments from ``start`` to ``end``,
+    each from the actions (``times``, sorted) before that moment: suspicion over time."""
+    if points < 2 or end <= start:
+        return []
+    out: list[tuple[float, float]] = []
+    i = 0
+    for k in range(points):
+        t = start + (end - start) * k / (points - 1)
+        while i < len(times) and times[i] <= t:
+            i += 1
+        before = times[:i]
+        if not before:
+            out.append((t, 0.0))
+            continue
+        intervals = [b - a for a, b in zip(before, before[1:])]
+        out.append((t, detector.phi(intervals, t - before[-1])))
+    return out
+
+
+def activity(
+    session: Session,
+    *,
+    detector: PhiAccrual | None = None,
+    window_events: int = 10_000,
+    points: int = 40,
+    sessions_max: int = 20,
+) -> dict[str, Any]:
+    """What each agent did in the recent log: its last action, its sessions (each with its
+    events and last action), and φ over the window (``points`` samples).  The companion of
+    :func:`agents` for a dashboard: ``{"now", "start", "agents": {name: {...}}}``."""
+    detector = detector or PhiAccrual()
+    head = session.head()
+    events = session.log(after=max(0, head - window_events), limit=window_events, values=False)
+    now = session.now()
+    per: dict[str, dict[str, Any]] = {}
+    times: dict[str, list[float]] = {}
+    counted: set[str] = set()
+    start = now
+    for e in events:
+        t = _wall(e["hlc"])
+        start = min(start, t)
+        a = per.setdefault(e["agent"], {"last_action": None, "last_heartbeat": None, "sessions": {}})
+        if e["op"] == HEARTBEAT_OP:
+            a["last_heartbeat"] = t
+            continue
+        brief = {"pos": e["pos"], "op": e["op"], "key": e["key"], "time": t}
+        a["last_action"] = brief
+        s = a["sessions"].setdefault(e["session"], {"session": e["session"], "events": 0, "first": t})
+        s["events"] += 1
+        s["last"] = brief
+        if e["request_id"] not in counted:
+            counted.add(e["request_id"])
+            times.setdefault(e["agent"], []).append(t)
+    out: dict[str, Any] = {}
+    for name, a in sorted(per.items()):
+        ts = sorted(times.get(name, []))
+        sessions = sorted(a["sessions"].values(), key=lambda s: -s["last"]["pos"])
+        out[name] = {
+            "last_action": a["last_action"],
+            "last_heartbeat": a["last_heartbeat"],
+            "sessions": sessions[:sessions_max],
+            "sessions_total": len(sessions),
+            "phi": [(round(t, 3), round(p, 3)) for t, p in phi_series(detector, ts, start, now, points)],
+        }
+    return {"now": now, "start": start, "window_events": len(events), "agents": out}

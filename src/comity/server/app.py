@@ -264,9 +264,11 @@ def authenticate(
 
 
 def create_app(
-    store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | None = None, max_sessions: int = MAX_SESSIONS
+    store: Store, *, auth_ttl: float = 5.0, max_body_bytes: int | None = None, max_sessions: int = MAX_SESSIONS,
+    dashboard: bool = True, evidence: str | None = None,
 ) -> FastAPI:
-    """The HTTP API over ``store`` (which it uses from many threads; the store is thread-safe)."""
+    """The HTTP API over ``store`` (which it uses from many threads; the store is thread-safe),
+    and, unless ``dashboard`` is off, the dashboard at ``/`` (``evidence``: a chaos report's JSON)."""
     server = _Server(store, auth_ttl, max_sessions)
     app = FastAPI(
         title="comity",
@@ -419,6 +421,11 @@ def create_app(
             return _answer(200, await run_in_threadpool(replication.handle, message))
         except Exception:
             return bug("sync")
+
+    if dashboard:
+        from .dashboard import mount
+
+        mount(app, store, server.auth, evidence=evidence)
 
     # Authentication and the body cap come before a byte of the body is read (comity.server.limits).
     app.add_middleware(

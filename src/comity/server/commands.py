@@ -40,8 +40,10 @@ def register(cli: click.Group) -> None:
     @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
     @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port, printed).")
     @limit_options
-    def serve_cmd(obj: Ctx, host: str, port: int, *, as_json: bool, **options: Any) -> None:
-        """Serve the store over HTTP: one POST /v1/VERB per agent verb, OpenAPI at /openapi.json, per-agent tokens."""
+    @click.option("--evidence", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help="A chaos report (`comity chaos report --json > FILE`) for the dashboard's Evidence view.")
+    def serve_cmd(obj: Ctx, host: str, port: int, evidence: str | None, *, as_json: bool, **options: Any) -> None:
+        """Serve the store over HTTP: one POST /v1/VERB per agent verb, OpenAPI at /openapi.json, per-agent tokens, the dashboard at /."""
         limits = limits_from(options)
         if obj.remote:
             raise Invalid("store", "serve needs a store (a path or a postgresql:// URL), not another server")
@@ -53,17 +55,51 @@ def register(cli: click.Group) -> None:
             raise Invalid("serve", f"the HTTP server needs fastapi and uvicorn ({e.name} is missing): pip install 'comity[server]'") from None
         store = obj.store()
         max_body = limits.max_body_bytes or default_max_body(store.max_value_bytes)
-        app = create_app(store, max_body_bytes=max_body)
+        app = create_app(store, max_body_bytes=max_body, evidence=evidence)
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound}"
         if as_json:
-            sys.stdout.write(json.dumps({"url": url, "store": store.location, "openapi": f"{url}/openapi.json"}) + "\n")
+            sys.stdout.write(json.dumps({"url": url, "store": store.location, "openapi": f"{url}/openapi.json", "dashboard": f"{url}/"}) + "\n")
             sys.stdout.flush()
         config = uvicorn_config(app, limits, lifespan="off", timeout_graceful_shutdown=5)
-        err.print(f"comity: serving {store.location} at {url} (OpenAPI: {url}/openapi.json); Ctrl-C stops", markup=False)
+        err.print(f"comity: serving {store.location} at {url} (OpenAPI: {url}/openapi.json; dashboard: {url}/, sign in with a token); Ctrl-C stops", markup=False)
         err.print(f"comity: limits: {describe(limits, max_body)}", markup=False)
+        uvicorn.Server(config).run(sockets=[sock])
+
+    @command(cli, "dashboard")
+    @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+    @click.option("--evidence", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help="A chaos report (`comity chaos report --json > FILE`) for the Evidence view.")
+    @click.option("--open", "open_browser", is_flag=True, help="Also open the sign-in link in a web browser.")
+    def dashboard_cmd(obj: Ctx, port: int, evidence: str | None, open_browser: bool, *, as_json: bool) -> None:
+        """Open the dashboard over the embedded store, on this machine only (127.0.0.1): prints its URL and a one-time sign-in link."""
+        if obj.remote:
+            raise Invalid("store", "dashboard opens a store on this machine; a server (http://…) serves its own at /")
+        try:
+            import uvicorn
+
+            from .app import create_app
+        except ImportError as e:
+            raise Invalid("dashboard", f"the dashboard needs fastapi, uvicorn and jinja2 ({e.name} is missing): pip install 'comity[server]'") from None
+        store = obj.store()
+        app = create_app(store, evidence=evidence)
+        sock = _listen("127.0.0.1", port)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        link = app.state.dashboard.one_time_link(url)
+        if as_json:
+            sys.stdout.write(json.dumps({"url": url + "/", "signin": link, "store": store.location}) + "\n")
+        else:
+            sys.stdout.write(link + "\n")
+        sys.stdout.flush()
+        err.print(f"comity: dashboard of {store.location} at {url}/ ; open the link above once to sign in"
+                  " (it works once, for ten minutes), or sign in with an agent token; Ctrl-C stops", markup=False)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(link)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
         uvicorn.Server(config).run(sockets=[sock])
 
     @cli.group("agent")

@@ -23,6 +23,7 @@ from ._txn import (
     Executor,
     Guard,
     NeedsAuthority,
+    Note,
     Op,
     Put,
     Update,
@@ -44,6 +45,8 @@ __all__ = [
     "DEFAULT_REQUEST_RETENTION_S",
     "Authority",
     "set_authority",
+    "REFUSED_KEY",
+    "REFUSED_OP",
 ]
 
 DEFAULT_NEWS_LIMIT = 50
@@ -59,6 +62,9 @@ _SCAN = 256
 _UNDELIVERED_MAX = 500
 _AGENT_MAX = 128
 KEYS_MAX_LIMIT = 1_000_000
+# Refused writes are kept in the log as notes on this key (see Session._record_refusal).
+REFUSED_KEY = "@refused"
+REFUSED_OP = "write.refused"
 LOG_MAX_LIMIT = 10_000
 NEWS_MAX_LIMIT = 1_000
 
@@ -654,8 +660,9 @@ class Session:
                 self._shown_now(shown, news, truncated)
             return out
 
-    def log(self, key: str | None = None, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """The audit trail: events in log order, with their values."""
+    def log(self, key: str | None = None, *, after: int = 0, limit: int = 100, values: bool = True) -> list[dict[str, Any]]:
+        """The audit trail: events in log order, with their values (unless ``values`` is off:
+        a reader that looks only at who did what to which key skips decoding them)."""
         if key is not None:
             check_key(key, system=True)
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
@@ -664,7 +671,7 @@ class Session:
         with self.store.backend.transaction(write=False) as tx:
             rows = tx.events(after, keys=None if key is None else (key,), limit=limit)
         # The events of keys holding secrets stay in the audit trail, without their values.
-        return [event_json(e, with_value=not is_secret(e.key)) for e in rows]
+        return [event_json(e, with_value=values and not is_secret(e.key)) for e in rows]
 
     def keys(self, prefix: str = "", *, limit: int = 1000, deleted: bool = False, secrets: bool = False) -> list[str]:
         """Keys under ``prefix``; with ``deleted``, also keys whose values are all tombstones."""
@@ -754,44 +761,99 @@ class Session:
         caller = Caller(agent, self.id)
         with self._lock:
             try:
-                with self.store.backend.transaction(write=True) as tx:
+                return self._txn(caller, request_id, guards, ops, record, system, digest)
+            except (StaleContext, Fenced) as e:
+                if not system:
+                    self._record_refusal(caller, request_id, guards, ops, e)
+                raise
+
+    def _record_refusal(self, caller: Caller, request_id: str, guards: list[Guard], ops: list[Op], e: StaleContext | Fenced) -> None:
+        """Keep a refused write in the log (``write.refused`` on ``@refused``): who tried, on
+        which key, what its context had seen and which events it missed.  The refusal itself is
+        unchanged; this is what `comity.work.conflicts` shows.  Comity's own layers (tasks,
+        sequences) retry on contention and record their refusals themselves."""
+        key = e.details.get("key") or e.details.get("resource")
+        if not isinstance(key, str):
+            return
+        seen: int | None = None
+        kind = "write"
+        for o in ops:
+            if getattr(o, "key", None) == key:
+                kind = type(o).__name__.lower()
+                context = getattr(o, "context", None)
+                if isinstance(context, str):
                     try:
-                        outcome, replayed = self.store.executor.execute(
-                            tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
-                        )
-                    except (StaleContext, Fenced, LeaseExpired, NotFound):
-                        # Refused by the state: what it tried to change is now this session's concern,
-                        # so the next answer carries the news that explains the refusal.
-                        self._interested(guards, ops)
-                        raise
+                        seen = self.store.codec.open(context, key, "context").pos
+                    except Invalid:
+                        seen = None
+        for g in guards:
+            context = getattr(g, "context", None)
+            if getattr(g, "key", None) == key and isinstance(context, str):
+                kind = "guard"
+                try:
+                    seen = self.store.codec.open(context, key, "context").pos
+                except Invalid:
+                    seen = None
+        news = e.details.get("news") or []
+        detail: dict[str, Any] = {  # merged into the event as the log shows it: no "key" here
+            "target": key,
+            "error": e.code,
+            "write": kind,
+            "reason": e.message[:500],
+            "missed": [n["pos"] for n in news if isinstance(n, dict) and "pos" in n][:20],
+            "writers": sorted({str(n["agent"]) for n in news if isinstance(n, dict) and "agent" in n})[:20],
+        }
+        for name in ("token", "current", "holder"):
+            if name in e.details:
+                detail[name] = e.details[name]
+        note = Note(REFUSED_KEY, REFUSED_OP, detail, seen=seen)
+        try:
+            with self.store.backend.transaction(write=True) as tx:
+                self.store.executor.execute(tx, caller, f"{request_id}.refused"[:128], [], [note], record=False, system=True)
+        except Exception:  # noqa: BLE001 - the refusal is what the caller must hear; its record is for looking back
+            pass
+
+    def _txn(self, caller: Caller, request_id: str, guards: list[Guard], ops: list[Op], record: bool, system: bool,
+             digest: str | None) -> TxnResult:  # fmt: skip
+        try:
+            with self.store.backend.transaction(write=True) as tx:
+                try:
+                    outcome, replayed = self.store.executor.execute(
+                        tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
+                    )
+                except (StaleContext, Fenced, LeaseExpired, NotFound):
+                    # Refused by the state: what it tried to change is now this session's concern,
+                    # so the next answer carries the news that explains the refusal.
                     self._interested(guards, ops)
-                    if record and not replayed:
-                        self.store._prune_requests(tx, tx.now())
-                    if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
-                        # Positions are issued in order under the write lock: if this transaction's
-                        # events directly follow what the session had seen, nobody else wrote between.
-                        news: list[dict[str, Any]] = []
-                        shown, truncated = _Shown(outcome["pos"], {}), False
-                    else:
-                        shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
-                    # When a save is due, it rides on the session's own write, as it stood before this answer.
-                    row = self._row(tx.now()) if self._save_due() else None
-                    if row is not None:
-                        tx.save_session(row)
-            except NeedsAuthority as need:  # a replica: only its authority may decide this
+                    raise
                 self._interested(guards, ops)
-                outcome, replayed = self.store.at_authority(
-                    need, caller, request_id, guards, ops, record=record, system=system, digest=digest
-                )
-                with self.store.backend.transaction(write=False) as tx:
-                    shown, news, truncated = self._collect(tx, tx.head(), self.interest)
-                self._save_if_due()
-                self._shown_now(shown, news, truncated)
-                return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
-            if row is not None:
-                self._kept(row)
+                if record and not replayed:
+                    self.store._prune_requests(tx, tx.now())
+                if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
+                    # Positions are issued in order under the write lock: if this transaction's
+                    # events directly follow what the session had seen, nobody else wrote between.
+                    news: list[dict[str, Any]] = []
+                    shown, truncated = _Shown(outcome["pos"], {}), False
+                else:
+                    shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+                # When a save is due, it rides on the session's own write, as it stood before this answer.
+                row = self._row(tx.now()) if self._save_due() else None
+                if row is not None:
+                    tx.save_session(row)
+        except NeedsAuthority as need:  # a replica: only its authority may decide this
+            self._interested(guards, ops)
+            outcome, replayed = self.store.at_authority(
+                need, caller, request_id, guards, ops, record=record, system=system, digest=digest
+            )
+            with self.store.backend.transaction(write=False) as tx:
+                shown, news, truncated = self._collect(tx, tx.head(), self.interest)
+            self._save_if_due()
             self._shown_now(shown, news, truncated)
             return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
+        if row is not None:
+            self._kept(row)
+        self._shown_now(shown, news, truncated)
+        return TxnResult(outcome["pos"], outcome["results"], news, truncated, replayed)
 
     def recorded(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
         """The (digest, outcome) recorded under ``request_id``, if a request with it was applied

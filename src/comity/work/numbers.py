@@ -38,6 +38,7 @@ __all__ = [
     "registered_dirs",
     "register_dir",
     "record_of",
+    "allocations",
     "allocate",
     "slug_of",
     "take",
@@ -188,6 +189,19 @@ def register_dir(session: Session, d: str, template: Template) -> None:
         except StaleContext:
             continue
     raise StaleContext(f"{key} kept changing; retry", key=key)
+
+
+def allocations(session: Session, *, limit: int = 10_000) -> dict[str, list[dict[str, Any]]]:
+    """Every migration number taken through comity, by directory (numbers ascending): who took
+    each (agent, worktree, branch, task) and when; registered directories with none come empty."""
+    out: dict[str, list[dict[str, Any]]] = {d: [] for d in sorted(registered_dirs(session))}
+    for v in session.scan(MIGRATION_PREFIX, limit=limit):
+        if len(v.values) == 1 and isinstance(v.values[0], dict) and "number" in v.values[0]:
+            rec = v.values[0]
+            out.setdefault(str(rec.get("dir", "")), []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: (int(r["number"]) if isinstance(r.get("number"), int) else 0, str(r.get("file"))))
+    return out
 
 
 def record_of(session: Session, d: str, n: int) -> dict[str, Any] | None:

@@ -552,8 +552,24 @@ class Board:
                 ops.append(Create(_open_key(task_id), _marker(new), label="task.open"))
             return ops
 
-        with self._lease_steps(task_id):
-            return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first, request=request)
+        try:
+            with self._lease_steps(task_id):
+                return self._update(task_id, change, label, guards=[Holds(key, token), *(guards or [])], extra_ops=extra, first=first, request=request)
+        except (Fenced, LeaseExpired) as e:
+            self._record_fenced(task_id, label, token, e)
+            raise
+
+    def _record_fenced(self, task_id: str, label: str, token: int, e: Fenced | LeaseExpired) -> None:
+        """Log a fenced action on the task's history (``task.fenced``): who tried what with
+        which token, and whose token had superseded it, for `comity why` and the conflicts view."""
+        detail: dict[str, Any] = {"action": label.split(".", 1)[-1], "token": token, "error": e.code, "reason": e.message[:500]}
+        for name in ("current", "holder"):
+            if e.details.get(name) is not None:
+                detail[name] = e.details[name]
+        try:
+            self.session.txn(ops=[Note(task_key(task_id), "task.fenced", detail)], system=True)
+        except (StaleContext, Fenced, LeaseExpired):  # pragma: no cover - notes are never stale
+            pass
 
     @contextmanager
     def _lease_steps(self, task_id: str) -> Iterator[None]:
@@ -567,6 +583,13 @@ class Board:
 
     def renew(self, task_id: str, token: int, *, ttl: float | None = None, request: Request | None = None) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
+        try:
+            return self._renew(task_id, token, ttl, request)
+        except (Fenced, LeaseExpired) as e:
+            self._record_fenced(task_id, "task.renew", token, e)
+            raise
+
+    def _renew(self, task_id: str, token: int, ttl: float | None = None, request: Request | None = None) -> dict[str, Any]:
         key = task_key(task_id)
         prior = self._prior(request)
         if prior is None:
@@ -608,7 +631,7 @@ class Board:
             done_token = current.get("done_token") or 0
             by = current.get("completed_by")
             if token < done_token:  # a successor took over and finished: this holder is a zombie
-                raise Fenced(
+                fenced = Fenced(
                     f"token {token} for task {task_id} was superseded: {by} completed it"
                     f" with token {done_token}; stop, your work on it does not count",
                     resource=task_key(task_id),
@@ -617,20 +640,23 @@ class Board:
                     holder=by,
                     next=[_READY],
                 )
-            if token == done_token:  # the completion was another agent's: a token is its holder's
-                raise Fenced(
+            elif token == done_token:  # the completion was another agent's: a token is its holder's
+                fenced = Fenced(
                     f"task {task_id} was already completed by {by} with token {token}, which is {by}'s, not {me}'s",
                     resource=task_key(task_id),
                     token=token,
                     holder=by,
                 )
-            raise Fenced(  # as the store's own check: no lease was ever granted with it
-                f"task {task_id} was already completed by {by} (token {done_token});"
-                f" no lease on it was ever granted with token {token}",
-                resource=task_key(task_id),
-                token=token,
-                current=done_token,
-            )
+            else:
+                fenced = Fenced(  # as the store's own check: no lease was ever granted with it
+                    f"task {task_id} was already completed by {by} (token {done_token});"
+                    f" no lease on it was ever granted with token {token}",
+                    resource=task_key(task_id),
+                    token=token,
+                    current=done_token,
+                )
+            self._record_fenced(task_id, "task.done", token, fenced)
+            raise fenced
 
         from .changes import gate  # changes build on the board; the board asks them only here
 
@@ -638,7 +664,11 @@ class Board:
             try:
                 status, guards, changes = gate(self.session, task_id, token)
             except (NotFound, StaleContext):
-                self.renew(task_id, token)  # a superseded or expired token is told so first (Fenced, LeaseExpired)
+                try:
+                    self._renew(task_id, token)  # a superseded or expired token is told so first (Fenced, LeaseExpired)
+                except (Fenced, LeaseExpired) as e:
+                    self._record_fenced(task_id, "task.done", token, e)
+                    raise
                 raise
 
             def change(rec: dict[str, Any]) -> dict[str, Any]:
