@@ -63,7 +63,7 @@ from .strategies.base import FinalState
 __all__ = [
     "CHECKERS", "OUTCOME", "PRIMITIVE", "check", "counts",
     "lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "impersonation", "elle_cycle",
-    "sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability",
+    "sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability", "divergence",
 ]  # fmt: skip
 
 OK, INFO = "ok", "info"
@@ -628,7 +628,27 @@ def durability(h: History, final: FinalState) -> list[Anomaly]:
     return out
 
 
-OUTCOME = ("lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "impersonation", "elle_cycle")
+def divergence(h: History, final: FinalState) -> list[Anomaly]:
+    """After the heal: every site must hold what hq holds (files, and each task's state)."""
+    if len(final.sites) < 2:
+        return []
+    ref = final.sites.get("hq") or next(iter(final.sites.values()))
+    out = []
+    for site, snap in sorted(final.sites.items()):
+        if snap == ref:
+            continue
+        files = sorted(k for k in set(ref["files"]) | set(snap["files"]) if ref["files"].get(k) != snap["files"].get(k))
+        tasks = sorted(k for k in set(ref["tasks"]) | set(snap["tasks"]) if ref["tasks"].get(k) != snap["tasks"].get(k))
+        what = ", ".join([*(f"file {k}" for k in files[:3]), *(f"task {k}" for k in tasks[:3])])
+        more = len(files) + len(tasks) - min(3, len(files)) - min(3, len(tasks))
+        out.append(Anomaly(
+            "divergence", "after-heal",
+            f"after the heal, {site} still differs from hq: {what}{f' and {more} more' if more > 0 else ''}", [],
+        ))  # fmt: skip
+    return out
+
+
+OUTCOME = ("lost_update", "duplicate_work", "stale_action", "fencing_violation", "orphaned_task", "impersonation", "elle_cycle", "divergence")
 PRIMITIVE = ("sequence", "lease_overlap", "lease_renewal", "token_order", "allocation", "durability")
 
 # The registry: add a checker here (a function of the history and the final state) and
@@ -647,6 +667,7 @@ CHECKERS: dict[str, Callable[[History, FinalState], list[Anomaly]]] = {
     "token_order": token_order,
     "allocation": allocation,
     "durability": durability,
+    "divergence": divergence,
 }
 
 

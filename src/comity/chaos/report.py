@@ -233,7 +233,7 @@ _SHORT = {
     "lost_update": "lost update", "duplicate_work": "duplicate work", "stale_action": "stale action",
     "fencing_violation": "fencing violation", "orphaned_task": "orphaned task", "impersonation": "impersonation", "elle_cycle": "elle cycle",
     "sequence": "sequence", "lease_overlap": "lease overlap", "lease_renewal": "lease renewal", "token_order": "token order",
-    "allocation": "allocation", "durability": "durability",
+    "allocation": "allocation", "durability": "durability", "divergence": "divergence",
 }  # fmt: skip
 
 

@@ -185,7 +185,8 @@ class Run:
         self.setup: Setup = self.scenario.build(self.rng.fork("plan"))
         self.durable: dict[str, dict[str, Any]] = {}  # what an agent's host keeps across a crash (its transcript)
         self.workdir = scratch_dir()
-        self.strategy: Strategy = self.strategy_class(self.sim, self.rng.fork("store"), self.workdir)
+        adapted = self.scenario.adapt(self.strategy_class) if self.scenario.adapt is not None else self.strategy_class
+        self.strategy: Strategy = adapted(self.sim, self.rng.fork("store"), self.workdir)
         store_rng = self.rng.fork("restarts")
         self.sim.restart_downtime = lambda node: 1.0 + 19.0 * store_rng.random()
         self.sim.on_restart = self._on_restart
@@ -208,6 +209,8 @@ class Run:
         final = self.strategy.final_state()
         if len(final.tasks) < self.setup.expected_tasks:
             return False
+        if len({repr(s) for s in final.sites.values()}) > 1:
+            return False  # across sites: not until every site holds what hq holds
         if any(t.status not in ("done", "failed") for t in final.tasks.values()):
             return False
         return units_done(self.setup.units, final) == len(self.setup.units)

@@ -19,7 +19,7 @@ from ..runtime import SeededRng
 from .agents import Cast, logical
 from .mast import defaults as mast_defaults
 from .nemesis import Profile
-from .strategies.base import FinalState, Plan, TaskPlan
+from .strategies.base import FinalState, Plan, Strategy, TaskPlan
 
 __all__ = ["Scenario", "Setup", "SCENARIOS", "Unit", "units_done"]
 
@@ -61,6 +61,8 @@ class Scenario:
     horizon: float
     small: bool = True  # the systematic explorer runs pairs of faults only on small scenarios
     notes: dict[str, Any] = field(default_factory=dict)
+    # How each strategy runs this scenario (across sites, for the partition); None: as it is.
+    adapt: Callable[[type[Strategy]], type[Strategy]] | None = None
 
 
 def _u(rng: SeededRng, lo: int, hi: int) -> int:
@@ -258,3 +260,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ]
 }
+
+
+def _register_partition() -> None:
+    from .partition import PARTITION  # it builds on this module's pieces: imported once they exist
+
+    SCENARIOS[PARTITION.name] = PARTITION
+
+
+_register_partition()

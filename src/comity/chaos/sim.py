@@ -146,6 +146,9 @@ class ChaosTransport:
         return self._handlers[dest](message)
 
     def send(self, src: str, dest: str, message: Any) -> None:
+        if self.sim.cut(src, dest):  # across a partition: lost
+            self.dropped += 1
+            return
         point = message.get("point") if isinstance(message, dict) else None
         fault: Fault | None = None
         if point is not None and self.sim.faultable(src, dest):
@@ -195,6 +198,7 @@ class Simulation:
         self.quiescent_check: Callable[[], bool] = lambda: False
         self.restart_downtime: Callable[[str], float] = lambda node: 5.0
         self.on_restart: Callable[[str], None] = lambda node: None
+        self.cut: Callable[[str, str], bool] = lambda src, dest: False  # a partition between two endpoints
         self.node_restarts = 0
         self.events = 0
 

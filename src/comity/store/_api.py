@@ -109,6 +109,9 @@ class Written:
     news: list[dict[str, Any]] = field(default_factory=list)
     news_truncated: bool = False
     replayed: bool = False
+    # Written on a replica cut off from its authority under these [lease, token]s: kept here,
+    # judged by the authority when it arrives (comity.sync); None for a write that is final.
+    provisional: list[Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -123,6 +126,8 @@ class Written:
             out["news_truncated"] = True
         if self.replayed:
             out["replayed"] = True
+        if self.provisional:
+            out["provisional"] = self.provisional
         return out
 
 

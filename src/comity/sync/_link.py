@@ -90,7 +90,8 @@ def connect(
 
     where, _ = locate(location)
     if not isinstance(where, str) and not where.exists():
-        raise Invalid("with", f"there is no store at {where}; name an existing store (or a server's http:// URL)")
+        reason = f"there is no store at {where}"
+        raise Unavailable(f"{location} cannot be reached ({reason})", peer=location, unreachable=True, reason=reason)
     try:
         peer = open_store(location, clock=clock, rng=rng)
     except Unavailable as e:

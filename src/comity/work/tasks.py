@@ -754,4 +754,5 @@ class Board:
             name = e.field.removeprefix("ops[0].").replace("guards[0].resource", "task").removeprefix("guards[0].")
             raise Invalid(name, e.message.split(": ", 1)[-1]) from None
         res = r.results[0]
-        return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed)
+        return Written(res["key"], res["op"], res["values"], res["context"], res["pos"], r.news, r.news_truncated, r.replayed,
+                       res.get("provisional"))

@@ -159,6 +159,8 @@ _WRITTEN = (
     Field("context", "str", "The new context: pass it to the next write of this key."),
     Field("pos", "int", "The event's log position."),
     Field("replayed", "bool", "A retry: the outcome recorded under this request id.", required=False),
+    Field("provisional", "list[json]", "On a replica cut off from its upstream, a write under a task's lease: the [lease, token]s"
+          " it was kept under, for the upstream to judge when it arrives (fenced if a successor took the lease).", required=False),
 )
 _TASK = (
     Field("id", "str", "The task's id, e.g. 'T-12'."),

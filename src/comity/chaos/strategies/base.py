@@ -133,6 +133,9 @@ class Plan:
     tasks: list[TaskPlan] = field(default_factory=list)
     files: dict[str, Any] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
+    # Remote sites and when each is cut off from hq: site -> (cut at, healed at), virtual
+    # seconds from the start (the partition scenario; see chaos/partition.py).
+    sites: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -154,6 +157,7 @@ class FinalState:
 
     tasks: dict[str, FinalTask]
     files: dict[str, Any]
+    sites: dict[str, Any] = field(default_factory=dict)  # across sites: what each site holds (for `divergence`)
 
     def by_title(self) -> dict[str, list[FinalTask]]:
         out: dict[str, list[FinalTask]] = {}
