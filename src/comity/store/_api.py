@@ -179,6 +179,10 @@ class Authority(Protocol):
         positions and contexts this replica's.  Unavailable when it cannot be reached."""
         ...
 
+    def close(self) -> None:
+        """Let go of the line to the authority (the store is closing)."""
+        ...
+
 
 _authority_factory: Callable[[Store], Authority] | None = None
 
@@ -369,6 +373,8 @@ class Store:
             except Unavailable:
                 pass  # not kept: a session resumed from its last save repeats some news
         self._named.clear()
+        if self.authority is not None:
+            self.authority.close()  # a replica's line to its upstream (a store it opened, say)
         self.backend.close()
 
     def __enter__(self) -> Store:
