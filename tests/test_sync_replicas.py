@@ -232,6 +232,7 @@ def test_what_needs_the_authority_is_forwarded_while_connected(upstream: comity.
     with pytest.raises(StaleContext) as e:
         b.session("bob").create("files/db/0267.sql", "bob's")
     assert "alice" in e.value.message
+    assert json.dumps(e.value.to_json())  # the authority's refusal, with its next steps, is this replica's error
     assert values(b.store, "files/db/0267.sql") == ["alice's"]  # the refusal brought the key back
     numbers = [next_number(a.session("alice"), "mig"), next_number(b.session("bob"), "mig"), next_number(upstream.session("carol"), "mig")]
     assert numbers == [1, 2, 3]

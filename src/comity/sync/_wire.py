@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..causal import DVVSet, HLCTimestamp
-from ..errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
+from ..errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step, Unavailable
 from ..store import (
     Absent,
     Acquire,
@@ -184,21 +184,27 @@ def error_out(e: ComityError) -> dict[str, Any]:
 
 
 def error_in(body: Any, where: str) -> ComityError:
-    """The error a peer answered with, as the error type it names (so exit codes carry over)."""
+    """The error a peer answered with, as the error type it names (so exit codes carry over),
+    with its next steps."""
     if not isinstance(body, dict):
         return ComityError(f"{where} answered with a malformed error")
     code = str(body.get("error", ""))
     message = str(body.get("message") or code or "error")
-    details = {k: v for k, v in body.items() if k not in ("error", "message")}
+    details = {k: v for k, v in body.items() if k not in ("error", "message", "next")}
+    raw = body.get("next")
+    steps = [x for x in (Step.from_json(s) for s in raw) if x is not None] if isinstance(raw, list) else []
     if code == "invalid":
         name = str(details.pop("field", None) or "sync")
         prefix = f"{name}: "
-        return Invalid(name, message[len(prefix) :] if message.startswith(prefix) else message, **details)
+        return Invalid(name, message[len(prefix) :] if message.startswith(prefix) else message, next=steps, **details)
     if code in ("unauthorized", "forbidden"):
         return Invalid("auth", f"{where} refused the token: {message}")
     if code == "stale_context":
-        return StaleContext(message, key=details.pop("key", None), news=details.pop("news", None), rejected=details.pop("rejected", None), **details)
+        return StaleContext(
+            message, key=details.pop("key", None), news=details.pop("news", None), rejected=details.pop("rejected", None),
+            next=steps, **details,
+        )  # fmt: skip
     cls = _ERRORS.get(code)
     if cls is not None:
-        return cls(message, **details)
-    return ComityError(f"{where}: {message}", **details)
+        return cls(message, next=steps, **details)
+    return ComityError(f"{where}: {message}", next=steps, **details)
