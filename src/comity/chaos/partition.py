@@ -393,7 +393,12 @@ def adapt(strategy: type[Strategy]) -> type[Strategy]:
     if issubclass(strategy, ComityStrategy):
         if strategy is ComityStrategy:
             return SitedComity
-        return strategy  # comity's variants (mutants) run as they are
+        if strategy.name == "comity-embedded":
+            # comity's other ways of being run: across sites, each site is a replica of hq's store as well
+            return type(f"Sited{strategy.__name__}", (SitedComity,), {
+                "name": strategy.name, "summary": f"{strategy.summary}; across sites, each remote site a replica of hq's store",
+            })  # fmt: skip
+        return strategy  # comity's mutants run as they are
     if issubclass(strategy, PoolStrategy):
         return SitedPool
     if issubclass(strategy, FileStrategy):
