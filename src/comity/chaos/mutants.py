@@ -170,13 +170,13 @@ def _context_check_skipped() -> list[tuple[Any, str, Any]]:
 def _stale_write_overwrites() -> list[tuple[Any, str, Any]]:
     original = Executor._write
 
-    def _write(self: Executor, tx: Any, caller: Any, request_id: str, o: Any, text: str | None, rows: Any, clocks: Any) -> tuple[dict[str, Any], int]:
+    def _write(self: Executor, tx: Any, caller: Any, request_id: str, o: Any, text: str | None, rows: Any, clocks: Any, *rest: Any) -> tuple[dict[str, Any], int]:
         if isinstance(o, Put) and o.context is not None and not o.keep_both:
             clock = self._clock(tx, o.key, rows, clocks)
             row = rows[o.key]
             if row is not None:  # BUG: the context read is replaced by one that covers what is there now
                 o = Put(o.key, o.value, context=self.codec.seal(o.key, clock.join(), row.pos), label=o.label)
-        return original(self, tx, caller, request_id, o, text, rows, clocks)
+        return original(self, tx, caller, request_id, o, text, rows, clocks, *rest)
 
     return [(Executor, "_write", _write)]
 

@@ -248,7 +248,8 @@ def serve(obj: Ctx, *, host: str, port: int, heartbeat: float, limits: Limits | 
 
     def guarded(app: Any) -> Any:
         # The token and the body's declared size are checked before a byte of the body is read.
-        return RequestGuard(BearerGate(app, identify), max_body=max_body, identify=identify_with(identify))
+        return RequestGuard(BearerGate(app, identify), max_body=max_body, identify=identify_with(identify),
+                            protect=lambda scope: not str(scope.get("path", "")).startswith("/.well-known/"))  # fmt: skip
 
     serve_http(sessions, sock, heartbeat=heartbeat, middleware=guarded, limits=limits)
 

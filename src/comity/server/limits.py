@@ -222,7 +222,8 @@ def _json(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | 
     return {"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": payload}
 
 
-_UNAUTHORIZED = "no valid agent token: send `Authorization: Bearer TOKEN` (`comity agent add NAME` issues one)"
+_UNAUTHORIZED = ("send `Authorization: Bearer TOKEN` with your agent token; the store's owner issues one with "
+                 "`comity agent add NAME` (an admin token can issue them over HTTP)")
 _JSON_TYPES = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
 
@@ -260,10 +261,16 @@ class RequestGuard:
             authorization = next((v for k, v in headers if k == b"authorization"), b"").decode("latin-1")
             scheme, _, token = authorization.partition(" ")
             status = await self.identify(token.strip()) if scheme.lower() == "bearer" and token.strip() else 401
+            if status == 401:
+                said = "no Authorization header" if not authorization.strip() else (
+                    "that token is not an agent token of this store" if scheme.lower() == "bearer" else "the Authorization header is not `Bearer TOKEN`")
+                message = f"{said}: {_UNAUTHORIZED}"
+                challenge = f'Bearer realm="comity", error="invalid_token", error_description="{message.replace(chr(34), chr(39))}"'
+                await self._answer(send, 401, {"error": "unauthorized", "message": message},
+                                   [(b"www-authenticate", challenge.encode("latin-1", "replace"))])  # fmt: skip
+                return
             if status is not None:
-                body = {"error": "unauthorized", "message": _UNAUTHORIZED} if status == 401 else {
-                    "error": "unavailable", "message": "the store cannot be reached to check the token; retry"}
-                await self._answer(send, status, body, [(b"www-authenticate", b"Bearer")] if status == 401 else None)
+                await self._answer(send, status, {"error": "unavailable", "message": "the store cannot be reached to check the token; retry"})
                 return
         declared = next((v for k, v in headers if k == b"content-length"), None)
         if declared is not None:
