@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import selectors
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,13 +128,19 @@ def call(
     h = {"Content-Type": "application/json", **(headers or {})}
     if token is not None:
         h["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url + (path or f"/v1/{verb}"), data=data if method == "POST" else None, headers=h, method=method)
+    # http.client, not urllib: a server that refuses a body before reading it (413, 401) answers and
+    # closes while a large body is still being sent; the answer is read after the broken pipe.
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            status, payload = r.status, r.read()
-            ctype = r.headers.get("content-type", "")
-    except urllib.error.HTTPError as e:
-        status, payload = e.code, e.read()
-        ctype = e.headers.get("content-type", "")
+        try:
+            conn.request(method, (parts.path or "") + (path or f"/v1/{verb}"), body=data if method == "POST" else None, headers=h)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = conn.getresponse()
+        status, payload = r.status, r.read()
+        ctype = r.headers.get("content-type", "")
+    finally:
+        conn.close()
     assert ctype.startswith("application/json"), (status, ctype, payload[:200])
     return status, json.loads(payload)
