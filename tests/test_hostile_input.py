@@ -105,8 +105,6 @@ def test_task_list_with_a_made_up_state_is_invalid(face: Face, location: str) ->
 
 @pytest.mark.parametrize("ttl", [-1, 0, 1e308])
 def test_agents_with_a_nonsensical_ttl_is_invalid(face: Face, location: str, ttl: float) -> None:
-    if face.name.startswith("mcp"):
-        pytest.skip("the MCP agents() tool takes no ttl")
     refused(face, location, "agents", {"ttl": ttl}, "ttl")
 
 
