@@ -223,14 +223,31 @@ def test_processes_drain_a_board_through_the_cli(db: Path, tmp_path: Path) -> No
 
 # --------------------------------------------------------------------- the zombie
 
-_ZOMBIE = textwrap.dedent(
+# Every process of the zombie test opens the store on one clock the test sets: the time is
+# a number in a file.  A lease expires when the test moves that number past it, never because
+# the machine was slow, and nobody sleeps (the processes, the file and the store are real).
+_FILE_CLOCK = textwrap.dedent(
+    """
+    class FileClock:
+        def __init__(self, path):
+            self.path = path
+
+        def now(self):
+            with open(self.path) as f:
+                return float(f.read())
+
+        monotonic = now
+    """
+)
+
+_ZOMBIE = _FILE_CLOCK + textwrap.dedent(
     """
     import json, sys
     import comity
     from comity import ComityError
     from comity.work import Board
-    path, agent, task_id, ttl = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    board = Board(comity.open(path).session(agent))
+    path, clock, agent, task_id, ttl = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    board = Board(comity.open(path, clock=FileClock(clock)).session(agent))
     c = board.claim(task_id, ttl=ttl)
     board.checkpoint(task_id, c.token, "A: parsed the input; next: write the output", ttl=ttl)
     print(json.dumps({"token": c.token, "expires": board.show(task_id)["lease"]["expires"]}), flush=True)
@@ -243,36 +260,61 @@ _ZOMBIE = textwrap.dedent(
     """
 )
 
+# Another agent's claim, in a process of its own on the test's clock: the answer, or the refusal.
+_CLAIM = _FILE_CLOCK + textwrap.dedent(
+    """
+    import json, sys
+    import comity
+    from comity import ComityError
+    from comity.work import Board
+    path, clock, agent, task_id, ttl = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    board = Board(comity.open(path, clock=FileClock(clock)).session(agent))
+    try:
+        c = board.claim(task_id, ttl=ttl)
+        print(json.dumps({"token": c.token, "handoff": c.handoff}, default=str), flush=True)
+    except ComityError as e:
+        print(json.dumps(e.to_json()), flush=True)
+    """
+)
+
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP/SIGCONT")
 def test_a_paused_zombie_is_fenced_after_its_lease_expires_and_the_successor_finishes(db: Path, tmp_path: Path) -> None:
-    ttl = 2.0
+    ttl = 30.0
+    clock = tmp_path / "clock"
+    start = time.time()  # the story begins now, so the CLI's own clock (at the end) agrees with it
+    clock.write_text(repr(start))
     assert cli(db, "task", "add", "write the report", agent="triage").returncode == 0
-    script = tmp_path / "zombie.py"
-    script.write_text(_ZOMBIE)
-    a = subprocess.Popen([sys.executable, str(script), str(db), "A", "T-1", str(ttl)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    (tmp_path / "zombie.py").write_text(_ZOMBIE)
+    (tmp_path / "claim.py").write_text(_CLAIM)
+
+    def claim_as_b() -> dict[str, Any]:
+        r = subprocess.run([sys.executable, str(tmp_path / "claim.py"), str(db), str(clock), "B", "T-1", "3600"],
+                           capture_output=True, text=True, env=_env(), timeout=60, check=False)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+    a = subprocess.Popen([sys.executable, str(tmp_path / "zombie.py"), str(db), str(clock), "A", "T-1", str(ttl)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         assert a.stdout is not None and a.stdin is not None
         line = a.stdout.readline()
         assert line, a.stderr.read() if a.stderr else ""
         claim_a = json.loads(line)
         token_a, expires_a = claim_a["token"], claim_a["expires"]
+        assert expires_a == start + ttl  # the lease runs on the test's clock
 
-        # Before expiry: B is refused, naming A.
-        early = cli(db, "task", "claim", "T-1", "--json", agent="B")
-        assert time.time() < expires_a, "the refusal must be checked before A's lease expires; machine too slow?"
-        assert early.returncode == 3, early.stderr
-        assert json.loads(early.stdout)["holder"] == "A"
+        # A second before expiry: B is refused, naming A.
+        clock.write_text(repr(expires_a - 1))
+        early = claim_as_b()
+        assert early["error"] == "stale_context" and early["holder"] == "A", early
 
         # A stalls (a stopped process holds nothing but its token) past its expiry.
         os.kill(a.pid, signal.SIGSTOP)
-        time.sleep(max(0.0, expires_a - time.time()) + 0.3)
+        clock.write_text(repr(expires_a + 1))
 
-        took = cli(db, "task", "claim", "T-1", "--json", agent="B")
-        assert took.returncode == 0, took.stderr
-        claim_b = json.loads(took.stdout)
-        assert claim_b["token"] > token_a
+        claim_b = claim_as_b()
+        assert claim_b.get("token", 0) > token_a, claim_b
         assert any(h["agent"] == "A" and "next: write the output" in h["note"] for h in claim_b["handoff"])
 
         # A wakes and tries to finish with its old token: fenced.
@@ -288,7 +330,8 @@ def test_a_paused_zombie_is_fenced_after_its_lease_expires_and_the_successor_fin
             a.kill()
             a.wait()
 
-    # The same through the CLI: A's done with its old token exits 3 (fenced).
+    # The same through the CLI (the system clock; B's lease runs an hour from the story's
+    # start): A's done with its old token exits 3 (fenced).
     zombie = cli(db, "task", "done", "T-1", "--token", str(token_a), "--json", agent="A")
     assert zombie.returncode == 3 and json.loads(zombie.stdout)["error"] == "fenced"
 
