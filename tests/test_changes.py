@@ -120,6 +120,45 @@ def test_bad_input_names_the_field(team: Team) -> None:
         assert ei.value.details.get("field") == field, (field, ei.value)
 
 
+def test_a_retry_with_the_same_request_id_returns_the_recorded_outcome(team: Team, tmp_path: Path) -> None:
+    """A client that lost the answer sends the call again: each mutating verb of the
+    verification layer answers from the recorded outcome instead of acting twice."""
+    alice, bob, carol = team.agent("alice"), team.agent("bob"), team.agent("carol")
+    t, _ = claimed(alice, "parser")
+    runs = tmp_path / "runs"
+    sha = commit(team.repo, "parser.py", "ok\n")
+    args: dict[str, Any] = {"commit": sha, "checks": [f"echo run >> {runs}"], "request_id": "submit-1"}
+    first = alice.change_submit(t, **args)
+    again = alice.change_submit(t, **args)
+    assert again["id"] == first["id"] and again["replayed"] is True and "replayed" not in first
+    assert [c["id"] for c in alice.change_list(task=t)["changes"]] == [first["id"]]
+    with pytest.raises(Invalid) as ei:
+        alice.change_submit(t, **{**args, "checks": ["true"]})  # the id of another request
+    assert ei.value.details.get("field") == "request_id"
+    # verify: the checks run once; the retry answers with the recorded run.
+    v = bob.verify(first["id"], request_id="verify-1")
+    v2 = bob.verify(first["id"], request_id="verify-1")
+    assert runs.read_text() == "run\n"
+    assert v2["replayed"] is True and (v2["outcome"], v2["state"], v2["verification"]) == (v["outcome"], v["state"], v["verification"])
+    assert len(alice.change_show(first["id"])["verifications"]) == 1
+    # refute, attest and policy_set likewise record once.
+    alice.policy_set("default", attestations=1, reexecute=False, request_id="policy-1")
+    assert alice.policy_set("default", attestations=1, reexecute=False, request_id="policy-1") == {
+        **alice.policy_set("default", attestations=1, reexecute=False), "replayed": True, "news": [], "stale": []}
+    t2, _ = claimed(alice, "lexer")
+    c2 = alice.change_submit(t2, commit=commit(team.repo, "lexer.py", "ok\n"), checks=["true"])["id"]
+    a1 = carol.attest(c2, request_id="attest-1")
+    a2 = carol.attest(c2, request_id="attest-1")
+    assert a2["replayed"] is True and a1["state"] == a2["state"] == "accepted"
+    assert [a["attester"] for a in carol.change_show(c2)["attestations"]] == ["carol"]
+    events = len(carol.log(f"@change/{c2}")["events"])
+    r1 = carol.refute(c2, "breaks login", request_id="refute-1")
+    r2 = carol.refute(c2, "breaks login", request_id="refute-1")
+    assert r1["state"] == r2["state"] == "refuted" and r2["replayed"] is True
+    assert len(carol.log(f"@change/{c2}")["events"]) == events + 1
+    assert r2["refuted"] == r1["refuted"]
+
+
 # ------------------------------------------------------------- re-execution
 
 

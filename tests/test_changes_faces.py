@@ -60,9 +60,12 @@ def test_refutation_taint_news_and_forged_attestations_through_every_face(face: 
             post = bob.post  # type: ignore[attr-defined]
             bob.post = lambda path, data, headers=None: post(path, data, {**(headers or {}), "Comity-Session": "bob-1"})  # type: ignore[attr-defined]
         assert bob.call("task_claim", {"id": t2}).ok
-        r = bob.call("change_submit", {"task": t2, "commit": lexer, "checks": ["true"], "on": [c1]})
+        submit = {"task": t2, "commit": lexer, "checks": ["true"], "on": [c1], "request_id": f"{face}-submit"}
+        r = bob.call("change_submit", submit)
         assert r.ok, r
         c2 = r.body["id"]
+        retried = bob.call("change_submit", submit)  # the answer was lost: the same call again
+        assert retried.ok and retried.body["id"] == c2 and retried.body["replayed"] is True, retried
         assert r.body["state"] == "submitted"
         assert bob.call("news", {}).ok  # bob has seen everything so far
         v = carol.call("verify", {"id": c1})

@@ -32,7 +32,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     from ..clikit import news_of as _news_of
     from ..clikit import print_json as _print_json
     from ..errors import EXIT_REFUSED, EXIT_UNAVAILABLE, Invalid
+    from ..work.verbs import VERB
     from ._git import GitFailed, Repo
+
+    REQUEST_ID_HELP = VERB["change_submit"].param("request_id").doc
 
     def verbs(obj: Ctx) -> Any:
         # The change verbs of the agent facade (in process, or a server's through RemoteAgent).
@@ -70,8 +73,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     @click.option("--read", "reads", multiple=True, metavar="KEY", help="A key the work was based on, at the context this session read it (repeatable).")
     @click.option("--path", "paths", multiple=True, metavar="PATH", help="A path the change touches (default: the commit's files, for path policies).")
     @click.option("--note", default="", help="What the change is.")
+    @click.option("--request-id", metavar="ID", help=REQUEST_ID_HELP)
     def change_submit_cmd(obj: Ctx, task: str, commit: str | None, diff: str | None, checks: tuple[str, ...], on: tuple[str, ...],
-                          commits: tuple[str, ...], reads: tuple[str, ...], paths: tuple[str, ...], note: str, *, as_json: bool) -> None:
+                          commits: tuple[str, ...], reads: tuple[str, ...], paths: tuple[str, ...], note: str, request_id: str | None,
+                          *, as_json: bool) -> None:
         """Submit a change for a task: its commit, the checks it claims pass, what it was built on."""
         path_list = list(paths)
         if commit is None and diff is None:
@@ -81,7 +86,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
                 raise Invalid("commit", "give --commit SHA (or --diff SHA256): this is not a git repository with a commit") from None
             path_list = path_list or touched
         c = verbs(obj).change_submit(task, commit=commit, diff=diff, checks=list(checks), on=list(on), commits=list(commits),
-                                      reads=list(reads) if reads else None, paths=path_list, note=note)
+                                      reads=list(reads) if reads else None, paths=path_list, note=note,
+                                      request_id=request_id)
         _news_of(c)
         if as_json:
             _print_json(c)
@@ -133,9 +139,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     @command(cli, "verify")
     @click.argument("change_id", metavar="ID")
     @click.option("--timeout", type=float, default=None, help="Seconds each claimed check may run (default 600).")
-    def verify_cmd(obj: Ctx, change_id: str, timeout: float | None, *, as_json: bool) -> None:
+    @click.option("--request-id", metavar="ID", help=REQUEST_ID_HELP)
+    def verify_cmd(obj: Ctx, change_id: str, timeout: float | None, request_id: str | None, *, as_json: bool) -> None:
         """Re-run a change's claimed checks at its commit in a clean worktree; exit 0 passed, 3 failed (refuted), 5 could not check."""
-        r = verbs(obj).verify(change_id, timeout=timeout)
+        r = verbs(obj).verify(change_id, timeout=timeout, request_id=request_id)
         _news_of(r)
         if as_json:
             _print_json({"id": r["id"], "outcome": r["outcome"], "state": r["state"], "verification": r["verification"]})
@@ -156,9 +163,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place that lists eve
     @command(cli, "refute")
     @click.argument("change_id", metavar="ID")
     @click.option("--reason", required=True, help="Why the change is wrong.")
-    def refute_cmd(obj: Ctx, change_id: str, reason: str, *, as_json: bool) -> None:
+    @click.option("--request-id", metavar="ID", help=REQUEST_ID_HELP)
+    def refute_cmd(obj: Ctx, change_id: str, reason: str, request_id: str | None, *, as_json: bool) -> None:
         """Mark a change refuted: every change built on it is tainted and its task reopens."""
-        c = verbs(obj).refute(change_id, reason)
+        c = verbs(obj).refute(change_id, reason, request_id=request_id)
         _news_of(c)
         if as_json:
             _print_json(c)

@@ -55,7 +55,7 @@ from .checks import DEFAULT_TIMEOUT_S, Runner
 
 if TYPE_CHECKING:  # signing loads cryptography: only the verbs that sign or check pay for it
     from .attestations import Keyring, PublicKey
-from .tasks import OPEN_PREFIX, parse_task_id, task_key
+from .tasks import OPEN_PREFIX, Request, parse_task_id, task_key
 
 __all__ = [
     "Changes",
@@ -200,6 +200,34 @@ def _reason(value: object) -> str:
     return value
 
 
+def _prior(session: Session, request: Request | None) -> dict[str, Any] | None:
+    """The outcome recorded for ``request``, if it was applied: a retry is answered from it
+    instead of acting twice (as the board's verbs are)."""
+    if request is None:
+        return None
+    got = session.recorded(request.id)
+    if got is None:
+        return None
+    if got[0] != request.digest:
+        raise Invalid("request_id", f"{request.id[:60]!r} was already used for a different request; use a new id for a new request")
+    return got[1]
+
+
+def _txn_request(request: Request | None) -> dict[str, Any]:
+    return {} if request is None else {"request_id": request.id, "digest": request.digest}
+
+
+class _Settled(dict[str, dict[str, Any]]):
+    """The records a settlement left, and whether they are a racing retry's, as it recorded them."""
+
+    replayed = False
+
+
+def _written(results: list[dict[str, Any]], key: str) -> Any:
+    """The value a recorded transaction wrote to ``key`` (None if it wrote none there)."""
+    return next((r["values"][0] for r in results if r.get("key") == key and r.get("values")), None)
+
+
 def _state(rec: dict[str, Any]) -> str:
     if rec.get("refuted"):
         return "refuted"
@@ -316,13 +344,17 @@ class Changes:
         paths: list[str] | None = None,
         note: str = "",
         token: int | None = None,
+        request: Request | None = None,
     ) -> dict[str, Any]:
         """Record a change for ``task`` by this session's agent, built on changes ``on``,
         base ``commits`` and the keys in ``reads`` (each with the context it was read at;
         None: its context now).  If this agent holds the task's lease, the change carries
         its fencing token (checked in the same transaction): only such a change completes
-        the task."""
+        the task.  With a ``request``, a retry returns the change the first attempt made."""
         me = self._me("submitting a change")
+        prior = _prior(self.session, request)
+        if prior is not None:
+            return self._replayed(prior["results"][0]["values"][0]["id"])
         tid = parse_task_id(task, "task")
         if (commit is None) == (diff is None):
             raise Invalid("commit", "give the change's commit (or, without one, the sha256 of its diff as diff), not both")
@@ -376,7 +408,10 @@ class Changes:
                 sources.update(brec.get("tainted_by", []))
                 if _state(brec) != "accepted":
                     waiting.append(b)
-            cid = f"C-{next_number(self.session, SEQUENCE)}"
+            # With a request id the number is taken under an id of its own: a retry (or this
+            # loop, after a base moved) takes the same one, so a retried submit leaves no gap.
+            seq = None if request is None else request.derived("seq")
+            cid = f"C-{next_number(self.session, SEQUENCE, request_id=None if seq is None else seq.id, digest=None if seq is None else seq.digest)}"
             record: dict[str, Any] = {
                 "id": cid, "task": tid, "token": token, "author": me, "commit": commit, "diff": diff,
                 "checks": check_list, "paths": path_list,
@@ -398,17 +433,25 @@ class Changes:
             if token is not None:
                 guards.append(Holds(task_key(tid), token))
             try:
-                self.session.txn(guards=guards, ops=ops, system=True)
+                r = self.session.txn(guards=guards, ops=ops, system=True, **_txn_request(request))
             except StaleContext as e:
                 if e.key is not None and e.key.startswith(("@change", TASK_CHANGES_PREFIX)):
                     continue  # a base or an index moved: read again (the number is spent; a gap, never a duplicate)
                 raise
             except (Fenced, LeaseExpired) as e:
                 raise type(e)(f"token {token} no longer holds task {tid}: {e.message}", **e.details) from None
+            if r.replayed:  # the same request, applied meanwhile by a retry racing this one
+                return self._replayed(r.results[0]["values"][0]["id"])
             if not waiting and not sources:
                 self._settle([cid], lambda recs: None)  # nothing to wait on: the policy may accept it at once
             return self.show(cid)
         raise StaleContext("the changes it is built on kept changing; retry", key=change_key(bases[0]) if bases else None)
+
+    def _replayed(self, change_id: str) -> dict[str, Any]:
+        """A retried request's answer: the change it made or acted on, as it is now.  Settling
+        it again finishes what a first attempt cut off after its write left undone."""
+        self._settle([change_id], lambda recs: None)
+        return {**self.show(change_id), "replayed": True}
 
     # ------------------------------------------------------------ settlement
     def _dependents(self, ids: Iterable[str]) -> tuple[list[str], dict[str, Versioned]]:
@@ -428,10 +471,12 @@ class Changes:
             frontier = nxt
         return sorted(seen, key=_num), index
 
-    def _settle(self, seeds: list[str], mutate: Callable[[dict[str, dict[str, Any]]], None]) -> dict[str, dict[str, Any]]:
+    def _settle(self, seeds: list[str], mutate: Callable[[dict[str, dict[str, Any]]], None],
+                request: Request | None = None) -> _Settled:
         """Apply ``mutate`` to the seed changes' records and recompute the state of every change
         built on them, with the effects on their tasks, in one guarded transaction (retried
-        whole when anything it read moved).  Returns the new records."""
+        whole when anything it read moved; recording ``request``'s outcome).  Returns the new
+        records (a racing retry's, as recorded, when it applied the request first)."""
         for _ in range(_RETRIES):
             closure, index = self._dependents(seeds)
             vs = dict(zip(closure, self.session.get_many([change_key(c) for c in closure])))
@@ -468,7 +513,7 @@ class Changes:
                 r["state"] = _state(r)
             changed = [c for c in closure if c in new and new[c] != old[c]]
             if not changed:
-                return new
+                return _Settled(new)
             guards: list[Any] = [Unchanged(DEPENDENTS_PREFIX + c, v.context) for c, v in index.items()]
             guards += [Unchanged(change_key(b), v.context) for b, v in out_vs.items()]
             ops: list[Any] = []
@@ -487,12 +532,16 @@ class Changes:
                 ops.append(Put(inbox_key(author), {"agent": author, "news": items}, context=box.context, label="change.news"))
             ops += self._task_effects(old, new, changed, task_vs, guards)
             try:
-                self.session.txn(guards=guards, ops=ops, system=True)
+                r = self.session.txn(guards=guards, ops=ops, system=True, **_txn_request(request))
             except StaleContext as e:
                 if e.key is not None and e.key.startswith(("@change", "@task/", OPEN_PREFIX, INBOX_PREFIX)):
                     continue
                 raise
-            return new
+            if r.replayed:
+                done = _Settled({c: rec for c in seeds if (rec := _written(r.results, change_key(c))) is not None})
+                done.replayed = True
+                return done
+            return _Settled(new)
         raise StaleContext(f"change {seeds[0]} kept changing under contention; retry", key=change_key(seeds[0]))
 
     @staticmethod
@@ -567,12 +616,16 @@ class Changes:
         return ops
 
     # --------------------------------------------------------------- verbs
-    def verify(self, change_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+    def verify(self, change_id: str, *, timeout: float | None = None, request: Request | None = None) -> dict[str, Any]:
         """Re-execute the change's claimed checks at its commit in a clean worktree and record
         the outcome (with a hash of the output): a failure refutes the change, a pass on a
-        refuted change clears it."""
+        refuted change clears it.  With a ``request``, a retry returns the recorded outcome
+        without running the checks again."""
         me = self._me("verifying a change")
         cid = parse_change_id(change_id)
+        prior = _prior(self.session, request)
+        if prior is not None:
+            return self._verified(cid, prior["results"], replayed=True)
         t = DEFAULT_TIMEOUT_S if timeout is None else timeout
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= _TIMEOUT_MAX:
             raise Invalid("timeout", f"must be seconds in (0, {_TIMEOUT_MAX:.0f}], got {timeout!r}")
@@ -593,19 +646,33 @@ class Changes:
                 r["cleared"] = {"by": me, "at": entry["at"], "was": r["refuted"]}
                 r["refuted"] = None
 
-        new = self._settle([cid], mutate)
+        new = self._settle([cid], mutate, request)
+        if new.replayed:  # a racing retry of this request recorded its own run first
+            return self._verified(cid, [{"key": change_key(cid), "values": [new[cid]]}], replayed=True)
         return {"id": cid, "outcome": result.outcome, "state": new[cid]["state"], "verification": entry}
 
-    def refute(self, change_id: str, reason: str) -> dict[str, Any]:
+    def _verified(self, cid: str, results: list[dict[str, Any]], *, replayed: bool = False) -> dict[str, Any]:
+        """A verification's answer from the transaction that recorded it (the change as written)."""
+        rec = _written(results, change_key(cid))
+        if rec is None or not rec.get("verifications"):
+            raise Invalid("request_id", "that id was recorded for a request that verified nothing; use a new id")
+        entry = rec["verifications"][-1]
+        out = {"id": cid, "outcome": entry["outcome"], "state": rec["state"], "verification": entry}
+        return {**out, "replayed": True} if replayed else out
+
+    def refute(self, change_id: str, reason: str, *, request: Request | None = None) -> dict[str, Any]:
         """Mark the change refuted: everything built on it is tainted, their tasks reopen."""
         me = self._me("refuting a change")
         cid = parse_change_id(change_id)
         why = _reason(reason)
+        if _prior(self.session, request) is not None:
+            return self._replayed(cid)
 
         def mutate(recs: dict[str, dict[str, Any]]) -> None:
             recs[cid]["refuted"] = {"by": me, "at": self.session.now(), "source": "refute", "reason": why}
 
-        self._settle([cid], mutate)
+        if self._settle([cid], mutate, request).replayed:
+            return {**self.show(cid), "replayed": True}
         return self.show(cid)
 
     # -------------------------------------------------------- attestations
@@ -620,12 +687,14 @@ class Changes:
                     out.append(PublicKey.of(v.values[0]["agent"], parse_public(k["public_key"])))
         return out
 
-    def register_key(self, public_key: str) -> dict[str, Any]:
+    def register_key(self, public_key: str, *, request: Request | None = None) -> dict[str, Any]:
         """Register a public key (PEM, or base64 of 32 bytes) as this agent's."""
         from .attestations import PublicKey, parse_public
 
         me = self._me("registering a key")
         pk = PublicKey.of(me, parse_public(public_key))
+        if _prior(self.session, request) is not None:
+            return {"agent": me, "keyid": pk.keyid, "registered": True, "replayed": True}
         for _ in range(_RETRIES):
             v = self.session.get(PUBKEY_PREFIX + me)
             rec: dict[str, Any] = dict(v.values[0]) if len(v.values) == 1 else {"agent": me, "keys": []}
@@ -636,10 +705,11 @@ class Changes:
                 raise Invalid("public_key", f"that key is already registered to {others[0].agent}")
             rec["keys"] = [*rec["keys"], {"keyid": pk.keyid, "public_key": pk.to_json()["public_key"], "added": self.session.now()}]
             try:
-                self.session.txn(ops=[Put(PUBKEY_PREFIX + me, rec, context=v.context, label="key.register")], system=True)
+                r = self.session.txn(ops=[Put(PUBKEY_PREFIX + me, rec, context=v.context, label="key.register")], system=True,
+                                     **_txn_request(request))
             except StaleContext:
                 continue
-            return {"agent": me, "keyid": pk.keyid, "registered": True}
+            return {"agent": me, "keyid": pk.keyid, "registered": True, **({"replayed": True} if r.replayed else {})}
         raise StaleContext(f"{me}'s keys kept changing; retry", key=PUBKEY_PREFIX + me)
 
     def sign(self, change_id: str) -> dict[str, Any]:
@@ -658,7 +728,7 @@ class Changes:
         self.register_key(public_pem(key.public_key()))
         return sign_envelope(statement(rec, self.session.store.store_id, me, provenance_digest(rec)), key)
 
-    def attest(self, change_id: str, envelope: dict[str, Any] | None = None) -> dict[str, Any]:
+    def attest(self, change_id: str, envelope: dict[str, Any] | None = None, *, request: Request | None = None) -> dict[str, Any]:
         """Record a signed approval of the change (``envelope``; None: sign one as this agent).
 
         Refused with the reason (Invalid, field ``envelope``) when the signature does not
@@ -668,6 +738,8 @@ class Changes:
 
         self._me("attesting")
         cid = parse_change_id(change_id)
+        if _prior(self.session, request) is not None:
+            return self._replayed(cid)
         if envelope is None:
             envelope = self.sign(cid)
         rec = self.record(cid)
@@ -688,11 +760,12 @@ class Changes:
             r = recs[cid]
             r["attestations"] = [a for a in r.get("attestations", []) if a["attester"] != signer.agent] + [entry]
 
-        self._settle([cid], mutate)
-        return self.show(cid)
+        replayed = self._settle([cid], mutate, request).replayed
+        return {**self.show(cid), "replayed": True} if replayed else self.show(cid)
 
     # --------------------------------------------------------------- policy
-    def set_policy(self, scope: str, *, attestations: int = 0, reexecute: bool = True, remove: bool = False) -> dict[str, Any]:
+    def set_policy(self, scope: str, *, attestations: int = 0, reexecute: bool = True, remove: bool = False,
+                   request: Request | None = None) -> dict[str, Any]:
         """Set (or, with ``remove``, drop) the policy for ``scope``: 'default', 'label:NAME', 'path:GLOB'."""
         self._me("setting a policy")
         sc = _scope(scope)
@@ -700,6 +773,9 @@ class Changes:
             raise Invalid("attestations", f"must be an integer in [0, 64], got {attestations!r}")
         if not isinstance(reexecute, bool):
             raise Invalid("reexecute", "must be true or false")
+        prior = _prior(self.session, request)
+        if prior is not None:
+            return {"policies": _written(prior["results"], POLICIES_KEY), "replayed": True}
         for _ in range(_RETRIES):
             v = self.session.get(POLICIES_KEY)
             cur = dict(v.values[0]) if len(v.values) == 1 and isinstance(v.values[0], dict) else {}
@@ -708,9 +784,11 @@ class Changes:
             else:
                 cur[sc] = {"attestations": attestations, "reexecute": reexecute}
             try:
-                self.session.txn(ops=[Put(POLICIES_KEY, cur, context=v.context, label="policy.set")], system=True)
+                r = self.session.txn(ops=[Put(POLICIES_KEY, cur, context=v.context, label="policy.set")], system=True, **_txn_request(request))
             except StaleContext:
                 continue
+            if r.replayed:
+                return {"policies": _written(r.results, POLICIES_KEY), "replayed": True}
             return {"policies": cur}
         raise StaleContext("the policies kept changing; retry", key=POLICIES_KEY)
 
