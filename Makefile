@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The story through agent hosts (two MCP clients in two worktrees), then the chaos table.
 demo: $(STAMP)
 	$(BIN)/python examples/migration_race.py
 	$(BIN)/python examples/chaos_story.py

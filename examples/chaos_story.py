@@ -3,22 +3,26 @@
 For each failure of DESIGN.md's table, the same agents (with the faults of LLM agents)
 run under each coordination strategy; for each baseline, the first seed on which the
 failure shows, what the checker saw, and how to replay it; then comity on that very
-seed.  Then the table over a few seeds (`comity chaos report --seeds 1000` for the
-README's).
+seed.  Then the table over a few seeds, in 80 columns (the README's is taken with
+`comity chaos report`).
 """
 
 from __future__ import annotations
 
 import sys
 
+from collections.abc import Callable
+
+from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from comity.chaos import SCENARIOS, run
-from comity.chaos.report import FAULTED, margins, report
+from comity.chaos.report import FAULT_FREE, FAULTED, REPORT_COMMAND, margins, report
 from comity.chaos.strategies import BASELINES
 
-con = Console(highlight=False)
+con = Console(highlight=False, width=min(Console().width, 80))
 SEEDS_FOR_TABLE = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 
 
@@ -45,7 +49,8 @@ def story() -> None:
         shown_seed = 0
         for strategy in BASELINES:
             for seed in range(40):
-                r = run(name, strategy, seed)
+                with con.status(f"{name} under {strategy}: seed {seed}…"):
+                    r = run(name, strategy, seed)
                 hits = [a for c in sc.about for a in r.anomalies if a.checker == c]
                 if hits:
                     # The telling one: a commit or completion that should not have counted, if any.
@@ -66,25 +71,50 @@ def story() -> None:
 
 
 def table() -> None:
+    """The table over a few seeds, scenarios down and strategies across, in 80 columns."""
+    shown = [*BASELINES, "comity"]  # comity-embedded is comity on its own clocks: see the README
+    long_seeds = max(1, SEEDS_FOR_TABLE // 5)
     con.print()
-    with con.status(f"running every scenario under every strategy, {SEEDS_FOR_TABLE} seeds each, with and without faults…"):
-        rows = report(seeds=range(SEEDS_FOR_TABLE))
-    t = Table(title=f"faulted runs with an anomaly ({SEEDS_FOR_TABLE} seeds per row; docs/evidence.md has 1,000)")
-    for col in ["scenario", "strategy", "outcomes", "primitives", "done", "by 2× time", "wasted steps"]:
-        t.add_column(col, justify="left" if col in ("scenario", "strategy") else "right", no_wrap=True)
-    for row in rows:
-        if row.faults != FAULTED:
-            continue
-        style = "bold green" if row.strategy == "comity" else None
-        tight = "–" if row.completion_tight is None else f"{100 * row.completion_tight:.0f}%"
-        t.add_row(row.scenario, row.strategy, str(row.any_outcome or "·"), str(row.any_primitive or "·"), f"{100 * row.completion:.0f}%",
-                  tight, f"{row.wasted_steps:.1f}", style=style)  # fmt: skip
-    con.print(t)
+    with Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con, transient=True) as bar:  # fmt: skip
+        job = bar.add_task("each scenario × strategy × seed, fault-free and faulted", total=None)
+        rows = report(strategies=shown, seeds=range(SEEDS_FOR_TABLE), long_seeds=range(long_seeds),
+                      progress=lambda done, total: bar.update(job, completed=done, total=total))  # fmt: skip
+    by = {(r.scenario, r.strategy, r.faults): r for r in rows}
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    head = {"naive-locks": "naive\nlocks", "careful-locks": "careful\nlocks"}
+
+    def grid(title: str, cell: Callable[[str, str], str]) -> Table:
+        t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+        t.add_column("scenario", no_wrap=True)
+        for st in shown:
+            t.add_column(head.get(st, st), justify="right", no_wrap=True, style="bold green" if st == "comity" else None)
+        for sc in scenarios:
+            t.add_row(sc, *[cell(sc, st) for st in shown])
+        return t
+
+    def anomalies(sc: str, st: str) -> str:
+        f, q = by[(sc, st, FAULTED)], by[(sc, st, FAULT_FREE)]
+        return f"{f.any_anomaly or '·'} ({q.any_anomaly or '·'})"
+
+    def done(sc: str, st: str) -> str:
+        f = by[(sc, st, FAULTED)]
+        return "–" if f.completion_tight is None else f"{100 * f.completion_tight:.0f}%"
+
+    n = f"{SEEDS_FOR_TABLE} seeds, busy_afternoon {long_seeds}"
+    con.print(grid(f"runs with an anomaly: faulted (fault-free); {n}", anomalies))
+    con.print(grid("work done by twice the fault-free run's time, faulted", done))
+    con.print(grid("wasted steps per faulted run (refused, discarded, duplicated work)",
+                   lambda sc, st: f"{by[(sc, st, FAULTED)].wasted_steps:.1f}"))  # fmt: skip
+    t = Table(title="comity against the best baseline of each scenario, faulted runs with an anomaly", box=box.SIMPLE_HEAD,
+              title_justify="left")  # fmt: skip
+    for col in ("scenario", "best baseline", "its runs", "comity's"):
+        t.add_column(col, justify="left" if col in ("scenario", "best baseline") else "right", no_wrap=True)
     for m in margins(rows):
-        if m["faults"] == FAULTED:
-            con.print(f"  {m['scenario']}: the best baseline, {m['best_baseline']}, had an anomaly in {m['baseline_runs_with_anomaly']} of"
-                      f" {m['runs']} runs; comity in {m['comity_runs_with_anomaly']}")
-    con.print("[dim]regenerate the full tables: comity chaos report --seeds 1000 --markdown[/]")
+        if m["faults"] == FAULTED and m["strategy"] == "comity":
+            t.add_row(m["scenario"], m["best_baseline"], f"{m['baseline_runs_with_anomaly']}/{m['runs']}", f"{m['comity_runs_with_anomaly']}/{m['runs']}")
+    con.print(t)
+    con.print(f"[dim]the README's tables: {REPORT_COMMAND}[/]")
 
 
 if __name__ == "__main__":
