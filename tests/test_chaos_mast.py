@@ -48,6 +48,11 @@ def test_mast_json_maps_and_measures(comity_cli: Cli) -> None:
         for x in m["measured"]:
             if x["strategy"] == "comity" and m["addressed"] == "yes":
                 assert x["runs_with_anomaly"] == 0, m
+    # The README's table: every mode with the paper's share, comity's answer and the verdict.
+    md = comity_cli("chaos", "mast", "--seeds", "0", "--markdown").stdout
+    rows = [line for line in md.splitlines() if line.startswith("| FM-")]
+    assert len(rows) == 14 and "| FM-1.3 Step repetition | 15.7% | retry |" in md and "| no |" in md
+    assert "arXiv:2503.13657" in md
 
 
 def test_annotated_traces_replay_as_each_agents_modes(comity_cli: Cli, tmp_path: Path) -> None:

@@ -61,5 +61,8 @@ def test_a_surviving_mutant_fails_the_command(comity_cli: Cli) -> None:
     # One seed of one scenario that never meets a migration: the allocator's mutant survives.
     r = comity_cli("chaos", "mutants", "--mutant", "allocation-ignores-unit", "--scenario", "stale_context", "--seeds", "1", "--jobs", "1")
     assert r.returncode == 1 and "survived: allocation-ignores-unit" in r.stderr
+    md = comity_cli("chaos", "mutants", "--mutant", "done-ignores-token", "--scenario", "zombie_commit", "--seeds", "4", "--until-killed",
+                    "--jobs", "1", "--markdown")  # fmt: skip
+    assert md.returncode == 0 and "| `done-ignores-token` | a completion does not check" in md.stdout and "fencing violation" in md.stdout
     listed = comity_cli("chaos", "mutants", "--list", "--json")
     assert [m["mutant"] for m in json.loads(listed.stdout)] == list(MUTANTS)

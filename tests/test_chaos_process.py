@@ -3,12 +3,20 @@ faces (the CLI, MCP over stdio, HTTP with auth), in real git worktrees with the 
 while the parent kills one agent (SIGKILL), freezes another holding a task past its
 lease (SIGSTOP, SIGCONT) and kills and restarts `comity serve`; the same checkers
 judge the merged history.  comity shows no anomaly; shared files without coordination
-lose a migration, as the simulator says they do on the same seed."""
+lose a migration, as the simulator says they do on the same seed.  The zombie commit and
+the triage race, played the same way through `comity chaos process`, agree with the
+simulator too."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from subprocess import CompletedProcess
+
 from comity.chaos import CHECKERS, run
 from comity.chaos.process import play
+
+Cli = Callable[..., CompletedProcess[str]]
 
 FAULTS = [
     {"at": 100.0, "kind": "pause", "agent": "impl-2", "arg": 500.0},  # frozen while it holds its task: a zombie
@@ -37,3 +45,25 @@ def test_shared_files_in_real_processes_lose_a_migration_as_the_simulator_says()
     assert r.anomalies
     assert r.counts()["lost_update"] or r.counts()["sequence"]
     assert run("migration_collision", "none", 0, quiet=True).anomalies  # the simulator agrees
+
+
+def test_the_zombie_and_the_triage_race_in_real_processes_agree_with_the_simulator(comity_cli: Cli) -> None:
+    # Through the command a skeptic runs: comity shows no anomaly and shared files do, in real
+    # processes as in the simulator, on the same seed.
+    r = comity_cli("chaos", "process", "zombie_commit", "triage_race", "--seeds", "1", "--scale", "0.02", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [(a["scenario"], a["strategy"]) for a in got["agreement"]] == [
+        ("zombie_commit", "comity"), ("zombie_commit", "none"), ("triage_race", "comity"), ("triage_race", "none")]
+    assert all(a["agree"] for a in got["agreement"]), got["agreement"]
+    for run_ in got["runs"]:
+        assert run_["mode"] == "process" and run_["settled"], run_
+        found = {k: v for k, v in run_["anomalies"].items() if v}
+        if run_["strategy"] == "comity":
+            assert found == {} and run_["simulated"]["anomalies"] == {} and run_["completion"] == 1.0, run_
+            assert {"cli", "mcp", "http"} <= set(run_["faces"].values())
+        else:
+            assert found and run_["simulated"]["anomalies"], run_
+            assert set(found) & {"duplicate_work", "fencing_violation", "stale_action", "lost_update"}
+    zombie = next(x for x in got["runs"] if x["scenario"] == "zombie_commit" and x["strategy"] == "comity")
+    assert any(f["f"] == "pause" for f in zombie["faults"]), zombie["faults"]  # a SIGSTOP past the lease: a zombie

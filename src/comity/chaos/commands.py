@@ -325,12 +325,13 @@ def report_cmd(seeds: int, long_seeds: int | None, scenarios: tuple[str, ...], s
 @click.option("--list", "list_only", is_flag=True, help="List the mutants and what each breaks.")
 @click.option("--explain", is_flag=True, help="Print the anomalies of each killing run (for replaying one kill).")
 @click.option("--json", "as_json", is_flag=True, help="Print {mutants: [{mutant, killed, runs, killed_by, first_kill}], all_killed}.")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
 def mutants_cmd(seeds: int, first_seed: int, names: tuple[str, ...], scenarios: tuple[str, ...], until_killed: bool, jobs: int | None,
-                list_only: bool, explain: bool, as_json: bool) -> None:  # fmt: skip
+                list_only: bool, explain: bool, as_json: bool, markdown: bool) -> None:  # fmt: skip
     """Run named mutants of comity (bugs put in on purpose) against the scenarios and report
     which checker killed each in how many runs.  Exits 1 if any mutant survives: a checker
     is trusted only once it has caught a bug."""
-    from .mutants import DEFAULT_SCENARIOS, MUTANTS, applied, hunt
+    from .mutants import DEFAULT_SCENARIOS, MUTANTS, applied, hunt, markdown_mutants
 
     if list_only:
         if as_json:
@@ -360,6 +361,11 @@ def mutants_cmd(seeds: int, first_seed: int, names: tuple[str, ...], scenarios: 
     if as_json:
         _json({"seeds": seeds, "first_seed": first_seed, "scenarios": list(scenarios or DEFAULT_SCENARIOS), "until_killed": until_killed,
                "mutants": [r.to_json() for r in results], "all_killed": not survivors})  # fmt: skip
+    elif markdown:
+        out.print(markdown_mutants(results), markup=False)
+        scs = list(scenarios or DEFAULT_SCENARIOS)
+        out.print(f"\n{seeds} seeds from {first_seed} on each of {len(scs)} scenarios ({', '.join(scs)}) per mutant."
+                  + (" Each mutant stopped at its first kill." if until_killed else ""), markup=False)  # fmt: skip
     else:
         for res in results:
             by = ", ".join(f"{c} {n}" for c, n in sorted(res.killed_by.items(), key=lambda x: -x[1])) or "nothing"
@@ -416,11 +422,13 @@ def process_cmd(scenarios: tuple[str, ...], strategies: tuple[str, ...], seeds: 
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
 @click.option("--traces", type=click.Path(exists=True, dir_okay=False), help="MAST's annotated traces (MAD_full_dataset.json): each agent shows one trace's modes.")
 @click.option("--json", "as_json", is_flag=True, help="Print [{code, name, share, kind, comity, addressed, measured: [...]}].")
-def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...], jobs: int | None, traces: str | None, as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...], jobs: int | None, traces: str | None, as_json: bool,
+             markdown: bool) -> None:  # fmt: skip
     """MAST's failure modes of multi-agent LLM systems (Cemri et al. 2025): the share of each,
     the harness fault that models it, whether comity's mechanisms address it, and, measured,
     each mode alone in every agent under comity and the careful baselines."""
-    from .mast import MODES, PAPER, load_traces, measure, replay
+    from .mast import MODES, PAPER, load_traces, markdown_mast, measure, replay
 
     if traces:
         try:
@@ -446,6 +454,11 @@ def mast_cmd(seeds: int, strategies: tuple[str, ...], scenarios: tuple[str, ...]
                    "addressed": m.addressed, "measured": []} for m in MODES]  # fmt: skip
     if as_json:
         _json({"source": PAPER, "seeds": seeds, "modes": result})
+        return
+    if markdown:
+        out.print(markdown_mast(result), markup=False)
+        out.print(f"\nShares: {PAPER}." + (f" Measured: {seeds} seeds of each small scenario per mode and strategy, the mode in every agent."
+                                              if seeds else ""), markup=False)  # fmt: skip
         return
     out.print(f"rates: {PAPER} (share of failure annotations; used as each agent's chance per run)", markup=False)
     for m in result:

@@ -37,7 +37,7 @@ from typing import Any
 
 from .nemesis import Profile
 
-__all__ = ["Mode", "MODES", "PAPER", "CONTROL", "defaults", "isolated", "measure", "load_traces", "replay"]
+__all__ = ["Mode", "MODES", "PAPER", "CONTROL", "defaults", "isolated", "measure", "load_traces", "replay", "markdown_mast"]
 
 PAPER = 'Cemri et al., "Why Do Multi-Agent LLM Systems Fail?", arXiv:2503.13657 (NeurIPS 2025), Figure 1'
 
@@ -242,3 +242,23 @@ def measure(
                 entry["measured"].append({k: v for k, v in row.items() if k != "mode"})
         result.append(entry)
     return result
+
+
+def markdown_mast(result: list[dict[str, Any]]) -> str:
+    """One row per mode (the control first, when measured): its share in the paper, the
+    harness fault that models it, what comity does, the verdict, and, measured, the runs
+    with an anomaly and the work done under each strategy."""
+    strategies = list(dict.fromkeys(x["strategy"] for m in result for x in m["measured"]))
+    head = ["mode", "share", "harness fault", "what comity does", "addressed", *[f"{st}: anomalous runs, done" for st in strategies]]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---|---|" + "---:|" * len(strategies)]
+    for m in result:
+        if m["code"] == CONTROL and not m["measured"]:
+            continue
+        by = {x["strategy"]: x for x in m["measured"]}
+        cells = [f"{x['runs_with_anomaly']}/{x['runs']}, {100 * x['completion']:.0f}%" if (x := by.get(st)) and x["runs"] else "–"
+                 for st in strategies]  # fmt: skip
+        share = "–" if m["code"] == CONTROL else f"{100 * m['share']:.1f}%"
+        name = m["name"] if m["code"] == CONTROL else f"{m['code']} {m['name']}"
+        row = [name, share, m["kind"] or ("–" if m["code"] == CONTROL else "(not modelled)"), m["comity"] or "–", m["addressed"] or "–", *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

@@ -32,7 +32,7 @@ from ..work import tasks
 from .runner import run
 from .scenarios import SCENARIOS
 
-__all__ = ["Mutant", "MUTANTS", "MutantResult", "hunt", "applied"]
+__all__ = ["Mutant", "MUTANTS", "MutantResult", "hunt", "applied", "markdown_mutants"]
 
 
 @contextmanager
@@ -344,3 +344,13 @@ def hunt(
             if progress:
                 progress(done, total)
     return [results[n] for n in names]
+
+
+def markdown_mutants(results: list[MutantResult]) -> str:
+    """One row per mutant: the bug, in how many runs some checker killed it, and which."""
+    head = ["mutant", "the bug", "runs that killed it", "killed by (runs)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---|"]
+    for r in results:
+        by = ", ".join(f"{c.replace('_', ' ')} {n}" for c, n in sorted(r.killed_by.items(), key=lambda x: (-x[1], x[0]))) or "**survived**"
+        lines.append(f"| `{r.name}` | {r.what} | {r.killing_runs}/{r.runs} | {by} |")
+    return "\n".join(lines)
