@@ -84,6 +84,40 @@ def test_siblings_waiting_say_what_each_writer_had_not_seen(store: comity.Store)
     assert w2["pos"] > w1["pos"]
 
 
+def test_refused_and_fenced_actions_are_news_to_nobody_but_stay_in_the_log(store: comity.Store, clock: VirtualClock) -> None:
+    """A refused write and a fenced task action change nothing: news to nobody (the one who
+    tried heard it from the refusal), kept in the log, `why` and the conflicts view.  A
+    session far behind, whose key has more of them than one answer's news, still gets the
+    real event after them."""
+    Board(store.session("triage")).add("fix it")
+    carol, bob = Board(store.session("carol")), Board(store.session("bob"))
+    alice = store.session("alice")
+    old = carol.claim("T-1", ttl=60)
+    clock.advance(61)
+    new = bob.claim("T-1", ttl=60)
+    alice.get("@task/T-1")
+    alice.news()
+    writer = store.session("writer")
+    for i in range(300):  # far behind: more than one scan of the log
+        writer.put(f"noise/{i}", i)
+    for i in range(60):  # more fenced notes on alice's key than one answer's news
+        with pytest.raises(Fenced):
+            carol.checkpoint("T-1", old.token, f"late note {i}")
+    bob.checkpoint("T-1", new.token, "real progress")
+    news = alice.get("@task/T-1").news
+    assert [e["op"] for e in news if e["key"] == "@task/T-1"] == ["task.checkpoint"], [e["op"] for e in news]
+    assert all(e["op"] not in ("task.fenced", "write.refused") for e in alice.news(limit=1000).events)
+    assert [e["op"] for e in alice.log("@task/T-1", limit=1000)].count("task.fenced") == 60
+    assert len(conflicts(store.session())["fenced"]) >= 1
+    # A refused write: in the log under @refused (log("@refused") reads it), news to nobody.
+    v = store.session("eve").get("notes/n")
+    store.session("frank").put("notes/n", 1)
+    with pytest.raises(StaleContext):
+        store.session("eve").put("notes/n", 2, context=v.context)
+    assert [e["agent"] for e in alice.log(REFUSED_KEY)] == ["eve"]
+    assert [e["key"] for e in alice.news().events] == ["notes/n"]
+
+
 def test_the_triage_race_s_refused_claim_is_a_conflict(store: comity.Store) -> None:
     triage, alice, bob = (Agent(store.session(n)) for n in ("triage", "alice", "bob"))
     triage.task_add("login fails")
@@ -130,6 +164,29 @@ def test_phi_rises_over_a_silence_and_activity_lists_sessions(store: comity.Stor
     phis = [p for _, p in d["phi"]]
     assert phis[-1] > PhiAccrual().threshold > phis[1]  # quiet while it worked, suspected after
     assert phi_series(PhiAccrual(), [], 0.0, 10.0, points=3) == [(0.0, 0.0), (5.0, 0.0), (10.0, 0.0)]
+
+
+def test_the_agents_view_reads_the_log_once(store: comity.Store, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view's two judgements (φ and holds, activity and sessions) share one read of the
+    window: on a 100,000-event log each read is most of the page's time."""
+    from comity.server.dashboard.app import Dashboard
+    from comity.store._api import Session
+
+    bob = Board(store.session("bob"))
+    Board(store.session("triage")).add("t")
+    bob.claim("T-1")
+    for i in range(6):
+        store.session("dave", name="dave-1").create(f"d/{i}", i)
+        clock.advance(30)
+    reads: list[object] = []
+    real = Session.log
+    monkeypatch.setattr(Session, "log", lambda self, *a, **k: reads.append(k) or real(self, *a, **k))
+    view = Dashboard(store, auth=None).agents_view()  # type: ignore[arg-type]
+    assert len(reads) == 1
+    rows = {r["agent"]: r for r in view["rows"]}
+    assert rows["bob"]["status"].holds[0]["resource"] == "@task/T-1"
+    assert [s["session"] for s in rows["dave"]["activity"]["sessions"]] == ["dave-1"]
+    assert rows["dave"]["status"].actions == 6
 
 
 # ------------------------------------------------------------------ the HTTP surface, no browser

@@ -334,6 +334,26 @@ def test_a_refused_write_moves_nothing_and_its_news_stays_news(store: Store) -> 
     assert positions(alice.get("k").news) == [w.pos]
 
 
+def test_a_refused_write_is_in_the_log_but_news_to_nobody(store: Store) -> None:
+    """bob's refused write changed nothing: bob heard it from the refusal, and it says
+    nothing to alice about any key.  It stays in the log (the audit trail, the dashboard)."""
+    alice, bob, carol = store.session("alice"), store.session("bob"), store.session("carol")
+    w = alice.put("k", 1)
+    old = bob.get("k")
+    w2 = alice.put("k", 2, context=alice.get("k").context)
+    alice.news()
+    carol.get("@refused")  # even a session that reads the key it is noted on
+    with pytest.raises(StaleContext):
+        bob.put("k", 3, context=old.context)
+    after = alice.put("other", 1)
+    assert alice.news().events == [] and carol.news().events != []
+    assert [e["op"] for e in carol.log("@refused")] == [_api.REFUSED_OP]
+    assert [e["key"] for e in store.session("dave").log(after=w2.pos)] == [_api.REFUSED_KEY, "other"]
+    # Nothing is skipped: the position moved past the refusal, up to the next real event.
+    assert alice.position == after.pos and positions(carol.news().events) == []
+    assert w.pos < w2.pos
+
+
 # --------------------------------------------------------------- named sessions
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..store import Note, Session
 from ..store._txn import check_ttl
 
-__all__ = ["PhiAccrual", "AgentStatus", "agents", "activity", "phi_series", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
+__all__ = ["PhiAccrual", "AgentStatus", "agents", "activity", "recent_events", "phi_series", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
 
 AGENT_PREFIX = "@agent/"
 HEARTBEAT_OP = "heartbeat"
@@ -80,6 +80,13 @@ def _wall(hlc: str) -> float:
     return int(hlc.split(".", 1)[0]) / 1000.0
 
 
+def recent_events(session: Session, window_events: int = 10_000) -> list[dict[str, Any]]:
+    """The last ``window_events`` events of the log, without values: what :func:`agents` and
+    :func:`activity` judge.  A caller that wants both reads it once and hands it to each."""
+    head = session.head()
+    return session.log(after=max(0, head - window_events), limit=window_events, values=False)
+
+
 def heartbeat(session: Session) -> int:
     """Record that this session's host process is alive; returns the event's position."""
     if session.agent is None:
@@ -96,14 +103,16 @@ def agents(
     detector: PhiAccrual | None = None,
     ttl: float = DEFAULT_TTL_S,
     window_events: int = 10_000,
+    events: list[dict[str, Any]] | None = None,
 ) -> list[AgentStatus]:
     """Every agent seen in the recent log: its progress, its φ, whether it is suspected
     (never before ``ttl`` seconds of silence), and the leases it holds, judged by the
-    authority's clock."""
+    authority's clock.  ``events``: the window, if the caller read it already
+    (:func:`recent_events`)."""
     check_ttl(ttl, "ttl")
     detector = detector or PhiAccrual()
-    head = session.head()
-    events = session.log(after=max(0, head - window_events), limit=window_events, values=False)
+    if events is None:
+        events = recent_events(session, window_events)
     leases, now = session.leases("")
     actions: dict[str, list[float]] = {}
     beats: dict[str, float] = {}
@@ -161,13 +170,15 @@ def activity(
     window_events: int = 10_000,
     points: int = 40,
     sessions_max: int = 20,
+    events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What each agent did in the recent log: its last action, its sessions (each with its
     events and last action), and φ over the window (``points`` samples).  The companion of
-    :func:`agents` for a dashboard: ``{"now", "start", "agents": {name: {...}}}``."""
+    :func:`agents` for a dashboard: ``{"now", "start", "agents": {name: {...}}}``.
+    ``events``: the window, if the caller read it already (:func:`recent_events`)."""
     detector = detector or PhiAccrual()
-    head = session.head()
-    events = session.log(after=max(0, head - window_events), limit=window_events, values=False)
+    if events is None:
+        events = recent_events(session, window_events)
     now = session.now()
     per: dict[str, dict[str, Any]] = {}
     times: dict[str, list[float]] = {}

@@ -47,6 +47,7 @@ __all__ = [
     "set_authority",
     "REFUSED_KEY",
     "REFUSED_OP",
+    "NOT_NEWS_OPS",
 ]
 
 DEFAULT_NEWS_LIMIT = 50
@@ -65,6 +66,10 @@ KEYS_MAX_LIMIT = 1_000_000
 # Refused writes are kept in the log as notes on this key (see Session._record_refusal).
 REFUSED_KEY = "@refused"
 REFUSED_OP = "write.refused"
+# Events that are kept in the log (the audit trail, `why`, the dashboard's conflicts) but
+# are news to nobody: a refused write, a fenced task action.  Nothing changed, and the one
+# who tried was told by the refusal itself; to another agent it says nothing about a key.
+NOT_NEWS_OPS = frozenset({REFUSED_OP, "task.fenced"})
 LOG_MAX_LIMIT = 10_000
 NEWS_MAX_LIMIT = 1_000
 
@@ -395,7 +400,8 @@ class _Shown:
     ahead: dict[str, int]
 
     def has(self, e: EventRow) -> bool:
-        return e.pos <= self.position or e.pos <= self.ahead.get(e.key, 0)
+        """Shown already, or never news (:data:`NOT_NEWS_OPS`): either way, not shown again."""
+        return e.pos <= self.position or e.pos <= self.ahead.get(e.key, 0) or e.op in NOT_NEWS_OPS
 
 
 class Session:
@@ -482,7 +488,16 @@ class Session:
                 since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
             found = []
             for after, ks in since.items():
-                found += tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
+                # Each group is read until it holds limit + 1 pieces of news or runs out, so
+                # that events that are never news cannot hide how far it was read.
+                group: list[EventRow] = []
+                while len(group) <= limit:
+                    got = tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
+                    group += [r for r in got if not shown.has(r)]
+                    if len(got) <= limit:
+                        break
+                    after = got[-1].pos
+                found += group
             found.sort(key=lambda r: r.pos)
         truncated = len(found) > limit
         if truncated:

@@ -92,8 +92,16 @@ def _migration_4(db: sqlite3.Connection, rng: Rng) -> None:
     db.execute("CREATE TABLE origins (replica TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID")
 
 
+def _migration_5(db: sqlite3.Connection, rng: Rng) -> None:
+    # A key's history is walked along ``prev`` from its row, but an event noted on a key that
+    # has no row (a refused write on ``@refused``, a heartbeat on ``@agent/NAME``) starts no
+    # chain: every such event has prev = 0, as has the first event of every key.  Indexing
+    # only those keeps the index about one entry per key, and finds the notes by key.
+    db.execute("CREATE INDEX events_first ON events (key, pos) WHERE prev = 0")
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Callable[[sqlite3.Connection, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -178,18 +186,23 @@ class _SQLiteTx:
         return [_event(r) for r in rows]
 
     def _history(self, key: str, after: int, exclude_session: str | None) -> list[Any]:
-        """The events of one key after ``after``, walking its ``prev`` chain back from its head."""
+        """The events of one key after ``after``: its ``prev`` chain walked back from its head,
+        and the events that start no chain (prev = 0: notes on a key with no row, such as
+        ``@refused``, and a key's first event), found by the ``events_first`` index."""
         head = self.db.execute(
             "SELECT pos FROM keys WHERE key = ? UNION ALL SELECT pos FROM leases WHERE ? = resource",
             (key, key[len(LEASE_PREFIX) :] if key.startswith(LEASE_PREFIX) else None),
         ).fetchone()
-        if head is None or head[0] <= after:
-            return []
-        rows = self.db.execute(
-            "WITH RECURSIVE chain (p) AS (SELECT ? UNION ALL SELECT e.prev FROM events e JOIN chain ON e.pos = chain.p"
-            f" WHERE e.prev > ?) SELECT {_EVENT_COLS} FROM events WHERE pos IN chain ORDER BY pos",
-            (head[0], after),
-        ).fetchall()
+        rows = self.db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE key = ? AND prev = 0 AND pos > ? ORDER BY pos",
+                               (key, after)).fetchall()  # fmt: skip
+        if head is not None and head[0] > after:
+            chain = self.db.execute(
+                "WITH RECURSIVE chain (p) AS (SELECT ? UNION ALL SELECT e.prev FROM events e JOIN chain ON e.pos = chain.p"
+                f" WHERE e.prev > ?) SELECT {_EVENT_COLS} FROM events WHERE pos IN chain ORDER BY pos",
+                (head[0], after),
+            ).fetchall()
+            known = {r[0] for r in chain}
+            rows = sorted(chain + [r for r in rows if r[0] not in known], key=lambda r: r[0])
         if exclude_session is not None:
             rows = [r for r in rows if r[4] != exclude_session]
         return rows

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ...coord.liveness import PhiAccrual, activity, agents
+from ...coord.liveness import PhiAccrual, activity, agents, recent_events
 from ...coord.reservations import reservations
 from ...errors import ComityError, Invalid, NotFound
 from ...store import Session, Store
@@ -247,8 +247,9 @@ class Dashboard:
 
     def agents_view(self) -> dict[str, Any]:
         s = self.session()
-        statuses = agents(s, detector=self.detector)
-        act = activity(s, detector=self.detector)
+        window = recent_events(s)  # one read of the log serves both
+        statuses = agents(s, detector=self.detector, events=window)
+        act = activity(s, detector=self.detector, events=window)
         res = reservations(s)
         now = act["now"]
         rows = []
