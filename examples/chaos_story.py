@@ -1,6 +1,6 @@
 """`make demo`, part two: the chaos harness tells what each strategy let happen.
 
-For each failure of DESIGN.md's table, the same agents (with the faults of LLM agents)
+For each failure of docs/design.md's table, the same agents (with the faults of LLM agents)
 run under each coordination strategy; for each baseline, the first seed on which the
 failure shows, what the checker saw, and how to replay it; then comity on that very
 seed.  Then the table over a few seeds, in 80 columns (the README's is taken with

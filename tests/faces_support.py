@@ -152,30 +152,64 @@ class Face:
         pass
 
 
+def library_outcome(call: Callable[[], Any]) -> Outcome:
+    """What a call of the Python API answered (``comity.work.Agent`` or ``RemoteAgent``)."""
+    from comity.errors import ComityError
+
+    try:
+        return Outcome("ok", body=call())
+    except ComityError as e:
+        return Outcome(e.code, e.details.get("field"), e.message, e.to_json())
+    except Exception as e:  # a bug: the test says which
+        return Outcome("internal", None, f"{type(e).__name__}: {e}")
+
+
 class PythonFace(Face):
-    """The agent facade in process: what ``comity.work.Agent`` answers."""
+    """The agent facade in process: what ``comity.work.Agent`` answers.  ``session`` names
+    the store session; ``None`` makes each call a session of its own (a request that names
+    no session).  ``store`` shares an open store (one process, many sessions)."""
 
     name = "python"
 
-    def __init__(self, location: str, agent: str) -> None:
+    def __init__(self, location: str, agent: str, *, session: str | None = "", store: Any = None) -> None:
         import comity
+
+        self._own = store is None
+        self.store = comity.open(location) if store is None else store
+        self.agent_name = agent
+        self.session = session
+        self.agent = None if session is None else self._agent(session or None)
+
+    def _agent(self, name: str | None) -> Any:
         from comity.work import Agent
 
-        self.store = comity.open(location)
-        self.agent = Agent(self.store.session(agent))
+        return Agent(self.store.session(self.agent_name, name=name))
 
     def call(self, verb: str, args: dict[str, Any]) -> Outcome:
-        from comity.errors import ComityError
-
-        try:
-            return Outcome("ok", body=self.agent.call(verb, args))
-        except ComityError as e:
-            return Outcome(e.code, e.details.get("field"), e.message, e.to_json())
-        except Exception as e:  # a bug: the test says which
-            return Outcome("internal", None, f"{type(e).__name__}: {e}")
+        agent = self.agent if self.agent is not None else self._agent(None)
+        return library_outcome(lambda: agent.call(verb, args))
 
     def close(self) -> None:
-        self.store.close()
+        if self._own:
+            self.store.close()
+
+
+class RemoteFace(Face):
+    """``comity.remote.RemoteAgent`` against a ``comity serve``: one instance, one session
+    (``session=None``: a client that names none, so the server remembers nothing)."""
+
+    name = "remote"
+
+    def __init__(self, url: str, token: str, *, session: str | None = "") -> None:
+        from comity.remote import RemoteAgent
+
+        self.agent = RemoteAgent(url, auth=token, session=False if session is None else (session or True))
+
+    def call(self, verb: str, args: dict[str, Any]) -> Outcome:
+        return library_outcome(lambda: self.agent.call(verb, args))
+
+    def close(self) -> None:
+        self.agent.close()
 
 
 def _j(v: Any) -> str:
@@ -215,9 +249,21 @@ def cli_argv(verb: str, a: dict[str, Any]) -> list[str]:
         "agents": lambda: ["agents", *opt("--ttl", "ttl")],
         "why": lambda: ["why", str(a["target"])],
     }
+    known["task_release"] = lambda: ["task", "release", str(a["id"]), "--token", str(a["token"])]
     if verb not in known:
         raise Unsupported(f"the CLI has no command for {verb}")
-    return known[verb]()
+    argv = known[verb]()
+    if a.get("request_id") is not None:
+        argv += ["--request-id", str(a["request_id"])]
+    # An argument no command line above spells is passed as the option it would be, so that
+    # the command refuses it as a face must (the CLI's own unknown-option error).
+    spelled = {"key", "value", "context", "keep_both", "op", "arg", "type", "prefix", "limit", "deleted", "after", "title", "body",
+               "assignee", "state", "id", "agent", "ttl", "steal", "token", "note", "result", "name", "paths", "shared", "target",
+               "request_id"}  # fmt: skip
+    for k, v in a.items():
+        if k not in spelled:
+            argv += [f"--{k.replace('_', '-')}", str(v)]
+    return argv
 
 
 _EXIT_CODES = {0: "ok", 1: "internal", 2: "invalid", 3: "refused", 4: "not_found", 5: "unavailable"}
@@ -228,17 +274,19 @@ class CliFace(Face):
 
     name = "cli"
 
-    def __init__(self, location: str, agent: str, *, session: str | None = "fz") -> None:
+    def __init__(self, location: str, agent: str | None, *, session: str | None = "fz", env: dict[str, str] | None = None) -> None:
         self.location = location
         self.agent = agent
         self.session = session
+        self.env = env
 
     def call(self, verb: str, args: dict[str, Any]) -> Outcome:
-        argv = ["--agent", self.agent, *(["--session", self.session] if self.session else []), *cli_argv(verb, args), "--json"]
+        who = ["--agent", self.agent] if self.agent else []
+        argv = [*who, *(["--session", self.session] if self.session else []), *cli_argv(verb, args), "--json"]
         return self.run(argv)
 
     def run(self, argv: list[str]) -> Outcome:
-        r = comity(*argv, location=self.location)
+        r = comity(*argv, location=self.location, env=self.env)
         raw = f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
         code = _EXIT_CODES.get(r.returncode, f"exit {r.returncode}")
         if "Traceback" in r.stderr or "Traceback" in r.stdout:
@@ -339,27 +387,32 @@ class McpFace(Face):
             self._cm.__exit__(None, None, None)
 
 
-def mcp_stdio(location: str, agent: str) -> McpFace:
+def mcp_stdio(location: str, agent: str | None, *, auth: str | None = None, name: str = "mcp_stdio") -> McpFace:
+    """``comity mcp`` over stdio: on the store at ``location`` as ``agent``, or, with ``auth``,
+    against the comity server at ``location`` as that token's agent."""
     from mcp import Client, StdioServerParameters
 
     def make() -> Any:
-        params = StdioServerParameters(
-            command=COMITY[0], args=[*COMITY[1:], "mcp", "--agent", agent, "--heartbeat", "0"], env=clean_env(COMITY_STORE=location)
-        )
+        who = ["--agent", agent] if agent else []
+        env = clean_env(COMITY_STORE=location, **({"COMITY_AUTH": auth} if auth else {}))
+        params = StdioServerParameters(command=COMITY[0], args=[*COMITY[1:], "mcp", *who, "--heartbeat", "0"], env=env)
         return Client(params, read_timeout_seconds=60)
 
-    return McpFace("mcp_stdio", make)
+    return McpFace(name, make)
 
 
-def mcp_http(url: str, tok: str) -> McpFace:
+def mcp_http(url: str, tok: str, *, session: str | None = None, name: str = "mcp_http") -> McpFace:
+    """The MCP client over streamable HTTP with an agent token (and ``Comity-Session``, if given)."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    def make() -> Any:
-        return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers={"Authorization": f"Bearer {tok}"}, timeout=60)))
+    headers = {"Authorization": f"Bearer {tok}", **({"Comity-Session": session} if session else {})}
 
-    return McpFace("mcp_http", make)
+    def make() -> Any:
+        return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)))
+
+    return McpFace(name, make)
 
 
 @contextmanager

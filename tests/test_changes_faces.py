@@ -73,8 +73,7 @@ def test_refutation_taint_news_and_forged_attestations_through_every_face(face: 
         assert (v.body["outcome"], v.body["state"]) == ("failed", "refuted")
         shown = bob.call("change_show", {"id": c2})
         assert shown.ok and shown.body["state"] == "tainted" and shown.body["tainted_by"] == [c1]
-        if face != "mcp_http":  # see test_mcp_http_delivers_news_between_calls
-            assert any(n["key"] == "@inbox/bob" for n in shown.body["news"]), shown.body["news"]
+        assert any(n["key"] == "@inbox/bob" for n in shown.body["news"]), shown.body["news"]
         with comity.open(location) as store:  # on every face the news is in bob's inbox, which all his sessions follow
             [event] = [e for e in store.session().log("@inbox/bob") if e["op"] == "change.news"]
             assert event["value"]["news"] == [{"change": c2, "task": t2, "state": "tainted", "was": "submitted", "tainted_by": [c1]}]

@@ -280,3 +280,32 @@ def test_public_surface_is_pinned() -> None:
 
     assert sorted(comity.mcp.__all__) == ["CONTRACT", "McpSession", "build_server", "refusal_text"]
     assert sorted(lg.__all__) == ["ComityItem", "ComityStore", "SIBLINGS"]
+
+
+def test_the_token_cache_is_bounded_and_forgets_a_token_after_its_ttl() -> None:
+    """``comity mcp --http`` remembers who a token is for a few seconds, for a bounded number
+    of tokens: a stream of forged tokens costs a lookup each, never memory, and a rotated
+    token stops working once its entry is older than the ttl."""
+    from comity.mcp.http import TokenCache
+
+    now = [0.0]
+    issued = {"good": "alice"}
+    asked: list[str] = []
+
+    def identify(token: str) -> str | None:
+        asked.append(token)
+        return issued.get(token)
+
+    cache = TokenCache(identify, ttl=5.0, limit=3, now=lambda: now[0])
+    assert cache("good") == "alice" and cache("good") == "alice"
+    assert asked == ["good"]  # the second was remembered
+    for i in range(100):
+        assert cache(f"forged-{i}") is None
+    assert len(cache) == 3  # never more than the limit, rejected tokens included
+    assert len(asked) == 101  # each forged token was looked up: none is believed from memory
+    assert cache("good") == "alice" and asked[-1] == "good"  # dropped as least recently used, looked up again
+    del issued["good"]  # rotated
+    now[0] = 4.9
+    assert cache("good") == "alice"  # within the ttl
+    now[0] = 5.1
+    assert cache("good") is None

@@ -494,3 +494,30 @@ def test_sessions_used_from_threads_deliver_each_event_once(store: Store) -> Non
         t.join()
     assert sorted(got[0] + got[1]) == written
     assert store.news_limit == _api.DEFAULT_NEWS_LIMIT
+
+
+def test_a_per_call_news_limit_never_writes_the_stores_shared_limit(store: Store) -> None:
+    """Session.news(limit=…) and the agent's news verb pass their limit down: they never set
+    ``store.news_limit`` even for the length of a call, which a threaded server shares
+    between every session (two concurrent calls could leave it changed for everyone)."""
+    from comity.work import Agent
+
+    assigned: list[int] = []
+
+    class Watched(type(store)):  # type: ignore[misc]
+        @property
+        def news_limit(self) -> int:
+            return self.__dict__["news_limit"]
+
+        @news_limit.setter
+        def news_limit(self, value: int) -> None:
+            assigned.append(value)
+            self.__dict__["news_limit"] = value
+
+    store.__class__ = Watched
+    alice, bob, carol = store.session("alice"), store.session("bob"), Agent(store.session("carol"))
+    for i in range(5):
+        bob.put(f"x{i}", i)
+    assert len(alice.news(limit=2).events) == 2
+    assert len(carol.news(limit=3)["news"]) == 3
+    assert assigned == [] and store.news_limit == _api.DEFAULT_NEWS_LIMIT

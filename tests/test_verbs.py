@@ -116,6 +116,32 @@ def test_every_verb_has_a_command_and_its_options_default_as_the_table() -> None
                 assert param.help and declared.doc in param.help, (verb.name, param.name)
 
 
+def test_the_library_under_the_faces_defaults_as_the_table() -> None:
+    """A lease or a reservation granted without a length lasts as long whoever asks for it:
+    the board, the lease API, the store's own fallback and the liveness window are the table's."""
+    import importlib
+
+    from comity.coord import leases, liveness
+    from comity.store import _txn
+    from comity.work import tasks
+    from comity.work.tasks import Board
+
+    reservations = importlib.import_module("comity.coord.reservations")  # the package names a function so
+    from comity.work.verbs import LEASE_TTL_S, RESERVATION_TTL_S
+
+    def default(fn: Any, name: str) -> Any:
+        return inspect.signature(fn).parameters[name].default
+
+    assert VERB["task_claim"].param("ttl").default == LEASE_TTL_S == leases.DEFAULT_TTL_S == _txn.DEFAULT_LEASE_S
+    assert default(leases.Leases.acquire, "ttl") == LEASE_TTL_S
+    assert default(liveness.agents, "ttl") == VERB["agents"].param("ttl").default == LEASE_TTL_S
+    assert default(reservations.reserve, "ttl") == VERB["reserve_paths"].param("ttl").default == RESERVATION_TTL_S
+    for name in ("claim", "claim_next"):
+        ttl = default(getattr(Board, name), "ttl")
+        assert ttl is None or ttl == LEASE_TTL_S, (name, ttl)
+    assert tasks._ttl(None) == LEASE_TTL_S  # what None means
+
+
 def test_bind_refuses_what_the_table_does_not_admit_naming_the_argument() -> None:
     assert bind("keys", {}) == {"prefix": "", "limit": 200, "deleted": False}
     assert bind("task_add", {"title": "t"})["deps"] is None

@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ from .work.verbs import VERB, VERBS, Verb, bind, python_annotation
 
 __all__ = ["RemoteAgent", "RemoteStore", "RemoteSession", "error_from_json", "is_server_url", "DEFAULT_TIMEOUT_S", "SESSION_HEADER"]
 
+_SENT_MAX = 256  # the calls with a request id whose arguments a retry resends as sent
 DEFAULT_TIMEOUT_S = 60.0  # above the store's 30 s busy timeout, so a busy store answers first
 SESSION_HEADER = "Comity-Session"
 
@@ -156,7 +158,7 @@ class RemoteAgent:
     :class:`comity.work.Agent`, generated from the verb table.  ``auth`` is the agent's
     token; the agent acting is the token's (``agent``, if given, must be the same name).
     ``session`` names the session (default: a new one for this instance; ``False``: none,
-    so the server remembers nothing between requests)."""
+    so neither the server nor this client remembers anything between requests)."""
 
     def __init__(
         self,
@@ -180,7 +182,8 @@ class RemoteAgent:
         else:
             self.session_id = session
         self.timeout = timeout
-        self.contexts: dict[str, str] = {}  # key -> the context this session last saw
+        self.contexts: dict[str, str] = {}  # key -> the context this session last saw (none without a session)
+        self._sent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # what a request id's call sent
         self._current = 0
         self._lock = threading.Lock()
         self._session: RemoteSession | None = None
@@ -268,14 +271,32 @@ class RemoteAgent:
         assert verb is not None  # bind refused an unknown verb
         if verb.name in _IN_WORKTREE:
             return self._in_worktree(verb.name, args)
-        if "context" in args and args["context"] is None and verb.remembers is not None:
-            args["context"] = self.contexts.get(self._memory_key(verb, args) or "")
-        if "request_id" in args and args["request_id"] is None:
-            args["request_id"] = "r-" + os.urandom(12).hex()  # made once: a retry below reuses it
-        if verb.name == "attest" and args.get("envelope") is None:
-            args["envelope"] = self._sign(str(args["id"]))  # signed here, where the key is: a server holds none
+        retry: tuple[str, str] | None = None
+        sent: dict[str, Any] | None = None
+        if args.get("request_id") is not None and verb.mutating:
+            # A call the caller retries with its request id is the same request: send what the
+            # first attempt sent (the context filled in below has moved on since, with the write).
+            retry = (verb.name, json.dumps(args, sort_keys=True, default=str))
+            with self._lock:
+                sent = self._sent.get(retry)
+            if sent is not None:
+                args = dict(sent)
+        if retry is None or sent is None:
+            if "context" in args and args["context"] is None and verb.remembers is not None and self.session_id is not None:
+                args["context"] = self.contexts.get(self._memory_key(verb, args) or "")  # no session: no memory
+            if "request_id" in args and args["request_id"] is None:
+                args["request_id"] = "r-" + os.urandom(12).hex()  # made once: a retry below reuses it
+            if verb.name == "attest" and args.get("envelope") is None:
+                args["envelope"] = self._sign(str(args["id"]))  # signed here, where the key is: a server holds none
+        if retry is not None:
+            with self._lock:
+                self._sent[retry] = dict(args)
+                self._sent.move_to_end(retry)
+                while len(self._sent) > _SENT_MAX:
+                    self._sent.popitem(last=False)
         answer = self._post(f"/v1/{verb.name}", args, verb.retry_safe)
-        self._learn(answer)
+        if self.session_id is not None:
+            self._learn(answer)
         return answer
 
     def _sign(self, change_id: str) -> dict[str, Any]:

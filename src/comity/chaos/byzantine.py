@@ -1,6 +1,6 @@
 """Byzantine agents: wrong work reported as done, forged approvals, rubber stamps.
 
-The failure of DESIGN.md's last row: an agent ships a plausible fix that it says passes
+The failure of docs/design.md's last row: an agent ships a plausible fix that it says passes
 its checks; others build on it.  Each scenario here runs a small team over a board of
 tasks in chains (a task builds on the work of an earlier one), in virtual time, under
 four ways of deciding that work is accepted:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store import Acquire, Holds, Release, Renew, Session
+from ..store._txn import DEFAULT_LEASE_S
 
 __all__ = ["Lease", "Leases", "DEFAULT_TTL_S"]
 
-DEFAULT_TTL_S = 300.0
+DEFAULT_TTL_S = DEFAULT_LEASE_S  # the store's: one default for a lease, whoever grants it
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,13 @@ from typing import Any
 
 from ..store import Note, Session
 from ..store._txn import check_ttl
+from .leases import DEFAULT_TTL_S as _LEASE_TTL_S
 
 __all__ = ["PhiAccrual", "AgentStatus", "agents", "activity", "recent_events", "phi_series", "heartbeat", "HEARTBEAT_OP", "AGENT_PREFIX"]
 
 AGENT_PREFIX = "@agent/"
 HEARTBEAT_OP = "heartbeat"
-DEFAULT_TTL_S = 300.0
+DEFAULT_TTL_S = _LEASE_TTL_S  # an agent silent for a lease's length is no longer listed
 
 
 @dataclass(frozen=True, slots=True)

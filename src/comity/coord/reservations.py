@@ -18,9 +18,10 @@ from typing import Any
 from ..errors import Invalid, NotFound, StaleContext, Step
 from ..store import Put, Session
 
-__all__ = ["Reservation", "overlaps", "reserve", "release", "reservations", "RESERVATIONS_KEY"]
+__all__ = ["Reservation", "overlaps", "reserve", "release", "reservations", "RESERVATIONS_KEY", "DEFAULT_TTL_S"]
 
 RESERVATIONS_KEY = "@reservations"
+DEFAULT_TTL_S = 3600.0  # a path reservation's length, on every face (comity.work.verbs shows it)
 _WILD = set("*?[")
 _MAX_RETRIES = 50
 _MAX_PATTERN = 512
@@ -134,7 +135,7 @@ def reservations(session: Session) -> list[Reservation]:
 
 
 def reserve(
-    session: Session, paths: list[str], *, ttl: float = 3600.0, shared: bool = False, request: tuple[str, str] | None = None
+    session: Session, paths: list[str], *, ttl: float = DEFAULT_TTL_S, shared: bool = False, request: tuple[str, str] | None = None
 ) -> list[Reservation]:
     """Reserve every path or glob in ``paths`` for this session's agent, or none of them.
 

@@ -163,16 +163,19 @@ class TokenCache:
     for at most ``limit`` tokens, the least recently used dropped first: a stream of forged
     tokens costs a lookup each, never memory."""
 
-    def __init__(self, identify: Callable[[str], str | None], ttl: float = 5.0, limit: int = 1024) -> None:
+    def __init__(
+        self, identify: Callable[[str], str | None], ttl: float = 5.0, limit: int = 1024, *, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self._identify = identify
         self.ttl = ttl
         self.limit = limit
+        self._now = now
         self._lock = threading.Lock()
         self._seen: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
 
     def __call__(self, token: str) -> str | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
+        now = self._now()
         with self._lock:
             hit = self._seen.get(digest)
             if hit is not None and now - hit[1] < self.ttl:

@@ -1,6 +1,6 @@
 """The embedded backend: one SQLite file shared by every process on a host.
 
-Connection discipline (CONVENTIONS.md): WAL, ``synchronous=FULL`` so a commit is
+Connection discipline (docs/design.md, "Durability"): WAL, ``synchronous=FULL`` so a commit is
 on disk before it is acknowledged, ``BEGIN IMMEDIATE`` for every write so no
 read-modify-write races another process, a busy timeout, autocommit mode
 (``isolation_level=None``) so no transaction or read cursor is left open

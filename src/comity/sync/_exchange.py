@@ -1,6 +1,6 @@
 """Anti-entropy: what one replica sends another, and how the other takes it in.
 
-The digest is a version vector *per replica* (DESIGN.md, principle 3): for every replica
+The digest is a version vector *per replica* (docs/design.md, principle 3): for every replica
 whose events a log holds, the origin position up to which it holds all of them.  Each
 replica appends the events of every origin in that origin's order, so what it holds of
 an origin is always a prefix, and two vectors say exactly which events one side lacks:

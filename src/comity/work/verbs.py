@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..coord.leases import DEFAULT_TTL_S
+from ..coord.reservations import DEFAULT_TTL_S as _RESERVATION_TTL_S
 from ..errors import Invalid
 
 __all__ = [
@@ -50,7 +51,7 @@ REQUIRED: Any = _Required()
 
 # The defaults every face shows and uses (one place: a default written twice drifts).
 LEASE_TTL_S = DEFAULT_TTL_S  # a task's lease
-RESERVATION_TTL_S = 3600.0  # a path reservation
+RESERVATION_TTL_S = _RESERVATION_TTL_S  # a path reservation
 MAX_TTL_S = 7 * 24 * 3600.0
 _INT64 = 2**63 - 1
 

@@ -7,7 +7,7 @@ transactions judge leases by.  On one host the processes' clocks agree, and the 
 stands for a clock that steps (NTP, a laptop waking up); the harness keeps the
 simulator's skews (up to half an hour) to show what comity promises then: leases may
 overlap (a process whose clock runs ahead takes a lease its holder still counts on),
-and no write under a superseded token is accepted (principle 4 of DESIGN.md).  There is
+and no write under a superseded token is accepted (principle 4 of docs/design.md).  There is
 no network between an agent and the file and no store process to restart; and there is
 no authentication: the embedded store trusts the processes that can open its file, so
 an agent that acts under another's name is not refused.

@@ -1,0 +1,366 @@
+"""The faces' conformance suite (test_faces_conformance*.py): the same scripted scenarios through every face, on SQLite
+and (with ``COMITY_TEST_POSTGRES_URL``) PostgreSQL, each face answering the same outcome.
+
+The faces (docs/faces.md): the Python API on the embedded store; the CLI on the embedded
+store; ``RemoteAgent`` and the CLI against ``comity serve``; ``comity mcp`` over stdio, on
+the embedded store and against the server (``--store http://…``); ``comity mcp --http``
+over streamable HTTP, on the embedded store and against the server.  Every face but Python
+is a real process; MCP is spoken by the official client.
+
+The suite runs in two files, the faces on the store itself and the faces of a server, so
+that two test workers share it.  Each scenario returns a transcript (the outcome of each step, as codes and the few facts
+that matter) and every face must give the scenario's one expected transcript.  Actors are
+sessions of the face under test: alice's sessions ``1`` and ``2`` and bob's ``1`` (an MCP
+session over stdio is its server process; over HTTP its ``Comity-Session``).  Servers and
+sessions are started once per backend and shared by the scenarios, which use keys of their
+own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("mcp.server.mcpserver")
+
+from conftest import BACKENDS, drop_pg_schemas, pg_schema, pg_url  # noqa: E402
+from faces_support import (  # noqa: E402
+    CliFace,
+    Face,
+    Outcome,
+    Proc,
+    PythonFace,
+    RemoteFace,
+    comity,
+    mcp_http,
+    mcp_stdio,
+    serve,
+    serve_mcp_http,
+    token,
+)
+
+import comity as comity_lib  # noqa: E402
+
+FACES = ["python", "cli", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]  # every face, in both files
+AGENTS = ("alice", "bob")
+
+
+class World:
+    """One store of one backend, its servers (started on first use) and the faces' sessions."""
+
+    def __init__(self, location: str, workdir: Path) -> None:
+        self.location = location
+        self.workdir = workdir
+        self.tokens = {a: token(location, a) for a in AGENTS}
+        self.procs: dict[str, Proc] = {}
+        self.faces: dict[tuple[str, str, str | None], Face] = {}
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = comity_lib.open(self.location)
+        return self._store
+
+    def url(self, which: str) -> str:
+        """The URL of ``serve`` (comity serve), ``mcp`` (mcp --http on the store) or
+        ``mcp_remote`` (mcp --http against comity serve)."""
+        if which not in self.procs:
+            if which == "serve":
+                self.procs[which] = serve(self.location, self.workdir)
+            elif which == "mcp":
+                self.procs[which] = serve_mcp_http(self.location, self.workdir)
+            else:
+                self.procs[which] = serve_mcp_http(self.url("serve"), self.workdir)
+        return self.procs[which].url
+
+    def face(self, kind: str, agent: str, session: str | None = "1") -> Face:
+        """``agent``'s session ``session`` on face ``kind``; ``None``: requests that name no session."""
+        key = (kind, agent, session)
+        if key not in self.faces:
+            self.faces[key] = self._open(kind, agent, session)
+        return self.faces[key]
+
+    def _open(self, kind: str, agent: str, session: str | None) -> Face:
+        tok = self.tokens[agent]
+        sid = None if session is None else f"{agent}-{session}"
+        face: Face
+        if kind == "python":
+            face = PythonFace(self.location, agent, session=sid, store=self.store)
+        elif kind == "cli":
+            face = CliFace(self.location, agent, session=sid)
+        elif kind == "remote":
+            face = RemoteFace(self.url("serve"), tok, session=sid)
+        elif kind == "cli_remote":
+            face = CliFace(self.url("serve"), None, session=sid, env={"COMITY_AUTH": tok})
+        elif kind in ("mcp_stdio", "mcp_stdio_remote"):
+            if session is None:
+                pytest.skip("an MCP connection over stdio is always a session")
+            remote = kind.endswith("remote")
+            face = mcp_stdio(self.url("serve") if remote else self.location, None if remote else agent, auth=tok if remote else None, name=kind)
+        elif kind in ("mcp_http", "mcp_http_remote"):
+            if session is None:
+                pytest.skip("over MCP's streamable HTTP an agent token without a session header is the token's own session")
+            face = mcp_http(self.url("mcp_remote" if kind.endswith("remote") else "mcp"), tok, session=sid, name=kind)
+        else:
+            raise ValueError(kind)
+        face.name = kind
+        return face
+
+    def log(self, key: str) -> list[dict[str, Any]]:
+        return list(self.store.session().log(key))
+
+    def close(self) -> None:
+        for f in self.faces.values():
+            try:
+                f.close()
+            except Exception:  # one face's teardown must not leave the servers running
+                pass
+        for p in self.procs.values():
+            p.stop()
+        if self._store is not None:
+            self._store.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    where = tmp_path_factory.mktemp(f"faces-{request.param}")
+    location = str(where / "s.db") if request.param == "sqlite" else pg_url(pg_schema(where))
+    r = comity("init", location=location)
+    assert r.returncode == 0, r
+    w = World(location, where)
+    try:
+        yield w
+    finally:
+        w.close()
+        if request.param == "postgres":
+            drop_pg_schemas([pg_schema(where)])
+
+
+# ------------------------------------------------------------------ reading outcomes
+
+
+def remembers(kind: str) -> bool:
+    """Whether a session of this face remembers the contexts it read between calls (a
+    one-shot CLI call on the embedded store does not: it passes the context it read)."""
+    return kind != "cli"
+
+
+def news_keys(out: Outcome) -> list[str]:
+    """The keys of the news an answer or a refusal carried, in the face's own idiom (JSON
+    for every face but MCP's refusals, which are text: ``news: bob put k (pos 3)``)."""
+    if isinstance(out.body, dict) and isinstance(out.body.get("news"), list):
+        return [str(n.get("key")) for n in out.body["news"]]
+    return [m.group(1) for m in re.finditer(r"^news: \S+ \S+ (\S+)", out.message or out.raw, re.M)]
+
+
+def body(out: Outcome) -> dict[str, Any]:
+    assert out.ok, out
+    assert isinstance(out.body, dict), out
+    return out.body
+
+
+def step(out: Outcome) -> str:
+    """An outcome as a transcript entry: ``ok``, or the error code."""
+    assert out.code != "internal", out
+    return out.code
+
+
+def ctx(out: Outcome) -> str:
+    return str(body(out)["context"])
+
+
+def values(w: World, key: str) -> list[Any]:
+    """What ``key`` holds now, read by the library (the faces' own reads are in the scenarios)."""
+    return sorted(w.store.session().get(key).values, key=json.dumps)
+
+
+def at_once(*calls: Callable[[], Outcome]) -> list[Outcome]:
+    """The calls started together (each face's sessions are separate connections or processes)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(c) for c in calls]]
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def stale_write_refused_with_its_news(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    t = [step(bob.call("write", {"key": k, "value": 1}))]
+    seen = alice.call("read", {"key": k})
+    theirs = bob.call("read", {"key": k})
+    t += [step(seen), step(bob.call("write", {"key": k, "value": 2, "context": ctx(theirs)}))]
+    refused = alice.call("write", {"key": k, "value": 3, "context": ctx(seen)})
+    t += [step(refused), k in news_keys(refused), values(w, k)]
+    return t
+
+
+def blind_write_to_an_existing_key_refused(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    t = [step(bob.call("write", {"key": k, "value": 1}))]
+    refused = alice.call("write", {"key": k, "value": 2})  # alice's session never read k
+    t += [step(refused), k in news_keys(refused), values(w, k)]
+    return t
+
+
+def no_session_remembers_nothing(w: World, kind: str, k: str) -> list[Any]:
+    bob = w.face(kind, "bob")
+    anonymous = w.face(kind, "alice", None)  # skips where a face has no such request
+    t = [step(bob.call("write", {"key": k, "value": 1})), step(anonymous.call("read", {"key": k}))]
+    t += [step(anonymous.call("write", {"key": k, "value": 2})), values(w, k)]
+    return t
+
+
+def two_sessions_of_one_agent_each_write_from_their_own_read(w: World, kind: str, k: str) -> list[Any]:
+    one, two, bob = w.face(kind, "alice", "1"), w.face(kind, "alice", "2"), w.face(kind, "bob")
+    t = [step(bob.call("write", {"key": k, "value": 0}))]
+    read1, read2 = one.call("read", {"key": k}), two.call("read", {"key": k})
+    t += [step(read1), step(read2)]
+    if remembers(kind):  # each session writes from what it read, as remembered
+        t += [step(one.call("write", {"key": k, "value": 1})), step(two.call("write", {"key": k, "value": 2}))]
+    else:
+        t += [step(one.call("write", {"key": k, "value": 1, "context": ctx(read1)}))]
+        t += [step(two.call("write", {"key": k, "value": 2, "context": ctx(read2)}))]
+    t += [values(w, k)]
+    return t
+
+
+def create_race(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    outs = at_once(lambda: alice.call("create", {"key": k, "value": "alice"}), lambda: bob.call("create", {"key": k, "value": "bob"}))
+    winner = ["alice", "bob"][[o.ok for o in outs].index(True)] if any(o.ok for o in outs) else None
+    return [sorted(step(o) for o in outs), values(w, k) == [winner], len(w.log(k))]
+
+
+def keep_both_siblings(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    t = [step(bob.call("write", {"key": k, "value": 1}))]
+    seen, theirs = alice.call("read", {"key": k}), bob.call("read", {"key": k})
+    t += [step(bob.call("write", {"key": k, "value": 2, "context": ctx(theirs)}))]
+    kept = alice.call("write", {"key": k, "value": 3, "context": ctx(seen), "keep_both": True})
+    both = alice.call("read", {"key": k})
+    t += [step(kept), sorted(body(both)["values"])]
+    t += [step(alice.call("write", {"key": k, "value": 4, "context": ctx(both)})), values(w, k)]  # resolves the siblings
+    return t
+
+
+def claim_race(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    task = task_id(alice.call("task_add", {"title": k}))
+    outs = at_once(lambda: alice.call("task_claim", {"id": task}), lambda: bob.call("task_claim", {"id": task}))
+    winner = ["alice", "bob"][[o.ok for o in outs].index(True)] if any(o.ok for o in outs) else None
+    shown = body(bob.call("task_show", {"id": task}))
+    return [sorted(step(o) for o in outs), shown["claimed_by"] == winner, shown["state"]]
+
+
+def task_id(out: Outcome) -> str:
+    b = body(out)
+    return str(b["id"] if "id" in b else b["task"]["id"])
+
+
+def fenced_completion(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    task = task_id(alice.call("task_add", {"title": k}))
+    first = body(alice.call("task_claim", {"id": task}))["token"]
+    t = [step(alice.call("task_release", {"id": task, "token": first}))]
+    second = body(bob.call("task_claim", {"id": task}))["token"]
+    zombie = alice.call("task_complete", {"id": task, "token": first, "result": "zombie"})
+    t += [second > first, step(zombie), step(bob.call("task_complete", {"id": task, "token": second, "result": "done"}))]
+    shown = body(alice.call("task_show", {"id": task}))
+    t += [shown["state"], shown["completed_by"], shown["result"]]
+    return t
+
+
+def retried_write_answered_with_the_recorded_outcome(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    rid = lambda n: f"{kind}-{k}-{n}".replace("/", "_")  # noqa: E731
+    t = [step(bob.call("write", {"key": k, "value": 0}))]
+    seen = alice.call("read", {"key": k})
+    args = {"key": k, "value": 1, "request_id": rid(1)}
+    if not remembers(kind):
+        args["context"] = ctx(seen)
+    first, again = alice.call("write", args), alice.call("write", args)
+    t += [step(first), step(again), body(again)["pos"] == body(first)["pos"], bool(body(again).get("replayed"))]
+    # A write with no context to a new key, and a create: a retry is not refused by its own first attempt.
+    new = {"key": k + "/new", "value": 1, "request_id": rid(2)}
+    t += [step(alice.call("write", new)), step(alice.call("write", new))]
+    made = {"key": k + "/made", "value": 1, "request_id": rid(3)}
+    t += [step(alice.call("create", made)), step(alice.call("create", made))]
+    # The same id for a different request is bad input, not a replay.
+    other = alice.call("write", {**args, "value": 99})
+    t += [step(other), named(other, "request_id")]
+    t += [[e["op"] for e in w.log(k)], len(w.log(k + "/new")), len(w.log(k + "/made")), values(w, k)]
+    return t
+
+
+def retried_claim_answered_with_the_recorded_outcome(w: World, kind: str, k: str) -> list[Any]:
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    task = task_id(alice.call("task_add", {"title": k}))
+    args = {"id": task, "request_id": f"{kind}-{k}-claim".replace("/", "_")}
+    first, again = alice.call("task_claim", args), alice.call("task_claim", args)
+    t = [step(first), step(again), body(again)["token"] == body(first)["token"]]
+    t += [step(bob.call("task_claim", {"id": task}))]  # it is alice's, claimed once
+    claims = [e for e in w.log(f"@task/{task}") if e["op"] in ("task.claim", "acquire")]
+    attempts = body(bob.call("task_show", {"id": task}))["attempts"]
+    return [*t, len(claims) <= 1, attempts]
+
+
+def bad_input_refused_naming_the_field(w: World, kind: str, k: str) -> list[Any]:
+    alice = w.face(kind, "alice")
+    t: list[Any] = []
+    for verb, args, field in (
+        ("keys", {"prefix": k, "limit": 0}, "limit"),
+        ("task_list", {"state": "bogus"}, "state"),
+        ("task_claim", {"id": "T-1", "ttl": -1}, "ttl"),
+    ):
+        out = alice.call(verb, args)
+        t += [step(out), named(out, field)]
+    return t
+
+
+def unknown_argument_refused(w: World, kind: str, k: str) -> list[Any]:
+    alice = w.face(kind, "alice")
+    t: list[Any] = []
+    for verb, args, field in (
+        ("write", {"key": k, "value": 1, "colour": "red"}, "colour"),
+        ("read", {"key": k, "as_of": 3}, "as_of"),
+        ("task_claim", {"id": "T-1", "force": True}, "force"),
+    ):
+        out = alice.call(verb, args)
+        t += [step(out), named(out, field)]
+    t += [len(w.log(k))]  # nothing written
+    return t
+
+
+def named(out: Outcome, field: str) -> bool:
+    """The refusal names ``field``: as its field, or (a face's own argument check, such as
+    the CLI's options) in its words."""
+    if out.field is not None:
+        return out.field == field
+    return field in out.message or field.replace("_", "-") in out.message
+
+
+SCENARIOS: dict[str, tuple[Callable[[World, str, str], list[Any]], list[Any]]] = {
+    "stale_write": (stale_write_refused_with_its_news, ["ok", "ok", "ok", "stale_context", True, [2]]),
+    "blind_write": (blind_write_to_an_existing_key_refused, ["ok", "stale_context", True, [1]]),
+    "no_session": (no_session_remembers_nothing, ["ok", "ok", "stale_context", [1]]),
+    "two_sessions": (two_sessions_of_one_agent_each_write_from_their_own_read, ["ok", "ok", "ok", "ok", "stale_context", [1]]),
+    "create_race": (create_race, [["ok", "stale_context"], True, 1]),
+    "keep_both": (keep_both_siblings, ["ok", "ok", "ok", [2, 3], "ok", [4]]),
+    "claim_race": (claim_race, [["ok", "stale_context"], True, "claimed"]),
+    "fenced_completion": (fenced_completion, ["ok", True, "fenced", "ok", "done", "bob", "done"]),
+    "retried_write": (
+        retried_write_answered_with_the_recorded_outcome,
+        ["ok", "ok", "ok", True, True, "ok", "ok", "ok", "ok", "invalid", True, ["put", "put"], 1, 1, [1]],
+    ),
+    "retried_claim": (retried_claim_answered_with_the_recorded_outcome, ["ok", "ok", True, "stale_context", True, 1]),
+    "bad_input": (bad_input_refused_naming_the_field, ["invalid", True] * 3),
+    "unknown_argument": (unknown_argument_refused, ["invalid", True] * 3 + [0]),
+}
