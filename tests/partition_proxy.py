@@ -8,6 +8,8 @@ the control port sets its mode:
 ``drop``   close every open connection and every new one at once (a refused link)
 ``stall``  accept connections and hold them, forwarding nothing (a link that hangs),
            until the mode changes, then close them
+``stall-after N``  forward the next N connections, then stall (a link that goes dead in
+           the middle of an exchange: replication opens a connection per message)
 ``stats``  answer how many connections were passed, dropped and stalled
 
 With ``--record DIR`` the bytes each passed connection sent to the target are written to
@@ -32,9 +34,15 @@ class Proxy:
         self.count = 0
         self.stats = {"passed": 0, "dropped": 0, "stalled": 0}
         self.open: set[asyncio.StreamWriter] = set()
+        self.pass_budget: int | None = None
         self.changed = asyncio.Event()
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.pass_budget is not None:
+            if self.pass_budget == 0:
+                self.mode, self.pass_budget = "stall", None
+            else:
+                self.pass_budget -= 1
         if self.mode == "drop":
             self.stats["dropped"] += 1
             writer.transport.abort()
@@ -84,8 +92,12 @@ class Proxy:
 
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := (await reader.readline()).decode().strip():
-            if line in ("pass", "drop", "stall"):
-                self.mode = line
+            if line.startswith("stall-after ") and line.split()[1].isdigit():
+                self.mode, self.pass_budget = "pass", int(line.split()[1])
+                self.changed.set()
+                writer.write(b"ok\n")
+            elif line in ("pass", "drop", "stall"):
+                self.mode, self.pass_budget = line, None
                 self.changed.set()
                 if line == "drop":
                     for w in list(self.open):

@@ -4,7 +4,9 @@ Processes only: ``comity serve`` over the upstream store (SQLite, and PostgreSQL
 ``COMITY_TEST_POSTGRES_URL`` is set), a TCP proxy between the replicas and the server
 that refuses or hangs connections (``partition_proxy.py``), three writer processes
 (one on each replica file, one through the server's HTTP API), and the ``comity`` CLI
-for clone, escrow and sync.  While the link is cut the replicas keep working; what
+for clone, escrow and sync.  On PostgreSQL the second replica is cloned from the
+database itself (``replica clone postgresql://…``) through a second proxy in front of
+PostgreSQL, so its upstream is the database, cut off and healed the same way.  While the link is cut the replicas keep working; what
 needs the authority fails fast (within the upstream timeout, when the link hangs) except
 what was escrowed.  After the heal a replica is killed mid-sync, the recorded sync
 messages are sent again duplicated and out of order, and then every replica must hold
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -51,8 +54,9 @@ def ok(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 class Proxy:
-    def __init__(self, target_port: int, record: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "partition_proxy.py"), str(target_port), "--record", str(record)],
+    def __init__(self, target_port: int, record: Path | None) -> None:
+        recording = ["--record", str(record)] if record is not None else []
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "partition_proxy.py"), str(target_port), *recording],
                                      stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert self.proc.stdout is not None
         ports = json.loads(self.proc.stdout.readline())
@@ -118,6 +122,13 @@ def serve(location: str, log: Path) -> Served:
     return _ready(proc, log, 60)
 
 
+def via(url: str, port: int) -> str:
+    """``url`` (a PostgreSQL URL) with its host and port replaced by 127.0.0.1:``port``."""
+    parts = urlsplit(url)
+    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
 def test_two_replicas_and_a_server_converge_after_a_partition_with_nothing_lost(upstream: str, tmp_path: Path) -> None:
     admin = ok("--store", upstream, "agent", "add", "replicator", "--admin", "--json")["auth_token"]
     server_agent = ok("--store", upstream, "agent", "add", "carol", "--json")["auth_token"]
@@ -125,14 +136,23 @@ def test_two_replicas_and_a_server_converge_after_a_partition_with_nothing_lost(
     server = serve(upstream, tmp_path / "serve.log")
     port = int(server.url.rsplit(":", 1)[1])
     proxy = Proxy(port, tmp_path / "recorded")
+    proxies = [proxy]
+    on_postgres = upstream.startswith("postgresql")
+    if on_postgres:  # the second replica's upstream is the database, behind a proxy of its own
+        proxies.append(Proxy(urlsplit(upstream).port or 5432, None))
     fast = {"COMITY_UPSTREAM_TIMEOUT": "1"}
     r1, r2 = str(tmp_path / "r1.db"), str(tmp_path / "r2.db")
     stop = tmp_path / "stop"
     writers: list[Writer] = []
     try:
         for r in (r1, r2):
-            made = ok("--auth", admin, "replica", "clone", proxy.url, r, "--json")
-            assert made["upstream"] == proxy.url
+            if r == r2 and on_postgres:
+                source = via(upstream, int(proxies[1].url.rsplit(":", 1)[1]))
+                made = ok("replica", "clone", source, r, "--json")
+                assert made["upstream"] == source and ok("--store", r, "replica", "status", "--json")["upstream"] == source
+            else:
+                made = ok("--auth", admin, "replica", "clone", proxy.url, r, "--json")
+                assert made["upstream"] == proxy.url
             got = ok("--store", r, "--agent", "escrow", "seq", "reserve", "mig", "--count", "25", "--json")
             assert got["count"] == 25
             ok("--store", r, "--agent", "escrow", "update", "budget", "escrow", "10", "--json")
@@ -147,31 +167,40 @@ def test_two_replicas_and_a_server_converge_after_a_partition_with_nothing_lost(
             assert ok("--store", r, "sync", "--json")["complete"]
 
         # The link is cut: refused connections.
-        proxy.mode("drop")
+        for p in proxies:
+            p.mode("drop")
         for w in writers:
             w.wait_for_puts(2 * WRITES_PER_PHASE)
-        cut = run("--store", r1, "sync", "--json")
-        assert cut.returncode == 5 and "last reached" in cut.stderr
-        refused = run("--store", r2, "--agent", "bob", "create", "files/0267.sql", '"x"', env=fast)
-        assert refused.returncode == 5 and "cannot be reached" in refused.stderr
-        # Then it hangs: what needs the authority still fails fast, within the timeout.
+        for r in (r1, r2):
+            cut = run("--store", r, "sync", "--json")
+            assert cut.returncode == 5 and "last reached" in cut.stderr, (r, cut.stderr)
+            refused = run("--store", r, "--agent", "bob", "create", "files/0267.sql", '"x"', env=fast)
+            assert refused.returncode == 5 and "cannot be reached" in refused.stderr and "last reached" in refused.stderr, refused.stderr
+        # Then the server's link hangs: what needs the authority still fails fast, within the timeout.
         proxy.mode("stall")
-        hung = run("--store", r2, "--agent", "bob", "task", "add", "hangs", env=fast)
+        hung = run("--store", r1, "--agent", "bob", "task", "add", "hangs", env=fast)
         assert hung.returncode == 5 and "cannot be reached" in hung.stderr, hung.stderr
         assert proxy.mode("stats")["stalled"] >= 1
         proxy.mode("drop")
         for w in writers:
             w.wait_for_puts(3 * WRITES_PER_PHASE)
 
-        # Heal; a replica is killed in the middle of its sync, then syncs again.
-        proxy.mode("pass")
-        passed = proxy.mode("stats")["passed"]
-        victim = subprocess.Popen([*COMITY, "--store", r1, "sync"], env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while proxy.mode("stats")["passed"] == passed and time.monotonic() < deadline and victim.poll() is None:
-            time.sleep(0.002)
+        # Heal; a replica is killed in the middle of its sync, then syncs again: the link lets
+        # its hello and its first pull through (it takes the upstream's news in) and goes dead
+        # under its push; killed there, it has pushed nothing.
+        for p in proxies[1:]:
+            p.mode("pass")
+        stalled = proxy.mode("stats")["stalled"]
+        proxy.mode("stall-after 2")
+        victim = subprocess.Popen([*COMITY, "--store", r1, "sync", "--json"], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while proxy.mode("stats")["stalled"] == stalled:
+            assert victim.poll() is None, victim.communicate()
+            assert time.monotonic() < deadline, "the victim's sync never reached its third message"
+            time.sleep(0.01)
         victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
+        assert victim.wait(10) == -signal.SIGKILL  # killed mid-sync, not after it
+        proxy.mode("pass")
         for w in writers:
             w.wait_for_puts(4 * WRITES_PER_PHASE)
         stop.touch()
@@ -187,6 +216,7 @@ def test_two_replicas_and_a_server_converge_after_a_partition_with_nothing_lost(
 
         # Every sync message again, duplicated and out of order: nothing changes.
         before = {r: ok("--store", r, "replica", "status", "--hash", "--json")["state_hash"] for r in (r1, r2)}
+        assert proxy.record is not None
         recorded = sorted(proxy.record.glob("*.req"))
         replayed = [p.read_bytes() for p in recorded if b'"type":"push"' in p.read_bytes() or b'"type":"pull"' in p.read_bytes()]
         assert any(b'"type":"push"' in m for m in replayed)
@@ -203,7 +233,8 @@ def test_two_replicas_and_a_server_converge_after_a_partition_with_nothing_lost(
         for w in writers:
             if w.proc.poll() is None:
                 w.proc.kill()
-        proxy.stop()
+        for p in proxies:
+            p.stop()
         server.stop()
 
     # The same state everywhere.

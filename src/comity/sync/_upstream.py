@@ -134,7 +134,12 @@ class Upstream:
             apply(store, answer["batch"])  # the keys it touched, as the authority has them now
         self._catch_up(link)
         if answer["ok"] is not True:
-            raise error_in(answer.get("error"), str(store.upstream))
+            err = error_in(answer.get("error"), str(store.upstream))
+            if isinstance(err, Unavailable) and link.peer is not None:
+                # A database opened here (PostgreSQL) that its connections cannot reach: the
+                # upstream is cut off, as a server that does not answer is.
+                raise unreachable(store, err.message) from None
+            raise err
         return self._here(answer), bool(answer.get("replayed"))
 
     def _escrow(self, o: Op) -> Op:
