@@ -154,11 +154,12 @@ def remembers(kind: str) -> bool:
 
 
 def news_keys(out: Outcome) -> list[str]:
-    """The keys of the news an answer or a refusal carried, in the face's own idiom (JSON
-    for every face but MCP's refusals, which are text: ``news: bob put k (pos 3)``)."""
+    """The keys of the news an answer or a refusal carried, in the face's own idiom: JSON, or
+    text (``news: bob put k (pos 3)``) in MCP's refusals and on the CLI's stderr."""
     if isinstance(out.body, dict) and isinstance(out.body.get("news"), list):
         return [str(n.get("key")) for n in out.body["news"]]
-    return [m.group(1) for m in re.finditer(r"^news: \S+ \S+ (\S+)", out.message or out.raw, re.M)]
+    # MCP's refusals and the CLI's stderr (an answer that is a bare list, as `task list --json`)
+    return [m.group(1) for m in re.finditer(r"^news: \S+ \S+ (\S+)", out.message, re.M)]
 
 
 def body(out: Outcome) -> dict[str, Any]:
@@ -199,6 +200,19 @@ def stale_write_refused_with_its_news(w: World, kind: str, k: str) -> list[Any]:
     t += [step(seen), step(bob.call("write", {"key": k, "value": 2, "context": ctx(theirs)}))]
     refused = alice.call("write", {"key": k, "value": 3, "context": ctx(seen)})
     t += [step(refused), k in news_keys(refused), values(w, k)]
+    return t
+
+
+def news_between_calls(w: World, kind: str, k: str) -> list[Any]:
+    """A session that read a key is told, in its next answer whatever it asks, that another
+    agent wrote the key; once."""
+    alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
+    t = [step(bob.call("write", {"key": k, "value": 1})), step(alice.call("read", {"key": k}))]
+    theirs = bob.call("read", {"key": k})
+    t += [step(bob.call("write", {"key": k, "value": 2, "context": ctx(theirs)}))]
+    told = alice.call("task_list", {"state": "done"})
+    again = alice.call("task_list", {"state": "done"})
+    t += [step(told), k in news_keys(told), step(again), k in news_keys(again)]
     return t
 
 
@@ -349,6 +363,7 @@ def named(out: Outcome, field: str) -> bool:
 
 SCENARIOS: dict[str, tuple[Callable[[World, str, str], list[Any]], list[Any]]] = {
     "stale_write": (stale_write_refused_with_its_news, ["ok", "ok", "ok", "stale_context", True, [2]]),
+    "news_between_calls": (news_between_calls, ["ok", "ok", "ok", "ok", True, "ok", False]),
     "blind_write": (blind_write_to_an_existing_key_refused, ["ok", "stale_context", True, [1]]),
     "no_session": (no_session_remembers_nothing, ["ok", "ok", "stale_context", [1]]),
     "two_sessions": (two_sessions_of_one_agent_each_write_from_their_own_read, ["ok", "ok", "ok", "ok", "stale_context", [1]]),

@@ -297,7 +297,7 @@ class CliFace(Face):
         except ValueError:
             pass
         if code == "ok":
-            return Outcome("ok", body=body, raw=raw)
+            return Outcome("ok", message=r.stderr.strip(), body=body, raw=raw)  # news is on stderr
         field = body.get("field") if isinstance(body, dict) else None
         if isinstance(body, dict) and isinstance(body.get("error"), str) and code != "internal":
             code = body["error"] if code != "refused" else body["error"]
