@@ -495,7 +495,7 @@ def _run_workers(kind: str, target: str, agents: int, root: Path) -> tuple[float
     go = root / f"{kind}.go"
     outs = [root / f"{kind}-{i}.json" for i in range(agents)]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "comity.bench", kind, target, f"agent-{i}", str(go), str(outs[i])])
+        subprocess.Popen([sys.executable, "-m", "comity.bench.store", kind, target, f"agent-{i}", str(go), str(outs[i])])
         for i in range(agents)
     ]
     time.sleep(0.5 + 0.05 * agents)  # let every process import and open the store
