@@ -85,3 +85,12 @@ def test_outcomes_are_kept_for_the_window_then_pruned(make_store: Any, clock: Vi
     with pytest.raises(StaleContext):
         alice.create("notes/once", 1, request_id="once")
     assert first["pos"] > 0
+
+
+def test_bench_store_measures_recording_and_pruning_outcomes(tmp_path: Any) -> None:
+    from comity.bench.store import bench_store
+
+    r = bench_store(ops=100, log_events=0, directory=str(tmp_path))
+    assert r["request_put_ratio"] > 0 and r["request_put_p50_ms"] > 0 and r["plain_put_p50_ms"] > 0
+    assert r["outcomes_pruned"] == 200  # the warm-up's and the measured puts' outcomes, every one
+    assert r["prune_write_ms"] > 0 and r["prune_write_over_put_p50"] > 0

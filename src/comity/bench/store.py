@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..runtime import SystemClock, SystemRng
+from ..runtime import Clock, SystemClock, SystemRng, VirtualClock
 from ..store import PRAGMAS, PostgresBackend, SQLiteBackend, Store
 from ..store._postgres import is_postgres_url, split_url
 
@@ -59,12 +59,15 @@ def _connect_raw(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _open(where: Path | str) -> Store:
-    """A store at a path, or at a postgres URL (leases on the database's clock)."""
-    clock, rng = SystemClock(), SystemRng()
+def _open(where: Path | str, *, clock: Clock | None = None, **kw: Any) -> Store:
+    """A store at a path, or at a postgres URL (leases on the database's clock unless a
+    ``clock`` is given)."""
+    rng = SystemRng()
     if isinstance(where, str) and is_postgres_url(where):
-        return Store(PostgresBackend(where, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000), clock=clock, rng=rng)
-    return Store(SQLiteBackend(where, clock=clock, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000), clock=clock, rng=rng)
+        backend: Any = PostgresBackend(where, clock=clock, rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        backend = SQLiteBackend(where, clock=clock or SystemClock(), rng=rng, busy_timeout=BUSY_TIMEOUT_MS / 1000)
+    return Store(backend, clock=clock or SystemClock(), rng=rng, **kw)
 
 
 def _connect_pg(url: str) -> Any:
@@ -187,11 +190,12 @@ def _engine(store_url: str | None, root: Path) -> _SQLite | _Postgres:
 class _PutLoop:
     """Read-modify-write puts over a keyspace, each carrying the context of the last write."""
 
-    def __init__(self, store: Store, prefix: str) -> None:
+    def __init__(self, store: Store, prefix: str, *, request_ids: bool = False) -> None:
         self.session = store.session("bench")
         self.prefix = prefix
         self.contexts: dict[str, str] = {}
         self.i = 0
+        self.request_ids = request_ids
 
     def run(self, n: int) -> list[float]:
         lat = []
@@ -199,8 +203,9 @@ class _PutLoop:
         for _ in range(n):
             key = f"{self.prefix}{self.i % KEYSPACE}"
             value = _value(self.i)
+            rid = f"{self.prefix}.{self.i}" if self.request_ids else None
             t = time.perf_counter()
-            w = put(key, value, context=self.contexts.get(key))
+            w = put(key, value, context=self.contexts.get(key), request_id=rid)
             lat.append(time.perf_counter() - t)
             self.contexts[key] = w.context
             self.i += 1
@@ -372,6 +377,8 @@ def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progres
         "raw_p99_ms": _pct(raw_lat, 0.99),
     }
 
+    result.update(_bench_retention(engine, ops, per_round, progress))
+
     if log_events:
         progress(f"bench: seeding {log_events} events for growth_ratio")
         big = _open(engine.target("grown"))
@@ -398,6 +405,47 @@ def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progres
     result.update(engine.about())
     result["python"] = platform.python_version()
     return result
+
+
+RETENTION_S = 3600.0
+
+
+def _bench_retention(engine: _SQLite | _Postgres, ops: int, per_round: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """What recording request outcomes, and pruning them after ``request_retention``, costs:
+    puts carrying a request id against the same puts without, in alternating rounds on one
+    store; then the one write that prunes every outcome older than the window (the clock is
+    virtual, so the window passes without waiting)."""
+    from ..store._api import _PRUNE_REQUESTS_EVERY_S
+
+    clock = VirtualClock(time.time())
+    store = _open(engine.target("retention"), clock=clock, request_retention=RETENTION_S)
+    try:
+        plain, with_ids = _PutLoop(store, "p"), _PutLoop(store, "r", request_ids=True)
+        warm = min(KEYSPACE, ops)
+        plain.run(warm)
+        with_ids.run(warm)
+        progress(f"bench: {ops} puts with request ids against {ops} without on {engine.name}; then pruning their outcomes")
+        plain_lat: list[float] = []
+        ids_lat: list[float] = []
+        for _ in range(ROUNDS):
+            ids_lat += with_ids.run(per_round)
+            plain_lat += plain.run(per_round)
+        recorded = with_ids.i
+        clock.advance(RETENTION_S + _PRUNE_REQUESTS_EVERY_S + 1)
+        prune = with_ids.run(1)[0]  # records one outcome and deletes every older one
+        after = with_ids.run(per_round)  # nothing left to prune
+        with store.backend.transaction(write=False) as tx:
+            kept = sum(1 for i in range(recorded) if tx.recorded(f"r.{i}") is not None)
+    finally:
+        store.close()
+    return {
+        "request_put_p50_ms": _pct(ids_lat, 0.50),
+        "plain_put_p50_ms": _pct(plain_lat, 0.50),
+        "request_put_ratio": round(_rate(ids_lat) / _rate(plain_lat), 3),
+        "outcomes_pruned": recorded - kept,
+        "prune_write_ms": round(prune * 1000, 4),
+        "prune_write_over_put_p50": round(prune / max(_pct(after, 0.50) / 1000, 1e-9), 2),
+    }
 
 
 # --------------------------------------------------------------------- claims
