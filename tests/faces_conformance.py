@@ -2,7 +2,7 @@
 and (with ``COMITY_TEST_POSTGRES_URL``) PostgreSQL, each face answering the same outcome.
 
 The faces (docs/faces.md): the Python API on the embedded store; the CLI on the embedded
-store; ``RemoteAgent`` and the CLI against ``comity serve``; ``comity mcp`` over stdio, on
+store; plain HTTP requests, ``RemoteAgent`` and the CLI against ``comity serve``; ``comity mcp`` over stdio, on
 the embedded store and against the server (``--store http://…``); ``comity mcp --http``
 over streamable HTTP, on the embedded store and against the server.  Every face but Python
 is a real process; MCP is spoken by the official client.
@@ -34,6 +34,7 @@ from conftest import BACKENDS, drop_pg_schemas, pg_schema, pg_url  # noqa: E402
 from faces_support import (  # noqa: E402
     CliFace,
     Face,
+    HttpFace,
     Outcome,
     Proc,
     PythonFace,
@@ -48,7 +49,7 @@ from faces_support import (  # noqa: E402
 
 import comity as comity_lib  # noqa: E402
 
-FACES = ["python", "cli", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]  # every face, in both files
+FACES = ["python", "cli", "http", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]  # every face, in both files
 AGENTS = ("alice", "bob")
 
 
@@ -96,6 +97,8 @@ class World:
             face = PythonFace(self.location, agent, session=sid, store=self.store)
         elif kind == "cli":
             face = CliFace(self.location, agent, session=sid)
+        elif kind == "http":
+            face = HttpFace(self.url("serve"), tok, session=sid)
         elif kind == "remote":
             face = RemoteFace(self.url("serve"), tok, session=sid)
         elif kind == "cli_remote":

@@ -309,12 +309,15 @@ class HttpFace(Face):
 
     name = "http"
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, session: str | None = None) -> None:
         self.url = url
         self.token = token
+        self.session = session  # sent as Comity-Session; None: a request that names no session
 
     def post(self, path: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any, str]:
         h = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}", **(headers or {})}
+        if self.session is not None:
+            h.setdefault("Comity-Session", self.session)
         req = urllib.request.Request(self.url + path, data=data, headers=h, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=60) as r:

@@ -1,13 +1,13 @@
 """The conformance suite (faces_conformance.py) through the faces of a ``comity serve``:
-``RemoteAgent``, the CLI with ``--store http://…``, and ``comity mcp`` over stdio and over
-streamable HTTP with ``--store http://…``."""
+plain HTTP requests (``POST /v1/{verb}``), ``RemoteAgent``, the CLI with ``--store
+http://…``, and ``comity mcp`` over stdio and over streamable HTTP with ``--store http://…``."""
 
 from __future__ import annotations
 
 import pytest
 from faces_conformance import SCENARIOS, World, world  # noqa: F401  (world: the module's fixture)
 
-FACES = ["remote", "cli_remote", "mcp_stdio_remote", "mcp_http_remote"]
+FACES = ["http", "remote", "cli_remote", "mcp_stdio_remote", "mcp_http_remote"]
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
