@@ -27,6 +27,17 @@ at the end, the work a strategy accepts for a task is wrong or built (transitive
 wrong work.  Completion counts the tasks whose accepted work is correct and built on
 correct work.  The cost of verification is the agent steps spent re-executing and
 reviewing, per task, beside the steps of work and the virtual time to finish.
+
+Every run can also go under a nemesis (``faults=True``; ``comity chaos byzantine
+--nemesis``), the faults of the other scenarios that apply to a team with no shared
+files: an agent crashes after claiming a task (its work is lost; it restarts later and its
+claim is taken over once a lease's length has passed), an agent stalls past its lease
+mid-task and comes back to submit its work as if nothing happened (a zombie), and an
+agent loses the answer to a call and sends it again (every verb, on every strategy;
+comity's carry request ids, so a retried submission, verification or attestation is
+answered from the recorded outcome instead of acting twice).  The baselines get what a
+careful team gives them: a task whose holder has been silent for a lease's length may be
+taken over, and work is accepted from the task's current holder only.
 """
 
 from __future__ import annotations
@@ -63,6 +74,13 @@ REVIEW_S = (600.0, 1500.0)  # an honest review: reading the change
 STAMP_S = (60.0, 180.0)  # a rubber stamp
 CHECK_S = (180.0, 600.0)  # re-running the claimed checks
 IDLE_S = 300.0
+# The nemesis (faults=True), per agent step.
+CRASH_P = 0.05  # crashes after claiming a task: the work is lost, the agent restarts later
+RESTART_S = (600.0, 3600.0)
+PAUSE_P = 0.05  # stalls past its lease mid-task, then submits anyway (a zombie)
+PAUSE_S = (1800.0, 7200.0)
+RETRY_P = 0.10  # loses the answer to a call and sends it again
+TAKEOVER_S = 300.0  # a silent holder's task may be taken over after a lease's length (comity's default lease)
 OBJECTION_DELIVERY = 0.9  # pool: an objection reaches its author
 REVIEW_MISS = 0.2  # an honest reviewer approves a plausible wrong change this often (it reads, it does not run)
 
@@ -191,18 +209,19 @@ class Verification:
     def base_work(self, task: str) -> str | None:
         raise NotImplementedError
 
-    def submit(self, agent: str, task: str, work: Work) -> None:
+    def submit(self, agent: str, task: str, work: Work, request: str | None = None) -> None:
+        """``request``: an id for the call, the same when it is sent again after a lost answer."""
         raise NotImplementedError
 
     def to_review(self, agent: str) -> list[str]:
         raise NotImplementedError
 
-    def review(self, agent: str, wid: str, approve: bool) -> None:
+    def review(self, agent: str, wid: str, approve: bool, request: str | None = None) -> None:
         raise NotImplementedError
 
     def to_verify(self) -> list[str]:
         return []
-    def verify(self, agent: str, wid: str) -> None:
+    def verify(self, agent: str, wid: str, request: str | None = None) -> None:
         pass
     def forge(self, agent: str, wid: str, as_whom: str) -> bool:
         """Post an approval of ``wid`` by its own author (passing itself off as ``as_whom``); accepted?"""
@@ -226,15 +245,25 @@ class _Board(Verification):
         self.holder: dict[str, str | None] = {t: None for t, _ in self.setup.tasks}
         self.current: dict[str, str | None] = {t: None for t, _ in self.setup.tasks}  # the task's latest work
         self.reviewed: set[str] = set()
+        self.since: dict[str, float] = {}  # when its holder took it
+
+    def _claimable(self, task: str) -> bool:
+        # Open, or held by someone silent for a lease's length (a careful team's takeover).
+        s = self.status[task]
+        return s == "open" or (s == "working" and self.clock.now() - self.since.get(task, self.clock.now()) > TAKEOVER_S)
 
     def ready(self, agent: str) -> list[str]:
-        return [t for t, s in self.status.items() if s == "open" and (self.base_of[t] is None or self.base_work(t) is not None)]
+        return [t for t in self.status if self._claimable(t) and (self.base_of[t] is None or self.base_work(t) is not None)]
 
     def take(self, agent: str, task: str) -> bool:
-        if self.status[task] != "open":
+        if not self._claimable(task):
             return False
-        self.status[task], self.holder[task] = "working", agent
+        self.status[task], self.holder[task], self.since[task] = "working", agent, self.clock.now()
         return True
+
+    def holds(self, agent: str, task: str) -> bool:
+        """Work is taken from the task's current holder only (a careful team's ownership check)."""
+        return self.status[task] == "working" and self.holder[task] == agent
 
     def reopen(self, task: str) -> None:
         self.status[task], self.holder[task] = "open", None
@@ -247,14 +276,15 @@ class TrustDone(_Board):
         b = self.base_of[task]
         return self.current[b] if b and self.status[b] == "done" else None
 
-    def submit(self, agent: str, task: str, work: Work) -> None:
-        self.current[task], self.status[task] = work.wid, "done"
+    def submit(self, agent: str, task: str, work: Work, request: str | None = None) -> None:
+        if self.holds(agent, task):
+            self.current[task], self.status[task] = work.wid, "done"
 
     def to_review(self, agent: str) -> list[str]:
         return [w for t, w in self.current.items() if w and self.status[t] == "done" and w not in self.reviewed
                 and self.truth.works[w].author != agent]  # fmt: skip
 
-    def review(self, agent: str, wid: str, approve: bool) -> None:
+    def review(self, agent: str, wid: str, approve: bool, request: str | None = None) -> None:
         self.reviewed.add(wid)
         task = self.truth.works[wid].task
         if not approve and self.current[task] == wid:
@@ -274,13 +304,14 @@ class OneReviewer(_Board):
         b = self.base_of[task]
         return self.current[b] if b and self.status[b] == "done" else None
 
-    def submit(self, agent: str, task: str, work: Work) -> None:
-        self.current[task], self.status[task] = work.wid, "in review"
+    def submit(self, agent: str, task: str, work: Work, request: str | None = None) -> None:
+        if self.holds(agent, task):
+            self.current[task], self.status[task] = work.wid, "in review"
 
     def to_review(self, agent: str) -> list[str]:
         return [w for t, w in self.current.items() if w and self.status[t] == "in review" and self.truth.works[w].author != agent]
 
-    def review(self, agent: str, wid: str, approve: bool) -> None:
+    def review(self, agent: str, wid: str, approve: bool, request: str | None = None) -> None:
         task = self.truth.works[wid].task
         if self.current[task] != wid or self.status[task] != "in review":
             return
@@ -310,13 +341,14 @@ class MessagePool(_Board):
         b = self.base_of[task]
         return self.current[b] if b else None
 
-    def submit(self, agent: str, task: str, work: Work) -> None:
-        self.current[task], self.status[task] = work.wid, "done"
+    def submit(self, agent: str, task: str, work: Work, request: str | None = None) -> None:
+        if self.holds(agent, task):
+            self.current[task], self.status[task] = work.wid, "done"
 
     def to_review(self, agent: str) -> list[str]:
         return [w for w in self.current.values() if w and w not in self.reviewed and self.truth.works[w].author != agent]
 
-    def review(self, agent: str, wid: str, approve: bool) -> None:
+    def review(self, agent: str, wid: str, approve: bool, request: str | None = None) -> None:
         self.reviewed.add(wid)
         task = self.truth.works[wid].task
         if not approve and self.current[task] == wid and self.rng.random() < OBJECTION_DELIVERY:
@@ -372,6 +404,7 @@ class ComityVerification(Verification):
         self.change_of: dict[str, str] = {}  # wid -> change id
         self.wid_of: dict[str, str] = {}
         self.refused_attestations = 0
+        self.replayed = 0  # retried calls answered from their recorded outcome
 
     def close(self) -> None:
         self.store.close()
@@ -399,16 +432,19 @@ class ComityVerification(Verification):
             return False
         return True
 
-    def submit(self, agent: str, task: str, work: Work) -> None:
+    def submit(self, agent: str, task: str, work: Work, request: str | None = None) -> None:
         a = self.agents[agent]
         self.runner.by_commit[commit_of(work.wid)] = work
         on = [self.change_of[work.on]] if work.on else []
-        c = a.change_submit(self.ids[task], commit=commit_of(work.wid), checks=["pytest -q"], on=on, reads=[])
+        c = a.change_submit(self.ids[task], commit=commit_of(work.wid), checks=["pytest -q"], on=on, reads=[],
+                            request_id=None if request is None else f"{request}/submit")
+        if c.get("replayed"):
+            self.replayed += 1
         self.change_of[work.wid], self.wid_of[c["id"]] = c["id"], work.wid
-        token = self.tokens.pop(f"{agent}/{task}")
+        token = self.tokens[f"{agent}/{task}"]  # kept: a retry of this call completes with it again
         try:
-            a.task_complete(self.ids[task], token)
-        except ComityError:  # what it built on was refuted meanwhile: its change is tainted; give the task back
+            a.task_complete(self.ids[task], token, request_id=None if request is None else f"{request}/done")
+        except ComityError:  # what it built on was refuted meanwhile, or a successor took the task: give it back
             try:
                 a.task_release(self.ids[task], token)
             except ComityError:
@@ -417,21 +453,23 @@ class ComityVerification(Verification):
     def to_verify(self) -> list[str]:
         return [self.wid_of[c["id"]] for c in self._changes() if c["state"] == "submitted" and not c["verifications"]]
 
-    def verify(self, agent: str, wid: str) -> None:
-        self.agents[agent].verify(self.change_of[wid])
+    def verify(self, agent: str, wid: str, request: str | None = None) -> None:
+        r = self.agents[agent].verify(self.change_of[wid], request_id=request)
+        self.replayed += bool(r.get("replayed"))
 
     def to_review(self, agent: str) -> list[str]:
         return [self.wid_of[c["id"]] for c in self._changes()
                 if c["state"] == "submitted" and c["author"] != agent and agent not in {x["attester"] for x in c["attestations"]}]  # fmt: skip
 
-    def review(self, agent: str, wid: str, approve: bool) -> None:
+    def review(self, agent: str, wid: str, approve: bool, request: str | None = None) -> None:
         a = self.agents[agent]
         cid = self.change_of[wid]
         try:
             if approve:
-                a.attest(cid)
+                r = a.attest(cid, request_id=request)
             else:
-                a.refute(cid, "the change does not do what its task asks")
+                r = a.refute(cid, "the change does not do what its task asks", request_id=request)
+            self.replayed += bool(r.get("replayed"))
         except ComityError:
             pass
 
@@ -503,6 +541,9 @@ class ByzantineResult:
     end: float | None  # virtual seconds to settle (None: not by the horizon)
     history: History
     refused_attestations: int = 0
+    faults: bool = False
+    injected: dict[str, int] | None = None  # the nemesis's faults, by kind
+    replayed: int = 0  # comity: retried calls answered from their recorded outcome
 
     @property
     def completion(self) -> float:
@@ -513,14 +554,16 @@ class ByzantineResult:
         return self.steps.get("verify", 0) + self.steps.get("review", 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "strategy": self.strategy, "seed": self.seed,
+        return {"scenario": self.scenario, "strategy": self.strategy, "seed": self.seed, "faults": self.faults,
+                "injected": dict(self.injected or {}), "replayed": self.replayed,
                 "tainted_work_accepted": len(self.anomalies), "found": [a.to_json() for a in self.anomalies],
                 "completion": round(self.completion, 4), "steps": dict(self.steps), "verification_steps": self.verification_steps,
                 "virtual_seconds": None if self.end is None else round(self.end, 1),
                 "refused_attestations": self.refused_attestations, "history_hash": self.history.hash()}  # fmt: skip
 
 
-def run_byzantine(scenario: str, strategy: str, seed: int) -> ByzantineResult:
+def run_byzantine(scenario: str, strategy: str, seed: int, *, faults: bool = False) -> ByzantineResult:
+    """One run; ``faults``: under the nemesis (crashes, stalls past the lease, lost answers)."""
     sc = BYZANTINE_SCENARIOS[scenario]
     rng = SeededRng(seed)
     setup = sc.build(rng.fork("plan"))
@@ -535,20 +578,41 @@ def run_byzantine(scenario: str, strategy: str, seed: int) -> ByzantineResult:
     next_at = {m.name: START + 60.0 * agent_rng[m.name].random() for m in setup.cast}
     members = {m.name: m for m in setup.cast}
     end: float | None = None
+    nemesis = rng.fork("nemesis")  # drawn from only under faults: a fault-free run is unchanged
+    injected: dict[str, int] = {}
+    paused: dict[str, tuple[str, Work]] = {}  # a zombie's task and work, submitted when it comes back
+    calls = [0]
+
+    def fault(kind: str, m: Member, value: dict[str, Any]) -> None:
+        injected[kind] = injected.get(kind, 0) + 1
+        history.note("nemesis", kind, {"agent": m.name, **value}, clock.now())
 
     def span(m: Member, lo_hi: tuple[float, float]) -> float:
         lo, hi = lo_hi
         return m.pace * (lo + (hi - lo) * agent_rng[m.name].random())
 
-    def step(kind: str, m: Member, value: dict[str, Any], act: Callable[[], Any]) -> Any:
+    def step(kind: str, m: Member, value: dict[str, Any], act: Callable[[str | None], Any]) -> Any:
         steps[kind] = steps.get(kind, 0) + 1
+        calls[0] += 1
+        request = f"{m.name}.{kind}.{calls[0]}"
         i = history.invoke(m.name, kind, value, clock.now())
-        out = act()
+        out = act(request)
+        if faults and nemesis.random() < RETRY_P:
+            # The answer was lost: the agent sends the same call again.
+            history.complete(i, "info", {}, clock.now())
+            fault("lost-answer", m, {"f": kind})
+            i = history.invoke(m.name, kind, value, clock.now())
+            out = act(request)
         history.complete(i, "ok", {"result": out} if isinstance(out, (bool, str)) else {}, clock.now())
         return out
 
     def act(m: Member) -> float:
         r = agent_rng[m.name]
+        if m.role == "implementer" and m.name in paused:  # back from a stall past its lease: it submits anyway
+            task, w = paused.pop(m.name)
+            step("work", m, {"task": task, "wid": w.wid, "on": w.on, "correct": w.correct, "zombie": True},
+                 lambda req: v.submit(m.name, task, w, req))
+            return span(m, WORK_S)
         if m.role == "implementer":
             ready = v.ready(m.name)
             if not ready:
@@ -560,19 +624,30 @@ def run_byzantine(scenario: str, strategy: str, seed: int) -> ByzantineResult:
             base = v.base_work(task) if v.base_of[task] else None
             w = Work(f"{m.name}.w{counter[0]}", task, m.name, r.random() >= m.wrong, base)
             truth.add(w)
+            if faults:
+                roll = nemesis.random()
+                if roll < CRASH_P:  # dies with the task claimed: the work is lost
+                    down = RESTART_S[0] + (RESTART_S[1] - RESTART_S[0]) * nemesis.random()
+                    fault("crash", m, {"task": task, "wid": w.wid, "down_s": round(down, 1)})
+                    return down
+                if roll < CRASH_P + PAUSE_P:  # freezes past its lease, its work in hand
+                    stall = PAUSE_S[0] + (PAUSE_S[1] - PAUSE_S[0]) * nemesis.random()
+                    fault("pause", m, {"task": task, "wid": w.wid, "stall_s": round(stall, 1)})
+                    paused[m.name] = (task, w)
+                    return stall
             step("work", m, {"task": task, "wid": w.wid, "on": base, "correct": w.correct},
-                 lambda: v.submit(m.name, task, w))  # "done, tests pass", whatever the truth
+                 lambda req: v.submit(m.name, task, w, req))  # "done, tests pass", whatever the truth
             took = span(m, WORK_S)
             if m.forges and not w.correct:
                 reviewer = next((x.name for x in setup.cast if x.role == "reviewer"), "reviewer")
-                step("forge", m, {"wid": w.wid, "as": reviewer}, lambda: v.forge(m.name, w.wid, reviewer))
+                step("forge", m, {"wid": w.wid, "as": reviewer}, lambda req: v.forge(m.name, w.wid, reviewer))
                 took += 60.0
             return took
         if m.role == "verifier":
             todo = v.to_verify()
             if not todo:
                 return IDLE_S
-            step("verify", m, {"wid": todo[0]}, lambda: v.verify(m.name, todo[0]))
+            step("verify", m, {"wid": todo[0]}, lambda req: v.verify(m.name, todo[0], req))
             return span(m, CHECK_S)
         if m.role in ("reviewer", "rubber"):
             todo = v.to_review(m.name)
@@ -582,7 +657,7 @@ def run_byzantine(scenario: str, strategy: str, seed: int) -> ByzantineResult:
             # An honest reviewer reads the change itself (not what it was built on) and misses a
             # plausible wrong change now and then; a rubber stamp approves unread.
             approve = m.role == "rubber" or truth.works[wid].correct or r.random() < REVIEW_MISS
-            step("review", m, {"wid": wid, "approve": approve}, lambda: v.review(m.name, wid, approve))
+            step("review", m, {"wid": wid, "approve": approve}, lambda req: v.review(m.name, wid, approve, req))
             return span(m, STAMP_S if m.role == "rubber" else REVIEW_S)
         return IDLE_S
 
@@ -599,13 +674,15 @@ def run_byzantine(scenario: str, strategy: str, seed: int) -> ByzantineResult:
                 break
         accepted = v.accepted()
         refused = getattr(v, "refused_attestations", 0)
+        replayed = getattr(v, "replayed", 0)
     finally:
         v.close()
         shutil.rmtree(workdir, ignore_errors=True)
     history.note("observer", "final", {"accepted": accepted}, clock.now())
     anomalies = tainted_work_accepted(truth, accepted)
     correct = sum(1 for w in accepted.values() if w is not None and not truth.tainted(w))
-    return ByzantineResult(scenario, strategy, seed, anomalies, len(setup.tasks), correct, steps, end, history, refused)
+    return ByzantineResult(scenario, strategy, seed, anomalies, len(setup.tasks), correct, steps, end, history, refused,
+                           faults, injected if faults else None, replayed)
 
 
 # -------------------------------------------------------------------- report
@@ -624,9 +701,13 @@ class ByzantineRow:
     time_to_finish: float | None = None
     refused_attestations: int = 0
     first_failing_seed: int | None = None
+    faults: bool = False
+    injected: dict[str, int] | None = None  # under the nemesis: its faults, by kind, over every run
+    replayed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "strategy": self.strategy, "baseline": self.strategy != "comity", "runs": self.runs,
+                "faults": self.faults, "injected": dict(self.injected or {}), "replayed": self.replayed,
                 "anomalies": {"tainted_work_accepted": self.tainted_runs}, "completion": round(self.completion, 4),
                 "costs": {"work_steps_per_task": round(self.work_steps, 3), "verification_steps_per_task": round(self.verification_steps, 3),
                           "finished_runs": self.finished,
@@ -634,21 +715,22 @@ class ByzantineRow:
                 "refused_attestations": self.refused_attestations, "first_failing_seed": self.first_failing_seed}  # fmt: skip
 
 
-def _job(job: tuple[str, str, int]) -> ByzantineResult:
-    r = run_byzantine(*job)
+def _job(job: tuple[str, str, int, bool]) -> ByzantineResult:
+    r = run_byzantine(*job[:3], faults=job[3])
     r.history = History()  # the hash is in the summary; workers need not ship histories back
     return r
 
 
 def byzantine_report(scenarios: Iterable[str] | None = None, strategies: Iterable[str] | None = None,
                      seeds: Iterable[int] = range(100), *, jobs: int = 1,
-                     progress: Callable[[int, int], None] | None = None) -> list[ByzantineRow]:
-    """Every Byzantine scenario under every verification strategy over ``seeds``."""
+                     progress: Callable[[int, int], None] | None = None, faults: bool = False) -> list[ByzantineRow]:
+    """Every Byzantine scenario under every verification strategy over ``seeds`` (``faults``:
+    each run under the nemesis)."""
     import multiprocessing
 
     order = [(sc, st) for sc in (list(scenarios) if scenarios else list(BYZANTINE_SCENARIOS))
              for st in (list(strategies) if strategies else list(VERIFIERS))]
-    work = [(sc, st, s) for sc, st in order for s in seeds]
+    work = [(sc, st, s, faults) for sc, st in order for s in seeds]
     results: list[ByzantineResult] = []
     if jobs <= 1 or len(work) < 8:
         for i, job in enumerate(work, 1):
@@ -665,7 +747,13 @@ def byzantine_report(scenarios: Iterable[str] | None = None, strategies: Iterabl
     rows = []
     for sc, st in order:
         rs = sorted((r for r in results if r.scenario == sc and r.strategy == st), key=lambda r: r.seed)
-        row = ByzantineRow(sc, st, len(rs))
+        row = ByzantineRow(sc, st, len(rs), faults=faults)
+        if faults:
+            row.injected = {}
+            for r in rs:
+                for kind, n in (r.injected or {}).items():
+                    row.injected[kind] = row.injected.get(kind, 0) + n
+        row.replayed = sum(r.replayed for r in rs)
         row.tainted_runs = sum(1 for r in rs if r.anomalies)
         row.first_failing_seed = next((r.seed for r in rs if r.anomalies), None)
         row.completion = statistics.fmean(r.completion for r in rs) if rs else 0.0

@@ -215,9 +215,11 @@ def replay_cmd(source: str, scenario: str | None, strategy: str | None, history:
 @click.option("--scenario", "scenarios", multiple=True, help="Only this Byzantine scenario (repeatable).")
 @click.option("--strategy", "strategies", multiple=True, help="Only this verification strategy: trust, review, pool, comity (repeatable).")
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Worker processes (default: one per CPU).")
+@click.option("--nemesis", is_flag=True, help="Run each seed under the nemesis: crashes, stalls past the lease, lost answers.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
 @click.option("--json", "as_json", is_flag=True, help="Print {rows: [...]}.")
-def byzantine_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, markdown: bool, as_json: bool) -> None:
+def byzantine_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str, ...], jobs: int | None, nemesis: bool, markdown: bool,
+                  as_json: bool) -> None:  # fmt: skip
     """Byzantine agents (wrong work reported done, forged approvals, rubber stamps) under trust,
     one reviewer, a message pool and comity: in how many runs tainted work was accepted, how much
     correct work got done, and what verification cost in agent steps and time."""
@@ -232,9 +234,11 @@ def byzantine_cmd(seeds: int, scenarios: tuple[str, ...], strategies: tuple[str,
         if st not in VERIFIERS:
             raise click.BadParameter(f"{st!r}; choose from {', '.join(VERIFIERS)}", param_hint="--strategy")
     with _progress(f"Byzantine: {seeds} seeds") as tick:
-        rows = byzantine_report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs or os.cpu_count() or 1, progress=tick)
+        rows = byzantine_report(list(scenarios) or None, list(strategies) or None, range(seeds), jobs=jobs or os.cpu_count() or 1, progress=tick,
+                                faults=nemesis)  # fmt: skip
     if as_json:
-        _json({"seeds": seeds, "command": f"comity chaos byzantine --seeds {seeds} --json", "rows": [r.to_json() for r in rows]})
+        flag = " --nemesis" if nemesis else ""
+        _json({"seeds": seeds, "faults": nemesis, "command": f"comity chaos byzantine --seeds {seeds}{flag} --json", "rows": [r.to_json() for r in rows]})
         return
     if markdown:
         out.print(markdown_byzantine(rows), markup=False)
@@ -269,6 +273,8 @@ def report_cmd(seeds: int, long_seeds: int | None, scenarios: tuple[str, ...], s
 
         with _progress(f"Byzantine: {seeds} seeds") as tick:
             byz = byzantine_report(seeds=range(seeds), jobs=jobs or 1, progress=tick)
+        with _progress(f"Byzantine under the nemesis: {seeds} seeds") as tick:
+            byz += byzantine_report(seeds=range(seeds), jobs=jobs or 1, progress=tick, faults=True)
     if as_json:
         _json({
             "seeds": seeds, "long_seeds": long_seeds or seeds, "checkers": list(CHECKERS),
@@ -290,7 +296,9 @@ def report_cmd(seeds: int, long_seeds: int | None, scenarios: tuple[str, ...], s
             from .byzantine import markdown_byzantine
 
             out.print("\nByzantine agents (tainted work accepted, and the cost of verification):\n", markup=False)
-            out.print(markdown_byzantine(byz), markup=False)
+            out.print(markdown_byzantine([r for r in byz if not r.faults]), markup=False)
+            out.print("\nByzantine agents under the nemesis (crashes, stalls past the lease, lost answers):\n", markup=False)
+            out.print(markdown_byzantine([r for r in byz if r.faults]), markup=False)
         out.print(f"\nRegenerate: `comity chaos report --seeds {seeds}" + (f" --long-seeds {long_seeds}" if long_seeds else "") + " --markdown`", markup=False)
         return
     from rich.table import Table
