@@ -187,3 +187,12 @@ def test_internal_keys_are_shown_as_what_they_mean() -> None:
 def test_the_docs_say_how_to_add_a_verb() -> None:
     faces = (ROOT / "docs" / "faces.md").read_text()
     assert "Adding a verb" in faces and "verbs.py" in faces
+
+
+@pytest.mark.parametrize("ttl", [10**400, -(10**400), float("inf"), float("nan")])
+def test_a_number_past_floats_range_is_invalid_naming_it(ttl: object) -> None:
+    """10**400 is an integer JSON can carry and float() cannot hold: refused, not a crash
+    (found by tests/test_face_fuzz.py)."""
+    with pytest.raises(Invalid) as e:
+        bind("reserve_paths", {"paths": ["src/a.py"], "ttl": ttl})
+    assert e.value.details["field"] == "ttl" and "finite" in e.value.message

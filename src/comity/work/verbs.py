@@ -664,9 +664,12 @@ def _check(p: Param, value: Any, path: str) -> Any:
     elif base == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Invalid(path, f"must be a number, got {_type_name(value)}")
+        try:  # an integer past float's range (10**400) is no more a number of seconds than inf is
+            value = float(value)
+        except OverflowError:
+            value = math.inf
         if not math.isfinite(value):
             raise Invalid(path, "must be a finite number")
-        value = float(value)
     elif base == "object":
         if not isinstance(value, dict):
             raise Invalid(path, f"must be a JSON object, got {_type_name(value)}")
