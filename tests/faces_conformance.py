@@ -1,19 +1,21 @@
-"""The faces' conformance suite (test_faces_conformance*.py): the same scripted scenarios through every face, on SQLite
-and (with ``COMITY_TEST_POSTGRES_URL``) PostgreSQL, each face answering the same outcome.
+"""The faces' conformance suite (test_faces_conformance*.py): the same scripted scenarios
+through every face, on SQLite and (with ``COMITY_TEST_POSTGRES_URL``) PostgreSQL, each face
+answering the same outcome.
 
 The faces (docs/faces.md): the Python API on the embedded store; the CLI on the embedded
-store; plain HTTP requests, ``RemoteAgent`` and the CLI against ``comity serve``; ``comity mcp`` over stdio, on
-the embedded store and against the server (``--store http://…``); ``comity mcp --http``
-over streamable HTTP, on the embedded store and against the server.  Every face but Python
-is a real process; MCP is spoken by the official client.
+store; plain HTTP requests, ``RemoteAgent`` and the CLI against ``comity serve``; ``comity
+mcp`` over stdio, on the embedded store and against the server (``--store http://…``);
+``comity mcp --http`` over streamable HTTP, on the embedded store and against the server.
+The CLI and MCP servers are real processes, the HTTP clients (plain requests and
+``RemoteAgent``) talk to a real server process, and MCP is spoken by the official client.
 
 The suite runs in two files, the faces on the store itself and the faces of a server, so
-that two test workers share it.  Each scenario returns a transcript (the outcome of each step, as codes and the few facts
-that matter) and every face must give the scenario's one expected transcript.  Actors are
-sessions of the face under test: alice's sessions ``1`` and ``2`` and bob's ``1`` (an MCP
-session over stdio is its server process; over HTTP its ``Comity-Session``).  Servers and
-sessions are started once per backend and shared by the scenarios, which use keys of their
-own.
+that two test workers share it. Each scenario returns a transcript (the outcome of each
+step, as codes and the few facts that matter) and every face must give the scenario's one
+expected transcript. Actors are sessions of the face under test: alice's sessions ``1`` and
+``2`` and bob's ``1`` (an MCP session over stdio is its server process; over HTTP its
+``Comity-Session``). Servers and sessions are started once per backend and shared by the
+scenarios, which use keys of their own.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from faces_support import (  # noqa: E402
 
 import comity as comity_lib  # noqa: E402
 
-FACES = ["python", "cli", "http", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]  # every face, in both files
+# Every face, split between the two test files.
+FACES = ["python", "cli", "http", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]
 AGENTS = ("alice", "bob")
 
 
