@@ -36,11 +36,13 @@ def register(cli: click.Group) -> None:
     @click.option("--log-events", type=click.IntRange(0, 100_000_000), default=1_000_000, show_default=True, help="Events seeded in bulk for growth_ratio (0 skips it).")
     @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (default: a temporary directory).")
     @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite; scratch schemas are dropped after.")
-    def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+    @click.option("--concurrent", type=click.IntRange(0, 256), default=8, show_default=True, help="Sessions writing at once through one server (SQLite; 0 skips it).")
+    def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, concurrent: int, *, as_json: bool) -> None:
         """Put, get and create throughput and latency against a plain upsert on the same engine."""
         from .store import bench_store
 
-        _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, progress=_say), as_json, 16)
+        _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, concurrent=concurrent, progress=_say),
+              as_json, 30)  # fmt: skip
 
     @command(bench_group, "claims")
     @click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")

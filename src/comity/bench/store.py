@@ -308,18 +308,23 @@ def bench_store(
     directory: str | None = None,
     progress: Callable[[str], None] = lambda m: None,
     store_url: str | None = None,
+    concurrent: int = 8,
 ) -> dict[str, Any]:
     """Put, get and create against the plain upsert of the same engine: SQLite files in
-    a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``."""
+    a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``.
+    ``concurrent`` sessions then write at once (SQLite: through one ``comity serve``, and
+    in one process), against the same upsert loop (0 skips it)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
         engine = _engine(store_url, Path(tmp))
         try:
-            return _bench_store(engine, ops, log_events, progress)
+            return _bench_store(engine, ops, log_events, progress, concurrent)
         finally:
             engine.close()
 
 
-def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def _bench_store(
+    engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None], concurrent: int = 8
+) -> dict[str, Any]:
     store = _open(engine.target("fresh"))
     raw = engine.raw("raw")
     loop = _PutLoop(store, "k")
@@ -378,6 +383,8 @@ def _bench_store(engine: _SQLite | _Postgres, ops: int, log_events: int, progres
     }
 
     result.update(_bench_retention(engine, ops, per_round, progress))
+    if concurrent and engine.name == "sqlite":
+        result.update(_bench_concurrent(engine, ops, concurrent, progress))
 
     if log_events:
         progress(f"bench: seeding {log_events} events for growth_ratio")
@@ -445,6 +452,125 @@ def _bench_retention(engine: _SQLite | _Postgres, ops: int, per_round: int, prog
         "outcomes_pruned": recorded - kept,
         "prune_write_ms": round(prune * 1000, 4),
         "prune_write_over_put_p50": round(prune / max(_pct(after, 0.50) / 1000, 1e-9), 2),
+    }
+
+
+# ------------------------------------------------------------- concurrent writers
+
+
+def _writers(sessions: int, per: int, one: Callable[[int, int, list[float]], None]) -> tuple[float, list[float]]:
+    """``sessions`` threads each run ``one(i, per, lat)`` at once; returns (wall seconds, latencies)."""
+    import threading
+
+    lats: list[list[float]] = [[] for _ in range(sessions)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(sessions + 1)
+
+    def run(i: int) -> None:
+        try:
+            one(i, -1, lats[i])  # warm: connection, first key
+            start.wait()
+            one(i, per, lats[i])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            start.abort()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+    for t in threads:
+        t.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"bench: a concurrent writer failed: {errors[0]!r}")
+    return wall, [x for lat in lats for x in lat]
+
+
+def _bench_concurrent(engine: _SQLite, ops: int, sessions: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """``sessions`` sessions write at once (each its own keys, each put over the context of its
+    last write): through one ``comity serve`` (its request threads share commits: group
+    commit), and through one embedded store in this process; against the bare upsert loop
+    (one upsert, one commit) run just before and just after."""
+    import httpx
+
+    from ..server.auth import issue_token
+    from .dashboard import _serve
+
+    per = max(1, ops // sessions)
+    raw = engine.raw("raw_concurrent")
+    raw_lat = engine.raw_puts(raw, 0, per * sessions // 2)
+
+    served = engine.root / "served.db"
+    store = _open(served)
+    tokens = [str(issue_token(store.session("ops"), f"writer-{i}")["auth_token"]) for i in range(sessions)]
+    store.close()
+    progress(f"bench: {sessions} sessions write {per} puts each at once through one comity serve")
+    proc, url = _serve(served, engine.root / "serve.log")
+    try:
+        clients = [
+            httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {tokens[i]}", "Comity-Session": f"bench-{i}"})
+            for i in range(sessions)
+        ]
+        contexts: list[dict[str, str]] = [{} for _ in range(sessions)]
+
+        def over_http(i: int, n: int, lat: list[float]) -> None:
+            c, ctx = clients[i], contexts[i]
+            for j in range(max(n, 1)):
+                key = f"c{i}/{j % KEYSPACE}"
+                body: dict[str, Any] = {"key": key, "value": _value(j)}
+                if key in ctx:
+                    body["context"] = ctx[key]
+                t = time.perf_counter()
+                r = c.post("/v1/write", json=body)
+                if n > 0:
+                    lat.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    raise RuntimeError(f"write answered {r.status_code}: {r.text[:200]}")
+                ctx[key] = r.json()["context"]
+
+        http_wall, http_lat = _writers(sessions, per, over_http)
+        for c in clients:
+            c.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    progress(f"bench: {sessions} sessions write {per} puts each at once through one embedded store")
+    embedded = _open(engine.root / "embedded.db")
+    loops = [_PutLoop(embedded, f"e{i}/") for i in range(sessions)]
+    for i, loop in enumerate(loops):
+        loop.session = embedded.session(f"writer-{i}")
+
+    def in_process(i: int, n: int, lat: list[float]) -> None:
+        got = loops[i].run(max(n, 1))
+        if n > 0:
+            lat.extend(got)
+
+    commits0, txns0 = embedded.writes.commits, embedded.writes.transactions
+    emb_wall, emb_lat = _writers(sessions, per, in_process)
+    per_commit = (embedded.writes.transactions - txns0) / max(1, embedded.writes.commits - commits0)
+    embedded.close()
+
+    raw_lat += engine.raw_puts(raw, per * sessions, per * sessions - per * sessions // 2)
+    raw.close()
+    raw_s = _rate(raw_lat)
+    http_s = round(len(http_lat) / http_wall, 1)
+    emb_s = round(len(emb_lat) / emb_wall, 1)
+    return {
+        "concurrent_sessions": sessions,
+        "concurrent_put_ops_s": http_s,
+        "concurrent_put_p50_ms": _pct(http_lat, 0.50),
+        "concurrent_put_p99_ms": _pct(http_lat, 0.99),
+        "concurrent_raw_ops_s": raw_s,
+        "concurrent_put_ratio": round(http_s / raw_s, 3),
+        "concurrent_embedded_put_ops_s": emb_s,
+        "concurrent_embedded_put_ratio": round(emb_s / raw_s, 3),
+        "concurrent_embedded_txns_per_commit": round(per_commit, 2),
     }
 
 

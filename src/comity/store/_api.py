@@ -16,6 +16,7 @@ from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unav
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._backend import Backend, EventRow, LeaseRow, SessionRow, Tx
 from ._codec import DEFAULT_MAX_VALUE_BYTES, KEY_MAX_BYTES, SECRET_PREFIXES, ContextCodec, check_key, is_secret
+from ._group import GroupCommit
 from ._txn import (
     Caller,
     Create,
@@ -273,6 +274,10 @@ class Store:
         self.meta = meta
         self.codec = ContextCodec(meta.store_id, meta.secret)
         self.executor = Executor(meta, self.codec, HLC(self.clock), max_value_bytes)
+        # Every write of this handle's sessions goes through one group commit (see _group.py).
+        self.writes = GroupCommit(
+            backend, getattr(backend, "ENGINE_ERRORS", ()), batching=bool(getattr(backend, "GROUP_COMMIT", False))
+        )
         self.authority: Authority | None = None
         if meta.upstream is not None and _authority_factory is not None:
             self.authority = _authority_factory(self)
@@ -290,10 +295,11 @@ class Store:
         (the sessions' path without news, for a replica's forwarded transactions: ``foreign``,
         their contexts' log positions are another replica's)."""
         try:
-            with self.backend.transaction(write=True) as tx:
-                return self.executor.execute(
+            return self.writes.run(
+                lambda tx: self.executor.execute(
                     tx, caller, request_id, guards, ops, record=record, system=system, digest=digest, foreign=foreign
                 )
+            )
         except NeedsAuthority as need:
             return self.at_authority(need, caller, request_id, guards, ops, record=record, system=system, digest=digest)
 
@@ -603,13 +609,16 @@ class Session:
         self._saved_at = self.store.clock.now()
 
     def _save(self) -> None:
-        with self.store.backend.transaction(write=True) as tx:
+        def work(tx: Tx) -> SessionRow | None:
             row = self._row(tx.now())
-            if row is None:
-                return
-            tx.save_session(row)
-            self.store._forget_idle_sessions(tx)
-        self._kept(row)
+            if row is not None:
+                tx.save_session(row)
+                self.store._forget_idle_sessions(tx)
+            return row
+
+        row = self.store.writes.run(work)
+        if row is not None:
+            self._kept(row)
 
     def _save_due(self) -> bool:
         return self.name is not None and self.store.clock.now() - self._saved_at >= self.store.session_save_interval
@@ -833,39 +842,47 @@ class Session:
             if name in e.details:
                 detail[name] = e.details[name]
         note = Note(REFUSED_KEY, REFUSED_OP, detail, seen=seen)
+        executor = self.store.executor
         try:
-            with self.store.backend.transaction(write=True) as tx:
-                self.store.executor.execute(tx, caller, f"{request_id}.refused"[:128], [], [note], record=False, system=True)
+            self.store.writes.run(
+                lambda tx: executor.execute(tx, caller, f"{request_id}.refused"[:128], [], [note], record=False, system=True)
+            )
         except Exception:  # noqa: BLE001 - the refusal is what the caller must hear; its record is for looking back
             pass
 
     def _txn(self, caller: Caller, request_id: str, guards: list[Guard], ops: list[Op], record: bool, system: bool,
              digest: str | None) -> TxnResult:  # fmt: skip
-        try:
-            with self.store.backend.transaction(write=True) as tx:
-                try:
-                    outcome, replayed = self.store.executor.execute(
-                        tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
-                    )
-                except (StaleContext, Fenced, LeaseExpired, NotFound):
-                    # Refused by the state: what it tried to change is now this session's concern,
-                    # so the next answer carries the news that explains the refusal.
-                    self._interested(guards, ops)
-                    raise
+        store = self.store
+
+        def work(tx: Tx) -> tuple[dict[str, Any], bool, _Shown, list[dict[str, Any]], bool, SessionRow | None]:
+            try:
+                outcome, replayed = store.executor.execute(
+                    tx, caller, request_id, guards, ops, record=record, system=system, digest=digest
+                )
+            except (StaleContext, Fenced, LeaseExpired, NotFound):
+                # Refused by the state: what it tried to change is now this session's concern,
+                # so the next answer carries the news that explains the refusal.
                 self._interested(guards, ops)
-                if record and not replayed:
-                    self.store._prune_requests(tx, tx.now())
-                if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
-                    # Positions are issued in order under the write lock: if this transaction's
-                    # events directly follow what the session had seen, nobody else wrote between.
-                    news: list[dict[str, Any]] = []
-                    shown, truncated = _Shown(outcome["pos"], {}), False
-                else:
-                    shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
-                # When a save is due, it rides on the session's own write, as it stood before this answer.
-                row = self._row(tx.now()) if self._save_due() else None
-                if row is not None:
-                    tx.save_session(row)
+                raise
+            self._interested(guards, ops)
+            if record and not replayed:
+                store._prune_requests(tx, tx.now())
+            if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
+                # Positions are issued in order under the write lock (and in a group commit, in
+                # the order its transactions run): if this transaction's events directly follow
+                # what the session had seen, nobody else wrote between.
+                news: list[dict[str, Any]] = []
+                shown, truncated = _Shown(outcome["pos"], {}), False
+            else:
+                shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+            # When a save is due, it rides on the session's own write, as it stood before this answer.
+            row = self._row(tx.now()) if self._save_due() else None
+            if row is not None:
+                tx.save_session(row)
+            return outcome, replayed, shown, news, truncated, row
+
+        try:
+            outcome, replayed, shown, news, truncated, row = store.writes.run(work)
         except NeedsAuthority as need:  # a replica: only its authority may decide this
             self._interested(guards, ops)
             outcome, replayed = self.store.at_authority(

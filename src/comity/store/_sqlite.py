@@ -111,6 +111,26 @@ def _event(r: Any) -> EventRow:
     return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0], r[13])
 
 
+class _Savepoint:
+    """One transaction of a group commit (comity.store._group) inside the shared one."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> _Savepoint:
+        self.db.execute("SAVEPOINT grouped")
+        return self
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK TO grouped")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("RELEASE grouped")
+
+
 class _SQLiteTx:
     __slots__ = ("db", "clock")
 
@@ -120,6 +140,9 @@ class _SQLiteTx:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def savepoint(self) -> _Savepoint:
+        return _Savepoint(self.db)
 
     def head(self) -> int:
         row = self.db.execute("SELECT max(pos) FROM events").fetchone()
@@ -488,6 +511,8 @@ class _Transaction:
 
 # Errors of the file and the machine; IntegrityError, ProgrammingError and the like are bugs.
 _ENGINE_FAILURES = (sqlite3.OperationalError, sqlite3.DatabaseError)
+# What fails a whole group commit (comity.store._group) rather than one of its transactions.
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
 
 def _unavailable(path: Path, e: sqlite3.Error, what: str) -> Unavailable:
@@ -507,6 +532,10 @@ def _unavailable(path: Path, e: sqlite3.Error, what: str) -> Unavailable:
 class SQLiteBackend:
     """A comity store in one SQLite file.  ``create``: make it if the path holds nothing
     (never over a file that is there: see :mod:`comity.store._files`)."""
+
+    # Transactions have savepoints, so a store's sessions share commits (comity.store._group).
+    GROUP_COMMIT = True
+    ENGINE_ERRORS = ENGINE_ERRORS
 
     def __init__(
         self,
