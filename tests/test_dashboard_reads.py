@@ -124,10 +124,15 @@ def test_the_triage_race_s_refused_claim_is_a_conflict(store: comity.Store) -> N
     seen = bob.task_show("T-1")["context"]
     triage.task_assign("T-1", "alice")
     alice.task_claim("T-1")
+    alice.news()
     with pytest.raises(StaleContext):
         bob.task_claim("T-1", context=seen)
     (r,) = conflicts(store.session())["refused_claims"]
     assert r["agent"] == "bob" and r["task"] == "T-1" and len(r["missed"]) == 2
+    # bob's refused claim changed nothing: news to nobody (not even to the holder, whose task
+    # it is), in the task's history.
+    assert alice.task_show("T-1")["news"] == [] and alice.news()["news"] == []
+    assert "task.claim-refused" in [e["op"] for e in alice.log("@task/T-1")["events"]]
 
 
 def test_the_feed_pages_backwards_through_filters(store: comity.Store) -> None:

@@ -68,9 +68,10 @@ KEYS_MAX_LIMIT = 1_000_000
 REFUSED_KEY = "@refused"
 REFUSED_OP = "write.refused"
 # Events that are kept in the log (the audit trail, `why`, the dashboard's conflicts) but
-# are news to nobody: a refused write, a fenced task action.  Nothing changed, and the one
-# who tried was told by the refusal itself; to another agent it says nothing about a key.
-NOT_NEWS_OPS = frozenset({REFUSED_OP, "task.fenced"})
+# are news to nobody: a refused write, a fenced task action, a refused claim.  Nothing
+# changed, and the one who tried was told by the refusal itself; to another agent it says
+# nothing about a key or a task.
+NOT_NEWS_OPS = frozenset({REFUSED_OP, "task.fenced", "task.claim-refused"})
 LOG_MAX_LIMIT = 10_000
 NEWS_MAX_LIMIT = 1_000
 
