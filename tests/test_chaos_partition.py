@@ -24,14 +24,15 @@ def test_the_scenario_and_its_checker_are_registered() -> None:
     assert set(plan.sites) == {"sandbox", "site-b"}
 
 
-def test_comity_converges_loses_nothing_and_gets_the_work_done() -> None:
-    quiet = run("partition", "comity", 0, quiet=True)
+@pytest.mark.parametrize("strategy", [name for name, s in STRATEGIES.items() if not s.baseline])
+def test_comity_converges_loses_nothing_and_gets_the_work_done(strategy: str) -> None:
+    quiet = run("partition", strategy, 0, quiet=True)
     assert quiet.anomalies == [], [a.to_json() for a in quiet.anomalies]
     assert quiet.completion == 1.0
     assert set(quiet.final.sites) == {HQ, "sandbox", "site-b"}
     completions = []
     for seed in SEEDS:
-        r = run("partition", "comity", seed)
+        r = run("partition", strategy, seed)
         assert r.anomalies == [], (seed, [a.to_json() for a in r.anomalies])
         assert len({str(s) for s in r.final.sites.values()}) == 1, seed
         completions.append(r.completion)
