@@ -197,3 +197,31 @@ def test_failover_between_two_servers_over_one_store_loses_no_acknowledged_write
     finally:
         for server in (first, second, third):
             server.stop()
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_session_failing_over_to_another_server_skips_no_news(tmp_path: Path, how: str) -> None:
+    """A session's news position is in the store, not in the server: when its server goes
+    away (stopped, or killed before it saved anything but the session's start), the next
+    server resumes it, and what another agent wrote since is still news (repeated perhaps,
+    never skipped)."""
+    store = tmp_path / "s.db"
+    tokens = {"alice": agent_token(store, "alice"), "bob": agent_token(store, "bob")}
+    first, second = serve_many(store, count=2)
+    try:
+        alice = RemoteAgent([first.url, second.url], auth=tokens["alice"], session="alice-1", timeout=20)
+        bob = RemoteAgent([second.url], auth=tokens["bob"], timeout=20)
+        bob.write("k", 1)
+        assert alice.read("k")["values"] == [1]
+        first.stop() if how == "stopped" else first.kill()
+        w = bob.write("k", 2, context=bob.read("k")["context"])
+        if how == "stopped":  # the session was saved as it closed, the key it read with it
+            assert [n["pos"] for n in alice.task_list()["news"] if n["key"] == "k"] == [w["pos"]]
+        news = alice.news()["news"]
+        assert w["pos"] in [n["pos"] for n in news] or how == "stopped"  # killed: news() still has it
+        assert alice.urls[alice._current] == second.url
+        alice.close()
+        bob.close()
+    finally:
+        first.stop()
+        second.stop()

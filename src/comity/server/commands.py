@@ -11,7 +11,7 @@ import click
 
 from ..clikit import Ctx, command, err, out
 from ..errors import Invalid
-from .limits import default_max_body, describe, limit_options, limits_from, uvicorn_config
+from .limits import default_max_body, describe, exit_cleanly_on_sigterm, limit_options, limits_from, uvicorn_config
 
 __all__ = ["register"]
 
@@ -100,6 +100,7 @@ def register(cli: click.Group) -> None:
 
             webbrowser.open(link)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        exit_cleanly_on_sigterm()
         uvicorn.Server(config).run(sockets=[sock])
 
     @cli.group("agent")
