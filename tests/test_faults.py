@@ -311,6 +311,10 @@ def test_a_corrupted_copy_is_refused_and_the_original_keeps_every_acknowledged_w
         r = comity(*args, location=str(copy))
         assert r.returncode == 5 and "Traceback" not in r.stderr, (args, r.returncode, r.stderr)
         assert str(copy) in r.stderr, (args, r.stderr)
+    for args in (["serve", "--port", "0"], ["mcp", "--agent", "x"], ["mcp", "--http", "--port", "0"]):  # servers refuse to start on it
+        r = subprocess.run([*_comity(), "--store", str(copy), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           env=clean_env(), timeout=WAIT, check=False)  # fmt: skip
+        assert r.returncode == 5 and "is damaged" in r.stderr and "Traceback" not in r.stderr, (args, r.returncode, r.stderr)
     assert copy.read_bytes() == damaged  # nothing was "repaired" or replaced behind anyone's back
 
     salvaged = tmp_path / "salvaged.db"
