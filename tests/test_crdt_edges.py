@@ -65,6 +65,18 @@ BAD_STATES: list[tuple[str, Any, str]] = [
     ('ormap', {'store': [['f', 'mvreg', [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "mvreg store: each write is [replica, counter, value], got ['r1', 1]"),
     ("ormap", {"store": [["f", "gcounter", [["r1", 1, {"r1": 1}]]], ["f", "gcounter", [["r1", 2, {"r1": 2}]]]],
                "context": {"vv": {"r1": 2}, "cloud": []}}, "ormap store: field ('f', 'gcounter') appears twice"),
+    ('bcounter', [], 'bcounter: expected dict, got []'),
+    ('bcounter', {'inc': {}}, "bcounter: expected keys 'inc', 'dec' and 'moved', got ['inc']"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': {}}, 'bcounter moved: expected list, got {}'),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a', 'b']]}, "bcounter: each transfer is [from, to, n], got ['a', 'b']"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a', '', 1]]}, "bcounter: each transfer is [from, to, n], got ['a', '', 1]"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [[1, 'b', 1]]}, "bcounter: each transfer is [from, to, n], got [1, 'b', 1]"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a\x1f', 'b', 1]]}, "bcounter: each transfer is [from, to, n], got ['a\\x1f', 'b', 1]"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': ['ab1']}, "bcounter: each transfer is [from, to, n], got 'ab1'"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a', 'b', 'x']]}, "bcounter: VersionVector: counter of replica 'a\\x1fb' must be an integer, got 'x'"),
+    ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a', 'b', -1]]}, "bcounter: VersionVector: counter of replica 'a\\x1fb' must be >= 0, got -1"),
+    ('bcounter', {'inc': [], 'dec': {}, 'moved': []}, 'bcounter: version vector must be a JSON object of replica -> counter, got list'),
+    ('bcounter', {'inc': {}, 'dec': {'r': -1}, 'moved': []}, "bcounter: VersionVector: counter of replica 'r' must be >= 0, got -1"),
 ]
 
 
@@ -123,3 +135,19 @@ def test_a_replica_count_stops_at_the_bound_naming_the_op(type_name: str, op: st
     assert e.value.message == f"arg: {op} 1 would take this replica's count past {COUNT_MAX}; use a smaller step or another key"
     other = s.update(op, 5, "r2", CTX)  # the bound is per replica
     assert other.value() != s.value()
+
+
+def test_a_bounded_counter_stores_its_transfers_and_reads_them_back() -> None:
+    """The stored form of a bounded counter with a transfer, exactly, and back: the rights
+    moved stay with the replica they went to (a replica that only ever received rights is
+    among the shares)."""
+    from comity.crdt import BCounter
+
+    c = BCounter.new().update("inc", 5, "r1").update("transfer", {"to": "r2", "n": 3}, "r1").update("dec", 1, "r2")
+    assert c.to_json() == {"inc": {"r1": 5}, "dec": {"r2": 1}, "moved": [["r1", "r2", 3]]}
+    back = BCounter.from_json(c.to_json())
+    assert back == c and hash(back) == hash(c) and back.to_json() == c.to_json()
+    assert back.shares() == {"r1": 2, "r2": 2} and back.value() == 4
+    assert back.rights("r2") == 2 and back.rights("r3") == 0
+    spent = back.update("dec", 2, "r2")
+    assert spent.shares() == {"r1": 2} and spent.value() == 2
