@@ -41,10 +41,14 @@ def test_refuted_on_reexecution_taints_what_was_built_on_it_through_the_cli(tmp_
     assert commit(repo, "lexer on the parser", **bob).returncode == 0
     c2 = json.loads(ok(run(repo, "change", "submit", "--task", t2, "--check", "true", "--on", "C-1", "--json", **bob)).stdout)
     assert c2["state"] == "submitted" and c2["built_on"]["changes"] == ["C-1"]
-    v = run(repo, "verify", "C-1", "--json", **carol)
+    v = run(repo, "verify", "C-1", "--json", "--request-id", "carol-verify-1", **carol)
     assert v.returncode == 3, v.stderr
     body = json.loads(v.stdout)
     assert (body["id"], body["outcome"], body["state"]) == ("C-1", "failed", "refuted")
+    # The same command again (its answer was lost): the recorded outcome, the checks not run again.
+    again = run(repo, "verify", "C-1", "--json", "--request-id", "carol-verify-1", **carol)
+    assert again.returncode == 3 and json.loads(again.stdout)["verification"] == body["verification"]
+    assert len(json.loads(ok(run(repo, "change", "show", "C-1", "--json")).stdout)["verifications"]) == 1
     shown = json.loads(ok(run(repo, "change", "show", "C-2", "--json")).stdout)
     assert shown["state"] == "tainted" and shown["tainted_by"] == ["C-1"]
     # bob's next command carries the news (stderr), and his news lists it.
