@@ -89,6 +89,7 @@ def test_two_hosts_in_two_worktrees_replay_the_story(tmp_path: Path) -> None:
             assert "stale_context" in refused and "alice" in refused and "users: id, email, created_at" in refused
             fresh = body(await bob.call_tool("read", {"key": NOTE}))
             assert fresh["values"] == ["users: id, email, name"]
+            assert fresh["stale"] == []  # the answer that carries the fresh value does not call it stale
             body(await bob.call_tool("write", {"key": NOTE, "value": "users: id, email, name, created_at"}))
 
             # 3. One task, both claim it at once: one wins, the other is told who.

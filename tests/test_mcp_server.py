@@ -130,7 +130,7 @@ def test_every_answer_carries_news_and_stale_and_a_stale_write_is_refused_with_t
             both = body(await alice.call_tool("write", {"key": "notes/plan", "value": "alice's plan", "keep_both": True}))
             assert sorted(both["values"]) == ["alice's plan", "bob's plan"]
             again = body(await alice.call_tool("read", {"key": "notes/plan"}))
-            assert len(again["values"]) == 2
+            assert len(again["values"]) == 2 and again["stale"] == []
             merged = body(await alice.call_tool("write", {"key": "notes/plan", "value": "merged"}))
             assert merged["values"] == ["merged"]
             # The heartbeat is visible to others.
