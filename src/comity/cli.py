@@ -222,11 +222,51 @@ def init_cmd(obj: Ctx, *, as_json: bool) -> None:
         obj.store(create=True)
     info = {k: v for k, v in obj.call("info").items() if k not in ("news", "stale", "news_truncated")}
     info["why"] = why
+    size = None if obj.remote else obj.store().size()
+    if size is not None:
+        info["size_bytes"] = size
     if as_json:
         print_json(info)
     else:
         out.print(f"comity store at {info['location']} ({why})", markup=False)
-        out.print(f"store {info['store_id']}, replica {info['replica_id']}, schema v{info['schema_version']}, {info['head']} events", markup=False)
+        on_disk = "" if size is None else f", {_bytes(size)} on disk"
+        out.print(f"store {info['store_id']}, replica {info['replica_id']}, schema v{info['schema_version']}, {info['head']} events{on_disk}",
+                  markup=False)  # fmt: skip
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+@command(cli, "compact")
+@click.option("--keep", type=click.IntRange(1, None), default=1_000_000, show_default=True,
+              help="Keep at least the latest N events (and everything a named session has not been shown).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted and how big the store is; change nothing.")
+@click.option("--no-reclaim", is_flag=True, help="Do not VACUUM after deleting (the file keeps its size; the space is reused).")
+def compact_cmd(obj: Ctx, keep: int, dry_run: bool, no_reclaim: bool, *, as_json: bool) -> None:
+    """Delete log events older than the latest --keep, keeping each key's last event; shrink the store."""
+    if obj.remote:
+        raise Invalid("store", "compact works on a store file or database directly; run it where the store is, not against a server")
+    store = obj.store(create=False)
+    report = store.compact(keep=keep, dry_run=dry_run, reclaim=not no_reclaim)
+    if as_json:
+        print_json(report)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    n = report["events_to_delete"] if dry_run else report["deleted"]
+    out.print(
+        f"{verb} {n} of the events before position {report['horizon']} (head {report['head']}; kept before it:"
+        f" {report['kept_before_horizon']}, the last event of each key and lease)",
+        markup=False,
+    )
+    if report["held_back_by_sessions"]:
+        err.print("a named session kept in the store has not been shown everything: the horizon stops at its position", markup=False)
+    after = report.get("size_after_bytes")
+    out.print(f"size: {_bytes(report['size_bytes'])}" + ("" if after is None else f" -> {_bytes(after)}"), markup=False)
 
 
 def _print_problems(report: Any) -> None:

@@ -37,23 +37,27 @@ def register(cli: click.Group) -> None:
     @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go (default: a temporary directory).")
     @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite; scratch schemas are dropped after.")
     @click.option("--concurrent", type=click.IntRange(0, 256), default=8, show_default=True, help="Sessions writing at once through one server (SQLite; 0 skips it).")
-    def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, concurrent: int, *, as_json: bool) -> None:
+    @click.option("--compact-keep", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True,
+                  help="Then compact the grown store to its latest N events and put again (0 skips it).")
+    def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, concurrent: int,
+                        compact_keep: int, *, as_json: bool) -> None:  # fmt: skip
         """Put, get and create throughput and latency against a plain upsert on the same engine."""
         from .store import bench_store
 
-        _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, concurrent=concurrent, progress=_say),
-              as_json, 30)  # fmt: skip
+        _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, concurrent=concurrent,
+                          compact_keep=compact_keep, progress=_say), as_json, 30)  # fmt: skip
 
     @command(bench_group, "claims")
     @click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")
     @click.option("--tasks", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="Tasks to drain.")
     @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None, help="Where the scratch stores go.")
     @click.option("--store-url", metavar="URL", default=None, help="Benchmark a PostgreSQL store (postgresql://…) instead of SQLite.")
-    def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, store_url: str | None, *, as_json: bool) -> None:
+    @click.option("--server", is_flag=True, help="The agents go through one `comity serve` (HTTP) instead of opening the store.")
+    def bench_claims_cmd(obj: Ctx, agents: int, tasks: int, directory: str | None, store_url: str | None, server: bool, *, as_json: bool) -> None:
         """N processes drain M tasks (claim, complete) against a plain UPDATE queue on the same engine."""
         from .store import bench_claims
 
-        _show(bench_claims(agents=agents, tasks=tasks, directory=directory, store_url=store_url, progress=_say), as_json)
+        _show(bench_claims(agents=agents, tasks=tasks, directory=directory, store_url=store_url, server=server, progress=_say), as_json)
 
     @command(bench_group, "mcp")
     @click.option("--tasks", type=click.IntRange(10, 1_000_000), default=1000, show_default=True, help="Tasks on the board.")

@@ -309,21 +309,24 @@ def bench_store(
     progress: Callable[[str], None] = lambda m: None,
     store_url: str | None = None,
     concurrent: int = 8,
+    compact_keep: int = 100_000,
 ) -> dict[str, Any]:
     """Put, get and create against the plain upsert of the same engine: SQLite files in
     a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``.
     ``concurrent`` sessions then write at once (SQLite: through one ``comity serve``, and
-    in one process), against the same upsert loop (0 skips it)."""
+    in one process), against the same upsert loop (0 skips it).  The grown store (``log_events``)
+    is then compacted to its latest ``compact_keep`` events (0 skips it)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
         engine = _engine(store_url, Path(tmp))
         try:
-            return _bench_store(engine, ops, log_events, progress, concurrent)
+            return _bench_store(engine, ops, log_events, progress, concurrent, compact_keep)
         finally:
             engine.close()
 
 
 def _bench_store(
-    engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None], concurrent: int = 8
+    engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None], concurrent: int = 8,
+    compact_keep: int = 100_000,
 ) -> dict[str, Any]:
     store = _open(engine.target("fresh"))
     raw = engine.raw("raw")
@@ -383,7 +386,7 @@ def _bench_store(
     }
 
     result.update(_bench_retention(engine, ops, per_round, progress))
-    if concurrent and engine.name == "sqlite":
+    if concurrent and isinstance(engine, _SQLite):
         result.update(_bench_concurrent(engine, ops, concurrent, progress))
 
     if log_events:
@@ -399,8 +402,6 @@ def _bench_store(
         for _ in range(ROUNDS):
             grown_lat += grown_loop.run(per_round)
             fresh_lat += fresh_loop.run(per_round)
-        big.close()
-        fresh.close()
         result.update(
             {
                 "log_events": log_events,
@@ -409,6 +410,31 @@ def _bench_store(
                 "growth_ratio": round(_pct(grown_lat, 0.50) / _pct(fresh_lat, 0.50), 3),
             }
         )
+        if compact_keep:
+            # History that does not grow forever: compact the grown store, then put again.
+            progress(f"bench: compacting the grown store to its latest {compact_keep} events")
+            t = time.perf_counter()
+            report = big.compact(keep=compact_keep)
+            compact_s = time.perf_counter() - t
+            compacted_lat: list[float] = []
+            fresh_lat = []
+            for _ in range(ROUNDS):
+                compacted_lat += grown_loop.run(per_round)
+                fresh_lat += fresh_loop.run(per_round)
+            result.update(
+                {
+                    "compact_keep": compact_keep,
+                    "compact_deleted": report["deleted"],
+                    "compact_s": round(compact_s, 2),
+                    "grown_size_bytes": report["size_bytes"],
+                    "compacted_size_bytes": report["size_after_bytes"],
+                    "compacted_size_ratio": round(report["size_after_bytes"] / max(1, report["size_bytes"]), 3),
+                    "compacted_put_p50_ms": _pct(compacted_lat, 0.50),
+                    "compacted_growth_ratio": round(_pct(compacted_lat, 0.50) / _pct(fresh_lat, 0.50), 3),
+                }
+            )
+        big.close()
+        fresh.close()
     result.update(engine.about())
     result["python"] = platform.python_version()
     return result
@@ -607,6 +633,36 @@ def _claims_worker(store_path: str, agent: str, go: str, out: str) -> None:
     Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": errors}))
 
 
+def _claims_http_worker(target: str, agent: str, go: str, out: str) -> None:
+    """The claims loop through one ``comity serve``: ``target`` is ``URL TOKEN``."""
+    from ..errors import ComityError, NotFound
+    from ..remote import RemoteAgent
+
+    url, token = target.split(" ", 1)
+    remote = RemoteAgent(url, auth=token)
+    while not Path(go).exists():
+        time.sleep(0.001)
+    lat: list[float] = []
+    done: list[str] = []
+    errors = 0
+    while True:
+        t = time.perf_counter()
+        try:
+            c = remote.call("task_claim_next", {"ttl": 600})
+        except NotFound:
+            break
+        except ComityError:
+            errors += 1
+            continue
+        lat.append(time.perf_counter() - t)
+        try:
+            remote.call("task_complete", {"id": c["task"]["id"], "token": c["token"]})
+            done.append(c["task"]["id"])
+        except ComityError:
+            errors += 1
+    Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": errors}))
+
+
 def _baseline_worker(db_path: str, agent: str, go: str, out: str) -> None:
     """The same loop on a plain table: UPDATE … WHERE status='open', then mark it done."""
     db = _connect_raw(Path(db_path))
@@ -662,14 +718,15 @@ def _pg_baseline_worker(url: str, agent: str, go: str, out: str) -> None:
     Path(out).write_text(json.dumps({"lat": lat, "done": done, "errors": 0}))
 
 
-def _run_workers(kind: str, target: str, agents: int, root: Path) -> tuple[float, list[float], list[Any], int]:
+def _run_workers(kind: str, target: str | list[str], agents: int, root: Path) -> tuple[float, list[float], list[Any], int]:
     import subprocess
     import sys
 
     go = root / f"{kind}.go"
     outs = [root / f"{kind}-{i}.json" for i in range(agents)]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "comity.bench.store", kind, target, f"agent-{i}", str(go), str(outs[i])])
+        subprocess.Popen([sys.executable, "-m", "comity.bench.store", kind, target if isinstance(target, str) else target[i],
+                          f"agent-{i}", str(go), str(outs[i])])  # fmt: skip
         for i in range(agents)
     ]
     time.sleep(0.5 + 0.05 * agents)  # let every process import and open the store
@@ -698,20 +755,23 @@ def bench_claims(
     directory: str | None = None,
     progress: Callable[[str], None] = lambda m: None,
     store_url: str | None = None,
+    server: bool = False,
 ) -> dict[str, Any]:
     """``agents`` processes drain ``tasks`` tasks through comity, then through a plain
-    table of the same engine: SQLite files, or the PostgreSQL database at ``store_url``."""
+    table of the same engine: SQLite files, or the PostgreSQL database at ``store_url``.
+    With ``server``, the agents go through one ``comity serve`` (its writes share commits)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
         engine = _engine(store_url, Path(tmp))
         try:
-            return _bench_claims(engine, agents, tasks, Path(tmp), progress)
+            return _bench_claims(engine, agents, tasks, Path(tmp), progress, server)
         finally:
             engine.close()
 
 
 def _bench_claims(
-    engine: _SQLite | _Postgres, agents: int, tasks: int, root: Path, progress: Callable[[str], None]
+    engine: _SQLite | _Postgres, agents: int, tasks: int, root: Path, progress: Callable[[str], None], server: bool = False
 ) -> dict[str, Any]:
+    from ..server.auth import issue_token
     from ..work import Board
 
     store_target = engine.target("board")
@@ -731,8 +791,22 @@ def _bench_claims(
         baseline_kind, baseline_target, idiom = "pg-baseline", engine.target("baseline"), "UPDATE … FOR UPDATE SKIP LOCKED"
     raw.close()
 
-    progress(f"bench: {agents} processes drain {tasks} tasks through comity on {engine.name}")
-    wall, lat, done, errors = _run_workers("claims", store_target, agents, root)
+    if server:
+        tokens = [str(issue_token(store.session("ops"), f"agent-{i}")["auth_token"]) for i in range(agents)]
+        store.close()
+        from .dashboard import _serve
+
+        proc, url = _serve(Path(store_target) if engine.name == "sqlite" else store_target, root / "serve.log")  # type: ignore[arg-type]
+        progress(f"bench: {agents} processes drain {tasks} tasks through one comity serve on {engine.name}")
+        try:
+            wall, lat, done, errors = _run_workers("claims-http", [f"{url} {t}" for t in tokens], agents, root)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        store = _open(store_target)
+    else:
+        progress(f"bench: {agents} processes drain {tasks} tasks through comity on {engine.name}")
+        wall, lat, done, errors = _run_workers("claims", store_target, agents, root)
     progress(f"bench: {agents} processes drain {tasks} rows with {idiom}")
     bwall, blat, bdone, _ = _run_workers(baseline_kind, baseline_target, agents, root)
 
@@ -752,6 +826,7 @@ def _bench_claims(
     baseline_s = round(len(blat) / bwall, 1)
     return {
         "backend": engine.name,
+        "through": "comity serve" if server else "embedded",
         "agents": agents,
         "tasks": tasks,
         "claims": len(lat),
@@ -775,5 +850,6 @@ if __name__ == "__main__":
     import sys
 
     kind, target, agent, go, out = sys.argv[1:6]
-    workers = {"claims": _claims_worker, "baseline": _baseline_worker, "pg-baseline": _pg_baseline_worker}
+    workers = {"claims": _claims_worker, "claims-http": _claims_http_worker, "baseline": _baseline_worker,
+               "pg-baseline": _pg_baseline_worker}  # fmt: skip
     workers[kind](target, agent, go, out)

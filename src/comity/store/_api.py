@@ -73,6 +73,11 @@ REFUSED_OP = "write.refused"
 # nothing about a key or a task.
 NOT_NEWS_OPS = frozenset({REFUSED_OP, "task.fenced", "task.claim-refused"})
 LOG_MAX_LIMIT = 10_000
+# Compaction (Store.compact) keeps at least this many of the latest events by default.
+DEFAULT_COMPACT_KEEP = 1_000_000
+# The store setting where compaction records what it deleted (comity.sync and `comity check` read it).
+COMPACTED_SETTING = "compacted"
+_COMPACT_BATCH = 50_000
 NEWS_MAX_LIMIT = 1_000
 
 
@@ -358,6 +363,83 @@ class Store:
             "upstream": self.meta.upstream,
             "max_value_bytes": self.max_value_bytes,
         }
+
+    def size(self) -> int:
+        """Bytes the store takes on disk (SQLite: the file and its WAL; PostgreSQL: its tables)."""
+        return int(self.backend.size())
+
+    def compact(self, *, keep: int = DEFAULT_COMPACT_KEEP, dry_run: bool = False, reclaim: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Delete the log's events older than a horizon, keeping what the store still needs.
+
+        The horizon is the latest ``keep`` events, and never past the position of a named
+        session kept in the store (its news is after it).  Before it, the last event of
+        every key and lease stays (a key's next write chains to it; a lease's says its length),
+        and so does everything after it.  Each batch is its own write transaction, recorded
+        (setting ``compacted``) in the same transaction, so replication refuses a replica that
+        lacks deleted events instead of missing them.  With ``reclaim`` the space goes back to
+        the filesystem (SQLite: VACUUM).  ``dry_run``: say what would go, delete nothing.
+        See docs/throughput.md for what is lost."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise Invalid("keep", f"must be a number of events >= 1 to keep, got {keep!r:.40}")
+        if self.meta.upstream is not None:
+            raise Invalid(
+                "store",
+                f"this store is a replica of {self.meta.upstream}: its log is what it has not yet sent there;"
+                " compact the authority instead",
+            )
+        with self.backend.transaction(write=False) as tx:
+            head = tx.head()
+            floor = tx.session_floor()
+            horizon = max(1, head - keep + 1)
+            held_by_sessions = floor is not None and floor + 1 < horizon
+            if floor is not None:
+                horizon = min(horizon, floor + 1)
+            deletable, heads = tx.compactable(horizon)
+            before = json.loads(tx.setting(COMPACTED_SETTING) or "{}")
+        size_before = self.size()
+        report: dict[str, Any] = {
+            "location": self.location,
+            "head": head,
+            "keep": keep,
+            "horizon": horizon,
+            "held_back_by_sessions": held_by_sessions,
+            "events_to_delete": deletable,
+            "kept_before_horizon": heads,
+            "size_bytes": size_before,
+            "dry_run": dry_run,
+            "compacted_before": int(before.get("deleted", 0)),
+        }
+        if dry_run or deletable == 0:
+            report["deleted"] = 0
+            return report
+        deleted = 0
+        while True:
+            def work(tx: Tx) -> int:
+                upto = tx.compact(horizon, _COMPACT_BATCH)
+                n = upto.pop("")
+                if n:
+                    done = json.loads(tx.setting(COMPACTED_SETTING) or "{}")
+                    origins = done.get("origins", {})
+                    for replica, pos in upto.items():
+                        origins[replica] = max(int(origins.get(replica, 0)), pos)
+                    done.update({"origins": origins, "deleted": int(done.get("deleted", 0)) + n,
+                                 "horizon": max(int(done.get("horizon", 0)), horizon)})  # fmt: skip
+                    tx.set_setting(COMPACTED_SETTING, json.dumps(done, sort_keys=True, separators=(",", ":")))
+                return int(n)
+
+            n = self.writes.run(work)
+            deleted += n
+            if progress is not None:
+                progress(deleted, deletable)
+            if n < _COMPACT_BATCH:
+                break
+        self.writes.run(lambda tx: tx.forget_requests(tx.now() - self.request_retention))  # outcomes past their window go too
+        if reclaim:
+            self.backend.reclaim()
+        report["deleted"] = deleted
+        report["size_after_bytes"] = self.size()
+        return report
 
     def _forget_idle_sessions(self, tx: Tx) -> None:
         """Named sessions unused for ``session_retention`` are deleted (from a save, at most

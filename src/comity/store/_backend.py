@@ -199,6 +199,22 @@ class Tx(Protocol):
         """Every key (tombstoned ones included) after ``after`` (None: from the first), in key order."""
         ...
 
+    # -- compaction (Store.compact)
+
+    def session_floor(self) -> int | None:
+        """The least position a named session kept in the store has been shown (None: none kept)."""
+        ...
+
+    def compactable(self, before: int) -> tuple[int, int]:
+        """(events before position ``before`` that compaction deletes, those it keeps: the last
+        event of every key and lease, which the next write of it chains to)."""
+        ...
+
+    def compact(self, before: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` of those events, oldest first; returns, per origin replica, the
+        greatest origin position deleted, and under ``""`` how many were deleted."""
+        ...
+
     def setting(self, name: str) -> str | None:
         """A store setting (a row of the store's metadata), or None."""
         ...
@@ -210,5 +226,13 @@ class Backend(Protocol):
     meta: StoreMeta
 
     def transaction(self, *, write: bool) -> AbstractContextManager[Tx]: ...
+
+    def size(self) -> int:
+        """Bytes the store takes on disk (or in its database)."""
+        ...
+
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back (after a compaction)."""
+        ...
 
     def close(self) -> None: ...

@@ -464,6 +464,35 @@ class _PgTx:
         self.pending.append((self.sql.set_setting, (name, value)))
 
 
+    # -- compaction (Store.compact)
+    def session_floor(self) -> int | None:
+        row = self._query(f"SELECT min(position) FROM {self.sql.schema}.sessions").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def compactable(self, before: int) -> tuple[int, int]:
+        s = self.sql.schema
+        total = self._query(f"SELECT count(*) FROM {s}.events WHERE pos < %s", (before,)).fetchone()[0]  # type: ignore[index]
+        heads = self._query(
+            f"SELECT count(*) FROM (SELECT pos FROM {s}.keys WHERE pos < %s UNION SELECT pos FROM {s}.leases WHERE pos < %s) h",
+            (before, before),
+        ).fetchone()[0]  # type: ignore[index]
+        return int(total) - int(heads), int(heads)
+
+    def compact(self, before: int, limit: int) -> dict[str, int]:
+        s = self.sql.schema
+        rows = self._query(
+            f"DELETE FROM {s}.events WHERE pos IN (SELECT e.pos FROM {s}.events e WHERE e.pos < %s"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.keys k WHERE k.pos = e.pos)"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE l.pos = e.pos) ORDER BY e.pos LIMIT %s)"
+            " RETURNING pos, replica, coalesce(opos, pos)",
+            (before, limit),
+        ).fetchall()
+        upto: dict[str, int] = {}
+        for _, replica, origin in rows:
+            upto[replica] = max(upto.get(replica, 0), int(origin))
+        upto[""] = len(rows)
+        return upto
+
     def acted(self, agent: str) -> bool:
         return self._query(self.sql.acted, (agent,)).fetchone() is not None
 
@@ -742,6 +771,26 @@ class PostgresBackend:
     # ------------------------------------------------------------------ the Protocol
     def transaction(self, *, write: bool) -> _Transaction:
         return _Transaction(self, write)
+
+    def size(self) -> int:
+        """Bytes the schema's tables take in the database (with their indexes and TOAST)."""
+        with self.transaction(write=False) as tx:
+            row = tx.cur.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                (self.schema,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def reclaim(self) -> None:
+        """VACUUM the log and the outcomes: their space is reused (PostgreSQL gives it back to
+        the filesystem only with VACUUM FULL, which locks the tables; run that yourself if needed)."""
+        try:
+            with self._psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs()) as conn:
+                for table in ("events", "requests"):
+                    conn.execute(f"VACUUM {self.sql.schema}.{table}")
+        except self._pg_errors as e:
+            raise self._unavailable(e, "could not be vacuumed") from None
 
     def close(self) -> None:
         if self._closed:

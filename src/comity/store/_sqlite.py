@@ -334,6 +334,31 @@ class _SQLiteTx:
         )
 
 
+    # -- compaction (Store.compact): events before a horizon, less every key's and lease's last
+    def session_floor(self) -> int | None:
+        row = self.db.execute("SELECT min(position) FROM sessions").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def compactable(self, before: int) -> tuple[int, int]:
+        total = self.db.execute("SELECT count(*) FROM events WHERE pos < ?", (before,)).fetchone()[0]
+        heads = self.db.execute(
+            "SELECT count(*) FROM (SELECT pos FROM keys WHERE pos < ? UNION SELECT pos FROM leases WHERE pos < ?)", (before, before)
+        ).fetchone()[0]
+        return int(total) - int(heads), int(heads)
+
+    def compact(self, before: int, limit: int) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT pos, replica, coalesce(opos, pos) FROM events WHERE pos < ? AND pos NOT IN (SELECT pos FROM keys)"
+            " AND pos NOT IN (SELECT pos FROM leases) ORDER BY pos LIMIT ?",
+            (before, limit),
+        ).fetchall()
+        self.db.executemany("DELETE FROM events WHERE pos = ?", ((r[0],) for r in rows))
+        upto: dict[str, int] = {}
+        for _, replica, origin in rows:
+            upto[replica] = max(upto.get(replica, 0), int(origin))
+        upto[""] = len(rows)
+        return upto
+
     def acted(self, agent: str) -> bool:
         # No index on agent: a scan that stops at the first event, asked only when a task is
         # assigned (to say so when the assignee has never acted here).
@@ -687,6 +712,29 @@ class SQLiteBackend:
 
     def transaction(self, *, write: bool) -> _Transaction:
         return _Transaction(self, write)
+
+    def size(self) -> int:
+        """Bytes on disk: the file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.stat(f"{self.path}{suffix}").st_size
+            except OSError:
+                pass
+        return total
+
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back to the filesystem (VACUUM, then truncate the WAL)."""
+        with self._lock:
+            if not self._gate.acquire(self.busy_timeout):
+                raise Unavailable(f"the store at {self.path} is busy; retry the compaction later", location=str(self.path))
+            try:
+                self.db.execute("VACUUM")
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                raise _unavailable(self.path, e, "could not be vacuumed") from None
+            finally:
+                self._gate.release()
 
     def close(self) -> None:
         with self._lock:

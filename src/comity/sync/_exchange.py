@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..causal import DVVSet, Dot, HLCTimestamp, VersionVector
-from ..errors import Invalid
+from ..errors import Invalid, Unavailable
 from ..store import EventRow, KeyRow, LeaseRow, Store, Tx
 from ..store._backend import LEASE_PREFIX
 from ..store._codec import compact_json
@@ -71,6 +71,18 @@ def collect(
     # This replica's own events all come after the log it was copied with (recorded when its id
     # was born): no need to walk that part of the log for them.
     floor = known.get(replica, 0)
+    # A compacted log (Store.compact) no longer holds events before its horizon: a peer that
+    # lacks some of them cannot be brought up to date from it, only cloned again.
+    compacted = json.loads(tx.setting("compacted") or "{}").get("origins", {})
+    for origin, gone in sorted(compacted.items()):
+        if have.get(origin, 0) < int(gone) and vv.get(origin, 0) > have.get(origin, 0):
+            raise Unavailable(
+                f"this store's log was compacted: events of replica {origin} up to position {gone} are gone, and the"
+                f" replica asking has them only up to {have.get(origin, 0)}; clone the replica again from this store",
+                problem="compacted",
+                origin=origin,
+                compacted_upto=int(gone),
+            )
     events: list[EventRow] = []
     ranges: dict[str, list[int]] = {}
     complete = True
