@@ -15,15 +15,18 @@ from collections.abc import Callable
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from comity.chaos import SCENARIOS, run
 from comity.chaos.report import FAULT_FREE, FAULTED, REPORT_COMMAND, margins, report
 from comity.chaos.strategies import BASELINES
 
 con = Console(highlight=False, width=min(Console().width, 80))
-SEEDS_FOR_TABLE = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+SEEDS_FOR_TABLE = int(sys.argv[1]) if len(sys.argv) > 1 and __name__ == "__main__" else 10
 
 
 def refusals(r_history: object) -> str:
@@ -39,13 +42,18 @@ def refusals(r_history: object) -> str:
     return ", ".join(said) if said else "nothing"
 
 
+def said(markup: str, indent: int) -> None:
+    """A line of the story, wrapped under its own indentation."""
+    con.print(Padding(Text.from_markup(markup), (0, 0, 0, indent)))
+
+
 def story() -> None:
     con.rule(f"[bold]the chaos harness: the same agents, the same faults, {len(BASELINES) + 1} ways to coordinate")
     for name, sc in SCENARIOS.items():
         if not sc.small:
             continue
         con.print(f"\n[bold]{name}[/]: {sc.failure}")
-        con.print(f"  [dim]{sc.story}[/]")
+        said(f"[dim]{sc.story}[/]", 2)
         shown_seed = 0
         for strategy in BASELINES:
             for seed in range(40):
@@ -57,28 +65,28 @@ def story() -> None:
                     a = next((h for h in hits if r.history[h.ops[-1]].f in ("commit", "complete")), hits[0]) if hits[0].ops else hits[0]
                     if strategy == "none":
                         shown_seed = seed
-                    con.print(f"  [yellow]{strategy:<13}[/] seed {seed}: [yellow]{a.checker}[/]: {a.explanation}", markup=True)
-                    con.print(f"         [dim]comity chaos replay {seed} --scenario {name} --strategy {strategy}[/]")
+                    said(f"[yellow]{strategy}[/], seed {seed}: [yellow]{a.checker}[/]", 2)
+                    said(escape(a.explanation), 6)
+                    said(f"[dim]replay: comity chaos replay {seed} --scenario {name} --strategy {strategy}[/]", 6)
                     break
             else:
-                con.print(f"  {strategy:<13} no {', '.join(sc.about)} in 40 seeds")
+                said(f"{strategy}: no {', '.join(sc.about)} in 40 seeds", 2)
         r = run(name, "comity", shown_seed)
         verdict = "no anomaly" if not r.anomalies else f"[red]{len(r.anomalies)} anomalies[/]"
-        con.print(
-            f"  [green]comity[/] seed {shown_seed}: {verdict}; it refused {refusals(r.history)}, the agents re-read and"
-            f" carried on, and {100 * r.completion:.0f}% of the work got done"
-        )
+        said(f"[green]comity[/], seed {shown_seed}: {verdict}; it refused {refusals(r.history)}, the agents re-read and"
+             f" carried on, and {100 * r.completion:.0f}% of the work got done", 2)  # fmt: skip
 
 
-def table() -> None:
-    """The table over a few seeds, scenarios down and strategies across, in 80 columns."""
+def table(seeds: int = SEEDS_FOR_TABLE, only: list[str] | None = None) -> None:
+    """The table over a few seeds (``only``: these scenarios), scenarios down and strategies
+    across, in 80 columns."""
     shown = [*BASELINES, "comity"]  # comity-embedded is comity on its own clocks: see the README
-    long_seeds = max(1, SEEDS_FOR_TABLE // 5)
+    long_seeds = max(1, seeds // 5)
     con.print()
     with Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con, transient=True) as bar:  # fmt: skip
         job = bar.add_task("each scenario × strategy × seed, fault-free and faulted", total=None)
-        rows = report(strategies=shown, seeds=range(SEEDS_FOR_TABLE), long_seeds=range(long_seeds),
+        rows = report(only, strategies=shown, seeds=range(seeds), long_seeds=range(long_seeds),
                       progress=lambda done, total: bar.update(job, completed=done, total=total))  # fmt: skip
     by = {(r.scenario, r.strategy, r.faults): r for r in rows}
     scenarios = list(dict.fromkeys(r.scenario for r in rows))
@@ -101,10 +109,10 @@ def table() -> None:
         f = by[(sc, st, FAULTED)]
         return "–" if f.completion_tight is None else f"{100 * f.completion_tight:.0f}%"
 
-    n = f"{SEEDS_FOR_TABLE} seeds, busy_afternoon {long_seeds}"
+    n = f"{seeds} seed{'s' if seeds != 1 else ''}" + (f", busy_afternoon {long_seeds}" if "busy_afternoon" in scenarios else "")
     con.print(grid(f"runs with an anomaly: faulted (fault-free); {n}", anomalies))
     con.print(grid("work done by twice the fault-free run's time, faulted", done))
-    con.print(grid("wasted steps per faulted run (refused, discarded, duplicated work)",
+    con.print(grid("steps wasted per faulted run (refused, discarded, done twice)",
                    lambda sc, st: f"{by[(sc, st, FAULTED)].wasted_steps:.1f}"))  # fmt: skip
     t = Table(title="comity against the best baseline of each scenario, faulted runs with an anomaly", box=box.SIMPLE_HEAD,
               title_justify="left")  # fmt: skip
@@ -114,7 +122,7 @@ def table() -> None:
         if m["faults"] == FAULTED and m["strategy"] == "comity":
             t.add_row(m["scenario"], m["best_baseline"], f"{m['baseline_runs_with_anomaly']}/{m['runs']}", f"{m['comity_runs_with_anomaly']}/{m['runs']}")
     con.print(t)
-    con.print(f"[dim]the README's tables: {REPORT_COMMAND}[/]")
+    con.print(f"[dim]every checker, cost and margin: {REPORT_COMMAND}[/]")
 
 
 if __name__ == "__main__":

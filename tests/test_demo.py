@@ -28,3 +28,24 @@ def test_the_demo_tells_the_migration_story_through_two_mcp_hosts_in_80_columns(
     assert "stale_context" in out and "task_claim: won" in out and "task_claim: refused" in out
     assert "0265_add_sessions.sql, 0266_add_audit.sql, 0267_" in out and "0268_" in out
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_the_demos_chaos_table_fits_80_columns_with_the_careful_baselines() -> None:
+    import importlib.util
+    import io
+
+    from rich.console import Console
+
+    spec = importlib.util.spec_from_file_location("chaos_story", DEMO.with_name("chaos_story.py"))
+    assert spec is not None and spec.loader is not None
+    story = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(story)
+    buf = io.StringIO()
+    story.con = Console(file=buf, width=80, highlight=False, color_system=None)
+    story.table(1, ["zombie_commit", "triage_race"])
+    out = buf.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    for word in ("careful", "cas", "comity", "naive", "zombie_commit", "triage_race", "best baseline"):
+        assert word in out, (word, out)
+    first = [line.rstrip() for line in out.splitlines() if line.strip().startswith(("zombie_commit", "triage_race"))][:2]
+    assert len(first) == 2 and all(line.endswith("· (·)") for line in first), out  # comity's column: no anomaly, faulted or not
