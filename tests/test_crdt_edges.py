@@ -77,6 +77,9 @@ BAD_STATES: list[tuple[str, Any, str]] = [
     ('bcounter', {'inc': {}, 'dec': {}, 'moved': [['a', 'b', -1]]}, "bcounter: VersionVector: counter of replica 'a\\x1fb' must be >= 0, got -1"),
     ('bcounter', {'inc': [], 'dec': {}, 'moved': []}, 'bcounter: version vector must be a JSON object of replica -> counter, got list'),
     ('bcounter', {'inc': {}, 'dec': {'r': -1}, 'moved': []}, "bcounter: VersionVector: counter of replica 'r' must be >= 0, got -1"),
+    ('ormap', {'store': [['hits', 1, [['r1', 1, {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'ormap field type: expected str, got 1'),
+    ('ormap', {'store': [['hits', 'gcounter', [['r1', 'x', {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "gcounter field counter: expected int, got 'x'"),
+    ('ormap', {'store': [['hits', 'gcounter', [[1, 1, {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'gcounter field replica: expected str, got 1'),
 ]
 
 
@@ -151,3 +154,11 @@ def test_a_bounded_counter_stores_its_transfers_and_reads_them_back() -> None:
     assert back.rights("r2") == 2 and back.rights("r3") == 0
     spent = back.update("dec", 2, "r2")
     assert spent.shares() == {"r1": 2} and spent.value() == 2
+
+
+def test_an_unknown_type_lists_every_type_by_name() -> None:
+    from comity.crdt import crdt_type
+
+    with pytest.raises(Invalid) as e:
+        crdt_type("hashmap")
+    assert e.value.field == "type" and e.value.message == "type: unknown CRDT type 'hashmap'; use one of: " + ", ".join(TYPES)
