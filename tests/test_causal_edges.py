@@ -207,3 +207,14 @@ def test_an_event_of_a_new_replica_goes_in_replica_order() -> None:
     assert after.ids() == ["a", "b", "c"]
     again = after.event(after.join(), "w", "b")
     assert [e for e in again.entries if e[0] == "b"] == [("b", 2, ("w",))]
+
+
+def test_a_history_with_a_greater_counter_on_the_same_replicas_is_later() -> None:
+    """dvvset:less over entries naming the same replicas: one counter ahead is enough."""
+    older, newer = DVVSet([("a", 1, []), ("b", 2, [])]), DVVSet([("a", 1, []), ("b", 3, [])])
+    assert older.less(newer) and not newer.less(older) and not older.less(older)
+
+
+def test_a_sync_keeps_one_of_each_anonymous_value() -> None:
+    assert DVVSet([], ["x", "x"]).sync(DVVSet()) == DVVSet([], ["x"])
+    assert DVVSet([], ["x", "y", "x"]).sync(DVVSet()) == DVVSet([], ["x", "y"])
