@@ -99,13 +99,13 @@ class World:
         if kind == "python":
             face = PythonFace(self.location, agent, session=sid, store=self.store)
         elif kind == "cli":
-            face = CliFace(self.location, agent, session=sid)
+            face = CliFace(self.location, agent, session=sid, extra=True)
         elif kind == "http":
             face = HttpFace(self.url("serve"), tok, session=sid)
         elif kind == "remote":
             face = RemoteFace(self.url("serve"), tok, session=sid)
         elif kind == "cli_remote":
-            face = CliFace(self.url("serve"), None, session=sid, env={"COMITY_AUTH": tok})
+            face = CliFace(self.url("serve"), None, session=sid, env={"COMITY_AUTH": tok}, extra=True)
         elif kind in ("mcp_stdio", "mcp_stdio_remote"):
             if session is None:
                 pytest.skip("an MCP connection over stdio is always a session")

@@ -216,8 +216,10 @@ def _j(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False)
 
 
-def cli_argv(verb: str, a: dict[str, Any]) -> list[str]:
-    """The ``comity`` command line that asks for ``verb(**a)`` (Unsupported if none does)."""
+def cli_argv(verb: str, a: dict[str, Any], *, extra: bool = False) -> list[str]:
+    """The ``comity`` command line that asks for ``verb(**a)`` (Unsupported if none does).
+    ``extra``: an argument the command line has no place for is passed as an option of its
+    name (the CLI then refuses it, as the conformance suite asks); else it is left out."""
 
     def opt(flag: str, name: str, conv: Callable[[Any], str] = str) -> list[str]:
         return [flag, conv(a[name])] if a.get(name) is not None else []
@@ -244,15 +246,17 @@ def cli_argv(verb: str, a: dict[str, Any]) -> list[str]:
         "task_renew": lambda: ["task", "renew", str(a["id"]), "--token", str(a["token"]), *opt("--ttl", "ttl")],
         "task_checkpoint": lambda: ["task", "checkpoint", str(a["id"]), "--token", str(a["token"]), "--note", str(a["note"])],
         "task_complete": lambda: ["task", "done", str(a["id"]), "--token", str(a["token"]), *opt("--result", "result")],
+        "task_release": lambda: ["task", "release", str(a["id"]), "--token", str(a["token"])],
         "seq_next": lambda: ["seq", "next", str(a["name"])],
         "reserve_paths": lambda: ["reserve", *map(str, a["paths"]), *opt("--ttl", "ttl"), *flag("--shared", "shared")],
         "agents": lambda: ["agents", *opt("--ttl", "ttl")],
         "why": lambda: ["why", str(a["target"])],
     }
-    known["task_release"] = lambda: ["task", "release", str(a["id"]), "--token", str(a["token"])]
     if verb not in known:
         raise Unsupported(f"the CLI has no command for {verb}")
     argv = known[verb]()
+    if not extra:
+        return argv
     if a.get("request_id") is not None:
         argv += ["--request-id", str(a["request_id"])]
     # An argument no command line above spells is passed as the option it would be, so that
@@ -261,8 +265,8 @@ def cli_argv(verb: str, a: dict[str, Any]) -> list[str]:
                "assignee", "state", "id", "agent", "ttl", "steal", "token", "note", "result", "name", "paths", "shared", "target",
                "request_id"}  # fmt: skip
     for k, v in a.items():
-        if k not in spelled:
-            argv += [f"--{k.replace('_', '-')}", str(v)]
+        if k not in spelled and v is not None and v is not False:
+            argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [_j(v) if isinstance(v, (list, dict)) else str(v)])
     return argv
 
 
@@ -274,15 +278,18 @@ class CliFace(Face):
 
     name = "cli"
 
-    def __init__(self, location: str, agent: str | None, *, session: str | None = "fz", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, location: str, agent: str | None, *, session: str | None = "fz", env: dict[str, str] | None = None, extra: bool = False
+    ) -> None:
         self.location = location
         self.agent = agent
         self.session = session
         self.env = env
+        self.extra = extra  # pass arguments the command has no place for (cli_argv)
 
     def call(self, verb: str, args: dict[str, Any]) -> Outcome:
         who = ["--agent", self.agent] if self.agent else []
-        argv = [*who, *(["--session", self.session] if self.session else []), *cli_argv(verb, args), "--json"]
+        argv = [*who, *(["--session", self.session] if self.session else []), *cli_argv(verb, args, extra=self.extra), "--json"]
         return self.run(argv)
 
     def run(self, argv: list[str]) -> Outcome:
