@@ -9,7 +9,6 @@ the same history (FoundationDB's deterministic simulation, trio's MockClock).
 from __future__ import annotations
 
 import heapq
-import http.client
 import json
 import socket
 import urllib.parse
@@ -218,6 +217,8 @@ class HttpTransport:
     def request(self, src: str, dest: str, message: Any) -> Any:
         if dest in self._local:
             return self._local[dest](message)
+        import http.client  # here: every CLI call imports this module, few send anything
+
         parts = urllib.parse.urlsplit(dest.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Unreachable(f"{dest!r} is not a server URL (http://HOST:PORT)")
