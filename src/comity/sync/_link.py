@@ -93,7 +93,12 @@ def connect(
         reason = f"there is no store at {where}"
         raise Unavailable(f"{location} cannot be reached ({reason})", peer=location, unreachable=True, reason=reason)
     try:
-        peer = open_store(location, clock=clock, rng=rng)
+        if isinstance(where, str):
+            # A database: waiting for a connection (a link that refuses or hangs) and for its
+            # write lock is bounded by the link's timeout, so a cut-off replica fails fast.
+            peer = open_store(location, clock=clock, rng=rng, busy_timeout=min(timeout, 30.0))
+        else:
+            peer = open_store(location, clock=clock, rng=rng)
     except Unavailable as e:
         raise Unavailable(f"{location} cannot be reached ({e.message})", peer=location, unreachable=True, reason=e.message) from None
     transport = InProcessTransport()
