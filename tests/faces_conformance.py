@@ -168,6 +168,22 @@ def news_keys(out: Outcome) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^news: \S+ \S+ (\S+)", out.message, re.M)]
 
 
+def next_verbs(out: Outcome) -> list[str]:
+    """The next steps a refusal names, as verbs: JSON (``next``), or MCP's ``next: read(key=…)``."""
+    if isinstance(out.body, dict) and isinstance(out.body.get("next"), list):
+        return [str(n.get("verb")) for n in out.body["next"]]
+    return re.findall(r"^next: (\w+)\(", out.message, re.M)
+
+
+def rejected(out: Outcome) -> Any:
+    """The value a stale write did not write, handed back: JSON (``rejected``), or MCP's
+    ``not written (…): VALUE``."""
+    if isinstance(out.body, dict) and "rejected" in out.body:
+        return out.body["rejected"]
+    m = re.search(r"^not written[^:]*: (.*)$", out.message, re.M)
+    return json.loads(m.group(1)) if m else None
+
+
 def body(out: Outcome) -> dict[str, Any]:
     assert out.ok, out
     assert isinstance(out.body, dict), out
@@ -204,8 +220,8 @@ def stale_write_refused_with_its_news(w: World, kind: str, k: str) -> list[Any]:
     seen = alice.call("read", {"key": k})
     theirs = bob.call("read", {"key": k})
     t += [step(seen), step(bob.call("write", {"key": k, "value": 2, "context": ctx(theirs)}))]
-    refused = alice.call("write", {"key": k, "value": 3, "context": ctx(seen)})
-    t += [step(refused), k in news_keys(refused), values(w, k)]
+    refused = alice.call("write", {"key": k, "value": {"mine": 3}, "context": ctx(seen)})
+    t += [step(refused), k in news_keys(refused), rejected(refused), next_verbs(refused), values(w, k)]
     return t
 
 
@@ -368,7 +384,10 @@ def named(out: Outcome, field: str) -> bool:
 
 
 SCENARIOS: dict[str, tuple[Callable[[World, str, str], list[Any]], list[Any]]] = {
-    "stale_write": (stale_write_refused_with_its_news, ["ok", "ok", "ok", "stale_context", True, [2]]),
+    "stale_write": (
+        stale_write_refused_with_its_news,
+        ["ok", "ok", "ok", "stale_context", True, {"mine": 3}, ["read", "write"], [2]],
+    ),
     "news_between_calls": (news_between_calls, ["ok", "ok", "ok", "ok", True, "ok", False]),
     "blind_write": (blind_write_to_an_existing_key_refused, ["ok", "stale_context", True, [1]]),
     "no_session": (no_session_remembers_nothing, ["ok", "ok", "stale_context", [1]]),
