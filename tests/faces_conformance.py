@@ -272,7 +272,8 @@ def create_race(w: World, kind: str, k: str) -> list[Any]:
     alice, bob = w.face(kind, "alice"), w.face(kind, "bob")
     outs = at_once(lambda: alice.call("create", {"key": k, "value": "alice"}), lambda: bob.call("create", {"key": k, "value": "bob"}))
     winner = ["alice", "bob"][[o.ok for o in outs].index(True)] if any(o.ok for o in outs) else None
-    return [sorted(step(o) for o in outs), values(w, k) == [winner], len(w.log(k))]
+    told = [o for o in outs if not o.ok]
+    return [sorted(step(o) for o in outs), values(w, k) == [winner], len(w.log(k)), bool(told) and f"by {winner}" in told[0].message]
 
 
 def keep_both_siblings(w: World, kind: str, k: str) -> list[Any]:
@@ -293,7 +294,9 @@ def claim_race(w: World, kind: str, k: str) -> list[Any]:
     outs = at_once(lambda: alice.call("task_claim", {"id": task}), lambda: bob.call("task_claim", {"id": task}))
     winner = ["alice", "bob"][[o.ok for o in outs].index(True)] if any(o.ok for o in outs) else None
     shown = body(bob.call("task_show", {"id": task}))
-    return [sorted(step(o) for o in outs), shown["claimed_by"] == winner, shown["state"]]
+    told = [o for o in outs if not o.ok]
+    t = [sorted(step(o) for o in outs), shown["claimed_by"] == winner, shown["state"]]
+    return [*t, bool(told) and f"claimed by {winner}" in told[0].message]  # the loser is told who has it
 
 
 def task_id(out: Outcome) -> str:
@@ -392,9 +395,9 @@ SCENARIOS: dict[str, tuple[Callable[[World, str, str], list[Any]], list[Any]]] =
     "blind_write": (blind_write_to_an_existing_key_refused, ["ok", "stale_context", True, [1]]),
     "no_session": (no_session_remembers_nothing, ["ok", "ok", "stale_context", [1]]),
     "two_sessions": (two_sessions_of_one_agent_each_write_from_their_own_read, ["ok", "ok", "ok", "ok", "stale_context", [1]]),
-    "create_race": (create_race, [["ok", "stale_context"], True, 1]),
+    "create_race": (create_race, [["ok", "stale_context"], True, 1, True]),
     "keep_both": (keep_both_siblings, ["ok", "ok", "ok", [2, 3], "ok", [4]]),
-    "claim_race": (claim_race, [["ok", "stale_context"], True, "claimed"]),
+    "claim_race": (claim_race, [["ok", "stale_context"], True, "claimed", True]),
     "fenced_completion": (fenced_completion, ["ok", True, "fenced", "ok", "done", "bob", "done"]),
     "retried_write": (
         retried_write_answered_with_the_recorded_outcome,
