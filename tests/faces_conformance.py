@@ -378,6 +378,25 @@ def unknown_argument_refused(w: World, kind: str, k: str) -> list[Any]:
     return t
 
 
+def defaults_are_the_tables(w: World, kind: str, k: str) -> list[Any]:
+    """A call that leaves an argument out gets the table's default, whichever face it comes
+    through: ``keys`` lists 200, a claim's lease lasts 300 seconds."""
+    from comity.causal import HLCTimestamp
+
+    with comity_lib.open(w.location) as store:
+        s = store.session("seed")
+        for i in range(250):
+            s.put(f"{k}/{i:03d}", i)
+    alice = w.face(kind, "alice")
+    listed = alice.call("keys", {"prefix": k + "/"})
+    keys = body(listed)["keys"] if isinstance(listed.body, dict) else listed.body
+    task = task_id(alice.call("task_add", {"title": k}))
+    claim = body(alice.call("task_claim", {"id": task}))
+    [granted] = [e for e in w.log(f"@lease/@task/{task}") if e["op"] == "acquire"] or [None]
+    lease = None if granted is None else round(claim["expires"] - HLCTimestamp.decode(granted["hlc"]).wall_ms / 1000.0)
+    return [len(keys), lease]
+
+
 def named(out: Outcome, field: str) -> bool:
     """The refusal names ``field``: as its field, or (a face's own argument check, such as
     the CLI's options) in its words."""
@@ -405,5 +424,6 @@ SCENARIOS: dict[str, tuple[Callable[[World, str, str], list[Any]], list[Any]]] =
     ),
     "retried_claim": (retried_claim_answered_with_the_recorded_outcome, ["ok", "ok", True, "stale_context", True, 1]),
     "bad_input": (bad_input_refused_naming_the_field, ["invalid", True] * 3),
+    "defaults": (defaults_are_the_tables, [200, 300]),
     "unknown_argument": (unknown_argument_refused, ["invalid", True] * 3 + [0]),
 }

@@ -241,3 +241,27 @@ def test_log_into_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
     assert first.strip().startswith(b"1 ")
     assert p.returncode == 0, (p.returncode, err)
     assert err == b"", err
+
+
+def test_a_second_store_opened_and_closed_beside_an_open_one_damages_nothing(tmp_path: Path) -> None:
+    """Opening a store reads its file's header to refuse what is not a store; closing that
+    descriptor would drop every POSIX lock the process holds on the file, the open store's
+    SQLite locks included, and another process would then reset the WAL under it (the file
+    was damaged: "database disk image is malformed").  A file this process has open is
+    left to SQLite."""
+    path = tmp_path / "s.db"
+    assert run("init", store=str(path)).returncode == 0
+    first = comity.open(path)
+    first.session("a").put("a", 1)
+    with comity.open(path) as second:  # as a test, a dashboard or a library user might
+        s = second.session("b")
+        for i in range(250):
+            s.put(f"b{i}", i)
+    for i in range(3):  # another process writes, and, the last to close (it thinks), checkpoints
+        r = run("--agent", "c", "task", "add", f"t{i}", store=str(path))
+        assert r.returncode == 0, r.stderr
+    assert len(first.session().log("@task/T-3")) == 1
+    first.session("a").put("a", 2, context=first.session().get("a").context)
+    first.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

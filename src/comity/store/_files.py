@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from ..errors import Step, Unavailable
@@ -22,7 +23,40 @@ from ..errors import Step, Unavailable
 INIT = Step("init", why="create the store there")
 CHECK = Step("check", why="see what is wrong and how to recover")
 
-__all__ = ["SQLITE_HEADER", "StoreFileError", "no_store", "damaged", "classify", "link_into_place", "DB_SUFFIXES"]
+__all__ = ["SQLITE_HEADER", "StoreFileError", "no_store", "damaged", "classify", "link_into_place", "DB_SUFFIXES", "held", "let_go"]
+
+# The store files this process holds SQLite connections to (real path: how many).  Closing
+# any descriptor of a file drops every POSIX lock the process holds on it, SQLite's own
+# included; SQLite then believes it holds a lock it does not, and another process may take
+# the file as unused, checkpoint and reset the WAL under the connection, and the file is
+# damaged ("How To Corrupt An SQLite Database File", section 2.2: a second store opened and
+# closed in a process that had one open did exactly that).  So a held file is never opened
+# here to read its header: only SQLite opens it.
+_held: dict[str, int] = {}
+_held_lock = threading.Lock()
+
+
+def held(path: Path) -> None:
+    """A connection of this process now has ``path`` open."""
+    key = os.path.realpath(path)
+    with _held_lock:
+        _held[key] = _held.get(key, 0) + 1
+
+
+def let_go(path: Path) -> None:
+    """A connection of this process that had ``path`` open has closed."""
+    key = os.path.realpath(path)
+    with _held_lock:
+        n = _held.get(key, 0) - 1
+        if n > 0:
+            _held[key] = n
+        else:
+            _held.pop(key, None)
+
+
+def _held_here(path: Path) -> bool:
+    with _held_lock:
+        return os.path.realpath(path) in _held
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -61,6 +95,8 @@ def classify(path: Path) -> None:
             location=str(path),
             problem="foreign",
         )
+    if _held_here(path):
+        return  # an SQLite connection of this process has it open: it was a store when that opened
     try:
         with open(path, "rb") as f:
             head = f.read(len(SQLITE_HEADER))

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
-from ._files import classify, damaged, foreign_database, has_tables, link_into_place, make_dirs, new_private_file, no_store
+from ._files import classify, damaged, foreign_database, has_tables, held, let_go, link_into_place, make_dirs, new_private_file, no_store
 
 __all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
 
@@ -585,6 +585,7 @@ class SQLiteBackend:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
+        held(self.path)  # from now on nothing here opens the file but SQLite (comity.store._files)
         try:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -611,6 +612,7 @@ class SQLiteBackend:
             self._gate_dropped = False
         except BaseException as e:
             self.db.close()
+            let_go(self.path)
             if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
                 raise Unavailable(f"the store at {self.path} is busy ({e}); retry") from None
             if isinstance(e, (sqlite3.DatabaseError, KeyError, ValueError)):
@@ -741,4 +743,5 @@ class SQLiteBackend:
             self.db.close()
             dropped, self._gate_dropped = self._gate_dropped, True
         if not dropped:
+            let_go(self.path)
             _drop_gate(self._gate)
