@@ -19,8 +19,9 @@ import pytest
 import comity
 from comity import Invalid, Unavailable
 from comity.runtime import SeededRng, SystemRng, VirtualClock
-from comity.store import Acquire, Next, PostgresBackend, Store, locate
+from comity.store import Acquire, Next, PostgresBackend, Put, Store, locate
 from comity.store._postgres import SCHEMA_VERSION, split_url
+from comity.store._txn import Caller
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -146,18 +147,38 @@ def test_cli_init_creates_the_store_and_the_cli_uses_it(comity_cli: Run, postgre
     assert got.returncode == 0 and got.stdout == '"one"\n'
 
 
-def test_a_writer_stuck_behind_the_write_lock_is_told_the_store_is_busy(postgres_url: str) -> None:
-    with comity.open(postgres_url, busy_timeout=0.5) as store:
+def test_a_writer_stuck_behind_another_writer_of_its_key_is_told_the_store_is_busy(postgres_url: str) -> None:
+    """Writers lock the keys they touch, not the store: a writer of another key goes on."""
+    with comity.open(postgres_url, busy_timeout=0.5) as store, comity.open(postgres_url) as other:
         s = store.session("alice")
         s.put("k", 1)
-        schema = split_url(postgres_url)[1]
-        with _raw(postgres_url) as conn, conn.transaction():
-            conn.execute(f'SELECT pos FROM "{schema}".log_head FOR UPDATE')  # another writer, mid-transaction
+        with other.backend.transaction(write=True) as tx:
+            tx.load("j")  # another writer of "j", mid-transaction, holds its lock
             with pytest.raises(Unavailable) as ei:
                 s.put("j", 2)
             assert "busy" in ei.value.message
+            assert s.put("elsewhere", 3).values == [3]  # a writer of another key does not wait
             assert s.get("k").values == [1]  # readers do not wait for writers
         assert s.put("j", 2).values == [2]  # and the pool's connection is usable again
+
+
+def test_readers_never_pass_a_position_still_in_flight(postgres_url: str) -> None:
+    """Positions come from a sequence and commit out of order: the head readers see (the
+    watermark) stops before a position whose transaction is still open, so a cursor never
+    skips it; it moves on when that transaction ends."""
+    with comity.open(postgres_url) as store, comity.open(postgres_url) as other:
+        s = store.session("alice")
+        s.put("a", 1)
+        before = store.info()["head"]
+        with other.backend.transaction(write=True) as tx:
+            slow = other.executor.execute(tx, Caller("bob", "b"), "slow-1", [], [Put("b", 1)])[0]["pos"]
+            fast = s.put("c", 1).pos  # a later position, committed first
+            assert fast > slow
+            assert store.info()["head"] == slow - 1 == before  # not past the open one
+            reader = store.session("carol")
+            assert [e["key"] for e in reader.log(after=0)] == ["a"]
+        assert store.info()["head"] == fast
+        assert [e["key"] for e in reader.news().events] == ["b", "c"]  # nothing skipped, in order
 
 
 # ------------------------------------------------------------------ the database's clock

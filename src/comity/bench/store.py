@@ -298,6 +298,7 @@ def _seed_log_pg(store: Store, events: int) -> None:
             (clock, events, events),
         )
         conn.execute(f"UPDATE {s}.log_head SET pos = %s", (events,))
+        conn.execute(f"SELECT setval('{s}.event_pos', %s)", (events,))
         conn.execute(f"ANALYZE {s}.events")
 
 

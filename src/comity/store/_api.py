@@ -568,6 +568,9 @@ class Session:
         # filtering in memory is cheapest; far behind, ask the log's (key, pos) index instead.
         rows = tx.events(shown.position, exclude_session=self.id, limit=_SCAN + 1)
         complete = len(rows) <= _SCAN
+        # Nothing past ``head``, the watermark: an event after it may have company still to
+        # commit before it (PostgreSQL), and a position past it would skip that for ever.
+        rows = [r for r in rows if r.pos <= head]
         if complete:
             found = [r for r in rows if r.key in wanted and not shown.has(r)]
         else:
@@ -582,8 +585,8 @@ class Session:
                 group: list[EventRow] = []
                 while len(group) <= limit:
                     got = tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
-                    group += [r for r in got if not shown.has(r)]
-                    if len(got) <= limit:
+                    group += [r for r in got if not shown.has(r) and r.pos <= head]
+                    if len(got) <= limit or got[-1].pos > head:
                         break
                     after = got[-1].pos
                 found += group
@@ -615,12 +618,14 @@ class Session:
         batch = max(limit + 1, _SCAN)
         while True:
             rows = tx.events(after, exclude_session=self.id, limit=batch)
+            fetched = len(rows)
+            rows = [r for r in rows if r.pos <= head]  # never past the watermark (see _collect)
             for r in rows:
                 if not shown.has(r):  # a keyed answer showed it already
                     found.append(r)
                     if len(found) > limit:
                         break
-            if len(found) > limit or len(rows) < batch:
+            if len(found) > limit or fetched < batch or len(rows) < fetched:
                 break
             after = rows[-1].pos
         truncated = len(found) > limit
@@ -788,6 +793,9 @@ class Session:
         _check_limit(limit, LOG_MAX_LIMIT)
         with self.store.backend.transaction(write=False) as tx:
             rows = tx.events(after, keys=None if key is None else (key,), limit=limit)
+            if key is None:  # the whole log is read as a cursor: never past the watermark
+                head = tx.head()
+                rows = [r for r in rows if r.pos <= head]
         # The events of keys holding secrets stay in the audit trail, without their values.
         return [event_json(e, with_value=values and not is_secret(e.key)) for e in rows]
 
@@ -957,7 +965,10 @@ class Session:
                 news: list[dict[str, Any]] = []
                 shown, truncated = _Shown(outcome["pos"], {}), False
             else:
-                shown, news, truncated = self._collect(tx, tx.head() if replayed else outcome["pos"], self.interest)
+                # Never past the watermark: on PostgreSQL, writers of other keys may still be
+                # committing positions before this one (tx.head() is its own head on SQLite).
+                upto = tx.head() if replayed else min(outcome["pos"], tx.head())
+                shown, news, truncated = self._collect(tx, upto, self.interest)
             # When a save is due, it rides on the session's own write, as it stood before this answer.
             row = self._row(tx.now()) if self._save_due() else None
             if row is not None:

@@ -91,7 +91,8 @@ Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
 def _invariants(
-    q: Query, t: str, report: Report, fix: str, steps: tuple[Step, ...], *, quick: bool, head_row: int | None
+    q: Query, t: str, report: Report, fix: str, steps: tuple[Step, ...], *, quick: bool, head_row: int | None,
+    sequence: int | None = None,
 ) -> None:
     """comity's own invariants, over tables named ``{t}name``."""
     problems: list[Problem] = []
@@ -115,7 +116,12 @@ def _invariants(
     allowed = (int(salvaged.get("events_lost", 0)) if salvaged is not None else 0) + (
         int(compacted.get("deleted", 0)) if compacted is not None else 0
     )
-    if count != top and top - count > allowed:
+    if sequence is not None:
+        # PostgreSQL (schema 5+): positions come from a sequence; an aborted writer leaves a gap.
+        report.facts["gaps"] = int(top) - int(count) - allowed
+        if sequence < top:
+            problems.append(Problem("log-sequence", f"the position sequence is at {sequence}, behind the log's end {top}", fix))
+    elif count != top and top - count > allowed:
         problems.append(
             Problem("log-gap", f"the log has {count} events but its positions run to {top}: {top - count} are missing", fix)
         )
@@ -225,11 +231,18 @@ def _check_postgres(url: str, report: Report, quick: bool) -> None:
             version = conn.execute(f"SELECT value FROM {s}meta WHERE name = 'schema_version'").fetchone()
             report.facts["schema_version"] = int(version[0]) if version else 0
             head_row = conn.execute(f"SELECT pos FROM {s}log_head").fetchone()
+            sequence: int | None = None
+            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".event_pos',)).fetchone()[0] is not None:  # type: ignore[index]
+                last = conn.execute(f"SELECT last_value, is_called FROM {s}event_pos").fetchone()
+                assert last is not None
+                sequence = int(last[0]) - (0 if last[1] else 1)
+                head_row = None  # the sequence and the watermark replace it
 
             def q(sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
                 return list(conn.execute(sql.replace("?", "%s"), tuple(args)).fetchall())
 
-            _invariants(q, s, report, _RESTORE_PG, (), quick=quick, head_row=None if head_row is None else int(head_row[0]))
+            _invariants(q, s, report, _RESTORE_PG, (), quick=quick, head_row=None if head_row is None else int(head_row[0]),
+                        sequence=sequence)  # fmt: skip
             conn.execute("COMMIT")
     except psycopg.Error as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

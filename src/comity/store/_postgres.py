@@ -5,17 +5,25 @@ in schema ``NAME`` (default ``comity``), created and migrated on open, so one da
 can hold several stores (the tests give each its own schema).  ``schema`` is comity's
 parameter, not libpq's: it is taken out of the URL before connecting.
 
-Locking.  Every write transaction first locks the one row of ``log_head``
-(``SELECT … FOR UPDATE``), so writers are serialized: whatever a guard checked is still
-true when the transaction commits, under PostgreSQL's default READ COMMITTED, with no
-serialization failures to retry.  Reads run at REPEATABLE READ, READ ONLY: one
-snapshot, so a read sees one consistent state, and they never wait for writers.
+Locking.  Writers of different keys do not wait for each other.  A write transaction
+(READ COMMITTED) takes a transaction-level advisory lock per key it reads or writes
+(its guards' and operations' keys, lease resources, sequences, its request id), all of
+them first and in one order, so two transactions on one key run one after the other and
+whatever a guard checked is still true at commit, with no serialization failures to
+retry and no deadlock between them.  Reads run at REPEATABLE READ, READ ONLY: one
+snapshot, so a read sees one consistent state, and they never wait for writers.  (Until
+schema version 5 every writer locked the one row of ``log_head``: docs/throughput.md.)
 
-Positions.  Log positions are issued from that same locked row, not from a sequence:
-sequence values are taken at insert but become visible at commit, out of order, so a
-reader could see position 8 before 7 commits and a news or log cursor at 8 would skip
-7 for ever.  Under the head lock positions commit in order and ``head`` is exactly the
-greatest committed position.
+Positions.  Log positions come from a sequence, so they are issued in one order but
+committed in another: a reader could see position 8 before 7 commits, and a news or log
+cursor at 8 would skip 7 for ever.  So ``head`` is a *watermark*, the greatest position
+below which no transaction is still in flight: before taking its first position, a
+writer holds a shared advisory lock on the position the sequence will give next at
+the earliest, until it commits or aborts; ``safe_head()`` (a function of the schema)
+reads the sequence, then the least such lock still held, and answers the position
+before it.  A reader computes it *before* its snapshot, so every position up to it is
+committed (or aborted, a gap for ever) and visible; readers never go past it, and what
+a cursor passes it has seen.  Aborted transactions leave gaps in the positions.
 
 Durability.  A write is acknowledged after its COMMIT returns, at the server's
 ``synchronous_commit`` (on by default: the commit is flushed to the WAL).
@@ -25,14 +33,15 @@ transaction holds the head lock), the one clock every ``comity serve`` and agent
 A ``clock`` passed explicitly replaces it: tests pass a virtual clock to expire leases
 without sleeping; production passes none.
 
-Change feed.  Each write transaction sends ``NOTIFY comity_<schema>, '<head>'``,
+Change feed.  Each write transaction sends ``NOTIFY comity_<schema>, '<position>'``,
 delivered when it commits; :meth:`PostgresBackend.wait_for_change` LISTENs and
-returns the committed head, re-read after every wake-up or time-out, so a missed
+returns the watermark, re-read after every wake-up or time-out, so a missed
 notification delays a waiter but never loses a change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import select
@@ -43,7 +52,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng, SystemClock
-from ._backend import EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
 from ._files import StoreFileError, no_store
 
 if TYPE_CHECKING:
@@ -180,8 +189,40 @@ def _migration_4(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
     cur.execute(f"CREATE TABLE {s}.origins (replica text PRIMARY KEY, upto bigint NOT NULL)")
 
 
+def _migration_5(cur: psycopg.Cursor[Any], s: str, rng: Rng) -> None:
+    # Writers no longer lock one row: positions come from a sequence, and readers stop at the
+    # watermark (see the module's docstring).  The sequence starts after the log's head.
+    head = cur.execute(f"SELECT pos FROM {s}.log_head").fetchone()[0]  # type: ignore[index]
+    cur.execute(f"CREATE SEQUENCE {s}.event_pos AS bigint MINVALUE 0 START WITH {int(head) + 1}")
+    seq = f"{s}.event_pos"
+    # The next position this writer can get is after the last one issued: hold a shared lock on
+    # it (base + position) before taking one, until the transaction ends.
+    cur.execute(
+        f"CREATE FUNCTION {s}.take_pos(base bigint) RETURNS bigint LANGUAGE plpgsql AS $$"
+        " DECLARE c bigint; called boolean;"
+        f" BEGIN SELECT last_value, is_called INTO c, called FROM {seq};"
+        " IF NOT called THEN c := c - 1; END IF;"
+        " PERFORM pg_advisory_xact_lock_shared(base + c + 1);"
+        f" RETURN nextval('{seq}'); END $$"
+    )
+    # The sequence first, then the locks: a position issued after the sequence was read is above
+    # what it said; one issued before it is still locked, or its transaction has ended.
+    cur.execute(
+        f"CREATE FUNCTION {s}.safe_head(base bigint) RETURNS bigint LANGUAGE plpgsql AS $$"
+        " DECLARE c bigint; called boolean; oldest bigint;"
+        f" BEGIN SELECT last_value, is_called INTO c, called FROM {seq};"
+        " IF NOT called THEN c := c - 1; END IF;"
+        " SELECT min(((l.classid::bigint << 32) | l.objid::bigint) - base) INTO oldest FROM pg_locks l"
+        " WHERE l.locktype = 'advisory' AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid::bigint >= (base >> 32) AND l.classid::bigint < (base >> 32) + 256;"
+        " IF oldest IS NOT NULL AND oldest - 1 < c THEN RETURN oldest - 1; END IF;"
+        " RETURN c; END $$"
+    )
+
+
 # Each entry migrates the schema from version i to i+1.  Never edit a released one.
-MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Callable[[Any, str, Rng], None]] = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,13 +233,23 @@ class _Sql:
         s = f'"{schema}"'
         self.schema = s
         self.channel = f"comity_{schema}"
-        self.begin_write = f"BEGIN; SELECT pos FROM {s}.log_head FOR UPDATE"
-        # The time is read after the lock is granted: expiry is judged when this writer's turn comes.
+        # Advisory lock keys of this schema: (ns, h) pairs for keys (h != 0) and (ns, 0) for the
+        # barrier every writer holds shared (taken exclusively only to change the replica id);
+        # base + position, a bigint, for a writer's first position (see take_pos).
+        digest = hashlib.blake2b(schema.encode(), digest_size=8).digest()
+        self.ns = int.from_bytes(digest[:4], "big", signed=True)
+        self.base = (int.from_bytes(digest[4:], "big") & 0x7FFFFF | 0x1) << 40
+        self.lock_key = "SELECT pg_advisory_xact_lock(%s, %s)"
+        self.safe_head = f"SELECT {s}.safe_head({self.base})"
+        self.take_pos = f"SELECT {s}.take_pos({self.base})"
+        self.next_pos = f"SELECT nextval('{s}.event_pos')"
+        self.begin_write = f"BEGIN; SELECT pg_advisory_xact_lock_shared({self.ns}, 0); {self.safe_head}"
+        # The time is read once the transaction has begun.
         self.begin_write_timed = self.begin_write + "; SELECT extract(epoch FROM clock_timestamp())::float8"
-        self.begin_read = f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pos FROM {s}.log_head"
+        # The watermark is read before the snapshot is taken (see the module's docstring).
+        self.begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         self.now = "SELECT extract(epoch FROM clock_timestamp())::float8"
-        self.head = f"SELECT pos FROM {s}.log_head"
-        self.set_head = f"UPDATE {s}.log_head SET pos = %s"
+        self.head = self.safe_head
         self.notify = "SELECT pg_notify(%s, %s)"
         self.load = f"SELECT clock, hlc, pos, live FROM {s}.keys WHERE key = %s"
         self.update_key = f"UPDATE {s}.keys SET clock = %s, hlc = %s, pos = %s WHERE key = %s"
@@ -269,6 +320,12 @@ class _Sql:
         )
 
 
+def _key_hash(key: str) -> int:
+    """A key's advisory lock (with the schema's): 32 bits, never 0 (the writers' barrier)."""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+    return h or 1
+
+
 def _event(r: Any) -> EventRow:
     return EventRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[0], r[13])
 
@@ -291,9 +348,11 @@ class _PgTx:
     """Writes are deferred and sent together, pipelined, before the next read or with the
     COMMIT: a put is three round trips (begin and lock, load, write and commit)."""
 
-    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending")
+    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending", "write", "locked", "last")
 
-    def __init__(self, cur: psycopg.Cursor[Any], sql: _Sql, clock: Clock | None, head: int, now: float | None) -> None:
+    def __init__(
+        self, cur: psycopg.Cursor[Any], sql: _Sql, clock: Clock | None, head: int, now: float | None, write: bool = False
+    ) -> None:
         self.cur = cur
         self.sql = sql
         self.clock = clock
@@ -301,6 +360,19 @@ class _PgTx:
         self._now = now
         self.appended = False
         self.pending: list[tuple[str, tuple[Any, ...]]] = []
+        self.write = write
+        self.locked: set[int] = set()
+        self.last = 0  # the greatest position this transaction appended
+
+    def lock(self, keys: Collection[str]) -> None:
+        """Take the locks of ``keys`` (a write transaction's), in one order: no deadlock between
+        two transactions that announce their keys.  Sent with the next query."""
+        if not self.write:
+            return
+        wanted = sorted({_key_hash(k) for k in keys} - self.locked)
+        for h in wanted:
+            self.pending.append((self.sql.lock_key, (self.sql.ns, h)))
+        self.locked.update(wanted)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
         if self.pending:
@@ -329,6 +401,7 @@ class _PgTx:
         return self._head
 
     def load(self, key: str) -> KeyRow | None:
+        self.lock((key,))
         row = self._query(self.sql.load, (key,)).fetchone()
         return None if row is None else KeyRow(row[0], row[1], row[2], row[3])
 
@@ -342,6 +415,7 @@ class _PgTx:
         self.pending.append((self.sql.touch, (pos, key)))
 
     def lease(self, resource: str) -> LeaseRow | None:
+        self.lock((LEASE_PREFIX + resource,))
         row = self._query(self.sql.lease, (resource,)).fetchone()
         return None if row is None else LeaseRow(resource, row[0], row[1], row[2], row[3], row[4])
 
@@ -349,15 +423,17 @@ class _PgTx:
         self.pending.append((self.sql.save_lease, (row.resource, row.holder, row.token, row.expires, row.pos, row.hlc)))
 
     def append(self, e: EventRow) -> int:
-        # The head lock is held: the next position is ours, and commits in order.
-        pos = self._head + 1
+        # The first position is taken under a lock that holds the watermark below it until this
+        # transaction ends; later ones are greater.
+        pos = int(self._query(self.sql.next_pos if self.appended else self.sql.take_pos).fetchone()[0])  # type: ignore[index]
         self.pending.append(
             (
                 self.sql.append,
                 (pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos),
             )
         )
-        self._head = e.pos = pos
+        e.pos = pos
+        self.last = max(self.last, pos)
         self.appended = True
         return pos
 
@@ -384,6 +460,7 @@ class _PgTx:
         return [_event(r) for r in rows]
 
     def recorded(self, request_id: str) -> tuple[str, str] | None:
+        self.lock(("@request/" + request_id,))
         row = self._query(self.sql.recorded, (request_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
@@ -519,20 +596,20 @@ class _Transaction:
             if self.write:
                 cur.execute(b.sql.begin_write if b.clock is not None else b.sql.begin_write_timed)
                 cur.nextset()
+                cur.nextset()
                 head = int(cur.fetchone()[0])  # type: ignore[index]
                 if b.clock is None:
                     cur.nextset()
                     now = float(cur.fetchone()[0])  # type: ignore[index]
             else:
+                head = int(cur.execute(b.sql.safe_head).fetchone()[0])  # type: ignore[index]
                 cur.execute(b.sql.begin_read)
-                cur.nextset()
-                head = int(cur.fetchone()[0])  # type: ignore[index]
         except BaseException as e:
             self._finish(rollback=True)
             if isinstance(e, b._pg_errors):
                 raise b._unavailable(e, "cannot begin a transaction") from None
             raise
-        self.tx = _PgTx(cur, b.sql, b.clock, head, now)
+        self.tx = _PgTx(cur, b.sql, b.clock, head, now, self.write)
         return self.tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -545,8 +622,7 @@ class _Transaction:
         tx = self.tx
         try:
             if tx.appended:
-                head = tx._head
-                tx.flush((b.sql.set_head, (head,)), (b.sql.notify, (b.notify_channel, str(head))), ("COMMIT", ()))
+                tx.flush((b.sql.notify, (b.notify_channel, str(tx.last))), ("COMMIT", ()))
             elif tx.pending:
                 tx.flush(("COMMIT", ()))
             else:
@@ -616,7 +692,7 @@ class PostgresBackend:
         self._listening = threading.Lock()  # held by the one thread reading the listener
         self._changed = threading.Condition()  # waiters without it wait here for its news
         self._latest = 0  # the greatest committed head the listener has read
-        self._notified = 0  # the greatest head a notification announced
+        self._notified = 0  # notifications received (each: a commit; read the watermark again)
         self._closed = False
         self._wall: Clock = SystemClock()  # waiting on a socket takes real time, whatever judges leases
 
@@ -738,14 +814,15 @@ class PostgresBackend:
         if row is not None and row[0] == here:
             return
         with conn.transaction():
-            conn.execute(f"SELECT pos FROM {s}.log_head FOR UPDATE")  # no writer issues dots meanwhile
+            conn.execute(f"SELECT pos FROM {s}.log_head FOR UPDATE")
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self.sql.ns,))  # no writer issues dots meanwhile
             row = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'database'").fetchone()
             if row is not None and row[0] == here:
                 return
             if row is not None:  # a copy: the original keeps its id, this one takes a new one
                 old = conn.execute(f"SELECT value FROM {s}.meta WHERE name = 'replica_id'").fetchone()
                 # Every event the original had written so far is here: replication must not send them again.
-                head = conn.execute(f"SELECT pos FROM {s}.log_head").fetchone()
+                head = conn.execute(self.sql.safe_head).fetchone()
                 new = rng.new_id("r")[:13]
                 if old and head:
                     conn.execute(self.sql.set_origin, (old[0], int(head[0])))
@@ -876,7 +953,4 @@ class PostgresBackend:
         return self._listener
 
     def _on_notify(self, n: psycopg.Notify) -> None:
-        try:
-            self._notified = max(self._notified, int(n.payload))
-        except ValueError:
-            pass
+        self._notified += 1  # positions commit out of order: count notifications, do not compare them

@@ -277,6 +277,23 @@ def authority_needs(guards: list[Guard], ops: list[Op], replica_id: str) -> set[
     return reasons
 
 
+def _keys_of(guards: list[Guard], ops: list[Op], request_id: str | None) -> list[str]:
+    """Every key a transaction reads or writes, as the backend's locks name them."""
+    keys: list[str] = []
+    for g in guards:
+        keys.append(LEASE_PREFIX + g.resource if isinstance(g, Holds) else g.key)
+    for o in ops:
+        if isinstance(o, _LEASE_OPS):
+            keys.append(LEASE_PREFIX + o.resource)
+        elif isinstance(o, Next):
+            keys.append(SEQ_PREFIX + o.name)
+        else:
+            keys.append(o.key)
+    if request_id is not None:
+        keys.append("@request/" + request_id)
+    return keys
+
+
 def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "pos": e.pos,
@@ -475,6 +492,11 @@ class Executor:
             needs = authority_needs(guards, ops, self.meta.replica_id)
             if needs and not (provisional and needs == {"holds"}):
                 raise NeedsAuthority(needs)
+        lock = getattr(tx, "lock", None)
+        if lock is not None:
+            # A backend whose writers run at once (PostgreSQL) locks every key this transaction
+            # reads or writes, all first and in one order (SQLite's writers take turns already).
+            lock(_keys_of(guards, ops, request_id if record else None))
         if record:
             if digest is None:
                 digest = _digest(caller.agent, guards, ops)

@@ -95,6 +95,8 @@ def collect(
             complete = False
             break
         found = tx.events_from(origin, max(theirs, floor) if origin == replica else theirs, budget + 1)
+        if origin == replica:  # not past this log's head, the watermark on PostgreSQL: the range says up to it
+            found = [e for e in found if e.origin <= mine]
         taken: list[EventRow] = []
         for e in found[:budget]:
             if taken and size >= max_bytes:
@@ -252,7 +254,13 @@ def apply(store: Store, batch: Any) -> Applied:
                     tx.save_lease(local)
         if latest is not None:
             executor.hlc.update(HLCTimestamp.decode(latest))  # what arrived happened before what we do next
-        done.vector = {r: n for r, n in {**have, me: tx.head()}.items() if n > 0}
+        done.vector = {r: n for r, n in have.items() if n > 0}
+    # This log's own entry as of the commit (what the transaction wrote, fences included): on
+    # PostgreSQL a writer's head is the watermark when it began, which does not count them.
+    with store.backend.transaction(write=False) as tx:
+        head = tx.head()
+    if head > 0:
+        done.vector[me] = head
     return done
 
 
