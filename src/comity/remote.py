@@ -16,7 +16,10 @@ Several servers (a list, or one string separated by commas) give failover: a ser
 cannot be reached is skipped for the next.  A verb is retried on another server only when
 the table says that is safe: reads; mutations carrying a ``request_id`` (generated once per
 call, so the store returns the recorded outcome instead of acting twice); and any verb whose
-request never left (the connection was refused).  Otherwise a server lost mid-request is
+request never left (the connection was refused).  A call the caller itself repeats with the
+same ``request_id`` sends what the first attempt sent (the context it filled in from memory
+included), so it is the same request.  Without a session (``session=False``) nothing is
+remembered, here or on the server.  Otherwise a server lost mid-request is
 ``Unavailable`` saying that the outcome is unknown.
 """
 
