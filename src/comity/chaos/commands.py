@@ -421,6 +421,11 @@ def process_cmd(scenarios: tuple[str, ...], strategies: tuple[str, ...], seeds: 
                               "simulated_runs_with_anomaly": sim_any, "agree": (real_any == 0) == (sim_any == 0)})  # fmt: skip
     if as_json:
         _json({"runs": runs, "agreement": agreement})
+        return
+    for a in agreement:
+        verdict = "agree" if a["agree"] else "DISAGREE"
+        out.print(f"{a['scenario']} {a['strategy']}: runs with an anomaly {a['process_runs_with_anomaly']}/{a['seeds']} in real processes,"
+                  f" {a['simulated_runs_with_anomaly']}/{a['seeds']} simulated: {verdict}", markup=False)  # fmt: skip
 
 
 @chaos_group.command("mast")
