@@ -55,7 +55,7 @@ FUZZED = [
 CODES = {"ok", "invalid", "stale_context", "fenced", "lease_expired", "not_found"}
 
 # Examples per face and backend: a CLI call is a process (about a second on a loaded machine).
-EXAMPLES = {"python": 150, "cli": 25, "http": 80, "mcp_stdio": 80, "mcp_http": 60}
+EXAMPLES = {"python": 120, "cli": 20, "http": 60, "mcp_stdio": 60, "mcp_http": 50}
 EXAMPLES = {k: int(v * float(os.environ.get("COMITY_FUZZ_SCALE", "1"))) or 1 for k, v in EXAMPLES.items()}
 
 
