@@ -80,6 +80,7 @@ BAD_STATES: list[tuple[str, Any, str]] = [
     ('ormap', {'store': [['hits', 1, [['r1', 1, {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'ormap field type: expected str, got 1'),
     ('ormap', {'store': [['hits', 'gcounter', [['r1', 'x', {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "gcounter field counter: expected int, got 'x'"),
     ('ormap', {'store': [['hits', 'gcounter', [[1, 1, {'r1': 2}]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'gcounter field replica: expected str, got 1'),
+    ('lww', {'time': '000000000000005.0000000000', 'actor': 'r', 'value': NAN}, 'lww value: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
 ]
 
 
@@ -116,6 +117,15 @@ BAD_OPS: list[tuple[Any, ...]] = [
     ('ormap', 'update', {'field': 'f', 'type': 'gcounter', 'op': 'nope'}, 'arg', "arg: field 'f' (gcounter): op: unknown op 'nope' for a gcounter; use one of: inc"),
     ('ormap', 'remove', 1, 'arg', 'arg: remove takes a field name (a string), got 1'),
     ('ormap', 'nope', None, 'op', "op: unknown op 'nope' for a ormap; use one of: update, remove"),
+    ('lww', 'get', 1, 'op', "op: unknown op 'get' for a lww; use one of: set"),
+    ('bcounter', 'bogus', 1, 'op', "op: unknown op 'bogus' for a bcounter; use one of: inc, dec, transfer"),
+    ('bcounter', 'inc', 0, 'arg', 'arg: inc takes a positive integer up to 9223372036854775807 (default 1), got 0'),
+    ('bcounter', 'dec', 0, 'arg', 'arg: dec takes a positive integer up to 9223372036854775807 (default 1), got 0'),
+    ('bcounter', 'transfer', {'to': 'r2', 'n': 0}, 'arg', 'arg: transfer takes a positive integer up to 9223372036854775807 (default 1), got 0'),
+    ('bcounter', 'transfer', 3, 'arg', 'arg: transfer takes {"to": REPLICA, "n": N}'),
+    ('bcounter', 'transfer', {'to': '', 'n': 1}, 'arg', "arg: transfer needs another replica's id in 'to', got ''"),
+    ('bcounter', 'transfer', {'to': 5, 'n': 1}, 'arg', "arg: transfer needs another replica's id in 'to', got 5"),
+    ('ormap', 'update', {'field': 'f', 'type': 'gcounter', 'op': 'inc', 'arg': 0}, 'arg', "arg: field 'f' (gcounter): arg: inc takes a positive integer up to 9223372036854775807 (default 1), got 0"),
 ]
 
 
@@ -162,3 +172,76 @@ def test_an_unknown_type_lists_every_type_by_name() -> None:
     with pytest.raises(Invalid) as e:
         crdt_type("hashmap")
     assert e.value.field == "type" and e.value.message == "type: unknown CRDT type 'hashmap'; use one of: " + ", ".join(TYPES)
+
+
+def _apply(state: Any, op: str, arg: Any, actor: str) -> Any:
+    return state.merge(state.update(op, arg, actor, CTX))
+
+
+def test_an_lww_write_needs_an_encodable_hlc_time() -> None:
+    from comity.crdt import LWWRegister
+
+    with pytest.raises(Invalid) as e:
+        LWWRegister.new().update("set", 1, "r1")
+    assert (e.value.field, e.value.message) == ("time", "time: an lww register orders writes by HLC time: pass ctx=UpdateContext(time=...)")
+    with pytest.raises(Invalid) as e:
+        LWWRegister.new().update("set", 1, "r1", UpdateContext(time=HLCTimestamp(10**15, 0)))
+    assert (e.value.field, e.value.message) == ("time", "time: HLC timestamp (1000000000000000, 0) is outside the encodable range")
+
+
+def test_an_empty_actor_is_invalid_saying_what_an_actor_is() -> None:
+    with pytest.raises(Invalid) as e:
+        TYPES["gcounter"].new().update("inc", 1, "", CTX)
+    assert (e.value.field, e.value.message) == ("actor", "actor: the actor must be a non-empty replica id, got ''")
+
+
+def test_one_increment_of_exactly_the_bound_is_allowed() -> None:
+    assert _apply(TYPES["gcounter"].new(), "inc", COUNT_MAX, "r1").value() == COUNT_MAX
+
+
+def test_rights_add_up_across_repeated_increments_and_transfers() -> None:
+    from comity.crdt import BCounter
+
+    c = BCounter.new()
+    for op, arg, actor in [("inc", 6, "r1"), ("inc", 4, "r1"), ("transfer", {"to": "r2", "n": 3}, "r1"),
+                           ("transfer", {"to": "r2", "n": 2}, "r1"), ("transfer", {"to": "r3", "n": 1}, "r1"),
+                           ("inc", 4, "r3"), ("transfer", {"to": "r2", "n": 1}, "r3")]:  # fmt: skip
+        c = _apply(c, op, arg, actor)
+    assert c.value() == 14 and c.shares() == {"r1": 4, "r2": 6, "r3": 4}
+    assert c.to_json()["moved"] == [["r1", "r2", 5], ["r1", "r3", 1], ["r3", "r2", 1]]
+
+
+def test_replica_ids_with_spaces_keep_their_rights() -> None:
+    from comity.crdt import BCounter
+
+    c = _apply(_apply(BCounter.new(), "inc", 5, "site a"), "transfer", {"to": "site b", "n": 2}, "site a")
+    assert c.shares() == {"site a": 3, "site b": 2} and c.rights("site b") == 2
+    assert c.to_json()["moved"] == [["site a", "site b", 2]]
+    assert BCounter.from_json(c.to_json()) == c
+
+
+def test_out_of_rights_says_who_holds_what() -> None:
+    from comity.crdt import BCounter
+    from comity.crdt.bcounter import OutOfRights
+
+    c = _apply(BCounter.new(), "inc", 3, "r1")
+    with pytest.raises(OutOfRights) as e:
+        c.update("dec", 5, "r1", CTX)
+    assert (e.value.actor, e.value.have, e.value.need, e.value.value) == ("r1", 3, 5, 3)
+    assert str(e.value) == "replica r1 holds 3 of the counter's rights; 5 needed (value 3)"
+
+
+def test_states_differing_in_one_part_are_not_equal() -> None:
+    from comity.causal._vv import Dot
+    from comity.causal import VersionVector
+    from comity.crdt import BCounter, ORSet, PNCounter
+    from comity.crdt._dots import DotContext
+
+    b = _apply(BCounter.new(), "inc", 3, "r1")
+    assert _apply(b, "transfer", {"to": "r2", "n": 1}, "r1") != b  # the same incs and decs, rights moved
+    p = _apply(PNCounter.new(), "inc", 2, "r1")
+    assert _apply(p, "dec", 1, "r1") != p
+    vv = VersionVector({"r1": 1})
+    assert DotContext(vv) != DotContext(vv, [Dot("r2", 3)]) and DotContext(vv) == DotContext(vv)
+    removed = _apply(_apply(ORSet.new(), "add", "x", "r1"), "remove", "x", "r1")
+    assert removed.value() == ORSet.new().value() and removed != ORSet.new()  # the same elements, more seen
