@@ -29,7 +29,8 @@ WORK = ROOT / ".mutation"
 SUITES: dict[str, list[str]] = {
     "causal": ["tests/test_causal_vv.py", "tests/test_causal_dvvset.py", "tests/test_causal_hlc.py", "tests/test_causal_edges.py"],
     "crdt": ["tests/test_crdt_laws.py", "tests/test_crdt_store.py", "tests/test_crdt_edges.py"],
-    "coord": ["tests/test_coord_leases.py", "tests/test_coord_reservations.py", "tests/test_coord_mutants.py"],
+    "coord": ["tests/test_coord_leases.py", "tests/test_coord_reservations.py", "tests/test_coord_edges.py",
+              "tests/test_dashboard_reads.py"],  # the dashboard's reads run liveness.phi_series and activity
     "work": ["tests/test_tasks_board.py", "tests/test_work_edges.py"],
     "store": ["tests/test_store_conformance.py", "tests/test_store_news.py", "tests/test_store_edges.py"],
 }
