@@ -9,8 +9,8 @@ streamable HTTP.  Whatever comes in, a face must answer one of comity's codes, a
 - never a bug: no 5xx, no traceback, no CLI exit 1, no MCP error without comity's code;
 - a request refused as bad input (``invalid``) leaves the log exactly where it was;
 - any other refusal (stale, fenced, not found, lease expired) adds at most comity's own
-  record of it: ``write.refused`` on ``@refused`` or ``task.fenced`` on the task (what the
-  dashboard's Conflicts view reads), never a change to anyone's data;
+  record of it: ``write.refused`` on ``@refused``, ``task.fenced`` or ``task.claim-refused``
+  on the task (what the dashboard's Conflicts view reads), never a change to anyone's data;
 - a verb that does not mutate leaves the log where it was, answered or refused.
 
 (tests/test_server_fuzz.py runs schemathesis over the OpenAPI document in process; this
@@ -216,7 +216,10 @@ def face(request: pytest.FixtureRequest, location: str, tmp_path_factory: pytest
 
 
 def _refusal_record(e: dict[str, Any]) -> bool:
-    return (e["key"] == REFUSED_KEY and e["op"] == REFUSED_OP) or (e["key"].startswith("@task/") and e["op"] == "task.fenced")
+    """comity's own note of a refusal: a stale write, a fenced task action, a refused claim."""
+    return (e["key"] == REFUSED_KEY and e["op"] == REFUSED_OP) or (
+        e["key"].startswith("@task/") and e["op"] in ("task.fenced", "task.claim-refused")
+    )
 
 
 def judge(log: Log, face: Face, verb: str, args: dict[str, Any], before: int, out: Outcome) -> None:
