@@ -10,13 +10,11 @@ and is migrated forward in a write transaction.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import sqlite3
 import threading
-import time  # only to wait out a lock while a fresh store is set up, and the writers' gate timeout
+import time  # only to wait out a lock while a fresh store is set up
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -367,73 +365,34 @@ class _SQLiteTx:
 
 # ------------------------------------------------------------------ writers take turns
 #
-# SQLite's own busy handler sleeps when the write lock is taken (1, 2, 5, 10, … up to 100 ms
-# between tries), so under many writers a transaction waits for a sleep to end, not for the
-# writer before it: 32 processes claiming tasks saw a p99 over a second.  Writers of one
-# store file therefore queue at a gate before BEGIN IMMEDIATE: a thread lock within the
-# process, then an exclusive flock(2) on a sidecar file (``<store>-wlock``) across
-# processes.  A waiter sleeps in the kernel and is woken when the writer before it lets go,
-# so its wait is the work ahead of it.  The lock goes with its process (a crashed writer
-# holds nothing); SQLite's busy timeout still covers writers that do not use the gate.  An
-# uncontended write pays two system calls.
+# The writers of one store file in one process take turns at a thread lock (shared by every
+# handle this process has on the file) before BEGIN IMMEDIATE: a waiting thread is woken
+# when the one before commits, instead of meeting SQLite's busy handler, whose sleeps (1, 2,
+# 5, 10, … up to 100 ms between tries) would set its wait.  Across processes SQLite's busy
+# handler still decides: an flock(2) queue across processes was tried and measured worse
+# with more processes than cores (docs/throughput.md says why), so it is not used.
 
 
 class _Gate:
     """The turn of one store file's writers in this process (shared by its backends)."""
 
-    def __init__(self, lock_path: str, mode: int) -> None:
-        self.lock_path = lock_path
-        self.mode = mode
+    def __init__(self) -> None:
         self.turn = threading.Lock()  # writers of this process, one at a time
         self.owner: int | None = None  # the thread whose turn it is
         self.refs = 0
-        self.fd: int | None = None
-        self.broken = False  # no sidecar file could be made (read-only directory): SQLite's busy timeout alone
-
-    def _open(self) -> int | None:
-        if self.fd is None and not self.broken:
-            try:
-                self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
-            except OSError:
-                self.broken = True
-        return self.fd
 
     def acquire(self, timeout: float) -> bool:
-        """Wait for this process's turn (at most ``timeout`` seconds), then for this file's."""
+        """Wait for this process's turn, at most ``timeout`` seconds."""
         if self.owner == threading.get_ident():
             raise RuntimeError("a write transaction inside another one on the same store file")
         if not self.turn.acquire(timeout=timeout):
             return False
         self.owner = threading.get_ident()
-        try:
-            fd = self._open()
-            if fd is not None:
-                try:
-                    # Blocks in the kernel until the writer before lets go (or its process ends).
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except OSError:
-                    self.broken = True  # a filesystem without flock: SQLite's busy timeout alone
-            return True
-        except BaseException:
-            self.owner = None
-            self.turn.release()
-            raise
+        return True
 
     def release(self) -> None:
-        try:
-            if self.fd is not None and not self.broken:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.owner = None
-            self.turn.release()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        self.owner = None
+        self.turn.release()
 
 
 _gates: dict[str, _Gate] = {}
@@ -445,29 +404,17 @@ def _gate_for(path: Path) -> _Gate:
     with _gates_lock:
         gate = _gates.get(key)
         if gate is None:
-            try:
-                mode = os.stat(key).st_mode & 0o666
-            except OSError:
-                mode = 0o600
-            gate = _gates[key] = _Gate(key + "-wlock", mode)
+            gate = _gates[key] = _Gate()
         gate.refs += 1
         return gate
 
 
-def _drop_gate(gate: _Gate) -> None:
+def _drop_gate(path: Path, gate: _Gate) -> None:
+    key = os.path.realpath(path)
     with _gates_lock:
         gate.refs -= 1
-        if gate.refs > 0:
-            return
-        key = gate.lock_path[: -len("-wlock")]
-        if _gates.get(key) is gate:
+        if gate.refs <= 0 and _gates.get(key) is gate:
             del _gates[key]
-    # Closed under its turn, so no writer of this process is inside.
-    if gate.turn.acquire(timeout=5.0):
-        try:
-            gate.close()
-        finally:
-            gate.turn.release()
 
 
 class _Transaction:
@@ -744,4 +691,4 @@ class SQLiteBackend:
             dropped, self._gate_dropped = self._gate_dropped, True
         if not dropped:
             let_go(self.path)
-            _drop_gate(self._gate)
+            _drop_gate(self.path, self._gate)
