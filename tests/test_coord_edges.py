@@ -66,3 +66,28 @@ def test_a_sequence_that_keeps_moving_while_seeding_says_so(store: comity.Store,
         raise_to(s, "fz", 5)
     assert e.value.message == "sequence 'fz' kept changing while seeding; retry"
     monkeypatch.setattr(s, "txn", real)
+
+
+def test_a_lease_in_json_and_what_system_leases_may_do(store: comity.Store) -> None:
+    """A lease's JSON names its four parts; only comity's own layers (``system``) take
+    leases on '@' keys, and their lost races are theirs to record, not ``write.refused``."""
+    from comity.coord.leases import Leases
+    from comity.errors import Invalid
+
+    alice, bob = store.session("alice"), store.session("bob")
+    with pytest.raises(Invalid):
+        Leases(alice).acquire("@x/1")
+    mine = Leases(alice, system=True).acquire("@x/1", 30)
+    assert mine.to_json() == {"resource": "@x/1", "holder": "alice", "token": 1, "expires": mine.expires}
+    renewed = Leases(alice, system=True).renew("@x/1", mine.token, 45)
+    assert renewed.to_json() == {"resource": "@x/1", "holder": "alice", "token": 1, "expires": renewed.expires}
+    assert renewed.expires >= mine.expires + 15
+    head = alice.head()
+    with pytest.raises(StaleContext):
+        Leases(bob, system=True).acquire("@x/1")
+    assert alice.head() == head  # a system refusal is not logged for it
+    Leases(alice).acquire("locks/y", 30)
+    head = alice.head()
+    with pytest.raises(StaleContext):
+        Leases(bob).acquire("locks/y")
+    assert [e["op"] for e in alice.log(after=head)] == ["write.refused"]
