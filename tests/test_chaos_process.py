@@ -67,3 +67,37 @@ def test_the_zombie_and_the_triage_race_in_real_processes_agree_with_the_simulat
             assert set(found) & {"duplicate_work", "fencing_violation", "stale_action", "lost_update"}
     zombie = next(x for x in got["runs"] if x["scenario"] == "zombie_commit" and x["strategy"] == "comity")
     assert any(f["f"] == "pause" for f in zombie["faults"]), zombie["faults"]  # a SIGSTOP past the lease: a zombie
+
+
+def test_an_answer_cut_off_by_a_server_restart_is_unknown_not_the_agents_death() -> None:
+    # `comity serve` SIGKILLed mid-answer leaves a body cut short (http.client.IncompleteRead,
+    # not an OSError); the server's limits answer 408 in plain text.  Either escaped HttpFace
+    # and killed the agent's process with exit 1, which the parent did not start again: the
+    # tasks triage had assigned it waited for ever (triage_race never settled).
+    import socket
+    import threading
+
+    import pytest
+
+    from comity.chaos.process import FaceDown, HttpFace
+
+    replies = [
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"tasks": [',
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 15\r\n\r\nRequest Timeout",
+    ]
+    for reply in replies:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+
+            def answer(sock: socket.socket = s, body: bytes = reply) -> None:
+                c, _ = sock.accept()
+                with c:
+                    c.recv(65536)
+                    c.sendall(body)
+
+            t = threading.Thread(target=answer)
+            t.start()
+            with pytest.raises(FaceDown):
+                HttpFace(f"http://127.0.0.1:{s.getsockname()[1]}", "token", lambda: None).verb("task_ready", {})
+            t.join()

@@ -26,6 +26,7 @@ face, with auth on.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -116,12 +117,17 @@ class HttpFace(Face):
             with urllib.request.urlopen(req, timeout=10) as r:
                 return dict(json.loads(r.read()))
         except urllib.error.HTTPError as e:
-            body = json.loads(e.read() or b"{}")
-            if e.code >= 500:
-                raise FaceDown(str(body)) from None
+            try:
+                body = json.loads(e.read() or b"{}")
+            except (ValueError, OSError, http.client.HTTPException):
+                body = None  # not comity's answer (a 408 or 503 from the server's limits, a body cut off)
+            if e.code >= 500 or e.code == 408 or not isinstance(body, dict):
+                raise FaceDown(f"HTTP {e.code}: {body}") from None
             raise FaceError(str(body.get("error", e.code)), str(body.get("message", "")), body) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise FaceDown(str(e)) from None
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as e:
+            # The server killed mid-answer (a restart): a body cut off (IncompleteRead, not an
+            # OSError) or not JSON.  The outcome is unknown, as for a refused connection.
+            raise FaceDown(f"{type(e).__name__}: {e}") from None
 
 
 class McpFace(Face):
@@ -545,6 +551,7 @@ class ProcessResult:
     faces: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     settled: bool = False
+    died: list[dict[str, Any]] = field(default_factory=list)  # agent processes that exited unasked (then started again)
 
     @property
     def completion(self) -> float:
@@ -559,7 +566,7 @@ class ProcessResult:
         return {
             "scenario": self.scenario, "strategy": self.strategy, "seed": self.seed, "mode": "process",
             "anomalies": self.counts(), "completion": round(self.completion, 4), "units": self.units,
-            "units_done": self.units_done, "settled": self.settled, "operations": sum(1 for o in self.history if o.type == "invoke"),
+            "units_done": self.units_done, "settled": self.settled, "died": self.died, "operations": sum(1 for o in self.history if o.type == "invoke"),
             "faults": self.faults, "faces": self.faces, "wall_seconds": round(self.seconds, 1),
             "found": [a.to_json() for a in self.anomalies],
         }  # fmt: skip
@@ -726,6 +733,7 @@ def play(
         else:
             schedule = _external_faults(sc.profile, setup, rng.fork("process-nemesis"), scale, server is not None) if faults else []
         restarts: list[tuple[float, str]] = []
+        died: list[dict[str, Any]] = []
         settled = False
         while time.monotonic() - started < limit_s:
             now = time.time()
@@ -737,6 +745,14 @@ def play(
                     del stopped[name]
                 if p.poll() is not None and not cast[name].exempt and name not in [n for _, n in restarts]:
                     if p.returncode == CRASH_EXIT:
+                        spawn(cast[name])
+                    elif p.returncode != 0 and sum(d["agent"] == name for d in died) < 10:
+                        # Not the agent's own crash and not the nemesis's kill: the process died
+                        # (an exception in the harness, see agent-NAME.log).  Left dead, the tasks
+                        # triage assigned it would wait for it for ever; it is started again, as a
+                        # supervisor would, and the exit is reported in the run's "died".
+                        died.append({"agent": name, "incarnation": incarnation[name], "returncode": p.returncode,
+                                     "at": _virtual({"t0": t0, "scale": scale}, now)})  # fmt: skip
                         spawn(cast[name])
             for when, name in list(restarts):
                 if now >= when:
@@ -784,7 +800,7 @@ def play(
         done = units_done(setup.units, final)
         injected = [o.to_json() for o in history if o.process == "nemesis"]
         return ProcessResult(scenario, strategy, seed, history, final, anomalies, len(setup.units), done, injected, faces,
-                             time.monotonic() - started, settled)  # fmt: skip
+                             time.monotonic() - started, settled, died)  # fmt: skip
     finally:
         for p in procs.values():
             if p.poll() is None:
