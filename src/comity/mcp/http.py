@@ -24,13 +24,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ..clikit import Ctx, err
 from ..errors import ComityError, Invalid
-from ..server.limits import Limits, RequestGuard, default_max_body, describe, identify_with
+from ..server.limits import NO_TOKEN_HINT, Limits, RequestGuard, default_max_body, describe, identify_with
 from ..store._codec import DEFAULT_MAX_VALUE_BYTES
 from ..store._api import check_agent
 from .server import McpSession, serve_http
@@ -45,8 +44,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 IDLE_S = 3600.0
 MAX_SESSIONS = 1024  # live sessions kept; the least recently used is dropped first
-_NO_TOKEN = ("send `Authorization: Bearer TOKEN` with your agent token; the store's owner issues one with "
-             "`comity agent add NAME` (an admin token can issue them over HTTP)")
+_NO_TOKEN = NO_TOKEN_HINT
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -122,31 +120,20 @@ class HttpSessions:
 
 
 class BearerGate:
-    """ASGI middleware: HTTP requests without a valid agent token get 401 (JSON)."""
+    """ASGI middleware in front of the MCP app: OAuth discovery paths answer 404.  The agent
+    token itself is checked before this, by :class:`~comity.server.limits.RequestGuard`
+    (with the same words), so it is looked up once per request."""
 
     def __init__(self, app: ASGIApp, identify: Callable[[str], str | None]) -> None:
         self.app = app
         self.identify = identify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = str(scope.get("path", ""))
-        if path.startswith("/.well-known/"):
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/.well-known/"):
             # OAuth discovery (RFC 9728 protected-resource, RFC 8414 authorization-server
             # metadata): there is none, so a client holding a bearer token connects with it
             # instead of starting an OAuth flow; 404, not 401, says "no OAuth here".
             await _json(send, 404, {"error": "not_found", "message": f"comity does not use OAuth: {_NO_TOKEN}"})
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        token = bearer(headers.get("authorization"))
-        agent = await anyio.to_thread.run_sync(self.identify, token) if token else None
-        if agent is None:
-            said = "no Authorization header" if not headers.get("authorization") else "that token is not an agent token of this store"
-            message = f"{said}: {_NO_TOKEN}"
-            challenge = f'Bearer realm="comity", error="invalid_token", error_description="{message.replace(chr(34), chr(39))}"'
-            await _json(send, 401, {"error": "unauthorized", "message": message}, [(b"www-authenticate", challenge.encode("latin-1", "replace"))])
             return
         await self.app(scope, receive, send)
 

@@ -244,7 +244,7 @@ def _json(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | 
     return {"type": "http.response.start", "status": status, "headers": headers}, {"type": "http.response.body", "body": payload}
 
 
-_UNAUTHORIZED = ("send `Authorization: Bearer TOKEN` with your agent token; the store's owner issues one with "
+NO_TOKEN_HINT = _UNAUTHORIZED = ("send `Authorization: Bearer TOKEN` with your agent token; the store's owner issues one with "
                  "`comity agent add NAME` (an admin token can issue them over HTTP)")
 _JSON_TYPES = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
