@@ -26,6 +26,8 @@ face, with auth on.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import http.client
 import json
 import os
@@ -93,11 +95,11 @@ class FaceDown(Exception):
     """The face did not answer (the server restarting, a process killed mid-call)."""
 
 
-class Face:
+class Face(ABC):
     """One transport to comity's verbs: ``verb(name, args)`` answers the verb's object."""
 
-    def verb(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def verb(self, name: str, args: dict[str, Any]) -> dict[str, Any]: ...
 
     def close(self) -> None:
         pass
