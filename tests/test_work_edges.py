@@ -1,0 +1,820 @@
+"""Edges of the work board (``comity.work.tasks``) and of ``why`` (``comity.work.why``),
+pinned in-process at the layer that owns them: the exact refusal kinds, the words and
+details of each refusal a user sees, the next steps it offers, the edges of every board
+verb (add, assign, claim, claim_next, checkpoint, renew, done, release, fail, write), lease
+lengths, retries answered from their recorded outcome, and the words of a task's or key's
+causal history.
+
+Each store is the real embedded SQLite store in ``tmp_path`` (``make_store``), on a
+virtual clock; nothing sleeps.  A race is made deterministic by acting from another
+session at a seam of the board (a subclass that does the other agent's real write just
+before the board's own), never by faking the store.  These tests are the suite of the
+``work`` package's mutation run (``tools/mutation.py``, ``docs/mutation.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import comity
+from comity import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext
+from comity.errors import Step
+from comity.runtime import VirtualClock
+from comity.work import Board, why
+from comity.work.tasks import (
+    OPEN_PREFIX,
+    STATES,
+    TASK_PREFIX,
+    Claim,
+    Request,
+    _then,
+    parse_task_id,
+    task_key,
+    what_changed,
+)
+
+READY = Step("task_ready", {}, "find other work")
+LIST = Step("task_list", {}, "see the board")
+
+
+@pytest.fixture
+def st(make_store: Callable[..., comity.Store], clock: VirtualClock) -> comity.Store:
+    return make_store(clock=clock)
+
+
+def board(store: comity.Store, agent: str | None) -> Board:
+    return Board(store.session(agent))
+
+
+def ops_of(store: comity.Store, key: str) -> list[str]:
+    return [e["op"] for e in store.session().log(key, limit=10_000)]
+
+
+def events_of(store: comity.Store, key: str, op: str) -> list[dict[str, Any]]:
+    return [e for e in store.session().log(key, limit=10_000) if e["op"] == op]
+
+
+_EVENT = ("pos", "key", "op", "agent", "session", "dot", "hlc", "request_id", "seen", "saw", "value")
+
+
+def noted(e: dict[str, Any]) -> dict[str, Any]:
+    """What a note (``task.fenced``, ``task.claim-refused``) recorded, without the event's own fields."""
+    return {k: v for k, v in e.items() if k not in _EVENT}
+
+
+def snapshot(store: comity.Store) -> tuple[Any, ...]:
+    s = store.session()
+    rows, _ = s.leases("")
+    return s.head(), sorted((r.resource, r.holder, r.token, r.expires) for r in rows)
+
+
+def refused(kind: type[ComityError], call: Callable[[], Any]) -> Any:
+    with pytest.raises(kind) as ei:
+        call()
+    assert type(ei.value) is kind, ei.value
+    return ei.value
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_what_changed_puts_each_task_event_in_words() -> None:
+    assert what_changed({"agent": "tri", "op": "task.assign", "value": {"assignee": "alice"}}) == "assigned to alice by tri"
+    assert what_changed({"agent": "tri", "op": "task.assign", "value": {"assignee": None}}) == "assigned to nobody by tri"
+    assert what_changed({"agent": "tri", "op": "task.assign", "value": "not a record"}) == "assigned to nobody by tri"
+    assert what_changed({"agent": "tri", "op": "task.assign"}) == "assigned to nobody by tri"
+    words = {"task.claim": "claimed", "task.done": "completed", "task.fail": "failed", "task.release": "released",
+             "task.submitted": "submitted for verification", "task.reopen": "reopened"}
+    for op, said in words.items():
+        assert what_changed({"agent": "bob", "op": op}) == f"{said} by bob"
+    assert what_changed({"agent": "bob", "op": "task.checkpoint"}) == "checkpoint by bob"
+    assert what_changed({"agent": "bob", "op": "put"}) == "put by bob"
+    assert what_changed({"op": "task.claim"}) == "claimed by someone"
+    assert what_changed({"agent": "bob"}) == " by bob"
+
+
+def test_then_adds_next_steps_only_to_an_error_that_has_none() -> None:
+    bare = Fenced("x")
+    assert _then(bare, READY, LIST) is bare and bare.next == (READY, LIST)
+    own = Fenced("y", next=[LIST])
+    assert _then(own, READY).next == (LIST,)
+
+
+@pytest.mark.parametrize(("given", "canonical"), [("T-1", "T-1"), ("1", "T-1"), (7, "T-7"), (" T-12 ", "T-12"),
+                                                   ("T-999999999999", "T-999999999999"), ("\t42\n", "T-42")])
+def test_parse_task_id_accepts_both_spellings(given: Any, canonical: str) -> None:
+    assert parse_task_id(given) == canonical
+
+
+@pytest.mark.parametrize("bad", ["T-01", "007", "T-1000000000000", "t-1", "T 1", True, False, 1.0, ["T-1"], "T--1"])
+def test_parse_task_id_refuses_other_spellings_naming_the_field(bad: Any) -> None:
+    e = refused(Invalid, lambda: parse_task_id(bad, "deps"))
+    assert e.field == "deps"
+    assert e.message == f"deps: {bad!r} is not a task id; ids look like T-12 (or 12)"
+    assert refused(Invalid, lambda: parse_task_id(bad)).field == "id"
+
+
+def test_task_key_and_the_queue_marker_key(st: comity.Store) -> None:
+    assert task_key("T-3") == "@task/T-3" == TASK_PREFIX + "T-3"
+    a = board(st, "alice")
+    for i in range(12):
+        a.add(f"t{i}", labels=["l"], assignee="alice" if i == 11 else None)
+    s = st.session()
+    # The queue's markers are zero-padded to 12 digits, so a scan lists T-2 before T-10.
+    assert s.keys(OPEN_PREFIX)[:3] == ["@open/000000000001", "@open/000000000002", "@open/000000000003"]
+    assert s.get("@open/000000000012").values == [{"id": "T-12", "assignee": "alice", "deps": []}]
+    assert [t["id"] for t in a.ready(full=False)][:3] == ["T-1", "T-2", "T-3"]
+    assert [t["id"] for t in a.tasks()][8:] == ["T-9", "T-10", "T-11", "T-12"]
+
+
+def test_claim_json_says_replayed_only_when_it_was() -> None:
+    c = Claim({"id": "T-1"}, 3, 10.0, [{"note": "n"}], [{"pos": 1}])
+    assert c.to_json() == {"task": {"id": "T-1"}, "token": 3, "expires": 10.0, "handoff": [{"note": "n"}], "news": [{"pos": 1}]}
+    c.replayed = True
+    assert c.to_json()["replayed"] is True
+
+
+def test_a_request_derives_the_id_of_its_earlier_steps() -> None:
+    r = Request("x" * 150, "d")
+    assert r.derived("seq") == Request("x" * 100 + "#seq", "d")
+    assert Request("abc", "d").derived("seq") == Request("abc#seq", "d")
+
+
+# ------------------------------------------------------------------ input edges
+
+
+def test_text_fields_at_their_caps(st: comity.Store) -> None:
+    a = board(st, "alice")
+    assert a.add("t" * 500)["title"] == "t" * 500
+    e = refused(Invalid, lambda: a.add("t" * 501))
+    assert e.field == "title" and e.message == "title: is 501 characters; the cap is 500"
+    assert refused(Invalid, lambda: a.add("  ")).message == "title: must be a non-empty string"
+    assert refused(Invalid, lambda: a.add(None)).message == "title: must be a non-empty string"  # type: ignore[arg-type]
+    assert a.add("b", body="b" * 100_000)["body"] == "b" * 100_000
+    assert refused(Invalid, lambda: a.add("b", body="b" * 100_001)).message == "body: is 100001 characters; the cap is 100000"
+    assert refused(Invalid, lambda: a.add("b", body=3)).message == "body: must be a string"  # type: ignore[arg-type]
+    t = a.add("n", body=None)  # type: ignore[arg-type]
+    assert t["body"] == "" and a.add("m", body="  ")["body"] == "  "  # an optional text may be blank
+    c = a.claim(t["id"])
+    assert a.checkpoint(t["id"], c.token, "n" * 20_000)["checkpoints"][-1]["note"] == "n" * 20_000
+    e = refused(Invalid, lambda: a.checkpoint(t["id"], c.token, "n" * 20_001))
+    assert e.message == "note: is 20001 characters; the cap is 20000"
+    assert refused(Invalid, lambda: a.fail(t["id"], c.token, reason="r" * 20_001)).field == "reason"
+    assert refused(Invalid, lambda: a.done(t["id"], c.token, result="r" * 100_001)).field == "result"
+    assert a.done(t["id"], c.token, result="r" * 100_000)["result"] == "r" * 100_000
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, False, "1", 1.0, None])
+def test_a_bad_token_is_named_with_what_was_given(st: comity.Store, bad: Any) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    a.claim(t["id"])
+    e = refused(Invalid, lambda: a.renew(t["id"], bad))
+    assert e.field == "token" and e.message == f"token: must be the fencing token your claim returned, got {bad!r}"
+    assert refused(Invalid, lambda: a.write("notes/x", 1, task=t["id"], token=bad)).field == "token"
+
+
+def test_lease_lengths_at_their_edges(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t1, t2, t3 = a.add("a"), a.add("b"), a.add("c")
+    now = st.session().now()
+    assert a.claim(t1["id"]).expires == now + 300.0  # the store's default lease
+    week = a.claim(t2["id"], ttl=604_800)
+    assert week.expires == now + 604_800.0
+    assert a.claim(t3["id"], ttl=0.5).expires == now + 0.5
+    for bad in (604_800.5, 0, -1, float("nan"), "10", True):
+        e = refused(Invalid, lambda: a.renew(t2["id"], week.token, ttl=bad))
+        assert e.field == "ttl" and e.message == f"ttl: must be seconds in (0, 604800], got {bad!r}"
+    r = a.renew(t2["id"], week.token, ttl=7)
+    assert r == {"id": "T-2", "token": week.token, "expires": now + 7.0, "ttl": 7.0}
+    assert a.renew(t2["id"], week.token)["ttl"] == 7.0  # a renewal without a length keeps the last one
+    clock.advance(2)
+    assert a.renew(t2["id"], week.token, ttl=604_800)["expires"] == now + 2 + 604_800.0
+
+
+def test_labels_are_deduplicated_in_order_and_each_one_checked(st: comity.Store) -> None:
+    a = board(st, "alice")
+    assert a.add("x", labels=["b", "a", "b", "l" * 64])["labels"] == ["b", "a", "l" * 64]
+    assert a.add("y", labels=iter(["z"]))["labels"] == ["z"]
+    for bad in ([""], ["l" * 65], [3], ["ok", None]):
+        e = refused(Invalid, lambda: a.add("z", labels=bad))
+        assert e.message == "labels: each label is a string of 1 to 64 characters"
+    assert [t["id"] for t in a.tasks()] == ["T-1", "T-2"]
+
+
+def test_an_agentless_session_is_refused_on_every_change(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    nobody = board(st, None)
+    for call in (lambda: nobody.add("x"), lambda: nobody.claim(t["id"]), lambda: nobody.claim_next(),
+                 lambda: nobody.assign(t["id"], "bob"), lambda: nobody.done(t["id"], c.token),
+                 lambda: nobody.checkpoint(t["id"], c.token, "n"), lambda: nobody.release(t["id"], c.token),
+                 lambda: nobody.fail(t["id"], c.token), lambda: nobody.write("notes/a", 1, task=t["id"], token=c.token)):
+        e = refused(Invalid, call)
+        assert e.field == "agent" and e.message == "agent: task changes need an agent name"
+    assert nobody.show(t["id"])["id"] == "T-1"  # reading needs no name
+
+
+# ------------------------------------------------------------------ reads
+
+
+def test_an_unknown_task_is_not_found_with_the_next_step(st: comity.Store) -> None:
+    a = board(st, "alice")
+    for call in (lambda: a.show("T-9"), lambda: a.claim("T-9"), lambda: a.assign("T-9", "bob"),
+                 lambda: a.done("T-9", 1), lambda: a.checkpoint("T-9", 1, "n")):
+        e = refused(NotFound, call)
+        assert e.message == "no task T-9" and e.details == {"id": "T-9"} and e.next == (LIST,)
+
+
+def test_the_state_filter_names_the_states(st: comity.Store) -> None:
+    a = board(st, "alice")
+    e = refused(Invalid, lambda: a.tasks(status="closed"))
+    assert e.field == "state"
+    assert e.message == ("state: 'closed' is not a task state; use one of: open, claimed, orphaned, submitted, done, failed"
+                         " (or none for every task)")
+    long = refused(Invalid, lambda: a.tasks(status="x" * 100))
+    assert long.message.startswith("state: '" + "x" * 39 + " is not a task state")
+    assert STATES == ("open", "claimed", "orphaned", "submitted", "done", "failed")
+
+
+def test_an_expired_lease_makes_a_task_orphaned_at_the_instant_it_expires(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t, u, w = a.add("x"), a.add("y"), a.add("z")
+    c = a.claim(t["id"], ttl=10)
+    cu = a.claim(u["id"], ttl=20)
+    a.done(w["id"], a.claim(w["id"]).token)
+    clock.advance(9.5)
+    shown = a.show(t["id"])
+    assert shown["state"] == "claimed" and shown["lease"] == {"holder": "alice", "token": c.token, "expires": c.expires}
+    clock.advance(0.5)  # expires == now: gone
+    shown = a.show(t["id"])
+    assert shown["state"] == "orphaned" and shown["lease"] is None and shown["status"] == "claimed"
+    assert [x["id"] for x in a.tasks(status="orphaned")] == ["T-1"]
+    assert [x["id"] for x in a.tasks(status="claimed")] == ["T-2"]
+    assert [x["id"] for x in a.tasks(status="done")] == ["T-3"]
+    assert a.tasks(status="done")[0]["lease"] is None
+    assert {x["id"]: x["lease"] for x in a.tasks()}["T-2"] == {"holder": "alice", "token": cu.token, "expires": cu.expires}
+    # released: the lease row stays, with no holder; the task is open again, not orphaned
+    a.release(u["id"], cu.token)
+    assert a.show(u["id"])["state"] == "open" and a.show(u["id"])["lease"] is None
+
+
+def test_ready_lists_orphans_first_then_the_queue_each_for_whom_it_may_be(st: comity.Store, clock: VirtualClock) -> None:
+    tri = board(st, "triage")
+    ids = [tri.add(f"t{i}")["id"] for i in range(11)]  # T-1 .. T-11
+    tri.assign("T-3", "alice")
+    tri.assign("T-10", "alice")
+    tri.assign("T-11", "bob")
+    tri.add("waits", deps=["T-1"])  # T-12
+    alice, bob = board(st, "alice"), board(st, "bob")
+    c10 = alice.claim("T-10", ttl=5)
+    c2 = bob.claim("T-2", ttl=5)
+    bob.claim("T-11", ttl=5)
+    alice.claim("T-4", ttl=500)
+    clock.advance(6)  # T-2, T-10, T-11 are orphaned; T-4 is still held
+    mine = alice.ready()
+    assert [t["id"] for t in mine] == ["T-2", "T-10", "T-1", "T-3", "T-5", "T-6", "T-7", "T-8", "T-9"]
+    assert [t["state"] for t in mine[:2]] == ["orphaned", "orphaned"] and mine[0]["title"] == "t1"
+    assert mine[0]["lease"] is None and mine[0]["claimed_by"] == "bob" and "context" in mine[0]
+    assert mine[2]["state"] == "open" and mine[2]["title"] == "t0" and mine[2]["lease"] is None and mine[2]["context"]
+    assert [t["id"] for t in bob.ready()] == ["T-2", "T-11", "T-1", "T-5", "T-6", "T-7", "T-8", "T-9"]
+    stubs = alice.ready(full=False)
+    assert stubs[2] == {"id": "T-1", "state": "open", "assignee": None, "deps": []}
+    assert stubs[3] == {"id": "T-3", "state": "open", "assignee": "alice", "deps": []}
+    # the limit bounds the expired leases read (in the order of their keys: @task/T-10,
+    # @task/T-11, @task/T-2) as well as the answer
+    assert [t["id"] for t in alice.ready(limit=1)] == ["T-10"]
+    assert [t["id"] for t in alice.ready(limit=2)] == ["T-10", "T-1"]
+    assert [t["id"] for t in alice.ready(limit=3)] == ["T-2", "T-10", "T-1"]
+    assert [t["id"] for t in bob.ready(limit=4)] == ["T-2", "T-11", "T-1", "T-5"]
+    # once T-1 is done, what waits on it is ready; an orphan that waits on undone work is not
+    c1 = alice.claim("T-1")
+    alice.done("T-1", c1.token)
+    assert "T-12" in [t["id"] for t in bob.ready()]
+    assert bob.ready(full=False)[-1] == {"id": "T-12", "state": "open", "assignee": None, "deps": ["T-1"]}
+    assert c2.token and c10.token and ids
+
+
+# ------------------------------------------------------------------ add
+
+
+def test_add_writes_the_record_and_its_queue_marker(st: comity.Store) -> None:
+    a = board(st, "alice")
+    a.add("base")
+    t = a.add("x", body="b", deps=["1", "T-1"], labels=["l"], assignee="bob")
+    assert {k: t[k] for k in ("id", "title", "body", "labels", "deps", "status", "assignee", "claimed_by", "checkpoints",
+                              "result", "created_by", "completed_by", "done_token", "attempts", "state", "lease")} == {
+        "id": "T-2", "title": "x", "body": "b", "labels": ["l"], "deps": ["T-1", "T-1"], "status": "open", "assignee": "bob",
+        "claimed_by": None, "checkpoints": [], "result": None, "created_by": "alice", "completed_by": None,
+        "done_token": None, "attempts": 0, "state": "open", "lease": None}
+    assert t["news"] == []
+    assert ops_of(st, "@task/T-2") == ["task.add"]
+    assert ops_of(st, "@open/000000000002") == ["task.open"]
+    assert st.session().get("@open/000000000002").values == [{"id": "T-2", "assignee": "bob", "deps": ["T-1", "T-1"]}]
+    e = refused(NotFound, lambda: a.add("y", deps=["T-1", "T-7"]))
+    assert e.message == "dependency T-7 does not exist; add it first" and e.details == {"field": "deps"}
+
+
+def test_assigning_to_a_name_that_never_acted_warns(st: comity.Store) -> None:
+    from comity.server.auth import issue_token
+
+    a = board(st, "alice")
+    t = a.add("x", assignee="nobody-yet")
+    assert t["warning"] == ("no agent named 'nobody-yet' has acted in this store yet; the task waits for it."
+                            " If that is not the name you meant, assign it again")
+    assert "warning" not in a.add("y", assignee="alice")  # oneself
+    st.session("bob").put("notes/hello", 1)
+    assert "warning" not in a.assign(t["id"], "bob")  # bob has acted
+    issue_token(st.session("admin"), "carol")
+    assert "warning" not in a.assign(t["id"], "carol")  # carol was issued a token
+    assert "warning" not in a.assign(t["id"], None)
+    assert a.assign(t["id"], "dave")["warning"].startswith("no agent named 'dave' has acted")
+
+
+def test_add_with_a_request_id_is_answered_from_its_record(st: comity.Store) -> None:
+    a = board(st, "alice")
+    req = Request("req-1", "digest-a")
+    first = a.add("x", labels=["l"], request=req)
+    assert first["id"] == "T-1" and "replayed" not in first
+    again = a.add("x", labels=["l"], request=req)
+    assert again["replayed"] is True and again["news"] == [] and again["state"] == "open" and again["lease"] is None
+    assert again["id"] == "T-1" and again["labels"] == ["l"] and again["context"] == first["context"]
+    assert a.add("y")["id"] == "T-2"  # the retry took no number
+    e = refused(Invalid, lambda: a.add("other", request=Request("req-1", "digest-b")))
+    assert e.field == "request_id"
+    assert e.message == "request_id: 'req-1' was already used for a different request; use a new id for a new request"
+    long = refused(Invalid, lambda: a.add("other", request=Request("r" * 80, "d")) if a.add("z", request=Request("r" * 80, "c")) else None)
+    assert long.message == f"request_id: {'r' * 60!r} was already used for a different request; use a new id for a new request"
+
+
+# ------------------------------------------------------------------ assign
+
+
+def test_assign_moves_the_queue_marker_and_refuses_closed_tasks(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t = tri.add("x", deps=[])
+    u = tri.add("y", deps=[t["id"]])
+    got = tri.assign(u["id"], "alice")
+    assert got["assignee"] == "alice" and got["state"] == "open" and got["lease"] is None
+    assert ops_of(st, "@task/T-2")[-1] == "task.assign"
+    assert st.session().get("@open/000000000002").values == [{"id": "T-2", "assignee": "alice", "deps": ["T-1"]}]
+    assert ops_of(st, "@open/000000000002") == ["task.open", "task.open"]
+    a = board(st, "alice")
+    c = a.claim(t["id"])
+    claimed = tri.assign(t["id"], "alice")  # a claimed task has no marker: none is written
+    assert claimed["state"] == "claimed" and claimed["lease"]["token"] == c.token
+    assert st.session().get("@open/000000000001").values == []
+    a.done(t["id"], c.token)
+    e = refused(StaleContext, lambda: tri.assign(t["id"], "bob"))
+    assert e.message == "task T-1 is done (by alice); it cannot be assigned" and e.key == "@task/T-1"
+    cu = a.claim(u["id"])
+    a.fail(u["id"], cu.token, reason="no")
+    e = refused(StaleContext, lambda: tri.assign(u["id"], None))
+    assert e.message == "task T-2 is failed (by alice); it cannot be assigned"
+
+
+def test_assign_with_a_request_id_is_answered_from_its_record(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t = tri.add("x")
+    req = Request("as-1", "d")
+    first = tri.assign(t["id"], "alice", request=req)
+    head = st.session().head()
+    again = tri.assign(t["id"], "alice", request=req)
+    assert again["replayed"] is True and again["news"] == [] and again["assignee"] == "alice"
+    assert again["context"] == first["context"] and st.session().head() == head
+
+
+# ------------------------------------------------------------------ claim refusals
+
+
+def test_a_claim_on_an_old_read_names_every_change_it_missed(st: comity.Store) -> None:
+    tri, bob = board(st, "triage"), board(st, "bob")
+    t = tri.add("x")
+    ctx = bob.show(t["id"])["context"]
+    seen = st.session().head()
+    tri.assign(t["id"], "carol")
+    tri.assign(t["id"], None)
+    st.session("carol").put("notes/unrelated", 1)
+    e = refused(StaleContext, lambda: bob.claim(t["id"], context=ctx))
+    assert e.message == "task T-1 changed since you read it: assigned to carol by triage, then assigned to nobody by triage"
+    assert e.key == "@task/T-1"
+    # each assign also rewrote the queue marker (seen + 2, seen + 4): not the task's news
+    assert e.details["missed"] == [seen + 1, seen + 3]
+    assert [(n["op"], n["pos"]) for n in e.news] == [("task.assign", seen + 1), ("task.assign", seen + 3)]
+    assert all("value" not in n for n in e.news)
+    assert e.next == (Step("task_show", {"id": "T-1"}, "read it again"), READY)
+    [note] = events_of(st, "@task/T-1", "task.claim-refused")
+    assert note["agent"] == "bob" and note["seen"] == seen and note["reason"] == e.message
+    assert note["missed"] == [seen + 1, seen + 3]
+
+
+def test_changes_that_do_not_matter_to_a_claim_do_not_refuse_it(st: comity.Store) -> None:
+    tri, bob = board(st, "triage"), board(st, "bob")
+    t = tri.add("x")
+    ctx = bob.show(t["id"])["context"]
+    tri.assign(t["id"], "bob")  # assigned to me: not a reason to refuse
+    c = bob.claim(t["id"], context=ctx)
+    assert c.task["claimed_by"] == "bob"
+    ctx2 = bob.show(t["id"])["context"]
+    bob.checkpoint(t["id"], c.token, "progress")  # a checkpoint does not matter
+    bob.release(t["id"], c.token)  # a release does
+    e = refused(StaleContext, lambda: bob.claim(t["id"], context=ctx2))
+    assert e.message == "task T-1 changed since you read it: released by bob"
+    assert [n["op"] for n in e.news] == ["task.release"]
+
+
+def test_claim_refusals_for_closed_assigned_and_waiting_tasks(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    a, b = board(st, "alice"), board(st, "bob")
+    done_t, failed_t = tri.add("d"), tri.add("f")
+    a.done(done_t["id"], a.claim(done_t["id"]).token)
+    a.fail(failed_t["id"], a.claim(failed_t["id"]).token)
+    e = refused(StaleContext, lambda: b.claim(done_t["id"]))
+    assert e.message == "task T-1 was completed by alice" and e.next == (READY,) and e.key == "@task/T-1"
+    e = refused(StaleContext, lambda: b.claim(failed_t["id"]))
+    assert e.message == "task T-2 was failed by alice" and e.next == (READY,)
+    assigned = tri.add("for carol", assignee="carol")
+    e = refused(StaleContext, lambda: b.claim(assigned["id"]))
+    assert e.message == "task T-3 is assigned to carol; only the assignee may claim it"
+    assert e.details["assignee"] == "carol" and e.next == (READY,)
+    base, other = tri.add("base"), tri.add("other")
+    top = tri.add("top", deps=[base["id"], other["id"], done_t["id"]])
+    e = refused(StaleContext, lambda: b.claim(top["id"]))
+    assert e.message == "task T-6 waits on T-4, T-5, T-1; claim it once they are done"
+    assert e.next == (Step("task_show", {"id": "T-4"}, "see what it waits on"), READY)
+    notes = events_of(st, "@task/T-6", "task.claim-refused")
+    assert [n["reason"] for n in notes] == [e.message] and "seen" not in notes[0]
+    assert events_of(st, "@task/T-3", "task.claim-refused")[0]["assignee"] == "carol"
+
+
+def test_a_claimed_task_is_refused_with_its_holder_token_and_time_left(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    c = board(st, "carol").claim(t["id"], ttl=600)
+    clock.advance(100.4)
+    e = refused(StaleContext, lambda: board(st, "bob").claim(t["id"]))
+    assert e.message == f"task T-1 is claimed by carol (token {c.token}, 500s left)"
+    assert e.details["holder"] == "carol" and e.next == (READY,)
+    e = refused(StaleContext, lambda: board(st, "carol").claim(t["id"]))  # one's own claim too
+    assert e.message == f"task T-1 is claimed by carol (token {c.token}, 500s left)"
+    assert [n["holder"] for n in events_of(st, "@task/T-1", "task.claim-refused")] == ["carol", "carol"]
+
+
+def test_steal_needs_a_suspected_holder_or_is_one_s_own(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    alice, bob = board(st, "alice"), board(st, "bob")
+    ca = alice.claim(t["id"], ttl=3600)
+    e = refused(StaleContext, lambda: bob.claim(t["id"], steal=True))
+    assert e.message == ("task T-1 is held by alice, who is not suspected (phi 0.0); stealing takes only a suspected"
+                         " agent's task")
+    assert e.details["holder"] == "alice" and e.next == (READY,)
+    # one's own claim may be taken again with steal: a greater token, the attempt counted
+    again = alice.claim(t["id"], steal=True, ttl=60)
+    assert again.token == ca.token + 1 and again.task["attempts"] == 2 and again.expires == st.session().now() + 60
+    assert ops_of(st, "@lease/@task/T-1")[-1] == "steal"
+    with pytest.raises(Fenced):
+        alice.checkpoint(t["id"], ca.token, "old token")
+    # a suspected holder: a regular rhythm, then silence far past the default ttl
+    for i in range(10):
+        clock.advance(10)
+        alice.checkpoint(t["id"], again.token, f"step {i}", ttl=3600)
+    clock.advance(1000)
+    cb = bob.claim(t["id"], steal=True)
+    assert cb.token == again.token + 1 and cb.task["claimed_by"] == "bob" and cb.task["attempts"] == 3
+    assert cb.handoff[-1]["note"] == "step 9" and len(cb.handoff) == 10
+
+
+def test_a_suspected_but_live_holder_is_refused_without_steal_naming_its_phi(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    alice, bob = board(st, "alice"), board(st, "bob")
+    ca = alice.claim(t["id"], ttl=3600)
+    for i in range(10):
+        clock.advance(10)
+        alice.checkpoint(t["id"], ca.token, f"step {i}", ttl=3600)
+    clock.advance(250)  # silent, but not past the default 300 s: not suspected, phi high
+    e = refused(StaleContext, lambda: bob.claim(t["id"], steal=True))
+    assert "who is not suspected (phi " in e.message and "(phi 0.0)" not in e.message
+
+
+# ------------------------------------------------------------------ claims
+
+
+def test_a_claim_takes_the_lease_marks_the_task_and_removes_its_marker(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    a_cp = a.claim(t["id"])
+    a.checkpoint(t["id"], a_cp.token, "first")
+    a.release(t["id"], a_cp.token)
+    assert st.session().get("@open/000000000001").values == [{"id": "T-1", "assignee": None, "deps": []}]
+    assert ops_of(st, "@open/000000000001") == ["task.open", "task.claimed", "task.open"]
+    b = board(st, "bob")
+    c = b.claim(t["id"], ttl=42)
+    assert c.token == a_cp.token + 1 and c.expires == st.session().now() + 42
+    assert c.handoff == [{"agent": "alice", "token": a_cp.token, "note": "first", "at": st.session().now()}]
+    assert c.task["state"] == "claimed" and c.task["claimed_by"] == "bob" and c.task["attempts"] == 2
+    assert c.task["lease"] == {"holder": "bob", "token": c.token, "expires": c.expires}
+    assert st.session().get("@open/000000000001").values == []
+    assert ops_of(st, "@task/T-1")[-1] == "task.claim"
+    assert c.replayed is False and c.news == []
+
+
+def test_a_claim_with_a_request_id_is_answered_from_its_record(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    req = Request("cl-1", "d")
+    first = a.claim(t["id"], request=req, ttl=50)
+    head = st.session().head()
+    again = a.claim(t["id"], request=req, ttl=50)
+    assert again.replayed is True and again.news == [] and st.session().head() == head
+    assert (again.token, again.expires) == (first.token, first.expires)
+    assert again.task["lease"] == first.task["lease"] and again.task["state"] == "claimed"
+    assert again.task["context"] == first.task["context"] and again.handoff == []
+    assert again.to_json()["replayed"] is True
+    nxt = a.claim_next(request=req)  # claim_next answers a retry the same way
+    assert nxt.replayed is True and nxt.token == first.token
+
+
+def test_claim_next_refuses_with_the_next_step_when_nothing_is_ready(st: comity.Store) -> None:
+    a = board(st, "alice")
+    e = refused(NotFound, lambda: a.claim_next())
+    assert e.message == "nothing is ready to claim" and e.next == (LIST,)
+    a.add("x", assignee="bob")
+    assert refused(NotFound, lambda: a.claim_next()).message == "nothing is ready to claim"
+    c = board(st, "bob").claim_next(ttl=30)
+    assert c.task["id"] == "T-1" and c.expires == st.session().now() + 30
+    assert ops_of(st, "@task/T-1").count("task.claim-refused") == 0
+
+
+def test_claim_next_spreads_over_the_first_eight_ready_tasks(make_store: Callable[..., comity.Store], clock: VirtualClock) -> None:
+    picked = set()
+    for n in range(6):
+        st = make_store(f"s{n}.db", clock=clock)
+        tri = board(st, "triage")
+        for i in range(12):
+            tri.add(f"t{i}")
+        for _ in range(3):
+            picked.add(int(board(st, "alice").claim_next().task["id"][2:]))
+    assert picked <= set(range(1, 11)) and max(picked) > 1  # never beyond the first 8 still ready
+
+
+# ------------------------------------------------------------------ fenced verbs
+
+
+def test_a_superseded_token_is_refused_as_fenced_and_logged(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    alice, bob = board(st, "alice"), board(st, "bob")
+    ca = alice.claim(t["id"], ttl=10)
+    clock.advance(11)
+    cb = bob.claim(t["id"])
+    for action, call in (("checkpoint", lambda: alice.checkpoint(t["id"], ca.token, "n")),
+                         ("release", lambda: alice.release(t["id"], ca.token)),
+                         ("fail", lambda: alice.fail(t["id"], ca.token)),
+                         ("renew", lambda: alice.renew(t["id"], ca.token)),
+                         ("done", lambda: alice.done(t["id"], ca.token))):
+        e = refused(Fenced, call)
+        assert e.next == (READY,) and e.details["current"] == cb.token and e.details["holder"] == "bob"
+        note = events_of(st, "@task/T-1", "task.fenced")[-1]
+        assert note["agent"] == "alice"
+        assert noted(note) == {"action": action, "token": ca.token, "error": "fenced", "reason": e.message[:500],
+                                 "current": cb.token, "holder": "bob"}
+
+
+def test_an_expired_token_is_told_to_claim_again(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    alice = board(st, "alice")
+    ca = alice.claim(t["id"], ttl=10)
+    clock.advance(10)
+    again = Step("task_claim", {"id": "T-1"}, "claim it again: you get it back if nobody took it")
+    for action, call in (("checkpoint", lambda: alice.checkpoint(t["id"], ca.token, "n")),
+                         ("renew", lambda: alice.renew(t["id"], ca.token)),
+                         ("release", lambda: alice.release(t["id"], ca.token)),
+                         ("fail", lambda: alice.fail(t["id"], ca.token)),
+                         ("done", lambda: alice.done(t["id"], ca.token)),
+                         ("write", lambda: alice.write("notes/a", 1, task=t["id"], token=ca.token))):
+        e = refused(LeaseExpired, call)
+        assert e.next == (again,), action
+        if action != "write":
+            note = events_of(st, "@task/T-1", "task.fenced")[-1]
+            assert noted(note) == {"action": action, "token": ca.token, "error": "lease_expired", "reason": e.message}
+    assert len(events_of(st, "@task/T-1", "task.fenced")) == 5
+    assert alice.claim(t["id"]).token == ca.token + 1  # nobody took it: claimed back
+
+
+def test_release_reopens_with_the_marker_of_the_record(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    tri.add("base")
+    t = tri.add("x", deps=[], assignee="alice")
+    a = board(st, "alice")
+    c = a.claim(t["id"])
+    r = a.release(t["id"], c.token)
+    assert r["state"] == "open" and r["status"] == "open" and r["claimed_by"] is None and r["lease"] is None
+    assert r["assignee"] == "alice" and r["attempts"] == 1
+    assert st.session().get("@open/000000000002").values == [{"id": "T-2", "assignee": "alice", "deps": []}]
+    assert ops_of(st, "@task/T-2")[-1] == "task.release"
+    assert ops_of(st, "@lease/@task/T-2")[-1] == "release"
+    req = Request("rel", "d")
+    c2 = a.claim(t["id"])
+    first = a.release(t["id"], c2.token, request=req)
+    again = a.release(t["id"], c2.token, request=req)
+    assert again["replayed"] is True and again["news"] == [] and again["state"] == "open"
+    assert again["context"] == first["context"] and again["lease"] is None
+
+
+def test_checkpoint_keeps_the_last_fifty_and_renews_for_the_claimed_length(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"], ttl=100)
+    for i in range(51):
+        clock.advance(1)
+        cp = a.checkpoint(t["id"], c.token, f"n{i}")
+    now = st.session().now()
+    assert len(cp["checkpoints"]) == 50
+    assert cp["checkpoints"][0]["note"] == "n1" and cp["checkpoints"][-1] == {"agent": "alice", "token": c.token, "note": "n50", "at": now}
+    assert cp["state"] == "claimed" and cp["lease"] == {"holder": "alice", "token": c.token, "expires": now + 100}
+    assert ops_of(st, "@task/T-1")[-1] == "task.checkpoint"
+    cp = a.checkpoint(t["id"], c.token, "longer", ttl=1000)
+    assert cp["lease"]["expires"] == now + 1000
+    req = Request("cp", "d")
+    first = a.checkpoint(t["id"], c.token, "once", request=req)
+    again = a.checkpoint(t["id"], c.token, "once", request=req)
+    assert again["replayed"] is True and again["news"] == [] and again["checkpoints"][-1]["note"] == "once"
+    assert again["lease"] == {"holder": "alice", "token": c.token, "expires": now + 1000}
+    assert again["context"] == first["context"] and again["state"] == "claimed"
+    assert [x["note"] for x in a.show(t["id"])["checkpoints"]].count("once") == 1
+
+
+def test_fail_records_who_why_and_with_which_token(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    f = a.fail(t["id"], c.token)
+    assert f["state"] == "failed" and f["result"] == "" and f["completed_by"] == "alice" and f["done_token"] == c.token
+    assert f["lease"] is None and ops_of(st, "@task/T-1")[-1] == "task.fail"
+    assert st.session().get("@open/000000000001").values == []
+
+
+def test_renew_with_a_request_id_is_answered_from_its_record(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    req = Request("rn", "d")
+    first = a.renew(t["id"], c.token, ttl=60, request=req)
+    assert "replayed" not in first
+    clock.advance(5)
+    again = a.renew(t["id"], c.token, ttl=60, request=req)
+    assert again == {**first, "replayed": True}
+    assert ops_of(st, "@lease/@task/T-1").count("renew") == 1
+
+
+# ------------------------------------------------------------------ done
+
+
+def test_done_after_completion_says_whose_completion_it_was(st: comity.Store, clock: VirtualClock) -> None:
+    t = board(st, "triage").add("x")
+    alice, bob = board(st, "alice"), board(st, "bob")
+    ca = alice.claim(t["id"], ttl=10)
+    clock.advance(11)
+    cb = bob.claim(t["id"])
+    bob.done(t["id"], cb.token, result="fixed")
+    e = refused(Fenced, lambda: alice.done(t["id"], ca.token))
+    assert e.message == (f"token {ca.token} for task T-1 was superseded: bob completed it with token {cb.token};"
+                         " stop, your work on it does not count")
+    assert e.details == {"resource": "@task/T-1", "token": ca.token, "current": cb.token, "holder": "bob"}
+    assert e.next == (READY,)
+    e = refused(Fenced, lambda: alice.done(t["id"], cb.token))
+    assert e.message == f"task T-1 was already completed by bob with token {cb.token}, which is bob's, not alice's"
+    assert e.details == {"resource": "@task/T-1", "token": cb.token, "holder": "bob"} and e.next == ()
+    e = refused(Fenced, lambda: bob.done(t["id"], cb.token + 5))
+    assert e.message == (f"task T-1 was already completed by bob (token {cb.token});"
+                         f" no lease on it was ever granted with token {cb.token + 5}")
+    assert e.details == {"resource": "@task/T-1", "token": cb.token + 5, "current": cb.token} and e.next == ()
+    notes = [noted(n) for n in events_of(st, "@task/T-1", "task.fenced")]
+    assert notes[0] == {"action": "done", "token": ca.token, "error": "fenced", "reason": notes[0]["reason"],
+                        "current": cb.token, "holder": "bob"}
+    assert notes[1] == {"action": "done", "token": cb.token, "error": "fenced", "reason": notes[1]["reason"], "holder": "bob"}
+    assert notes[2] == {"action": "done", "token": cb.token + 5, "error": "fenced", "reason": notes[2]["reason"],
+                        "current": cb.token}
+    shown = bob.done(t["id"], cb.token)
+    assert shown["replayed"] is True and shown["result"] == "fixed" and shown["state"] == "done"
+
+
+def test_done_writes_the_completion_and_releases_the_lease(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    d = a.done(t["id"], c.token, result="ok")
+    assert d["state"] == "done" and d["status"] == "done" and d["result"] == "ok" and d["completed_by"] == "alice"
+    assert d["done_token"] == c.token and d["lease"] is None and "changes" not in d
+    assert ops_of(st, "@task/T-1")[-1] == "task.done" and ops_of(st, "@lease/@task/T-1")[-1] == "release"
+    req = Request("dn", "d")
+    u = a.add("y")
+    cu = a.claim(u["id"])
+    first = a.done(u["id"], cu.token, result="r", request=req)
+    again = a.done(u["id"], cu.token, result="r", request=req)
+    assert again["replayed"] is True and again["news"] == [] and again["state"] == "done"
+    assert again["context"] == first["context"] and again["lease"] is None
+
+
+def test_done_with_an_old_done_token_of_none_treats_it_as_zero(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    a.done(t["id"], c.token)
+    e = refused(Fenced, lambda: board(st, "bob").done(t["id"], c.token + 1))
+    assert e.details["current"] == c.token and "ever granted with token 2" in e.message
+
+
+# ------------------------------------------------------------------ write
+
+
+def test_write_under_a_claim_and_its_refusals(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    w = a.write("notes/a", {"v": 1}, task="1", token=c.token)
+    assert (w.key, w.op, w.values) == ("notes/a", "put", [{"v": 1}]) and w.replayed is False
+    w2 = a.write("notes/a", 2, task=t["id"], token=c.token, context=w.context)
+    assert w2.values == [2]
+    sib = a.write("notes/a", 3, task=t["id"], token=c.token, context=w.context, keep_both=True)
+    assert sorted(sib.values) == [2, 3]
+    e = refused(Invalid, lambda: a.write("notes/b", float("nan"), task=t["id"], token=c.token))
+    assert e.field == "value" and not e.message.startswith("value: ops[0]")
+    assert refused(Invalid, lambda: a.write("@task/T-1", 1, task=t["id"], token=c.token)).field == "key"
+    assert refused(Invalid, lambda: a.write("notes/b", 1, task="nope", token=c.token)).field == "task"
+    req = Request("wr", "d")
+    first = a.write("notes/r", 1, task=t["id"], token=c.token, request=req)
+    again = a.write("notes/r", 1, task=t["id"], token=c.token, request=req)
+    assert again.replayed is True and again.pos == first.pos
+    e = refused(Fenced, lambda: board(st, "bob").write("notes/a", 9, task=t["id"], token=c.token))
+    assert e.next == (READY,)
+    assert sorted(st.session().get("notes/a").values) == [2, 3]
+
+
+# ------------------------------------------------------------------ why
+
+
+def test_why_of_a_task_merges_its_lease_history_in_log_order(st: comity.Store, clock: VirtualClock) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    a.done(t["id"], c.token)
+    w = why(st.session(), "1")
+    assert w["target"] == "1" and w["key"] == "@task/T-1"
+    ops = [(h["op"], h["key"]) for h in w["history"]]
+    assert ops == [("task.add", "@task/T-1"), ("acquire", "@lease/@task/T-1"), ("task.claim", "@task/T-1"),
+                   ("task.done", "@task/T-1"), ("release", "@lease/@task/T-1")]
+    assert [h["pos"] for h in w["history"]] == sorted(h["pos"] for h in w["history"])
+    assert all("value" not in h and "session" not in h and "dot" not in h and "replica" not in h for h in w["history"])
+    assert w["explanations"] == [] and w["changes"] == []
+    # the limit is per log: the task's first two events and its lease's
+    assert [h["op"] for h in why(st.session(), "T-1", limit=2)["history"]] == ["task.add", "acquire", "task.claim", "release"]
+
+
+def test_why_of_a_key_says_who_did_not_see_whom(st: comity.Store) -> None:
+    s = st.session("carol")
+    s.put("k", 1)
+    base = s.get("k")
+    st.session("dave").put("k", 2, context=base.context)
+    st.session("erin").put("k", 3, context=base.context, keep_both=True)
+    ctx = st.session().get("k").context
+    st.session("carol").put("k", 4, context=ctx)
+    w = why(st.session(), "k")
+    assert w["key"] == "k" and "changes" not in w
+    p = [h["pos"] for h in w["history"]]
+    assert "did_not_see" not in w["history"][0] and "had_seen_up_to" not in w["history"][0]
+    assert w["history"][1]["had_seen_up_to"] == p[0] and w["history"][1]["did_not_see"] == []
+    assert w["history"][2]["did_not_see"] == [p[1]]
+    assert w["history"][3]["did_not_see"] == [] and w["history"][3]["had_seen_up_to"] == p[2]
+    assert w["explanations"] == [f"erin's put (pos {p[2]}) did not see dave's put (pos {p[1]}): they were concurrent"
+                                 " (kept both as siblings)"]
+
+
+def test_why_of_a_key_nobody_wrote_and_of_a_bad_target(st: comity.Store) -> None:
+    e = refused(NotFound, lambda: why(st.session(), "T-9"))
+    assert e.message == "nothing is known about 'T-9'" and e.details == {"target": "T-9"}
+    e = refused(NotFound, lambda: why(st.session(), "notes/none"))
+    assert e.message == "nothing is known about 'notes/none'"
+    e = refused(Invalid, lambda: why(st.session(), ""))
+    assert e.field == "target"
+    st.session("alice").put("T-x", 1)  # not a task id: a key of that name
+    assert why(st.session(), "T-x")["key"] == "T-x"
+    st.session("alice").txn(ops=[comity.store.Put("@decision/d", 1)], system=True)
+    assert why(st.session(), "@decision/d")["key"] == "@decision/d"  # a system key may be asked about
+
+
+def test_why_judges_a_refused_claim_by_its_read_position(st: comity.Store) -> None:
+    tri, bob = board(st, "triage"), board(st, "bob")
+    t = tri.add("x")
+    ctx = bob.show(t["id"])["context"]
+    tri.assign(t["id"], "alice")
+    with pytest.raises(StaleContext):
+        bob.claim(t["id"], context=ctx)
+    w = why(st.session(), t["id"])
+    add, assign, note = w["history"]
+    assert note["op"] == "task.claim-refused" and add["pos"] <= note["had_seen_up_to"] < assign["pos"]
+    assert note["did_not_see"] == [assign["pos"]] and "did_not_see" not in assign
+    assert w["explanations"] == [f"bob's claim-refused (pos {note['pos']}) did not see triage's assign (pos {assign['pos']}):"
+                                 " they were concurrent (refused)"]
