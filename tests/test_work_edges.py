@@ -818,3 +818,273 @@ def test_why_judges_a_refused_claim_by_its_read_position(st: comity.Store) -> No
     assert note["did_not_see"] == [assign["pos"]] and "did_not_see" not in assign
     assert w["explanations"] == [f"bob's claim-refused (pos {note['pos']}) did not see triage's assign (pos {assign['pos']}):"
                                  " they were concurrent (refused)"]
+
+
+# ------------------------------------------------------------------ why across replicas
+
+
+@pytest.fixture
+def replicas(make_store: Callable[..., comity.Store], tmp_path: Any, clock: VirtualClock) -> Any:
+    from sync_support import make_replica
+
+    up = make_store("up.db", clock=clock)
+    made: list[Any] = []
+
+    def make(name: str) -> Any:
+        r = make_replica(up, tmp_path / f"{name}.db", clock)
+        made.append(r)
+        return r
+
+    yield up, make
+    for r in made:
+        r.store.close()
+
+
+def test_why_judges_a_write_from_another_replica_by_its_dots(replicas: Any) -> None:
+    up, make = replicas
+    up.session("carol").put("notes/plan", "v0")
+    a = make("a")
+    ctx = a.session().get("notes/plan").context
+    u = up.session("alice")
+    u.put("notes/plan", "alice's", context=u.get("notes/plan").context)
+    a.session("bob").put("notes/plan", "bob's", context=ctx)
+    a.sync()
+    here, there = up.replica_id, a.store.replica_id
+    w = why(up.session(), "notes/plan")
+    carol, alice, bob = w["history"]
+    assert "replica" not in carol and "replica" not in alice and bob["replica"] == there
+    assert alice["had_seen_up_to"] == carol["pos"] and "had_seen_up_to" not in bob  # its read position is another log's
+    assert bob["did_not_see"] == [alice["pos"]] and alice["did_not_see"] == []
+    assert w["explanations"] == [f"bob's put (pos {bob['pos']} on replica {there}) did not see alice's put"
+                                 f" (pos {alice['pos']}): they were concurrent"]
+    w = why(a.store.session(), "notes/plan")
+    carol, bob, alice = w["history"]
+    assert carol["replica"] == here and alice["replica"] == here and "replica" not in bob
+    assert w["explanations"] == [f"alice's put (pos {alice['pos']} on replica {here}) did not see bob's put"
+                                 f" (pos {bob['pos']}): they were concurrent"]
+
+
+def test_why_tells_of_work_fenced_when_it_arrived(replicas: Any, clock: VirtualClock) -> None:
+    up, make = replicas
+    up.session("carol").put("files/app.py", "v0")
+    sandbox = make("sandbox")
+    alice = sandbox.session("alice", name="alice-work")
+    t = Board(alice).add("fix the app")
+    c = Board(alice).claim(t["id"], ttl=60)
+    sandbox.wire.cut = True
+    Board(alice).write("files/app.py", "alice's", task=t["id"], token=c.token, context=alice.get("files/app.py").context)
+    clock.advance(120)
+    take = Board(up.session("bob")).claim(t["id"])
+    sandbox.wire.cut = False
+    sandbox.sync()
+    there = sandbox.store.replica_id
+    for s in (up, sandbox.store):
+        w = why(s.session(), t["id"])
+        [fenced] = [h for h in w["history"] if h["op"] == "sync.fenced"]
+        conflict = fenced["conflict"]
+        assert conflict.startswith("@conflict/")
+        assert w["explanations"] == [
+            f"alice's write of files/app.py on replica {there} under token {c.token} was fenced when it arrived:"
+            f" token {take.token} (bob) had superseded it; it is kept in {conflict} and was not applied"]
+        w = why(s.session(), "files/app.py")
+        assert w["explanations"] == [
+            f"alice's write on replica {there} was fenced when it arrived: @task/T-1 token {c.token} was superseded by"
+            f" token {take.token} (bob); it is kept in {conflict} and was not applied"]
+
+
+def test_why_says_released_when_the_lease_that_fenced_a_write_was_released(replicas: Any, clock: VirtualClock) -> None:
+    up, make = replicas
+    sandbox = make("sandbox")
+    alice = sandbox.session("alice", name="alice-work")
+    t = Board(alice).add("fix")
+    c = Board(alice).claim(t["id"], ttl=60)
+    sandbox.wire.cut = True
+    Board(alice).write("files/x.py", "alice's", task=t["id"], token=c.token)
+    clock.advance(120)
+    bob = Board(up.session("bob"))
+    take = bob.claim(t["id"])
+    bob.release(t["id"], take.token)
+    sandbox.wire.cut = False
+    sandbox.sync()
+    lines = why(up.session(), t["id"])["explanations"]
+    assert len(lines) == 1 and f"token {take.token} (released) had superseded it" in lines[0], lines
+    lines = why(up.session(), "files/x.py")["explanations"]
+    assert len(lines) == 1 and f"was superseded by token {take.token} (released);" in lines[0], lines
+
+
+# ------------------------------------------------------------------ changes on the board, and why
+
+
+def _diff(n: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def test_completing_under_a_policy_submits_and_why_follows_the_changes(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
+    a, ch = board(st, "alice"), Changes(st.session("alice"))
+    t = a.add("x")
+    c = a.claim(t["id"])
+    e = refused(NotFound, lambda: a.done(t["id"], c.token))  # no change submitted: the lease was renewed first
+    assert e.message.startswith("task T-1 is under policy default") and e.details["field"] == "change"
+    assert ops_of(st, "@lease/@task/T-1")[-1] == "renew"
+    c1 = ch.submit(t["id"], diff=_diff(1), checks=["true"])
+    c2 = ch.submit(t["id"], diff=_diff(2), checks=["true"], on=[c1["id"]])
+    d = a.done(t["id"], c.token, result="see C-2")
+    assert d["state"] == "submitted" and d["changes"] == ["C-1", "C-2"] and d["done_token"] == c.token and d["lease"] is None
+    assert ops_of(st, "@task/T-1")[-1] == "task.submitted"
+    e = refused(StaleContext, lambda: board(st, "bob").claim(t["id"]))
+    assert e.message == "task T-1 was submitted for verification by alice"
+    assert a.done(t["id"], c.token)["replayed"] is True  # the same completion, retried
+    assert [x["id"] for x in a.tasks(status="submitted")] == ["T-1"]
+    Changes(st.session("bob")).refute(c1["id"], "it breaks login")
+    w = why(st.session(), t["id"])
+    assert w["changes"] == [
+        {"id": "C-1", "state": "refuted", "author": "alice", "commit": None, "built_on": [], "tainted_by": []},
+        {"id": "C-2", "state": "tainted", "author": "alice", "commit": None, "built_on": ["C-1"], "tainted_by": ["C-1"]}]
+    assert w["explanations"] == ["C-1 by alice was refuted by bob: it breaks login",
+                                 "C-2 by alice is built on refuted work (C-1)"]
+    w = why(st.session(), " C-2")
+    assert w["target"] == " C-2" and w["key"] == "@change/C-2" and w["state"] == "tainted"
+    assert [x["id"] for x in w["built_on"]] == ["C-1"] and w["built_upon_by"] == [] and w["commits"] == [] and w["keys"] == []
+    assert w["explanations"] == ["C-2 is built on C-1 by alice, which is refuted"]
+    w = why(st.session(), "C-1")
+    assert w["explanations"] == [] and [x["id"] for x in w["built_upon_by"]] == ["C-2"] and "changes" not in w
+
+
+def test_done_under_a_policy_with_a_superseded_or_refuted_change(st: comity.Store, clock: VirtualClock) -> None:
+    from comity.work.changes import Changes
+
+    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
+    t = board(st, "triage").add("x")
+    alice, bob = board(st, "alice"), board(st, "bob")
+    ca = alice.claim(t["id"], ttl=10)
+    clock.advance(11)
+    cb = bob.claim(t["id"])
+    e = refused(Fenced, lambda: alice.done(t["id"], ca.token))  # the token is told first, not the missing change
+    assert e.details["current"] == cb.token
+    assert noted(events_of(st, "@task/T-1", "task.fenced")[-1])["action"] == "done"
+    c1 = Changes(st.session("bob")).submit(t["id"], diff=_diff(1), checks=["true"])
+    Changes(st.session("lead")).refute(c1["id"], "wrong")
+    e = refused(StaleContext, lambda: bob.done(t["id"], cb.token))
+    assert e.message == "task T-1: your change C-1 was refuted: wrong; fix it and submit a new change"
+    assert bob.show(t["id"])["state"] == "claimed"
+
+
+class _Interfering(Board):
+    """A board that lets another agent act once (or every time) just before its own write."""
+
+    def __init__(self, session: comity.Session, act: Callable[[str], Any], *, hook: str, times: int = 1) -> None:
+        super().__init__(session)
+        self.act, self.hook, self.times = act, hook, times
+
+    def _fire(self, name: str, task_id: str) -> None:
+        if name == self.hook and self.times > 0:
+            self.times -= 1
+            self.act(task_id)
+
+    def _lease(self, task_id: str) -> Any:
+        got = super()._lease(task_id)
+        self._fire("lease", task_id)
+        return got
+
+    def _read(self, task_id: str) -> Any:
+        got = super()._read(task_id)
+        self._fire("read", task_id)
+        return got
+
+    def _fenced(self, task_id: str, *args: Any, **kw: Any) -> Any:
+        self._fire("fenced", task_id)
+        return super()._fenced(task_id, *args, **kw)
+
+
+def test_a_claim_that_loses_the_race_for_the_lease_names_the_winner(st: comity.Store) -> None:
+    t = board(st, "triage").add("x")
+    bob = _Interfering(st.session("bob"), lambda tid: board(st, "carol").claim(tid), hook="lease")
+    e = refused(StaleContext, lambda: bob.claim(t["id"]))
+    assert e.message == "task T-1 was just claimed by carol" and e.details["holder"] == "carol" and e.next == (READY,)
+    [note] = events_of(st, "@task/T-1", "task.claim-refused")
+    assert note["agent"] == "bob" and note["holder"] == "carol" and note["reason"] == e.message
+
+
+def test_a_claim_whose_task_moved_between_read_and_write_looks_again(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t, u = tri.add("x"), tri.add("y")
+    bob = _Interfering(st.session("bob"), lambda tid: tri.assign(tid, "bob"), hook="lease")
+    c = bob.claim(t["id"])  # the first write is refused (the record moved), the second is made
+    assert c.token == 1 and c.task["assignee"] == "bob" and c.task["attempts"] == 1
+    bob = _Interfering(st.session("bob"), lambda tid: tri.assign(tid, "carol"), hook="lease")
+    e = refused(StaleContext, lambda: bob.claim(u["id"]))
+    assert e.message == "task T-2 is assigned to carol; only the assignee may claim it"
+    assert st.session().leases("@task/T-2")[0] == []  # the refused first attempt took no lease
+    v = tri.add("z")
+    bob = _Interfering(st.session("bob"), lambda tid: tri.assign(tid, None), hook="lease", times=10**6)
+    e = refused(StaleContext, lambda: bob.claim(v["id"]))
+    assert e.message == "task T-3 kept changing under contention; retry" and e.key == "@task/T-3"
+    assert bob.times == 10**6 - 64
+
+
+def test_an_update_on_a_record_that_moved_is_recomputed_on_the_fresh_one(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t = tri.add("x")
+    c = board(st, "alice").claim(t["id"])
+    alice = _Interfering(st.session("alice"), lambda tid: tri.assign(tid, "alice"), hook="read")
+    cp = alice.checkpoint(t["id"], c.token, "n")
+    assert cp["assignee"] == "alice" and cp["checkpoints"][-1]["note"] == "n" and cp["state"] == "claimed"
+    assert ops_of(st, "@task/T-1")[-2:] == ["task.assign", "task.checkpoint"]
+    alice = _Interfering(st.session("alice"), lambda tid: tri.assign(tid, None), hook="read", times=10**6)
+    e = refused(StaleContext, lambda: alice.checkpoint(t["id"], c.token, "m"))
+    assert e.message == "task T-1 kept changing under contention; retry" and e.key == "@task/T-1"
+    assert alice.times == 10**6 - 64
+
+
+def test_claim_next_moves_on_from_lost_races_without_logging_them(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    for i in range(3):
+        tri.add(f"t{i}")
+    carol = board(st, "carol")
+    lost: list[str] = []
+
+    def steal_first_two(tid: str) -> None:
+        if len(lost) < 2:
+            lost.append(tid)
+            carol.claim(tid)
+
+    bob = _Interfering(st.session("bob"), steal_first_two, hook="lease", times=10**6)
+    c = bob.claim_next()
+    assert c.task["claimed_by"] == "bob" and c.task["id"] not in lost and len(lost) == 2
+    assert all(events_of(st, "@task/" + i, "task.claim-refused") == [] for i in ("T-1", "T-2", "T-3"))
+    e = refused(NotFound, lambda: board(st, "dave").claim_next())
+    assert e.message == "nothing is ready to claim"
+
+
+def test_claim_next_gives_up_after_losing_every_race(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    for i in range(70):
+        tri.add(f"t{i}")
+    carol = board(st, "carol")
+    taken: list[str] = []
+
+    def take(tid: str) -> None:
+        taken.append(carol.claim(tid).task["id"])
+
+    bob = _Interfering(st.session("bob"), take, hook="lease", times=10**6)
+    e = refused(NotFound, lambda: bob.claim_next())
+    assert e.message == "lost every race for a ready task; retry" and e.next == ()
+    assert len(taken) == 64
+
+
+def test_done_judges_again_when_a_change_it_relied_on_moved(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
+    t = board(st, "triage").add("x")
+    c = board(st, "alice").claim(t["id"])
+    c1 = Changes(st.session("alice")).submit(t["id"], diff=_diff(1), checks=["true"])
+    alice = _Interfering(st.session("alice"), lambda tid: Changes(st.session("lead")).refute(c1["id"], "late news"), hook="fenced")
+    e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
+    assert e.message == "task T-1: your change C-1 was refuted: late news; fix it and submit a new change"
+    assert alice.show(t["id"])["state"] == "claimed"
