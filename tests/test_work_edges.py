@@ -741,7 +741,9 @@ def test_write_under_a_claim_and_its_refusals(st: comity.Store, clock: VirtualCl
     sib = a.write("notes/a", 3, task=t["id"], token=c.token, context=w.context, keep_both=True)
     assert sorted(sib.values) == [2, 3]
     e = refused(Invalid, lambda: a.write("notes/b", float("nan"), task=t["id"], token=c.token))
-    assert e.field == "value" and not e.message.startswith("value: ops[0]")
+    assert e.field == "value" and e.details == {"field": "value"}  # the caller's argument, not the transaction's "ops[0].value"
+    assert e.message == ("value: must be JSON (strings, numbers, booleans, null, lists, objects):"
+                         " Out of range float values are not JSON compliant")
     assert refused(Invalid, lambda: a.write("@task/T-1", 1, task=t["id"], token=c.token)).field == "key"
     assert refused(Invalid, lambda: a.write("notes/b", 1, task="nope", token=c.token)).field == "task"
     req = Request("wr", "d")
@@ -1088,3 +1090,65 @@ def test_done_judges_again_when_a_change_it_relied_on_moved(st: comity.Store) ->
     e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
     assert e.message == "task T-1: your change C-1 was refuted: late news; fix it and submit a new change"
     assert alice.show(t["id"])["state"] == "claimed"
+
+
+def test_a_claim_without_recording_its_refusal_is_refused_alike(st: comity.Store) -> None:
+    t = board(st, "triage").add("x")
+    c = board(st, "carol").claim(t["id"], ttl=600)
+    bob = board(st, "bob")
+    e = refused(StaleContext, lambda: bob.claim(t["id"], record_refusal=False))
+    assert e.message == f"task T-1 is claimed by carol (token {c.token}, 600s left)"
+    assert e.key == "@task/T-1" and e.details["holder"] == "carol" and e.next == (READY,) and e.news == []
+    assert events_of(st, "@task/T-1", "task.claim-refused") == []
+    logged = refused(StaleContext, lambda: bob.claim(t["id"]))
+    assert logged.to_json() == e.to_json()
+    assert len(events_of(st, "@task/T-1", "task.claim-refused")) == 1
+
+
+def test_a_replayed_claim_hands_off_the_checkpoints_it_was_made_with(st: comity.Store) -> None:
+    a, b = board(st, "alice"), board(st, "bob")
+    t = a.add("x")
+    ca = a.claim(t["id"])
+    a.checkpoint(t["id"], ca.token, "half")
+    a.release(t["id"], ca.token)
+    req = Request("hand", "d")
+    first = b.claim(t["id"], request=req)
+    again = b.claim(t["id"], request=req)
+    assert [x["note"] for x in first.handoff] == ["half"] and again.handoff == first.handoff
+    assert again.task["attempts"] == 2 and again.task["claimed_by"] == "bob" and again.task["checkpoints"] == first.handoff
+
+
+def test_why_of_a_change_built_on_tainted_work_says_so(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    a = board(st, "alice")
+    t = a.add("x")
+    a.claim(t["id"])
+    ch = Changes(st.session("alice"))
+    c1 = ch.submit(t["id"], commit="a" * 40, checks=["true"])
+    c2 = ch.submit(t["id"], diff=_diff(2), checks=["true"], on=[c1["id"]])
+    c3 = ch.submit(t["id"], diff=_diff(3), checks=["true"], on=[c2["id"]])
+    w = why(st.session(), c3["id"])
+    assert w["explanations"] == [] and [x["id"] for x in w["built_on"]] == ["C-2", "C-1"]
+    Changes(st.session("bob")).refute(c1["id"], "no")
+    w = why(st.session(), c3["id"])
+    assert w["state"] == "tainted"
+    assert w["explanations"] == ["C-3 is built on C-2 by alice, which is tainted", "C-3 is built on C-1 by alice, which is refuted"]
+    w = why(st.session(), t["id"])
+    assert w["changes"][0] == {"id": "C-1", "state": "refuted", "author": "alice", "commit": "a" * 40, "built_on": [],
+                               "tainted_by": []}
+    assert w["explanations"] == ["C-1 by alice was refuted by bob: no", "C-2 by alice is built on refuted work (C-1)",
+                                 "C-3 by alice is built on refuted work (C-1)"]
+
+
+def test_a_write_made_cut_off_is_provisional_under_its_task_s_token(replicas: Any) -> None:
+    up, make = replicas
+    sandbox = make("sandbox")
+    alice = Board(sandbox.session("alice"))
+    t = alice.add("x")
+    c = alice.claim(t["id"])
+    sandbox.wire.cut = True
+    w = alice.write("files/a.py", "offline", task=t["id"], token=c.token)
+    assert w.provisional == [["@task/T-1", c.token]] and w.news_truncated is False and w.news == []
+    sandbox.wire.cut = False
+    assert alice.write("files/b.py", "online", task=t["id"], token=c.token).provisional is None
