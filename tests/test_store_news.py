@@ -195,20 +195,94 @@ def _check_exactly_once(store: Store, observer_id: str, start: int, answers: lis
         assert ps == sorted(ps), "each key's events in log order"
 
 
-@pytest.mark.parametrize("scan", [_api._SCAN, 3], ids=["near-head", "far-behind"])
+@pytest.mark.parametrize(
+    ("scan", "key_rows"),
+    [(_api._SCAN, _api._KEY_ROWS), (3, _api._KEY_ROWS), (_api._SCAN, 0)],
+    ids=["near-head", "far-behind", "by-key"],
+)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=_program(), limit=st.sampled_from([1, 2, 50]))
 def test_keyed_answers_and_news_deliver_every_event_exactly_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch, scan: int, program: list[tuple[str, int, int]], limit: int
+    store: Store, monkeypatch: pytest.MonkeyPatch, scan: int, key_rows: int, program: list[tuple[str, int, int]], limit: int
 ) -> None:
     """The mixed-keys workload as a law: whatever the interleaving of others' writes with
-    the observer's reads, writes and news(), and whatever the caps."""
+    the observer's reads, writes and news(), and whatever the caps.  ``by-key``: a key
+    lookup costs nothing, so keyed answers read the log only from where their keys were
+    last shown and ask by key for every key shown up to an earlier point."""
     monkeypatch.setattr(_api, "_SCAN", scan)
+    monkeypatch.setattr(_api, "_KEY_ROWS", key_rows)
     monkeypatch.setattr(store, "news_limit", limit)
     observer = store.session("observer")
     start = observer.position
     answers = _run_mixed(store, program, observer)
     _check_exactly_once(store, observer.id, start, answers)
+
+
+class _CountingTx:
+    """A transaction that counts its reads of the log: in order, and the keys asked by key."""
+
+    def __init__(self, inner: Any, counts: dict[str, int]) -> None:
+        self._inner, self._counts = inner, counts
+
+    def events(self, after: int, **kw: Any) -> Any:
+        if kw.get("keys") is None:
+            self._counts["in order"] += 1
+        else:
+            self._counts["by key"] += len(kw["keys"])
+        return self._inner.events(after, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _Counting(Faulty):
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.counts = {"by key": 0, "in order": 0}
+
+    def transaction(self, *, write: bool) -> Any:
+        backend = self
+
+        class _T:
+            def __enter__(self) -> Any:
+                self.inner = backend.inner.transaction(write=write)
+                return _CountingTx(self.inner.__enter__(), backend.counts)
+
+            def __exit__(self, *exc: Any) -> Any:
+                return self.inner.__exit__(*exc)
+
+        return _T()
+
+
+def test_a_keyed_answer_reads_no_more_of_the_log_as_the_session_follows_more_keys(store: Store) -> None:
+    """An agent that only reads and writes its own keys while others write elsewhere keeps
+    its position (news() has not shown their events), so its keys run ahead of it.  Its
+    answers read the log from where its keys were last shown and ask by key only for the
+    keys new to it; they once asked by key for every key it had ever followed, so each
+    claim of a board's agent cost more than the one before.  Nothing is skipped either."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    start = alice.position
+    cost: list[dict[str, int]] = []
+    answers: list[list[int]] = []
+    for i in range(120):
+        bob.put(f"b{i}", i)
+        bob.put(f"c{i}", i)
+        bob.put(f"a{i}", i)  # news to alice's read below
+        before = dict(counting.counts)
+        answers.append(positions(alice.get(f"a{i}").news))  # a key new to alice
+        answers.append(positions(alice.put(f"a{i}", -i, keep_both=True).news))
+        cost.append({k: counting.counts[k] - before[k] for k in before})
+    assert alice.position == start  # bob's other keys are still news to news()
+    assert all(c == cost[-1] for c in cost[60:]), "the same reads of the log at the 61st key as at the 120th"
+    assert cost[-1]["by key"] <= 1 and cost[-1]["in order"] <= 2
+    while True:
+        got = alice.news()
+        answers.append(positions(got.events))
+        if not got.truncated:
+            break
+    _check_exactly_once(store, alice.id, start, answers)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

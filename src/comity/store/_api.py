@@ -61,6 +61,8 @@ DEFAULT_REQUEST_RETENTION_S = 24 * 3600.0
 _PRUNE_REQUESTS_EVERY_S = 60.0
 _FORGET_EVERY_S = 3600.0
 _SCAN = 256
+# What asking the log for one key's events costs, in events read in order (see _scan_start).
+_KEY_ROWS = 32
 _UNDELIVERED_MAX = 500
 _AGENT_MAX = 128
 KEYS_MAX_LIMIT = 1_000_000
@@ -478,6 +480,24 @@ class Store:
         self.close()
 
 
+def _scan_start(since: dict[int, list[str]], position: int, head: int) -> int:
+    """Where a keyed answer reads the log from: the point (one of ``since``, the points its
+    keys were shown up to, or ``position``) that costs least, counting each event read
+    after it as one and each key shown only up to an earlier point, asked by key, as
+    ``_KEY_ROWS`` events.  Near the head that is ``position`` itself (the log is read and
+    the position moves); a session whose position stays behind reads from where its keys
+    were last shown, and asks by key only for the keys it has just begun to follow."""
+    best, best_cost = position, max(head - position, 0)
+    points = sorted(since, reverse=True)
+    below = sum(len(ks) for ks in since.values())
+    for p in points:
+        below -= len(since[p])
+        cost = max(head - p, 0) + _KEY_ROWS * below
+        if cost < best_cost:
+            best, best_cost = p, cost
+    return best
+
+
 @dataclass(frozen=True, slots=True)
 class _Shown:
     """What a session has been shown of other sessions' events: every one at or before
@@ -564,45 +584,58 @@ class Session:
             return self._everything(tx, head, limit)
         shown = self._shown
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
-        # An active session is near the head, so scanning what came after its position and
-        # filtering in memory is cheapest; far behind, ask the log's (key, pos) index instead.
-        rows = tx.events(shown.position, exclude_session=self.id, limit=_SCAN + 1)
-        complete = len(rows) <= _SCAN
-        # Nothing past ``head``, the watermark: an event after it may have company still to
-        # commit before it (PostgreSQL), and a position past it would skip that for ever.
-        rows = [r for r in rows if r.pos <= head]
-        if complete:
-            found = [r for r in rows if r.key in wanted and not shown.has(r)]
-        else:
-            # Keys whose answers ran ahead are asked from where each was shown up to.
-            since: dict[int, list[str]] = {}
-            for k in wanted:
-                since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
-            found = []
-            for after, ks in since.items():
-                # Each group is read until it holds limit + 1 pieces of news or runs out, so
-                # that events that are never news cannot hide how far it was read.
-                group: list[EventRow] = []
-                while len(group) <= limit:
-                    got = tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
-                    group += [r for r in got if not shown.has(r) and r.pos <= head]
-                    if len(got) <= limit or got[-1].pos > head:
-                        break
-                    after = got[-1].pos
-                found += group
+        # Each key's events are shown up to max(position, ahead[key]).  A session that only
+        # reads and writes its own keys while others write elsewhere never moves ``position``
+        # (only news() shows those events), so its keys run ahead together: most share one
+        # point, the head at its last answer, and keys it touches for the first time start at
+        # ``position``.  Group the keys by that point.
+        since: dict[int, list[str]] = {}
+        for k in wanted:
+            since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
+        start = _scan_start(since, shown.position, head)
+        # The log after ``start`` is read whole (up to the watermark), one page after another,
+        # and filtered in memory: it covers every key shown up to ``start`` or later.  The
+        # keys shown only up to an earlier point are asked from there by key (SQLite walks
+        # each key's chain, PostgreSQL its (key, pos) index).
+        rows: list[EventRow] = []
+        after = start
+        while True:
+            got = tx.events(after, exclude_session=self.id, limit=_SCAN)
+            # Nothing past ``head``, the watermark: an event after it may have company still to
+            # commit before it (PostgreSQL), and a position past it would skip that for ever.
+            page = [r for r in got if r.pos <= head]
+            rows += page
+            if len(got) < _SCAN or len(page) < len(got):
+                break
+            after = page[-1].pos
+        behind = [(after, ks) for after, ks in since.items() if after < start]
+        asked = {k for _, ks in behind for k in ks}  # their events after ``start`` come with the rest of theirs
+        found = [r for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
+        for after, ks in behind:
+            # Each group is read until it holds limit + 1 pieces of news or runs out, so
+            # that events that are never news cannot hide how far it was read.
+            group: list[EventRow] = []
+            while len(group) <= limit:
+                got = tx.events(after, keys=ks, exclude_session=self.id, limit=limit + 1)
+                group += [r for r in got if not shown.has(r) and r.pos <= head]
+                if len(got) <= limit or got[-1].pos > head:
+                    break
+                after = got[-1].pos
+            found += group
+        if behind:
             found.sort(key=lambda r: r.pos)
         truncated = len(found) > limit
         if truncated:
             found = found[:limit]
         upto = found[-1].pos if truncated else head  # every event of `wanted` up to here is shown
-        # The position moves up to the first event still not shown.
+        # The position moves up to the first event still not shown (when the log was read from it).
         position = shown.position
-        for r in rows:
-            if not shown.has(r) and not (r.pos <= upto and r.key in wanted):
-                break
-            position = r.pos
-        else:
-            if complete:
+        if start == shown.position:
+            for r in rows:
+                if not shown.has(r) and not (r.pos <= upto and r.key in wanted):
+                    break
+                position = r.pos
+            else:
                 position = head
         ahead = {k: v for k, v in shown.ahead.items() if v > position}
         if upto > position:
