@@ -1152,3 +1152,21 @@ def test_a_write_made_cut_off_is_provisional_under_its_task_s_token(replicas: An
     assert w.provisional == [["@task/T-1", c.token]] and w.news_truncated is False and w.news == []
     sandbox.wire.cut = False
     assert alice.write("files/b.py", "online", task=t["id"], token=c.token).provisional is None
+
+
+def test_why_counts_the_last_event_a_read_saw_as_seen(st: comity.Store) -> None:
+    tri, alice, bob = board(st, "triage"), board(st, "alice"), board(st, "bob")
+    t = tri.add("x")
+    c = alice.claim(t["id"], ttl=600)
+    alice.renew(t["id"], c.token)  # the renewal is the last event when bob reads
+    ctx = bob.show(t["id"])["context"]
+    renewed = ops_of(st, "@lease/@task/T-1")
+    assert renewed[-1] == "renew"
+    alice.release(t["id"], c.token)
+    with pytest.raises(StaleContext):
+        bob.claim(t["id"], context=ctx)
+    w = why(st.session(), t["id"])
+    by_op = {h["op"]: h for h in w["history"]}
+    note = by_op["task.claim-refused"]
+    assert note["had_seen_up_to"] == by_op["renew"]["pos"]
+    assert note["did_not_see"] == [by_op["task.release"]["pos"], by_op["release"]["pos"]]
