@@ -968,7 +968,9 @@ def test_done_under_a_policy_with_a_superseded_or_refuted_change(st: comity.Stor
     cb = bob.claim(t["id"])
     e = refused(Fenced, lambda: alice.done(t["id"], ca.token))  # the token is told first, not the missing change
     assert e.details["current"] == cb.token
-    assert noted(events_of(st, "@task/T-1", "task.fenced")[-1])["action"] == "done"
+    note = noted(events_of(st, "@task/T-1", "task.fenced")[-1])
+    assert note == {"action": "done", "token": ca.token, "error": "fenced", "reason": e.message, "current": cb.token,
+                    "holder": "bob"}
     c1 = Changes(st.session("bob")).submit(t["id"], diff=_diff(1), checks=["true"])
     Changes(st.session("lead")).refute(c1["id"], "wrong")
     e = refused(StaleContext, lambda: bob.done(t["id"], cb.token))
@@ -1170,3 +1172,73 @@ def test_why_counts_the_last_event_a_read_saw_as_seen(st: comity.Store) -> None:
     note = by_op["task.claim-refused"]
     assert note["had_seen_up_to"] == by_op["renew"]["pos"]
     assert note["did_not_see"] == [by_op["task.release"]["pos"], by_op["release"]["pos"]]
+
+
+def test_done_without_a_result_records_an_empty_one(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    assert a.done(t["id"], a.claim(t["id"]).token)["result"] == ""
+    assert a.show(t["id"])["result"] == ""
+
+
+def test_a_retried_assign_is_answered_from_its_record_even_once_the_task_is_closed(st: comity.Store) -> None:
+    tri, a = board(st, "triage"), board(st, "alice")
+    t = tri.add("x")
+    req = Request("as-2", "d")
+    tri.assign(t["id"], "alice", request=req)
+    a.done(t["id"], a.claim(t["id"]).token)
+    again = tri.assign(t["id"], "alice", request=req)
+    assert again["replayed"] is True and again["assignee"] == "alice" and again["status"] == "open"
+
+
+def test_a_retried_fail_is_answered_from_its_record(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    req = Request("fl", "d")
+    first = a.fail(t["id"], c.token, reason="no", request=req)
+    head = st.session().head()
+    again = a.fail(t["id"], c.token, reason="no", request=req)
+    assert again["replayed"] is True and again["state"] == "failed" and again["context"] == first["context"]
+    assert st.session().head() == head
+
+
+def test_done_on_a_record_that_keeps_moving_gives_up_saying_so(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t = tri.add("x")
+    c = board(st, "alice").claim(t["id"])
+    alice = _Interfering(st.session("alice"), lambda tid: tri.assign(tid, None), hook="read", times=65)
+    e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
+    assert e.message == "task T-1 kept changing under contention; retry" and e.key == "@task/T-1"
+    assert alice.show(t["id"])["state"] == "claimed"
+
+
+def test_done_judges_again_when_a_change_was_added_meanwhile(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
+    t = board(st, "triage").add("x")
+    c = board(st, "alice").claim(t["id"])
+    ch = Changes(st.session("alice"))
+    ch.submit(t["id"], diff=_diff(1), checks=["true"])
+    n = iter(range(2, 1000))
+    alice = _Interfering(st.session("alice"), lambda tid: ch.submit(tid, diff=_diff(next(n)), checks=["true"]), hook="fenced")
+    d = alice.done(t["id"], c.token)
+    assert d["state"] == "submitted" and d["changes"] == ["C-1", "C-2"]
+    assert len(events_of(st, "@task/T-1", "task.submitted")) == 1
+
+
+def test_done_gives_up_when_its_changes_keep_changing(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
+    t = board(st, "triage").add("x")
+    c = board(st, "alice").claim(t["id"])
+    ch = Changes(st.session("alice"))
+    ch.submit(t["id"], diff=_diff(1), checks=["true"])
+    n = iter(range(2, 1000))
+    alice = _Interfering(st.session("alice"), lambda tid: ch.submit(tid, diff=_diff(next(n)), checks=["true"]), hook="fenced",
+                         times=10**6)
+    e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
+    assert e.message == "task T-1: its changes kept changing; retry" and e.key == "@task/T-1"
+    assert alice.times == 10**6 - 64 and alice.show(t["id"])["state"] == "claimed"
