@@ -77,7 +77,9 @@ def test_blind_write_to_absent_key_is_allowed(store: comity.Store) -> None:
 @pytest.mark.parametrize(
     "value",
     [None, True, False, 0, -1.5, 2**63, "", "ünïcødé ✓", [], {}, {"a": [1, {"b": None}], "c": "d"}],
-    ids=repr,
+    # ASCII ids: an escaped non-ASCII id is not found again when named on the command line
+    # by a second run in the same process (mutmut's), so tools/mutation.py could not run it.
+    ids=lambda v: repr(v) if repr(v).isascii() else "non-ascii-string",
 )
 def test_json_values_round_trip(store: comity.Store, value: Any) -> None:
     s = store.session("alice")
