@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -229,11 +230,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mutation testing (tools/mutation.py) runs every test once per mutant: it caps
     Hypothesis at ``COMITY_MUTATION_EXAMPLES`` examples per test, derandomized so a
-    mutant's verdict does not depend on the run.  Unset (make test), nothing changes."""
+    mutant's verdict does not depend on the run, and runs the tests fastest first by the
+    durations mutmut recorded (``mutmut-stats.json`` where it runs them), so that a mutant
+    a quick test kills is not first run through the slow ones (mutmut stops at the first
+    failure).  Unset (make test), nothing changes."""
     cap = os.environ.get("COMITY_MUTATION_EXAMPLES")
     if not cap:
         return
     from hypothesis import settings
+
+    try:
+        recorded = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = {}
+    if recorded:
+        items.sort(key=lambda item: recorded.get(item.nodeid, 0.0))  # stable: file order among equals
 
     for item in items:
         fn = getattr(item, "obj", None)

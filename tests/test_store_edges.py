@@ -233,3 +233,126 @@ def test_idle_sessions_are_forgotten_at_most_once_an_hour_per_handle(make_store:
     store.session("alice", name="c").close()  # forgets "a" and "b"
     with store.backend.transaction(write=False) as tx:
         assert tx.load_session("a") is None and tx.load_session("b") is None and tx.load_session("c") is not None
+
+
+# -------------------------------------------------------------------- contexts
+
+
+def test_a_context_that_is_not_a_string_is_invalid_as_the_context(store: Store) -> None:
+    """The layers above (tasks, changes, replication) open contexts without naming the
+    field: it is the context.  A context that is no string (an unhashable list or object
+    too) is refused as such, not as a crash."""
+    s = store.session("alice")
+    ctx = s.get("k").context
+    assert store.codec.open(ctx, "k").key == "k"
+    for bad, kind in ((42, "int"), ([ctx], "list"), ({"c": ctx}, "dict")):
+        with pytest.raises(Invalid) as e:
+            store.codec.open(bad, "k")
+        assert (e.value.field, e.value.message) == ("context", f"context: must be a context string from a read, got {kind}")
+        with pytest.raises(Invalid) as e:
+            s.put("k", 1, context=bad)  # type: ignore[arg-type]
+        assert e.value.field == "context"
+
+
+def test_a_context_of_another_store_names_both_stores(make_store: Callable[..., Store]) -> None:
+    here, there = make_store("here.db"), make_store("there.db")
+    ctx = there.session("bob").get("k").context
+    with pytest.raises(Invalid) as e:
+        here.session("alice").put("k", 1, context=ctx)
+    assert e.value.message == (
+        f"context: belongs to another store ({there.store_id}), not this one ({here.store_id});"
+        " read the key again and pass the context it returns"
+    )
+
+
+def test_json_typed_by_a_person_is_parsed_or_refused_saying_how_to_quote_it() -> None:
+    from comity.store._codec import parse_json
+
+    assert parse_json('{"a": [1, "x"]}', "value") == {"a": [1, "x"]}
+    assert parse_json('"hello"', "value") == "hello"
+    with pytest.raises(Invalid) as e:
+        parse_json("hello", "value")
+    assert e.value.field == "value"
+    assert e.value.message.startswith("value: is not valid JSON (Expecting value: line 1 column 1 (char 0));")
+    assert e.value.message.endswith(
+        "quote strings twice, e.g. '\"hello\"', or pass numbers, objects and lists as JSON"
+    )
+    with pytest.raises(Invalid) as e:
+        parse_json(None, "arg")  # type: ignore[arg-type]
+    assert e.value.field == "arg" and "is not valid JSON" in e.value.message
+    with pytest.raises(Invalid) as e:
+        parse_json("[" * 100_000 + "]" * 100_000, "value")
+    assert (e.value.field, e.value.message) == ("value", "value: is nested too deeply; flatten it")
+
+
+def test_each_refusal_of_a_context_says_what_is_wrong_with_it(store: Store) -> None:
+    import base64
+
+    from comity.store._codec import CONTEXT_MAX_CHARS
+
+    fix = "; read the key again and pass the context it returns"
+    s = store.session("alice")
+    ctx = s.get("k").context
+    body, mac = ctx.split(".")
+
+    def refusal(token: object) -> str:
+        with pytest.raises(Invalid) as e:
+            store.codec.open(token, "k")
+        assert e.value.field == "context"
+        return e.value.message
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    # a seal that does not match, on a context of this store: altered (not "another store")
+    altered = body + "." + ("A" if mac[0] != "A" else "B") + mac[1:]
+    assert refusal(altered) == "context: was altered: its seal does not match" + fix
+    assert refusal(ctx + ".x") == "context: is not a comity context (garbled or truncated)" + fix
+    assert refusal("a." + mac) == "context: is not a comity context (garbled or truncated)" + fix
+    # the length is checked first: at the cap a token is still read, past it it is not
+    assert refusal("a" * CONTEXT_MAX_CHARS) == "context: is not a comity context (garbled or truncated)" + fix
+    assert refusal("a" * (CONTEXT_MAX_CHARS + 1)) == (
+        f"context: is {CONTEXT_MAX_CHARS + 1} characters; a context is at most {CONTEXT_MAX_CHARS}" + fix
+    )
+    # a forged payload naming a long store id: named, cut at 40 characters
+    forged = b64(b'["s' + b"a" * 63 + b'","k",{},1]') + "." + mac
+    assert refusal(forged) == f"context: belongs to another store (s{'a' * 39}), not this one ({store.store_id})" + fix
+
+
+def test_a_context_opened_by_another_handle_keeps_its_key_and_read_position(make_store: Callable[..., Store]) -> None:
+    """A context is verified, not looked up, where it was not sealed (another process, a
+    restart): what it says (the key, the position of the read) survives the round trip."""
+    first = make_store("s.db")
+    s = first.session("alice")
+    s.put("other", 0)
+    v = s.get("k")
+    head = s.head()
+    second = make_store("s.db")  # the same store file, a handle that never sealed it
+    opened = second.codec.open(v.context, "k")
+    assert (opened.key, opened.pos) == ("k", head)
+    w = second.session("bob").put("k", 1, context=v.context)
+    assert second.session().log("k")[-1]["seen"] == head == w.pos - 1
+    with pytest.raises(Invalid) as e:
+        second.codec.open(v.context, "other")
+    assert e.value.message == (
+        "context: is the context of key 'k', not of 'other'; read the key again and pass the context it returns"
+    )
+
+
+def test_a_sealed_context_that_does_not_decode_is_refused_not_a_crash(store: Store) -> None:
+    """Never in practice (only this store's secret seals a context), but a sealed payload that
+    is not a context is refused as one that is garbled."""
+    import base64
+
+    def sealed(payload: bytes) -> str:
+        def b64(b: bytes) -> str:
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+        return b64(payload) + "." + b64(store.codec._mac(payload))
+
+    for payload in (b"not json", b'["s1","k"]', b'["s1","k",{},"x"]'):
+        with pytest.raises(Invalid) as e:
+            store.codec.open(sealed(payload), "k")
+        assert (e.value.field, e.value.message) == (
+            "context", "context: is not a comity context (garbled or truncated); read the key again and pass the context it returns"
+        )
