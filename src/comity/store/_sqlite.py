@@ -216,6 +216,10 @@ class _SQLiteTx:
             "SELECT pos FROM keys WHERE key = ? UNION ALL SELECT pos FROM leases WHERE ? = resource",
             (key, key[len(LEASE_PREFIX) :] if key.startswith(LEASE_PREFIX) else None),
         ).fetchone()
+        if head is not None and head[0] <= after:
+            # A key with a row (or a lease) has its last event there: every write and note of
+            # it moves the row's pos, so nothing of it comes after.
+            return []
         rows = self.db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE key = ? AND prev = 0 AND pos > ? ORDER BY pos",
                                (key, after)).fetchall()  # fmt: skip
         if head is not None and head[0] > after:
