@@ -227,13 +227,26 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mutation testing (tools/mutation.py) runs every test once per mutant: it caps
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The faces' conformance suite on the compacted store runs through the faces named in
+    ``faces_conformance.COMPACTED_FACES`` (its other cases are deselected, not skipped).
+
+    Mutation testing (tools/mutation.py) runs every test once per mutant: it caps
     Hypothesis at ``COMITY_MUTATION_EXAMPLES`` examples per test, derandomized so a
     mutant's verdict does not depend on the run, and runs the tests fastest first by the
     durations mutmut recorded (``mutmut-stats.json`` where it runs them), so that a mutant
     a quick test kills is not first run through the slow ones (mutmut stops at the first
     failure).  Unset (make test), nothing changes."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("world") == "compacted" and params.get("kind") not in ("python", "http"):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
     cap = os.environ.get("COMITY_MUTATION_EXAMPLES")
     if not cap:
         return

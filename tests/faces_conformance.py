@@ -21,7 +21,9 @@ scenarios, which use keys of their own.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,13 +57,26 @@ import comity as comity_lib  # noqa: E402
 FACES = ["python", "cli", "http", "remote", "cli_remote", "mcp_stdio", "mcp_stdio_remote", "mcp_http", "mcp_http_remote"]
 AGENTS = ("alice", "bob")
 
+# Besides the backends, two stores with a long past (issue 19: every check of the suite still
+# passes after `comity compact`): "compacted", a SQLite store grown to COMPACTED_EVENTS events
+# in bulk and compacted by the CLI to its latest COMPACTED_KEEP, run in `make test` through the
+# Python API and plain HTTP (the faces' own code is the same on any store; the full set runs
+# on "given"); and "given", a copy of the SQLite store file named by COMITY_CONFORMANCE_STORE
+# (for instance one grown to 10,000,000 events by `comity bench store --log-events 10000000
+# --grown-store PATH`, see README §Benchmarks), run through every face.
+COMPACTED_EVENTS, COMPACTED_KEEP = 1_500, 300
+COMPACTED_FACES = ("python", "http")  # conftest.pytest_collection_modifyitems deselects the rest
+GIVEN = os.environ.get("COMITY_CONFORMANCE_STORE", "")
+WORLDS: list[Any] = [*BACKENDS, "compacted", *(["given"] if GIVEN else [])]
+
 
 class World:
     """One store of one backend, its servers (started on first use) and the faces' sessions."""
 
-    def __init__(self, location: str, workdir: Path) -> None:
+    def __init__(self, location: str, workdir: Path, faces: tuple[str, ...] | None = None) -> None:
         self.location = location
         self.workdir = workdir
+        self.only = faces  # None: every face
         self.tokens = {a: token(location, a) for a in AGENTS}
         self.procs: dict[str, Proc] = {}
         self.faces: dict[tuple[str, str, str | None], Face] = {}
@@ -87,6 +102,7 @@ class World:
 
     def face(self, kind: str, agent: str, session: str | None = "1") -> Face:
         """``agent``'s session ``session`` on face ``kind``; ``None``: requests that name no session."""
+        assert self.only is None or kind in self.only, (kind, self.only)  # conftest deselects the others
         key = (kind, agent, session)
         if key not in self.faces:
             self.faces[key] = self._open(kind, agent, session)
@@ -135,13 +151,59 @@ class World:
             self._store.close()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+def _compacted(location: str) -> None:
+    """Give the store at ``location`` a long past through the library (COMPACTED_EVENTS: writes
+    over a few keys, done tasks, then bob's session left at its position), then compact it with
+    the CLI to its latest COMPACTED_KEEP events: most of the past goes, what the store needs stays."""
+    from comity.work import Agent
+
+    store = comity_lib.open(location)
+    try:
+        past = Agent(store.session("carol", name="past"))
+        for i in range(COMPACTED_EVENTS):
+            if i % 50 == 0:
+                task = body_of(past.call("task_add", {"title": f"old {i}"}))["id"]
+                token = body_of(past.call("task_claim", {"id": task}))["token"]
+                body_of(past.call("task_complete", {"id": task, "token": token, "result": "ok"}))
+            body_of(past.call("write", {"key": f"past/{i % 40}", "value": i}))
+    finally:
+        store.close()
+    r = comity("compact", "--keep", str(COMPACTED_KEEP), "--json", location=location)
+    assert r.returncode == 0, r
+    report = json.loads(r.stdout)
+    assert report["deleted"] > COMPACTED_EVENTS // 2 and report["size_after_bytes"] < report["size_bytes"], report
+
+
+def body_of(answer: Any) -> dict[str, Any]:
+    """A library verb's answer as a dict (the verbs answer objects with ``to_json``)."""
+    return dict(answer if isinstance(answer, dict) else answer.to_json())
+
+
+def _copy_given(target: Path) -> str:
+    """A consistent copy of the store file named by COMITY_CONFORMANCE_STORE (the scenarios write)."""
+    source = Path(GIVEN)
+    if not source.is_file():
+        raise pytest.UsageError(f"COMITY_CONFORMANCE_STORE={GIVEN!r}: not a SQLite store file; name the store.db to copy")
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return str(target)
+
+
+@pytest.fixture(scope="module", params=WORLDS)
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     where = tmp_path_factory.mktemp(f"faces-{request.param}")
-    location = str(where / "s.db") if request.param == "sqlite" else pg_url(pg_schema(where))
-    r = comity("init", location=location)
-    assert r.returncode == 0, r
-    w = World(location, where)
+    if request.param == "postgres":
+        location = pg_url(pg_schema(where))
+    elif request.param == "given":
+        location = _copy_given(where / "s.db")
+    else:
+        location = str(where / "s.db")
+    if request.param != "given":
+        r = comity("init", location=location)
+        assert r.returncode == 0, r
+    if request.param == "compacted":
+        _compacted(location)
+    w = World(location, where, COMPACTED_FACES if request.param == "compacted" else None)
     try:
         yield w
     finally:

@@ -110,6 +110,19 @@ def test_keep_must_be_a_positive_number_of_events(make_store: Factory) -> None:
         assert e.value.field == "keep"
 
 
+def test_a_compaction_with_nothing_to_delete_reports_the_size_it_leaves(make_store: Factory) -> None:
+    # Every event is its key's last: nothing goes, and the report still says the size after
+    # (`comity bench store` read it and failed with KeyError on a store grown below its keyspace).
+    store = make_store()
+    s = store.session("writer")
+    for key in ("a", "b", "c"):
+        s.create(key, 1)
+    report = store.compact(keep=1)
+    assert report["events_to_delete"] == 0 and report["deleted"] == 0
+    assert report["size_after_bytes"] == report["size_bytes"] > 0
+    assert "size_after_bytes" not in store.compact(keep=1, dry_run=True)  # a dry run changes nothing: no "after"
+
+
 def test_sync_refuses_a_replica_that_lacks_compacted_events(tmp_path: Path) -> None:
     from comity.sync._exchange import collect
 
@@ -142,3 +155,30 @@ def test_compact_cli_dry_run_and_init_reports_the_size(tmp_path: Path) -> None:
     assert json.loads(init.stdout)["size_bytes"] > 0
     text = subprocess.run([*run, "init"], capture_output=True, text=True, check=True)
     assert "on disk" in text.stdout
+
+
+def test_bench_store_keeps_its_grown_store_where_asked_and_never_overwrites(tmp_path: Path) -> None:
+    # `comity bench store --grown-store PATH`: the grown, compacted store is kept for the faces'
+    # conformance suite (COMITY_CONFORMANCE_STORE); an existing file is refused, untouched.
+    kept = tmp_path / "grown.db"
+    bench = [sys.executable, "-m", "comity.cli", "bench", "store", "--ops", "100", "--concurrent", "0", "--json"]
+    r = subprocess.run([*bench, "--log-events", "300", "--compact-keep", "100", "--grown-store", str(kept)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["grown_store"] == str(kept)
+    from comity.bench.store import VALUE
+    from comity.store import check as check_file
+
+    report = check_file(kept)
+    assert report.ok, report.to_json()
+    store = comity.open(kept)
+    try:
+        assert store.session().get("seed/7").values == [VALUE]  # a seeded key, as the bench left it
+    finally:
+        store.close()
+    before = kept.read_bytes()
+    again = subprocess.run([*bench, "--log-events", "300", "--grown-store", str(kept)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "grown_store" in again.stderr and "exists" in again.stderr
+    assert kept.read_bytes() == before
+    no_log = subprocess.run([*bench, "--log-events", "0", "--grown-store", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60)
+    assert no_log.returncode == 2 and "--log-events" in no_log.stderr

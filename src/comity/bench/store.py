@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -311,16 +312,23 @@ def bench_store(
     store_url: str | None = None,
     concurrent: int = 8,
     compact_keep: int = 100_000,
+    grown_store: str | None = None,
 ) -> dict[str, Any]:
     """Put, get and create against the plain upsert of the same engine: SQLite files in
     a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``.
     ``concurrent`` sessions then write at once (SQLite: through one ``comity serve``, and
     in one process), against the same upsert loop (0 skips it).  The grown store (``log_events``)
-    is then compacted to its latest ``compact_keep`` events (0 skips it)."""
+    is then compacted to its latest ``compact_keep`` events (0 skips it), and kept at
+    ``grown_store`` if given (SQLite)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
         engine = _engine(store_url, Path(tmp))
         try:
-            return _bench_store(engine, ops, log_events, progress, concurrent, compact_keep)
+            result = _bench_store(engine, ops, log_events, progress, concurrent, compact_keep)
+            if grown_store is not None and isinstance(engine, _SQLite) and log_events:
+                # The store is closed: its file is whole (no WAL left); a move keeps it as is.
+                shutil.move(engine.target("grown"), grown_store)
+                result["grown_store"] = str(grown_store)
+            return result
         finally:
             engine.close()
 

@@ -414,6 +414,8 @@ class Store:
         }
         if dry_run or deletable == 0:
             report["deleted"] = 0
+            if not dry_run:
+                report["size_after_bytes"] = size_before  # nothing to delete: the store stays as it is
             return report
         deleted = 0
         while True:
