@@ -554,6 +554,7 @@ class ProcessResult:
     seconds: float = 0.0
     settled: bool = False
     died: list[dict[str, Any]] = field(default_factory=list)  # agent processes that exited unasked (then started again)
+    undone: list[dict[str, Any]] = field(default_factory=list)  # the units not done correctly, and what the final state shows of each
 
     @property
     def completion(self) -> float:
@@ -568,7 +569,7 @@ class ProcessResult:
         return {
             "scenario": self.scenario, "strategy": self.strategy, "seed": self.seed, "mode": "process",
             "anomalies": self.counts(), "completion": round(self.completion, 4), "units": self.units,
-            "units_done": self.units_done, "settled": self.settled, "died": self.died, "operations": sum(1 for o in self.history if o.type == "invoke"),
+            "units_done": self.units_done, "settled": self.settled, "died": self.died, "undone": self.undone, "operations": sum(1 for o in self.history if o.type == "invoke"),
             "faults": self.faults, "faces": self.faces, "wall_seconds": round(self.seconds, 1),
             "found": [a.to_json() for a in self.anomalies],
         }  # fmt: skip
@@ -802,7 +803,7 @@ def play(
         done = units_done(setup.units, final)
         injected = [o.to_json() for o in history if o.process == "nemesis"]
         return ProcessResult(scenario, strategy, seed, history, final, anomalies, len(setup.units), done, injected, faces,
-                             time.monotonic() - started, settled, died)  # fmt: skip
+                             time.monotonic() - started, settled, died, _undone(setup, final))  # fmt: skip
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -819,6 +820,10 @@ def play(
 
 
 def _settled(strategy: str, setup: Setup, store_path: Path, shared: Path) -> bool:
+    """Nothing more will happen: every task is done or failed and, where a reviewer could still
+    file a redo, every unit of work is done correctly.  Without a reviewer a task completed
+    with wrong work (an agent's hallucinated success) stays as it is: the run ends, and its
+    completion and ``undone`` say so, rather than waiting for the wall-clock limit."""
     from .strategies.coordinated import StoreServer
 
     try:
@@ -827,8 +832,31 @@ def _settled(strategy: str, setup: Setup, store_path: Path, shared: Path) -> boo
         return False
     if len(final.tasks) < setup.expected_tasks or any(t.status not in ("done", "failed") for t in final.tasks.values()):
         return False
+    if not any(c.role == "reviewer" for c in setup.cast):
+        return True
     tasks_only = [u for u in setup.units if u[0] != "migration"]
     return units_done(tasks_only, final) == len(tasks_only)
+
+
+def _undone(setup: Setup, final: FinalState) -> list[dict[str, Any]]:
+    """Each unit of work not done correctly, with what the final state shows of it: the task's
+    status and its work's author and correctness (``wrong work``: done, but with wrong work)."""
+    out: list[dict[str, Any]] = []
+    for u in setup.units:
+        if units_done([u], final):
+            continue
+        row: dict[str, Any] = {"unit": list(u)}
+        if u[0] == "task":
+            art = final.files.get(f"work/{u[1]}")
+            statuses = sorted({t.status for t in final.tasks.values() if str(t.work.get("redo") or t.title) == u[1]})
+            row["task"] = statuses
+            if isinstance(art, dict):
+                row.update({"by": art.get("by"), "correct": bool(art.get("correct"))})
+            row["why"] = "wrong work" if "done" in statuses and isinstance(art, dict) and not art.get("correct") else "not done"
+        else:
+            row["why"] = "not done"
+        out.append(row)
+    return out
 
 
 def _holds(strategy: str, store_path: Path, shared: Path, agent: str) -> bool:
