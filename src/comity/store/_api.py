@@ -592,16 +592,21 @@ class Session:
         # point, the head at its last answer, and keys it touches for the first time start at
         # ``position``.  Group the keys by that point.
         since: dict[int, list[str]] = {}
-        for k in wanted:
-            since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
-        start = _scan_start(since, shown.position, head)
+        if shown.ahead:
+            for k in wanted:
+                since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
+            start = _scan_start(since, shown.position, head)
+        else:
+            # Every key is shown up to ``position`` (a session that keeps up with the log):
+            # read it from there, without a pass over every key the session follows.
+            start = shown.position
         # The log after ``start`` is read whole (up to the watermark), one page after another,
         # and filtered in memory: it covers every key shown up to ``start`` or later.  The
         # keys shown only up to an earlier point are asked from there by key (SQLite walks
         # each key's chain, PostgreSQL its (key, pos) index).
         rows: list[EventRow] = []
         after = start
-        while True:
+        while after < head:  # nothing is read past the watermark (a read at the head asks nothing)
             got = tx.events(after, exclude_session=self.id, limit=_SCAN)
             # Nothing past ``head``, the watermark: an event after it may have company still to
             # commit before it (PostgreSQL), and a position past it would skip that for ever.
