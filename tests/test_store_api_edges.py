@@ -1,0 +1,211 @@
+"""The store's Python API at its edges, written for the mutants of ``comity.store._api`` and
+the SQLite engine that the conformance suite let through (docs/mutation.md): the reads
+the layers above use (scan, leases, expired leases, acted), the shapes of answers, agent
+names, and the refusals of a store's options.  Real stores on the virtual clock; nothing
+sleeps, nothing is mocked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import comity
+from comity.errors import Invalid
+from comity.runtime import VirtualClock
+from comity.store import Acquire, Release, Store
+from comity.store._api import News, check_agent
+
+
+def _acquire(s: comity.Session, resource: str, ttl: float) -> int:
+    return int(s.txn(ops=[Acquire(resource, ttl)]).results[0]["token"])
+
+
+# ----------------------------------------------------------------------- reads
+
+
+def test_scan_reads_the_live_keys_under_a_prefix_in_order_with_contexts_that_write(store: Store) -> None:
+    s = store.session("alice")
+    s.put("a/2", 2)
+    s.put("a/1", 1)
+    gone = s.put("a/3", 3)
+    s.delete("a/3", context=gone.context)
+    s.put("a0", 0)  # after every "a/…" key, not under the prefix
+    s.put("b/1", 1)
+    got = s.scan("a/")
+    assert [(v.key, v.values) for v in got] == [("a/1", [1]), ("a/2", [2])]
+    assert [v.key for v in s.scan("a/", limit=1)] == ["a/1"]
+    assert [v.key for v in s.scan("")] == ["a/1", "a/2", "a0", "b/1"]
+    w = s.put("a/1", 10, context=got[0].context)  # the context covers what was there
+    assert w.values == [10]
+
+
+def test_expired_leases_are_the_held_ones_past_their_expiry_oldest_first(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    _acquire(s, "jobs/late", 20)
+    _acquire(s, "jobs/early", 10)
+    _acquire(s, "jobs/running", 1000)
+    t = _acquire(s, "jobs/released", 5)
+    s.txn(ops=[Release("jobs/released", t)])
+    _acquire(s, "other/x", 5)
+    assert s.expired_leases() == ([], clock.now())
+    clock.advance(10)  # "jobs/early" expires at exactly now: expired
+    rows, now = s.expired_leases("jobs/")
+    assert now == clock.now()
+    assert [(r.resource, r.holder, r.token) for r in rows] == [("jobs/early", "alice", 1)]
+    clock.advance(15)
+    rows, _ = s.expired_leases("jobs/")
+    assert [r.resource for r in rows] == ["jobs/early", "jobs/late"]
+    assert [r.resource for r in s.expired_leases("jobs/", limit=1)[0]] == ["jobs/early"]
+    assert [r.resource for r in s.expired_leases()[0]] == ["other/x", "jobs/early", "jobs/late"]
+
+
+def test_leases_lists_every_lease_under_a_prefix_released_ones_too(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    _acquire(s, "q/b", 10)
+    t = _acquire(s, "q/a", 10)
+    s.txn(ops=[Release("q/a", t)])
+    _acquire(s, "z", 10)
+    rows, now = s.leases("q/")
+    assert now == clock.now()
+    assert [(r.resource, r.holder, r.token, r.expires) for r in rows] == [
+        ("q/a", None, 1, clock.now()),
+        ("q/b", "alice", 1, clock.now() + 10),
+    ]
+    assert [r.resource for r in s.leases("q/", limit=1)[0]] == ["q/a"]
+    assert [r.resource for r in s.leases()[0]] == ["q/a", "q/b", "z"]
+
+
+def test_acted_says_whether_an_agent_has_an_event_here(store: Store) -> None:
+    s = store.session("alice")
+    assert not s.acted("alice")
+    s.put("k", 1)
+    assert s.acted("alice") and not s.acted("bob")
+    assert s.acted("ａｌｉｃｅ")  # the name as normalized
+    with pytest.raises(Invalid) as e:
+        s.acted("not a name")
+    assert e.value.field == "agent"
+
+
+def test_head_and_now_are_the_logs_position_and_the_authoritys_clock(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    assert s.head() == 0 and s.now() == clock.now()
+    w = s.put("k", 1)
+    clock.advance(7)
+    assert s.head() == w.pos == 1 and s.now() == clock.now()
+    info = store.info()
+    assert info["head"] == 1 and info["store_id"] == store.store_id and info["replica_id"] == store.replica_id
+    assert info["upstream"] is None and info["max_value_bytes"] == store.max_value_bytes
+    assert info["location"] == store.location and info["schema_version"] == store.meta.schema_version
+
+
+# ----------------------------------------------------------- shapes of answers
+
+
+def test_a_single_value_is_read_as_value_and_siblings_are_not(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    assert alice.put("k", 1).values == [1]
+    assert alice.get("k").value == 1
+    with pytest.raises(ValueError) as e:
+        alice.get("absent").value
+    assert str(e.value) == "'absent' has 0 values; read .values"
+    bob.put("k", 2, keep_both=True)
+    with pytest.raises(ValueError) as e:
+        alice.get("k").value
+    assert str(e.value) == "'k' has 2 values; read .values"
+
+
+def test_answers_as_json_carry_their_flags_only_when_set(store: Store) -> None:
+    alice, bob, carol = store.session("alice"), store.session("bob"), store.session("carol")
+    bob.get("k")
+    w = alice.put("k", 1, request_id="q1")
+    assert w.to_json() == {"key": "k", "op": "put", "values": [1], "context": w.context, "pos": w.pos, "news": []}
+    again = alice.put("k", 1, request_id="q1")
+    assert again.replayed and again.to_json()["replayed"] is True and "news_truncated" not in again.to_json()
+    t = alice.txn(ops=[comity.store.Put("k2", 1)])
+    assert t.to_json() == {"pos": t.pos, "results": t.results, "news": []}
+    t2 = alice.txn(ops=[comity.store.Put("k3", 1)], request_id="q2")
+    assert alice.txn(ops=[comity.store.Put("k3", 1)], request_id="q2").to_json()["replayed"] is True
+    assert "replayed" not in t2.to_json()
+    store.news_limit = 1
+    alice.put("k", 2, context=alice.get("k").context)  # bob has not seen 1 nor 2 of "k"
+    v = bob.get("k")
+    assert v.news_truncated and v.to_json()["news_truncated"] is True and len(v.news) == 1
+    n = carol.news()  # five events since carol began, one shown
+    assert isinstance(n, News) and n.truncated and len(n.events) == 1
+    assert n.to_json() == {"events": n.events, "truncated": True, "position": n.position}
+    assert n.position == n.events[-1]["pos"] == 1
+    store.news_limit = 50
+    n = carol.news()
+    assert not n.truncated and n.position == store.session().head() and n.to_json()["truncated"] is False
+
+
+# ------------------------------------------------------------------ agent names
+
+
+def test_agent_names_are_normalized_and_refused_when_they_could_look_alike() -> None:
+    assert check_agent("ａｌｉｃｅ") == "alice"  # fullwidth: NFKC
+    assert check_agent("a_b.c-d@e+f:g") == "a_b.c-d@e+f:g"
+    with pytest.raises(Invalid) as e:
+        check_agent("аlice")  # Cyrillic а
+    assert e.value.field == "agent"
+    assert e.value.message == (
+        "agent: 'аlice' has characters agent names may not use (U+0430 CYRILLIC SMALL LETTER A); names are ASCII"
+        " letters, digits and _ . - @ + : (a letter from another script can look like a Latin one)"
+    )
+    with pytest.raises(Invalid) as e:
+        check_agent("")
+    assert e.value.message == "agent: writes need an agent name"
+    with pytest.raises(Invalid) as e:
+        check_agent(None, "session")
+    assert (e.value.field, e.value.message) == ("session", "session: must be an agent name, got None")
+    assert check_agent("a" * 128) == "a" * 128
+    with pytest.raises(Invalid) as e:
+        check_agent("a" * 129)
+    assert e.value.message == f"agent: {'a' * 40!r} is not a valid name: use up to 128 letters, digits and _ . - @ + :"
+    with pytest.raises(Invalid) as e:
+        check_agent("a" * 513)
+    assert e.value.message == "agent: is 513 characters; names are at most 128"
+    with pytest.raises(Invalid) as e:
+        check_agent("ﬁ" * 100)  # 100 characters, 200 once normalized: too long
+    assert "is not a valid name" in e.value.message
+    with pytest.raises(Invalid) as e:
+        check_agent("a b")
+    assert e.value.message == "agent: 'a b' is not a valid name: use up to 128 letters, digits and _ . - @ + :"
+
+
+# ------------------------------------------------------------- a store's options
+
+
+def test_a_stores_options_are_refused_when_out_of_range(
+    make_store: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store()
+    backend = store.backend
+    for kw, field, message in (
+        ({"max_value_bytes": 0}, "max_value_bytes", "must be at least 1"),
+        ({"session_save_interval": -1.0}, "session_save_interval", "must be a number of seconds >= 0"),
+        ({"session_save_interval": float("nan")}, "session_save_interval", "must be a number of seconds >= 0"),
+        ({"session_retention": 0.0}, "session_retention", "must be a number of seconds > 0"),
+        ({"request_retention": 0.0}, "request_retention", "must be a number of seconds > 0"),
+    ):
+        with pytest.raises(Invalid) as e:
+            Store(backend, clock=store.clock, **kw)  # type: ignore[arg-type]
+        assert (e.value.field, e.value.message) == (field, f"{field}: {message}")
+    kept = Store(backend, clock=store.clock, max_value_bytes=1, session_save_interval=0, request_retention=0.5)
+    assert (kept.max_value_bytes, kept.session_save_interval, kept.request_retention) == (1, 0.0, 0.5)
+    assert kept.session_retention == 30 * 24 * 3600.0
+    monkeypatch.setenv("COMITY_REQUEST_RETENTION_S", "90")
+    assert Store(backend, clock=store.clock).request_retention == 90.0
+    monkeypatch.setenv("COMITY_REQUEST_RETENTION_S", "a day")
+    with pytest.raises(Invalid) as e:
+        Store(backend, clock=store.clock)
+    assert e.value.message == "COMITY_REQUEST_RETENTION_S: must be a number of seconds, got 'a day'"
+    monkeypatch.setenv("COMITY_REQUEST_RETENTION_S", "")
+    assert Store(backend, clock=store.clock).request_retention == 24 * 3600.0
+    monkeypatch.setenv("COMITY_MAX_VALUE_BYTES", "lots")
+    with pytest.raises(Invalid) as e:
+        Store(backend, clock=store.clock)
+    assert e.value.message == "COMITY_MAX_VALUE_BYTES: must be a number of bytes, got 'lots'"
+    monkeypatch.setenv("COMITY_MAX_VALUE_BYTES", "")
+    assert Store(backend, clock=store.clock).max_value_bytes == 1 << 20
