@@ -1,0 +1,283 @@
+"""The guarded transaction's edges, written for the mutants of ``comity.store._txn`` that the
+conformance suite let through (docs/mutation.md): the words and next steps of each stale
+refusal, the news it carries, a lease's length kept by a renewal, what an acquire and a
+block of sequence numbers answer and log, the refusals of shapes, CRDT keys, and what a
+replica must leave to its authority.  Real stores on the virtual clock; nothing mocked."""
+
+from __future__ import annotations
+
+import pytest
+
+from comity.errors import Invalid, StaleContext, Step
+from comity.runtime import VirtualClock
+from comity.store import Absent, Acquire, Create, Delete, Holds, Next, Put, Release, Renew, Store, Unchanged, Update
+from comity.store._txn import MAX_TTL_S, NeedsAuthority, Note, authority_needs, check_ttl
+
+REREAD = "read it again, merge, and write with the context it returns"
+
+
+def _acquire(s: object, resource: str = "r", ttl: float = 10.0, steal: bool = False) -> dict:  # type: ignore[type-arg]
+    return s.txn(ops=[Acquire(resource, ttl, steal)]).results[0]  # type: ignore[attr-defined, no-any-return]
+
+
+# ------------------------------------------------------------- stale refusals
+
+
+def test_a_create_of_an_existing_key_says_who_wrote_it_and_to_read_it(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 1)
+    alice.put("k", 2, context=alice.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        bob.create("k", 3)
+    assert e.value.message == (
+        "'k' already exists: written by alice (put at pos 2); choose another key, or read it and write with its context"
+    )
+    assert [n["pos"] for n in e.value.news] == [2]  # the last event of the key only
+    assert e.value.next == (Step("read", {"key": "k"}, REREAD),)
+    assert e.value.rejected == 3 and e.value.key == "k"
+    with pytest.raises(StaleContext) as e:
+        bob.txn(guards=[Absent("k")], ops=[Put("other", 1)])
+    assert e.value.message.startswith("'k' already exists: written by alice (put at pos 2);")
+    assert e.value.rejected is None
+
+
+def test_a_write_without_context_names_the_writer_and_offers_keeping_both(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 1)
+    with pytest.raises(StaleContext) as e:
+        bob.put("k", 2)
+    assert e.value.message == (
+        "'k' exists and this write carried no context: written by alice (create at pos 1);"
+        " read it again and retry with its context, or keep both values as siblings"
+    )
+    assert e.value.next == (
+        Step("read", {"key": "k"}, REREAD),
+        Step("write", {"key": "k", "value": 2, "keep_both": True}, "or keep both values as siblings"),
+    )
+    with pytest.raises(StaleContext) as e:  # a guard has no value to keep: only read again
+        bob.txn(guards=[Unchanged("k", None)], ops=[Put("other", 1)])
+    assert e.value.message.startswith("'k' exists and this write carried no context: written by alice (create at pos 1);")
+    assert e.value.next == (Step("read", {"key": "k"}, REREAD),)
+
+
+def test_a_write_over_a_changed_key_lists_every_write_since_the_read(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 0)
+    stale = bob.get("k").context
+    for i in range(1, 25):
+        alice.put("k", i, context=alice.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        bob.put("k", "mine", context=stale)
+    news = e.value.news
+    assert [n["pos"] for n in news] == list(range(2, 22))  # from the read on, at most 20
+    writers = ", ".join(f"alice (put at pos {p})" for p in range(2, 22))
+    assert e.value.message == (
+        f"'k' changed since your read: written by {writers};"
+        " read it again and retry with its context, or keep both values as siblings"
+    )
+    with pytest.raises(StaleContext) as e:
+        bob.txn(guards=[Unchanged("k", stale)], ops=[Put("other", 1)])
+    assert e.value.message.startswith("'k' changed since your read: written by alice (put at pos 2),")
+    assert e.value.next == (Step("read", {"key": "k"}, REREAD),)
+
+
+def test_a_stale_write_to_comitys_own_key_offers_no_siblings_and_names_it(store: Store) -> None:
+    s = store.session("alice")
+    s.txn(ops=[Put("@task/T-1", 1)], system=True)
+    with pytest.raises(StaleContext) as e:
+        s.txn(ops=[Put("@task/T-1", 2)], system=True)
+    assert e.value.message.startswith("task T-1 exists and this write carried no context: written by alice (put at pos 1);")
+    assert e.value.next == (Step("read", {"key": "@task/T-1"}, REREAD),)
+
+
+def test_a_delete_of_nothing_is_not_found(store: Store) -> None:
+    from comity.errors import NotFound
+
+    s = store.session("alice")
+    with pytest.raises(NotFound) as e:
+        s.delete("k")
+    assert e.value.message == "'k' does not exist (or is already deleted); nothing to delete"
+    w = s.put("k", 1)
+    s.delete("k", context=w.context)
+    with pytest.raises(NotFound):
+        s.delete("k", context=s.get("k").context)
+
+
+# --------------------------------------------------------------------- leases
+
+
+def test_an_acquire_answers_and_logs_its_token_expiry_length_and_predecessor(store: Store, clock: VirtualClock) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    got = _acquire(alice, ttl=30)
+    assert got == {"resource": "r", "holder": "alice", "token": 1, "expires": clock.now() + 30, "previous": None, "ttl": 30}
+    clock.advance(22.5)
+    with pytest.raises(StaleContext) as e:
+        _acquire(bob)
+    assert e.value.message == "'r' is held by alice (token 1) for another 7.5s; wait for it to expire, or steal it explicitly"
+    assert (e.value.key, e.value.details["holder"], e.value.details["token"]) == ("@lease/r", "alice", 1)
+    assert e.value.details["expires"] == clock.now() + 7.5
+    stolen = _acquire(bob, ttl=5, steal=True)
+    assert (stolen["token"], stolen["previous"], stolen["holder"]) == (2, "alice", "bob")
+    assert bob.log("@lease/r")[-1]["op"] == "steal"
+    clock.advance(5)  # expired at exactly now: free, and its holder is the predecessor
+    after = _acquire(alice, ttl=5)
+    assert (after["token"], after["previous"]) == (3, "bob")
+    assert alice.log("@lease/r")[-1]["op"] == "acquire"
+    alice.txn(ops=[Release("r", 3)])
+    fresh = _acquire(bob, steal=True)  # a steal of a released lease takes it from nobody: an acquire
+    assert (fresh["token"], fresh["previous"]) == (4, None)
+    assert bob.log("@lease/r")[-1]["op"] == "acquire"
+    assert [e["dot"][1] for e in bob.log("@lease/r")] == [1, 2, 3, 3, 4]  # an event's counter is its token
+
+
+def test_a_renewal_without_a_length_keeps_the_leases_own(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    t = _acquire(s, ttl=40)["token"]
+    clock.advance(10)
+    r = s.txn(ops=[Renew("r", t)]).results[0]
+    assert r == {"resource": "r", "holder": "alice", "token": t, "expires": clock.now() + 40, "ttl": 40}
+    s.txn(ops=[Renew("r", t, 15)])
+    clock.advance(10)
+    assert s.txn(ops=[Renew("r", t)]).results[0]["ttl"] == 15
+    assert s.log("@lease/r")[-1]["op"] == "renew" and s.log("@lease/r")[-1]["ttl"] == 15
+    assert s.txn(ops=[Release("r", t)]).results[0] == {"resource": "r", "holder": None, "token": t}
+    with store.backend.transaction(write=False) as tx:
+        lease = tx.lease("r")
+    assert lease is not None and (lease.holder, lease.expires) == (None, clock.now())
+
+
+def test_a_lease_length_is_in_a_week_at_most(store: Store) -> None:
+    assert check_ttl(MAX_TTL_S, "ttl") == MAX_TTL_S and check_ttl(1, "ttl") == 1.0
+    with pytest.raises(Invalid) as e:
+        check_ttl(MAX_TTL_S + 1, "ttl")
+    assert e.value.message == "ttl: must be a number of seconds in (0, 604800], got 604801.0"
+    s = store.session("alice")
+    assert _acquire(s, ttl=MAX_TTL_S)["ttl"] == MAX_TTL_S
+
+
+# ------------------------------------------------------------------ sequences
+
+
+def test_a_block_of_sequence_numbers_is_answered_and_logged_as_a_block(store: Store) -> None:
+    s = store.session("alice")
+    one = s.txn(ops=[Next("n")]).results[0]
+    assert set(one) == {"sequence", "value", "pos"} and one["value"] == 1
+    block = s.txn(ops=[Next("n", 5)]).results[0]
+    assert block == {"sequence": "n", "value": 2, "last": 6, "count": 5, "pos": block["pos"]}
+    event = s.log("@seq/n")[-1]
+    assert (event["value"], event["first"], event["count"]) == (6, 2, 5)
+    assert "first" not in s.log("@seq/n")[0]
+    assert s.txn(ops=[Next("n")]).results[0]["value"] == 7
+    assert s.txn(ops=[Next("m", 1_000_000)]).results[0]["last"] == 1_000_000
+    for count in (0, 1_000_001, True, 1.0):
+        with pytest.raises(Invalid) as e:
+            s.txn(ops=[Next("n", count)])  # type: ignore[arg-type]
+        assert e.value.message == f"count: must be a whole number of sequence numbers in [1, 1000000], got {count!r}"
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Next("n"), Next("n")])
+    assert e.value.message == "ops[1].name: sequence 'n' is advanced twice in one transaction"
+
+
+# ------------------------------------------------------------------- shapes
+
+
+def test_the_refusals_of_a_transactions_shape(store: Store) -> None:
+    s = store.session("alice")
+    cases = [
+        (lambda: s.txn(), "ops", "ops: a transaction needs at least one guard or operation"),
+        (lambda: s.txn(guards=[object()]), "guards[0].type",  # type: ignore[list-item]
+         "guards[0].type: unknown guard object; use Unchanged, Absent or Holds"),
+        (lambda: s.txn(ops=[object()]), "type", "type: unknown operation object"),  # type: ignore[list-item]
+        (lambda: s.txn(ops=[Put("k", 1), Delete("k")]), "ops[1].key",
+         "ops[1].key: 'k' is written twice in one transaction; combine the writes"),
+        (lambda: s.txn(ops=[Put("k", 1), Update("k", "inc", 1, "gcounter")]), "ops[1].key",
+         "ops[1].key: 'k' is written twice in one transaction; combine the writes"),
+        # a note's label is checked first: outside comity's own layers it is refused as a label
+        (lambda: s.txn(ops=[Note("notes", "heard", {})]), "label",
+         "label: event labels are for comity's own layers (lowercase, up to 32 characters)"),
+        (lambda: s.txn(ops=[Put("k", 1, label="mine")]), "label",
+         "label: event labels are for comity's own layers (lowercase, up to 32 characters)"),
+        (lambda: s.txn(ops=[Put("@k", 1, label="Bad")], system=True), "label",
+         "label: event labels are for comity's own layers (lowercase, up to 32 characters)"),
+        (lambda: s.txn(ops=[Put("@k", 1, label="a" * 33)], system=True), "label",
+         "label: event labels are for comity's own layers (lowercase, up to 32 characters)"),
+        (lambda: s.txn(ops=[Update("c", "", 1, "gcounter")]), "op", "op: name the operation, e.g. 'add' or 'inc'"),
+        (lambda: s.txn(guards=[Holds("", 1)]), "guards[0].resource", None),
+        (lambda: s.txn(ops=[Renew("r", 1, 0)]), "ttl", None),
+    ]
+    for call, field, message in cases:
+        with pytest.raises(Invalid) as e:
+            call()
+        assert e.value.field == field, (field, e.value.message)
+        if message is not None:
+            assert e.value.message == message
+    assert s.head() == 0
+    labelled = s.txn(ops=[Put("@k", 1, label="a" * 32)], system=True).results[0]
+    assert labelled["op"] == "a" * 32
+    noted = s.txn(ops=[Note("@notes", "heard", {"from": "x"}, seen=0)], system=True).results[0]
+    assert noted == {"key": "@notes", "op": "heard", "pos": 2}
+    e = s.log("@notes")[-1]
+    assert (e["op"], e["from"], e["seen"], e["dot"][1]) == ("heard", "x", 0, 0)
+
+
+def test_crdt_keys_and_plain_keys_refuse_each_others_writes_in_words(store: Store) -> None:
+    s = store.session("alice")
+    s.update("c", "inc", 2, type="gcounter")
+    s.put("plain", 1)
+    cases = [
+        (lambda: s.put("c", 5, context=s.get("c").context), "key",
+         "key: 'c' is a gcounter CRDT; change it with update, not put or create"),
+        (lambda: s.update("plain", "inc", 1, type="gcounter"), "key",
+         "key: 'plain' holds a plain value, not a CRDT; write it with put, or use another key"),
+        (lambda: s.update("new", "inc", 1), "type", None),
+        (lambda: s.update("c", "inc", 1, type="pncounter"), "type",
+         "type: 'c' is a gcounter, not a pncounter; give no type, or use another key"),
+        (lambda: s.update("c", "escrow", 1), "op",
+         "op: escrow takes a share of 'c''s rights from a replica's upstream; this store is the authority itself"),
+    ]
+    for call, field, message in cases:
+        with pytest.raises(Invalid) as e:
+            call()
+        assert e.value.field == field
+        if message is not None:
+            assert e.value.message == message
+    assert e.value is not None
+    with pytest.raises(Invalid) as e:
+        s.update("new", "inc", 1)
+    assert e.value.message.startswith("type: 'new' has no CRDT type yet: give it a type (")
+    r = s.update("c", "inc", 3).results[0]
+    assert (r["key"], r["type"], r["value"]) == ("c", "gcounter", 5)
+    assert s.log("c")[-1]["op"] == "update.inc"
+
+
+def test_a_bounded_counter_below_its_rights_is_refused_with_what_it_holds(store: Store) -> None:
+    s = store.session("alice")
+    s.update("b", "inc", 3, type="bcounter")
+    with pytest.raises(StaleContext) as e:
+        s.update("b", "dec", 5)
+    assert e.value.message.startswith("'b' is a bounded counter at 3: this store holds 3 of its rights and 5 are needed;")
+    assert (e.value.key, e.value.details["value"], e.value.details["rights"]) == ("b", 3, 3)
+    assert s.get("b").values == [3]
+
+
+# ------------------------------------------------------------------- replicas
+
+
+def test_what_only_the_authority_may_decide() -> None:
+    me = "r1"
+    assert authority_needs([], [Put("k", 1), Update("c", "inc", 1), Delete("k")], me) == set()
+    assert authority_needs([Unchanged("k", None)], [Put("@escrow/x/r1", 1)], me) == set()
+    assert authority_needs([Absent("k")], [], me) == {"create"}
+    assert authority_needs([Holds("r", 1)], [], me) == {"holds"}
+    assert authority_needs([], [Create("k", 1)], me) == {"create"}
+    assert authority_needs([], [Next("n")], me) == {"sequence"}
+    for op in (Acquire("r", 1), Renew("r", 1), Release("r", 1)):
+        assert authority_needs([], [op], me) == {"lease"}
+    assert authority_needs([], [Put("@task/T-1", 1)], me) == {"coordinated"}
+    assert authority_needs([], [Delete("@task/T-1")], me) == {"coordinated"}
+    assert authority_needs([], [Put("@escrow/x/r2", 1)], me) == {"coordinated"}  # another replica's
+    assert authority_needs([], [Put("@escrow/x/r11", 1)], me) == {"coordinated"}
+    assert authority_needs([], [Update("c", "escrow", 1)], me) == {"escrow"}
+    need = NeedsAuthority({"lease", "create"})
+    assert str(need) == "create, lease" and not need.provisional
+    assert NeedsAuthority({"holds"}).provisional
