@@ -4,6 +4,7 @@
     python tools/mutation.py report [--score]                     # the score per package (and the survivors)
     python tools/mutation.py run store --only _codec.py           # one module (or a few, comma-separated)
     python tools/mutation.py run store --only _txn.py --sample 150  # a random sample of its mutants (seed: --seed)
+    python tools/mutation.py run store --only _codec.py --again     # only its mutants not yet killed (after new tests)
     python tools/mutation.py report store --modules [--only _codec.py]  # a row per module
 
 Each package is mutated in a scratch directory of its own (``.mutation/<package>/``)
@@ -123,12 +124,15 @@ def _prepare(package: str) -> Path:
     return where
 
 
-def run(packages: list[str], children: int, only: list[str] | None = None, sample: int | None = None, seed: int = 1) -> int:
+def run(packages: list[str], children: int, only: list[str] | None = None, sample: int | None = None, seed: int = 1,
+        again: bool = False) -> int:
     """Mutate ``packages``; with ``only`` (module names or patterns: ``_codec.py``), only
     those modules' mutants are run (mutmut runs named mutants again even when it has a
     result for them, so a second ``--only`` run redoes the module).  With ``sample``, a
     random sample (``seed``) of that many of the mutants not yet run: for a module too big
-    to run whole, a score that estimates the whole (the report says how many were run)."""
+    to run whole, a score that estimates the whole (the report says how many were run).
+    With ``again``, only the mutants not killed yet (survivors, those no test ran, those not
+    yet run): after new tests, the survivors are tried again without redoing the rest."""
     mutmut = Path(sys.executable).with_name("mutmut")
     if not mutmut.exists():
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
@@ -140,7 +144,13 @@ def run(packages: list[str], children: int, only: list[str] | None = None, sampl
             print(f"{package}: none of {only} is in its scope {SCOPE[package]}", file=sys.stderr)
             return 2
         names = [f"comity.{package}.{m.removesuffix('.py')}.*" for m in modules]
-        if sample is not None:
+        if again:
+            names = sorted(name for name, status in results(package, only).items() if status not in KILLED)
+            if not names:
+                print(f"{package}: every mutant is killed", flush=True)
+                continue
+            print(f"== {package}: again, the {len(names)} mutants not killed", flush=True)
+        elif sample is not None:
             pending = sorted(name for name, status in results(package, only).items() if status in PENDING)
             if not pending:
                 print(f"{package}: no mutant left to sample (mutants are made by a first run)", file=sys.stderr)
@@ -242,7 +252,8 @@ def main(argv: list[str]) -> int:
         print(f"unknown package(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
         return 2
     if argv[0] == "run":
-        return run(packages, int(os.environ.get("MUTATION_CHILDREN", "1")), only, numbers.get("--sample"), numbers.get("--seed", 1))
+        return run(packages, int(os.environ.get("MUTATION_CHILDREN", "1")), only, numbers.get("--sample"), numbers.get("--seed", 1),
+                   again="--again" in args)
     if argv[0] == "clean":
         for p in packages:
             shutil.rmtree(WORK / p, ignore_errors=True)
