@@ -38,7 +38,7 @@ SUITES: dict[str, list[str]] = {
               "tests/test_dashboard_reads.py"],  # the dashboard's reads run liveness.phi_series and activity
     "work": ["tests/test_tasks_board.py", "tests/test_work_edges.py"],
     "store": ["tests/test_store_conformance.py", "tests/test_store_news.py", "tests/test_store_edges.py", "tests/test_store_api_edges.py",
-              "tests/test_store_txn_edges.py",
+              "tests/test_store_txn_edges.py", "tests/test_store_sqlite_edges.py",
               "tests/test_crdt_store.py",  # a CRDT's updates through the store (Update, the executor's _crdt)
               "tests/test_sync_replicas.py", "tests/test_sync_laws.py",  # replicas in one process: provisional and foreign writes
               "tests/test_store_compact.py"],  # compaction (the SQLite engine's compactable/compact)

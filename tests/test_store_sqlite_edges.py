@@ -1,0 +1,170 @@
+"""The SQLite engine's edges, written for the mutants of ``comity.store._sqlite`` that the
+conformance suite let through (docs/mutation.md): rows kept before their time was recorded,
+what an engine error is called, a write transaction inside another, the bytes a store takes,
+the settings and the replication tables.  A real store file in tmp_path; nothing mocked."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import comity
+from comity.errors import Unavailable
+from comity.runtime import SeededRng, VirtualClock
+from comity.store import Store
+from comity.store._backend import EventRow, SessionRow
+from comity.store._sqlite import SQLiteBackend, _unavailable
+
+
+def _sqlite(tmp_path: Path, clock: VirtualClock, **kw: object) -> Store:
+    return comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(7), **kw)  # type: ignore[arg-type]
+
+
+def test_outcomes_and_sessions_kept_before_their_time_was_recorded_are_dated_when_next_cleaned(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    store = _sqlite(tmp_path, clock)
+    b = store.backend
+    with b.transaction(write=True) as tx:
+        tx.record("old", "d", "{}", 0.0)  # as a store of schema 2 left it: no time
+        tx.record("new", "d", "{}", clock.now())
+        tx.save_session(SessionRow("legacy", "a", 0, [], {}, 0.0))
+        tx.save_session(SessionRow("recent", "a", 0, [], {}, clock.now()))
+    clock.advance(100)
+    with b.transaction(write=True) as tx:
+        assert tx.forget_requests(clock.now() - 50) == 1  # "new" is 100 s old; "old" is dated now
+        assert tx.forget_sessions(clock.now() - 50) == 1
+        assert tx.recorded("old") is not None and tx.recorded("new") is None
+        assert tx.load_session("legacy") is not None and tx.load_session("recent") is None
+    clock.advance(100)
+    with b.transaction(write=True) as tx:
+        assert tx.forget_requests(clock.now() - 50) == 1
+        assert tx.forget_sessions(clock.now() - 50) == 1
+        assert tx.recorded("old") is None and tx.load_session("legacy") is None
+    store.close()
+
+
+def test_a_session_row_reads_back_as_it_was_saved(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    row = SessionRow("s1", "alice", 7, ["b", "a"], {"k": 9}, 12.5)
+    with store.backend.transaction(write=True) as tx:
+        tx.save_session(row)
+        assert tx.session_floor() == 7
+        tx.save_session(SessionRow("s2", "bob", 3, [], {}, 1.0))
+        assert tx.session_floor() == 3
+    with store.backend.transaction(write=False) as tx:
+        back = tx.load_session("s1")
+        assert back == SessionRow("s1", "alice", 7, ["a", "b"], {"k": 9}, 12.5)
+        assert tx.load_session("nobody") is None
+    store.close()
+
+
+def test_settings_origins_and_states(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    for k in ("b", "a", "c"):
+        s.put(k, k)
+    with store.backend.transaction(write=True) as tx:
+        assert tx.setting("x") is None
+        tx.set_setting("x", "1")
+        tx.set_setting("x", "2")
+        assert tx.setting("x") == "2"
+        tx.set_origin("r9", 5)
+        tx.set_origin("r9", 3)  # never rewinds
+        assert tx.origins() == {"r9": 5}
+        assert [k for k, _ in tx.states(None, 10)] == ["a", "b", "c"]
+        assert [k for k, _ in tx.states("a", 1)] == ["b"]
+        assert tx.states("c", 10) == []
+    store.close()
+
+
+def test_events_of_an_origin_come_in_its_order_here_and_arrived(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    s.put("k", 1)
+    with store.backend.transaction(write=True) as tx:
+        # two events of replica "far" arrived by replication, out of their order there
+        for opos in (12, 10):
+            tx.append(EventRow("f", "put", "bob", "x", "far", opos, "0", f"q{opos}", "1", None, opos=opos))
+        mine = store.replica_id
+        assert [e.origin for e in tx.events_from("far", 0, 10)] == [10, 12]
+        assert [e.origin for e in tx.events_from("far", 10, 10)] == [12]
+        assert [e.origin for e in tx.events_from("far", 0, 1)] == [10]
+        assert [e.origin for e in tx.events_from(mine, 0, 10)] == [1]
+        assert tx.events_from(mine, 1, 10) == []
+    store.close()
+
+
+def test_an_engine_error_is_named_for_what_it_is(tmp_path: Path) -> None:
+    where = tmp_path / "s.db"
+    full = _unavailable(where, sqlite3.OperationalError("database or disk is full"), "could not commit")
+    assert isinstance(full, Unavailable) and full.details["problem"] == "disk_full"
+    assert full.message == (
+        f"the store at {where} could not commit: the disk is full (database or disk is full); nothing was written."
+        " Free some space and retry"
+    )
+    busy = _unavailable(where, sqlite3.OperationalError("database is locked"), "could not begin a transaction")
+    assert busy.message == f"the store at {where} could not begin a transaction (database is locked); nothing was written, retry"
+    assert "problem" not in busy.details and busy.details["location"] == str(where)
+    for e in (sqlite3.OperationalError("database disk image is malformed"), sqlite3.OperationalError("file is not a database"),
+              sqlite3.DatabaseError("anything")):
+        assert _unavailable(where, e, "failed").details["problem"] == "damaged"
+
+
+def test_a_write_transaction_inside_another_on_the_same_file_is_a_bug_said_so(make_store: Callable[..., Store]) -> None:
+    one = make_store("same.db")
+    if not isinstance(one.backend, SQLiteBackend):
+        pytest.skip("the writers' turn is the SQLite engine's")
+    two = make_store("same.db")
+    with one.backend.transaction(write=True):
+        with pytest.raises(RuntimeError) as e:
+            with two.backend.transaction(write=True):
+                pass  # pragma: no cover
+        assert str(e.value) == "a write transaction inside another one on the same store file"
+        with two.backend.transaction(write=False) as tx:  # a read is not a writer
+            assert tx.head() == 0
+    with two.backend.transaction(write=True) as tx:  # the turn was given back
+        assert tx.head() == 0
+
+
+def test_a_writer_waiting_past_the_busy_timeout_is_told_the_store_is_busy(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock, busy_timeout=0.05)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.backend.transaction(write=True):
+            holding.set()
+            done.wait(10)
+
+    other = comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(8), busy_timeout=0.05)
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(Unavailable) as e:
+            with other.backend.transaction(write=True):
+                pass  # pragma: no cover
+        assert e.value.message == (
+            f"the store at {tmp_path / 's.db'} is busy: another writer held it for 0.05s; nothing was written, retry"
+        )
+    finally:
+        done.set()
+        t.join()
+    with other.backend.transaction(write=True) as tx:  # and the turn is free again
+        assert tx.head() == 0
+    other.close()
+    store.close()
+
+
+def test_a_stores_size_is_its_file_and_its_log(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", "x" * 10_000)
+    where = tmp_path / "s.db"
+    wal = Path(f"{where}-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    assert store.size() == where.stat().st_size + wal.stat().st_size
+    store.close()
