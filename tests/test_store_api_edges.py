@@ -209,3 +209,115 @@ def test_a_stores_options_are_refused_when_out_of_range(
     assert e.value.message == "COMITY_MAX_VALUE_BYTES: must be a number of bytes, got 'lots'"
     monkeypatch.setenv("COMITY_MAX_VALUE_BYTES", "")
     assert Store(backend, clock=store.clock).max_value_bytes == 1 << 20
+
+
+# -------------------------------------------------------------- refused writes
+
+
+def test_a_refused_write_is_noted_with_who_what_and_what_it_missed(store: Store, clock: VirtualClock) -> None:
+    from comity.errors import Fenced, StaleContext
+    from comity.store import Create, Holds, Put, Unchanged
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 1)
+    read = bob.get("k")
+    alice.put("k", 2, context=alice.get("k").context)
+    w3 = alice.put("k", 3, context=alice.get("k").context)
+    with pytest.raises(StaleContext):
+        bob.put("k", "b", context=read.context, request_id="r-put")
+    note = bob.log("@refused")[-1]
+    assert note["op"] == "write.refused" and note["agent"] == "bob" and note["request_id"] == "r-put.refused"
+    assert (note["target"], note["error"], note["write"], note["seen"]) == ("k", "stale_context", "put", 1)
+    assert note["missed"] == [2, w3.pos] and note["writers"] == ["alice"]
+    assert note["reason"].startswith("'k' changed since your read")
+    assert "token" not in note and "value" not in note
+
+    with pytest.raises(StaleContext):
+        bob.txn(guards=[Unchanged("k", read.context)], ops=[Put("other", 1)])
+    note = bob.log("@refused")[-1]
+    assert (note["write"], note["seen"]) == ("guard", 1)
+
+    with pytest.raises(StaleContext):
+        bob.txn(ops=[Create("k", 0)])
+    note = bob.log("@refused")[-1]
+    assert (note["write"], note["missed"]) == ("create", [w3.pos])
+    assert "seen" not in note
+
+    t1 = bob.txn(ops=[comity.store.Acquire("r", 10)]).results[0]["token"]
+    t2 = alice.txn(ops=[comity.store.Acquire("r", 10, True)]).results[0]["token"]
+    with pytest.raises(Fenced):
+        bob.txn(guards=[Holds("r", t1)], ops=[Put("out", 1)])
+    note = bob.log("@refused")[-1]
+    assert (note["target"], note["error"], note["write"]) == ("r", "fenced", "write")
+    assert (note["token"], note["current"], note["holder"]) == (t1, t2, "alice")
+
+    bob.txn(ops=[Create("@task/T-1", 0)], system=True)
+    with pytest.raises(StaleContext):  # comity's own layers note their refusals themselves
+        bob.txn(ops=[Create("@task/T-1", 0)], system=True)
+    assert bob.log("@refused")[-1] == note
+
+    long_id = "q" * 128
+    with pytest.raises(StaleContext):
+        bob.put("k", "b", context=read.context, request_id=long_id)
+    assert bob.log("@refused")[-1]["request_id"] == long_id  # cut to the longest id there is
+
+
+# ------------------------------------------------------------- secrets and the log
+
+
+def test_keys_holding_secrets_are_never_shown_but_to_comitys_own_layers(store: Store) -> None:
+    from comity.store import Put
+
+    s = store.session("alice")
+    s.txn(ops=[Put("@auth/alice", "hash")], system=True)
+    s.txn(ops=[Put("@seq/x", 1)], system=True)
+    s.put("k", 1)
+    with pytest.raises(Invalid) as e:
+        s.get("@auth/alice")
+    assert (e.value.field, e.value.message) == (
+        "key", "key: '@auth/alice' holds secrets (an agent's token hash); comity never shows it"
+    )
+    with pytest.raises(Invalid):
+        s.get_many(["k", "@auth/alice"])
+    assert s.get("@auth/alice", secrets=True).values == ["hash"]
+    assert [v.values for v in s.get_many(["k", "@auth/alice"], secrets=True)] == [[1], ["hash"]]
+    assert s.keys("@") == ["@seq/x"] and s.keys("@a") == [] and s.keys("@auth/") == []
+    assert s.keys("@", limit=1) == ["@seq/x"]
+    assert s.keys("@", secrets=True) == ["@auth/alice", "@seq/x"]
+    assert s.keys("@", secrets=True, limit=1) == ["@auth/alice"]
+    event = s.log("@auth/alice")[0]
+    assert event["op"] == "put" and "value" not in event
+    assert [e.get("value") for e in s.log()] == [None, 1, 1]
+    assert all("value" not in e for e in s.log(values=False))
+    assert [e["key"] for e in s.log(after=1, limit=1)] == ["@seq/x"]
+    for after in (-1, True, "1"):
+        with pytest.raises(Invalid) as e:
+            s.log(after=after)  # type: ignore[arg-type]
+        assert e.value.message == f"after: must be a log position (an integer >= 0), got {after!r}"
+    for limit in (0, 10_001, True):
+        with pytest.raises(Invalid) as e:
+            s.log(limit=limit)
+        assert e.value.message == f"limit: must be an integer in [1, 10000], got {limit!r}"
+    assert len(s.log(limit=10_000)) == 3
+    with pytest.raises(Invalid) as e:
+        s.keys("x" * 514)
+    assert e.value.message == "prefix: is 514 characters; keys are at most 512"
+    assert s.keys("k" + "x" * 512) == []
+
+
+def test_request_ids_are_one_to_128_characters(store: Store) -> None:
+    s = store.session("alice")
+    for bad in ("", "q" * 129, 7):
+        with pytest.raises(Invalid) as e:
+            s.put("k", 1, request_id=bad)  # type: ignore[arg-type]
+        assert e.value.message == "request_id: must be a string of 1 to 128 characters"
+        with pytest.raises(Invalid) as e:
+            s.recorded(bad)  # type: ignore[arg-type]
+        assert e.value.field == "request_id"
+    w = s.put("k", 1, request_id="q" * 128)
+    got = s.recorded("q" * 128)
+    assert got is not None and got[1]["pos"] == w.pos and len(got[0]) == 64
+    assert s.recorded("never") is None
+    with pytest.raises(Invalid) as e:
+        store.session().put("k", 1)
+    assert e.value.message == "agent: writes need an agent name"
