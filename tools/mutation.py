@@ -3,7 +3,7 @@
     python tools/mutation.py run causal crdt coord work store   # niced; resumes where it left off
     python tools/mutation.py report [--score]                     # the score per package (and the survivors)
     python tools/mutation.py run store --only _codec.py           # one module (or a few, comma-separated)
-    python tools/mutation.py run store --only _txn.py --sample 150  # a random sample of its mutants (seed: --seed)
+    python tools/mutation.py run store --only _codec.py,_txn.py:150  # _codec whole, a random sample of 150 of _txn's (--seed)
     python tools/mutation.py run store --only _codec.py --again     # only its mutants not yet killed (after new tests)
     python tools/mutation.py report store --modules [--only _codec.py]  # a row per module
 
@@ -124,40 +124,52 @@ def _prepare(package: str) -> Path:
     return where
 
 
-def run(packages: list[str], children: int, only: list[str] | None = None, sample: int | None = None, seed: int = 1,
-        again: bool = False) -> int:
+def run(packages: list[str], children: int, only: list[str] | None = None, seed: int = 1, again: bool = False) -> int:
     """Mutate ``packages``; with ``only`` (module names or patterns: ``_codec.py``), only
     those modules' mutants are run (mutmut runs named mutants again even when it has a
-    result for them, so a second ``--only`` run redoes the module).  With ``sample``, a
-    random sample (``seed``) of that many of the mutants not yet run: for a module too big
-    to run whole, a score that estimates the whole (the report says how many were run).
-    With ``again``, only the mutants not killed yet (survivors, those no test ran, those not
-    yet run): after new tests, the survivors are tried again without redoing the rest."""
+    result for them, so a second ``--only`` run redoes the module).  ``_txn.py:150`` runs a
+    random sample of 150 of the module's mutants (the same ones for the same ``seed``): for
+    a module too big to run whole, a score that estimates the whole (the report says how
+    many were run).  With ``again``, only those not killed yet (survivors, those no test
+    ran, those not yet run): after new tests, without redoing the rest."""
     mutmut = Path(sys.executable).with_name("mutmut")
     if not mutmut.exists():
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
         return 2
     for package in packages:
         where = _prepare(package)
-        modules = [m for m in (only or []) if any(fnmatch.fnmatch(m, p) for p in SCOPE[package])]
-        if only and not modules:
-            print(f"{package}: none of {only} is in its scope {SCOPE[package]}", file=sys.stderr)
-            return 2
-        names = [f"comity.{package}.{m.removesuffix('.py')}.*" for m in modules]
-        if again:
-            names = sorted(name for name, status in results(package, only).items() if status not in KILLED)
-            if not names:
-                print(f"{package}: every mutant is killed", flush=True)
-                continue
-            print(f"== {package}: again, the {len(names)} mutants not killed", flush=True)
-        elif sample is not None:
-            pending = sorted(name for name, status in results(package, only).items() if status in PENDING)
-            if not pending:
-                print(f"{package}: no mutant left to sample (mutants are made by a first run)", file=sys.stderr)
+        wanted: list[tuple[str, int | None]] = []
+        for entry in only or []:
+            module, _, n = entry.partition(":")
+            module = module if module.endswith(".py") or "*" in module else module + ".py"
+            if not any(fnmatch.fnmatch(module, p) for p in SCOPE[package]):
+                print(f"{package}: {module} is not in its scope {SCOPE[package]}", file=sys.stderr)
                 return 2
-            names = sorted(random.Random(seed).sample(pending, min(sample, len(pending))))
-            print(f"== {package}: a sample of {len(names)} of the {len(pending)} mutants not yet run (seed {seed})", flush=True)
-        print(f"== {package}: mutating src/comity/{package}/{' '.join(modules)} against {' '.join(SUITES[package])}", flush=True)
+            wanted.append((module, int(n) if n else None))
+        sampled = any(n is not None for _, n in wanted)
+        known = results(package) if (again or sampled) else {}
+        if sampled and not known:
+            print(f"{package}: no mutants yet to sample from (a first run makes them)", file=sys.stderr)
+            return 2
+        names: list[str] = []
+        for module, n in wanted:
+            if n is None and not again:
+                names.append(f"comity.{package}.{module.removesuffix('.py')}.*")
+                continue
+            mine = sorted(name for name in known if fnmatch.fnmatch(_module(name), module))
+            if n is not None:
+                mine = sorted(random.Random(f"{seed}:{module}").sample(mine, min(n, len(mine))))
+                print(f"== {package}: {module}: a sample of {len(mine)} of its mutants (seed {seed})", flush=True)
+            if again:
+                mine = [name for name in mine if known[name] not in KILLED]
+            names += mine
+        if (again or sampled) and not names:
+            print(f"{package}: every mutant asked for is killed", flush=True)
+            continue
+        if again:
+            print(f"== {package}: again, the {len(names)} mutants not killed", flush=True)
+        print(f"== {package}: mutating src/comity/{package}/ ({', '.join(only or ['every module'])})"
+              f" against {' '.join(SUITES[package])}", flush=True)
         env = {**os.environ, "COMITY_MUTATION_EXAMPLES": os.environ.get("COMITY_MUTATION_EXAMPLES", EXAMPLES.get(package, "30"))}
         tmp = _tmpdir(package)
         if tmp:
@@ -235,10 +247,10 @@ def main(argv: list[str]) -> int:
         if i + 1 >= len(args):
             print("--only needs module names: --only _codec.py,_txn.py", file=sys.stderr)
             return 2
-        only = [m if m.endswith(".py") or "*" in m else m + ".py" for m in args[i + 1].split(",") if m]
+        only = [m for m in args[i + 1].split(",") if m]
         args = args[:i] + args[i + 2 :]
     numbers: dict[str, int] = {}
-    for option in ("--sample", "--seed"):
+    for option in ("--seed",):
         if option in args:
             i = args.index(option)
             if i + 1 >= len(args) or not args[i + 1].isdigit():
@@ -252,13 +264,14 @@ def main(argv: list[str]) -> int:
         print(f"unknown package(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
         return 2
     if argv[0] == "run":
-        return run(packages, int(os.environ.get("MUTATION_CHILDREN", "1")), only, numbers.get("--sample"), numbers.get("--seed", 1),
-                   again="--again" in args)
+        return run(packages, int(os.environ.get("MUTATION_CHILDREN", "1")), only, numbers.get("--seed", 1), again="--again" in args)
     if argv[0] == "clean":
         for p in packages:
             shutil.rmtree(WORK / p, ignore_errors=True)
         return 0
-    return report(packages, survivors="--score" not in argv, only=only, modules="--modules" in argv)
+    modules = [m.partition(":")[0] for m in only] if only else None
+    modules = [m if m.endswith(".py") or "*" in m else m + ".py" for m in modules] if modules else None
+    return report(packages, survivors="--score" not in argv, only=modules, modules="--modules" in argv)
 
 
 if __name__ == "__main__":
