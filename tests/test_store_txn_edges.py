@@ -281,3 +281,16 @@ def test_what_only_the_authority_may_decide() -> None:
     need = NeedsAuthority({"lease", "create"})
     assert str(need) == "create, lease" and not need.provisional
     assert NeedsAuthority({"holds"}).provisional
+
+
+def test_the_keys_a_transaction_locks_on_an_engine_whose_writers_run_at_once() -> None:
+    """PostgreSQL locks every key a transaction reads or writes, first and in one order;
+    the names are those its locks take (a lease's and a sequence's keys, the request's)."""
+    from comity.store._txn import _keys_of
+
+    guards = [Unchanged("a", None), Holds("r", 1), Absent("b")]
+    ops = [Put("c", 1), Acquire("l", 1), Renew("m", 1), Release("n", 1), Next("seq"), Update("d", "inc"), Delete("e")]
+    assert _keys_of(guards, ops, "q-1") == [
+        "a", "@lease/r", "b", "c", "@lease/l", "@lease/m", "@lease/n", "@seq/seq", "d", "e", "@request/q-1",
+    ]
+    assert _keys_of([], [Create("k", 1)], None) == ["k"]
