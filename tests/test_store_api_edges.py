@@ -190,7 +190,7 @@ def test_a_stores_options_are_refused_when_out_of_range(
         ({"request_retention": 0.0}, "request_retention", "must be a number of seconds > 0"),
     ):
         with pytest.raises(Invalid) as e:
-            Store(backend, clock=store.clock, **kw)  # type: ignore[arg-type]
+            Store(backend, clock=store.clock, **kw)
         assert (e.value.field, e.value.message) == (field, f"{field}: {message}")
     kept = Store(backend, clock=store.clock, max_value_bytes=1, session_save_interval=0, request_retention=0.5)
     assert (kept.max_value_bytes, kept.session_save_interval, kept.request_retention) == (1, 0.0, 0.5)

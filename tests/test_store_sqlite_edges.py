@@ -20,8 +20,8 @@ from comity.store._backend import EventRow, SessionRow
 from comity.store._sqlite import SQLiteBackend, _unavailable
 
 
-def _sqlite(tmp_path: Path, clock: VirtualClock, **kw: object) -> Store:
-    return comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(7), **kw)  # type: ignore[arg-type]
+def _sqlite(tmp_path: Path, clock: VirtualClock, busy_timeout: float = 30.0) -> Store:
+    return comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(7), busy_timeout=busy_timeout)
 
 
 def test_outcomes_and_sessions_kept_before_their_time_was_recorded_are_dated_when_next_cleaned(

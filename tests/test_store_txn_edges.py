@@ -216,8 +216,8 @@ def test_the_refusals_of_a_transactions_shape(store: Store) -> None:
     assert labelled["op"] == "a" * 32
     noted = s.txn(ops=[Note("@notes", "heard", {"from": "x"}, seen=0)], system=True).results[0]
     assert noted == {"key": "@notes", "op": "heard", "pos": 2}
-    e = s.log("@notes")[-1]
-    assert (e["op"], e["from"], e["seen"], e["dot"][1]) == ("heard", "x", 0, 0)
+    entry = s.log("@notes")[-1]
+    assert (entry["op"], entry["from"], entry["seen"], entry["dot"][1]) == ("heard", "x", 0, 0)
 
 
 def test_crdt_keys_and_plain_keys_refuse_each_others_writes_in_words(store: Store) -> None:
@@ -286,10 +286,10 @@ def test_what_only_the_authority_may_decide() -> None:
 def test_the_keys_a_transaction_locks_on_an_engine_whose_writers_run_at_once() -> None:
     """PostgreSQL locks every key a transaction reads or writes, first and in one order;
     the names are those its locks take (a lease's and a sequence's keys, the request's)."""
-    from comity.store._txn import _keys_of
+    from comity.store._txn import Guard, Op, _keys_of
 
-    guards = [Unchanged("a", None), Holds("r", 1), Absent("b")]
-    ops = [Put("c", 1), Acquire("l", 1), Renew("m", 1), Release("n", 1), Next("seq"), Update("d", "inc"), Delete("e")]
+    guards: list[Guard] = [Unchanged("a", None), Holds("r", 1), Absent("b")]
+    ops: list[Op] = [Put("c", 1), Acquire("l", 1), Renew("m", 1), Release("n", 1), Next("seq"), Update("d", "inc"), Delete("e")]
     assert _keys_of(guards, ops, "q-1") == [
         "a", "@lease/r", "b", "c", "@lease/l", "@lease/m", "@lease/n", "@seq/seq", "d", "e", "@request/q-1",
     ]

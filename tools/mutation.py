@@ -140,12 +140,12 @@ def run(packages: list[str], children: int, only: list[str] | None = None, seed:
         where = _prepare(package)
         wanted: list[tuple[str, int | None]] = []
         for entry in only or []:
-            module, _, n = entry.partition(":")
+            module, _, count = entry.partition(":")
             module = module if module.endswith(".py") or "*" in module else module + ".py"
             if not any(fnmatch.fnmatch(module, p) for p in SCOPE[package]):
                 print(f"{package}: {module} is not in its scope {SCOPE[package]}", file=sys.stderr)
                 return 2
-            wanted.append((module, int(n) if n else None))
+            wanted.append((module, int(count) if count else None))
         sampled = any(n is not None for _, n in wanted)
         known = results(package) if (again or sampled) else {}
         if sampled and not known:
