@@ -1242,3 +1242,12 @@ def test_done_gives_up_when_its_changes_keep_changing(st: comity.Store) -> None:
     e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
     assert e.message == "task T-1: its changes kept changing; retry" and e.key == "@task/T-1"
     assert alice.times == 10**6 - 64 and alice.show(t["id"])["state"] == "claimed"
+
+
+def test_why_reads_at_most_a_thousand_events_of_a_key_by_default(st: comity.Store) -> None:
+    s = st.session("alice")
+    ctx = None
+    for i in range(1001):
+        ctx = s.put("notes/busy", i, context=ctx).context
+    w = why(st.session(), "notes/busy")
+    assert len(w["history"]) == 1000 and w["history"][0]["pos"] == 1
