@@ -1251,3 +1251,46 @@ def test_why_reads_at_most_a_thousand_events_of_a_key_by_default(st: comity.Stor
         ctx = s.put("notes/busy", i, context=ctx).context
     w = why(st.session(), "notes/busy")
     assert len(w["history"]) == 1000 and w["history"][0]["pos"] == 1
+
+
+def test_a_claim_on_an_old_read_is_not_refused_for_changes_to_other_tasks(st: comity.Store) -> None:
+    tri, bob = board(st, "triage"), board(st, "bob")
+    t, u = tri.add("x"), tri.add("y")
+    ctx = bob.show(t["id"])["context"]
+    board(st, "carol").claim(u["id"])
+    tri.assign(u["id"], "carol")
+    assert bob.claim(t["id"], context=ctx).task["claimed_by"] == "bob"
+
+
+def test_every_refusal_of_a_claim_on_a_read_records_the_read_position(st: comity.Store) -> None:
+    tri, a, bob = board(st, "triage"), board(st, "alice"), board(st, "bob")
+    done_t = tri.add("d")
+    a.done(done_t["id"], a.claim(done_t["id"]).token)
+    assigned = tri.add("a", assignee="carol")
+    waiting = tri.add("w", deps=[tri.add("base")["id"]])
+    held = tri.add("h")
+    a.claim(held["id"])
+    for t in (done_t, assigned, waiting, held):
+        ctx = bob.show(t["id"])["context"]
+        seen = st.session().head()
+        with pytest.raises(StaleContext):
+            bob.claim(t["id"], context=ctx)
+        [note] = events_of(st, "@task/" + t["id"], "task.claim-refused")
+        assert note["seen"] == seen, t["id"]
+
+
+def test_a_request_applied_by_a_racing_retry_is_answered_from_its_record(st: comity.Store) -> None:
+    tri = board(st, "triage")
+    t, u = tri.add("x"), tri.add("y")
+    req = Request("race-as", "d")
+    racing = _Interfering(st.session("triage"), lambda tid: tri.assign(tid, "alice", request=req), hook="read")
+    got = racing.assign(t["id"], "alice", request=req)
+    assert got["replayed"] is True and got["assignee"] == "alice" and got["news"] == []
+    assert ops_of(st, "@task/T-1").count("task.assign") == 1
+    creq = Request("race-cl", "d")
+    alice = board(st, "alice")
+    racing_claim = _Interfering(st.session("alice"), lambda tid: alice.claim(tid, request=creq), hook="lease")
+    c = racing_claim.claim(u["id"], request=creq)
+    assert c.replayed is True and c.task["claimed_by"] == "alice" and c.token == 1
+    assert [n["op"] for n in c.news if n["request_id"] == "race-cl"] == ["task.claim", "task.claimed"]  # the racer's, as news
+    assert ops_of(st, "@task/T-2").count("task.claim") == 1
