@@ -770,11 +770,22 @@ def input_schema(verb: Verb) -> dict[str, Any]:
     }
 
 
+def _result_schema(kind: str) -> dict[str, Any]:
+    # A field or list item of any JSON value is left unconstrained ({}, an array without
+    # ``items``): the same values as the six-way anyOf of an input, and a client that checks
+    # every answer against the schema (the MCP SDK's does) skips a check per value.
+    if kind == "json":
+        return {}
+    if kind == "list[json]":
+        return {"type": "array"}
+    return _schema(kind)
+
+
 def output_schema(verb: Verb) -> dict[str, Any]:
     """The JSON Schema of a verb's answer (other fields may appear beside the declared ones)."""
     props = {}
     for f in verb.result:
-        s = _schema(f.kind)
+        s = _result_schema(f.kind)
         s["description"] = f.doc
         props[f.name] = s
     return {
