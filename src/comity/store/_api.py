@@ -585,6 +585,8 @@ class Session:
         if keys is None:
             return self._everything(tx, head, limit)
         shown = self._shown
+        if head == shown.position and not shown.ahead:
+            return shown, [], False  # shown up to the head already: nothing to read (a read with no news)
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         # Each key's events are shown up to max(position, ahead[key]).  A session that only
         # reads and writes its own keys while others write elsewhere never moves ``position``
