@@ -83,8 +83,39 @@ def test_a_sequence_that_keeps_moving_while_seeding_says_so(store: comity.Store,
     monkeypatch.setattr(s, "txn", always_stale)
     with pytest.raises(StaleContext) as e:
         raise_to(s, "fz", 5)
-    assert e.value.message == "sequence 'fz' kept changing while seeding; retry"
+    assert (e.value.message, e.value.key) == ("sequence 'fz' kept changing while seeding; retry", "@seq/fz")
     monkeypatch.setattr(s, "txn", real)
+
+
+def test_a_floor_of_one_is_written_and_numbers_start_above_it(store: comity.Store) -> None:
+    s = store.session("alice")
+    raise_to(s, "fresh", 1)
+    assert s.get("@seq/fresh").values == [1]
+    assert next_number(s, "fresh") == 2
+    assert allocate(s, "other", floor=1).number == 2  # greater than the floor, even on a new sequence
+
+
+def test_a_floor_raised_while_another_caller_takes_a_number_is_seeded_on_a_second_read(
+    store: comity.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: bob takes a number between alice's read of the sequence and her seed.  Her
+    write is refused (its context missed bob's); she reads again, and seeds above it."""
+    alice, bob = store.session("alice"), store.session("bob")
+    real = alice.get
+    reads: list[str] = []
+
+    def bob_between(key: str, **kw: Any) -> Any:
+        got = real(key, **kw)
+        reads.append(key)
+        if len(reads) == 1:
+            assert next_number(bob, "fz") == 1
+        return got
+
+    monkeypatch.setattr(alice, "get", bob_between)
+    raise_to(alice, "fz", 10)
+    monkeypatch.setattr(alice, "get", real)
+    assert reads == ["@seq/fz", "@seq/fz"]
+    assert next_number(alice, "fz") == 11
 
 
 # ------------------------------------------------------------------------ leases
