@@ -39,6 +39,18 @@ def test_a_new_sequence_starts_at_one_and_a_retried_request_gets_its_number(stor
     assert next_number(s, "fz") == 4 and next_number(s, "other") == 1
 
 
+def test_a_request_id_reused_for_another_request_is_refused_not_replayed(store: comity.Store) -> None:
+    """The caller's digest says what "the same request" is (the task board's add, say), not
+    the Next it makes: the same id with another digest is another request."""
+    s = store.session("alice")
+    assert next_number(s, "fz", request_id="r-1", digest="add 'a'") == 1
+    assert next_number(s, "fz", request_id="r-1", digest="add 'a'") == 1
+    with pytest.raises(Invalid) as e:
+        next_number(s, "fz", request_id="r-1", digest="add 'b'")
+    assert e.value.field == "request_id"
+    assert next_number(s, "fz") == 2
+
+
 def test_a_floor_raises_a_sequence_and_never_lowers_it(store: comity.Store) -> None:
     s = store.session("alice")
     raise_to(s, "fz", 10)
@@ -378,6 +390,28 @@ def test_a_path_is_normalized_before_it_is_compared(store: comity.Store) -> None
         reserve(bob, ["src/app.py"])
 
 
+def test_a_reservations_length_may_be_a_moment_or_a_week(store: comity.Store, clock: VirtualClock) -> None:
+    (brief,) = reserve(store.session("alice"), ["a"], ttl=0.5)
+    (week,) = reserve(store.session("alice"), ["b"], ttl=7 * 24 * 3600)
+    assert (brief.expires, week.expires) == (clock.now() + 0.5, clock.now() + 604800)
+
+
+def test_two_literal_segments_overlap_only_when_equal_and_a_literal_only_what_its_glob_matches() -> None:
+    """Segment by segment: literals are compared, a literal is matched against a glob, and
+    only two globs are judged by their literal ends."""
+    for a, b in [("ab", "abab"), ("abc", "a?"), ("x.py", "x.py.py"), ("abc", "[ab]c")]:
+        assert not overlaps(a, b) and not overlaps(b, a), (a, b)
+        assert not overlaps("src/" + a, "src/" + b)
+
+
+def test_two_globs_are_judged_by_the_literal_text_before_their_first_and_after_their_last_wildcard() -> None:
+    """'a*b*c' begins with 'a' and ends with 'c' (not 'a*b', not 'b*c'): 'axbc' matches it and
+    'ax*', and 'abxc' matches it and '*xc'."""
+    assert overlaps("a*b*c", "ax*") and overlaps("ax*", "a*b*c")
+    assert overlaps("a*b*c", "*xc") and overlaps("*xc", "a*b*c")
+    assert not overlaps("a*b*c", "b*") and not overlaps("a*b*c", "*b")
+
+
 def test_an_overlap_refusal_names_the_holder_the_pattern_and_the_time_left(store: comity.Store, clock: VirtualClock) -> None:
     alice, bob = store.session("alice"), store.session("bob")
     (mine,) = reserve(alice, ["src/**"], ttl=600)
@@ -615,6 +649,8 @@ def test_agents_lists_each_agents_progress_beats_and_holds_by_the_authoritys_clo
     assert (b.actions, b.last_action, b.last_heartbeat, b.silent_s, b.phi, b.suspected, b.holds) == (0, None, t0 + 60, None, 0.0, False, [])
     assert (c.actions, c.last_action, c.silent_s) == (2, t0 + 60, 5.5)
     assert c.holds == [{"resource": "build", "token": lease.token, "expires_in_s": 94.5}]  # 'old' has expired
+    Leases(carol).acquire("fine", 30.12345)
+    assert [h["expires_in_s"] for h in agents(store.session(), ttl=10)[2].holds] == [94.5, 30.123]  # to the millisecond
     assert gone.expires < clock.now()
     with pytest.raises(Invalid) as e:
         agents(store.session(), ttl=0)
