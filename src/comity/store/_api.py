@@ -482,18 +482,18 @@ class Store:
         self.close()
 
 
-def _scan_start(since: dict[int, list[str]], position: int, head: int) -> int:
-    """Where a keyed answer reads the log from: the point (one of ``since``, the points its
-    keys were shown up to, or ``position``) that costs least, counting each event read
-    after it as one and each key shown only up to an earlier point, asked by key, as
-    ``_KEY_ROWS`` events.  Near the head that is ``position`` itself (the log is read and
-    the position moves); a session whose position stays behind reads from where its keys
-    were last shown, and asks by key only for the keys it has just begun to follow."""
+def _scan_start(counts: dict[int, int], position: int, head: int) -> int:
+    """Where a keyed answer reads the log from: the point (one of ``counts``, the points its
+    keys were shown up to, with how many keys each, or ``position``) that costs least,
+    counting each event read after it as one and each key shown only up to an earlier
+    point, asked by key, as ``_KEY_ROWS`` events.  Near the head that is ``position``
+    itself (the log is read and the position moves); a session whose position stays
+    behind reads from where its keys were last shown, and asks by key only for the keys
+    it has just begun to follow."""
     best, best_cost = position, max(head - position, 0)
-    points = sorted(since, reverse=True)
-    below = sum(len(ks) for ks in since.values())
-    for p in points:
-        below -= len(since[p])
+    below = sum(counts.values())
+    for p in sorted(counts, reverse=True):
+        below -= counts[p]
         cost = max(head - p, 0) + _KEY_ROWS * below
         if cost < best_cost:
             best, best_cost = p, cost
@@ -503,16 +503,66 @@ def _scan_start(since: dict[int, list[str]], position: int, head: int) -> int:
 @dataclass(frozen=True, slots=True)
 class _Shown:
     """What a session has been shown of other sessions' events: every one at or before
-    ``position``, and each event of key ``k`` at or before ``ahead[k]`` (a keyed answer
-    shows its keys' events without the others between them, so it runs ahead of
-    ``news()``; entries at or below ``position`` are dropped)."""
+    ``position``; each event of a key in ``together`` at or before ``upto``; and each event
+    of key ``k`` at or before ``ahead[k]`` (greater than ``upto`` for a key in ``together``).
+
+    A keyed answer shows its keys' events without the others between them, so it runs
+    ahead of ``news()``.  It shows every key the session follows up to one point, so those
+    are kept together, one number for the set, rather than a number per key: a session
+    that never calls ``news()`` follows more keys at every claim, and copying a number per
+    key at every answer made each answer cost more than the one before.  ``ahead`` holds
+    the keys that differ.  Nothing at or below ``position`` is kept."""
 
     position: int
-    ahead: dict[str, int]
+    ahead: dict[str, int] = field(default_factory=dict)
+    together: frozenset[str] = frozenset()
+    upto: int = 0
+
+    def since(self, key: str) -> int:
+        """Every event of ``key`` at or before this was shown."""
+        a = self.ahead.get(key)
+        if a is not None:
+            return a if a > self.position else self.position
+        if self.upto > self.position and key in self.together:
+            return self.upto
+        return self.position
 
     def has(self, e: EventRow) -> bool:
         """Shown already, or never news (:data:`NOT_NEWS_OPS`): either way, not shown again."""
-        return e.pos <= self.position or e.pos <= self.ahead.get(e.key, 0) or e.op in NOT_NEWS_OPS
+        return e.pos <= self.since(e.key) or e.op in NOT_NEWS_OPS
+
+    def moved_to(self, position: int) -> _Shown:
+        """The same, with every event at or before ``position`` shown."""
+        ahead = {k: v for k, v in self.ahead.items() if v > position}
+        if self.upto > position:
+            return _Shown(position, ahead, self.together, self.upto)
+        return _Shown(position, ahead)
+
+    def showing(self, keys: set[str] | frozenset[str], upto: int, position: int) -> _Shown:
+        """The same, with every event of ``keys`` at or before ``upto`` and every event at or
+        before ``position`` shown."""
+        if upto <= position:
+            return self.moved_to(position)
+        if upto >= self.upto:
+            together = frozenset(keys)
+            ahead = {k: v for k, v in self.ahead.items() if v > (upto if k in together else position)}
+            if self.upto > position:
+                for k in self.together - together:  # keys no longer followed keep their point
+                    ahead.setdefault(k, self.upto)
+            return _Shown(position, ahead, together, upto)
+        # A capped answer that stopped before the keys kept together: they keep their point
+        # (they were shown further), the others are shown up to ``upto``.
+        ahead = {k: v for k, v in self.ahead.items() if v > position}
+        for k in keys - self.together:
+            if ahead.get(k, 0) < upto:
+                ahead[k] = upto
+        return _Shown(position, ahead, self.together, self.upto)
+
+    def per_key(self) -> dict[str, int]:
+        """Each key shown past ``position`` and how far (the form a session's row keeps)."""
+        out = dict.fromkeys(self.together, self.upto) if self.upto > self.position else {}
+        out.update((k, v) for k, v in self.ahead.items() if v > self.position)
+        return out
 
 
 class Session:
@@ -539,7 +589,7 @@ class Session:
         self._request_prefix = store.rng.new_id("q")[:13]
         self._undelivered: list[dict[str, Any]] = []
         self._undelivered_truncated = False
-        self._saved: tuple[_Shown, frozenset[str]] | None = None
+        self._saved: tuple[int, dict[str, int], frozenset[str]] | None = None
         self._saved_at = 0.0
         if name is not None:
             name = self.name = check_agent(name, "session")
@@ -559,7 +609,7 @@ class Session:
                 self.interest = set(row.interest)
                 self._shown = _Shown(row.position, {k: int(v) for k, v in row.ahead.items() if v > row.position})
                 self._delivered = self._shown
-                self._saved = (self._shown, frozenset(self.interest))
+                self._saved = (row.position, self._shown.per_key(), frozenset(self.interest))
                 self._saved_at = store.clock.now()
             store._named.add(self)
         else:
@@ -585,7 +635,7 @@ class Session:
         if keys is None:
             return self._everything(tx, head, limit)
         shown = self._shown
-        if head == shown.position and not shown.ahead:
+        if head == shown.position and not shown.ahead and shown.upto <= head:
             return shown, [], False  # shown up to the head already: nothing to read (a read with no news)
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         # Each key's events are shown up to max(position, ahead[key]).  A session that only
@@ -593,15 +643,21 @@ class Session:
         # (only news() shows those events), so its keys run ahead together: most share one
         # point, the head at its last answer, and keys it touches for the first time start at
         # ``position``.  Group the keys by that point.
-        since: dict[int, list[str]] = {}
-        if shown.ahead:
-            for k in wanted:
-                since.setdefault(max(shown.position, shown.ahead.get(k, 0)), []).append(k)
-            start = _scan_start(since, shown.position, head)
-        else:
-            # Every key is shown up to ``position`` (a session that keeps up with the log):
-            # read it from there, without a pass over every key the session follows.
-            start = shown.position
+        position = shown.position
+        own: dict[str, int] = {k: v for k, v in shown.ahead.items() if v > position and k in wanted}
+        counts: dict[int, int] = {}
+        for v in own.values():
+            counts[v] = counts.get(v, 0) + 1
+        together = shown.upto > position
+        if together:  # set operations, not a loop over every key followed
+            kept = wanted & shown.together
+            n = len(kept) - sum(1 for k in own if k in kept)
+            if n:
+                counts[shown.upto] = counts.get(shown.upto, 0) + n
+        n = len(wanted) - sum(counts.values())
+        if n:
+            counts[position] = counts.get(position, 0) + n
+        start = _scan_start(counts, position, head)
         # The log after ``start`` is read whole (up to the watermark), one page after another,
         # and filtered in memory: it covers every key shown up to ``start`` or later.  The
         # keys shown only up to an earlier point are asked from there by key (SQLite walks
@@ -617,10 +673,19 @@ class Session:
             if len(got) < _SCAN or len(page) < len(got):
                 break
             after = page[-1].pos
-        behind = [(after, ks) for after, ks in since.items() if after < start]
-        asked = {k for _, ks in behind for k in ks}  # their events after ``start`` come with the rest of theirs
+        # The keys shown only up to a point before ``start``, grouped by that point.
+        behind: dict[int, list[str]] = {}
+        for k, v in own.items():
+            if v < start:
+                behind.setdefault(v, []).append(k)
+        if together and shown.upto < start:
+            behind.setdefault(shown.upto, []).extend(k for k in kept if k not in own)
+        if position < start and counts.get(position):
+            rest = (wanted - shown.together) if together else wanted
+            behind.setdefault(position, []).extend(k for k in rest if k not in own)
+        asked = {k for ks in behind.values() for k in ks}  # their events after ``start`` come with the rest of theirs
         found = [r for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
-        for after, ks in behind:
+        for after, ks in behind.items():
             # Each group is read until it holds limit + 1 pieces of news or runs out, so
             # that events that are never news cannot hide how far it was read.
             group: list[EventRow] = []
@@ -638,7 +703,6 @@ class Session:
             found = found[:limit]
         upto = found[-1].pos if truncated else head  # every event of `wanted` up to here is shown
         # The position moves up to the first event still not shown (when the log was read from it).
-        position = shown.position
         if start == shown.position:
             for r in rows:
                 if not shown.has(r) and not (r.pos <= upto and r.key in wanted):
@@ -646,12 +710,7 @@ class Session:
                 position = r.pos
             else:
                 position = head
-        ahead = {k: v for k, v in shown.ahead.items() if v > position}
-        if upto > position:
-            for k in wanted:
-                if ahead.get(k, 0) < upto:
-                    ahead[k] = upto
-        return _Shown(position, ahead), [event_json(e) for e in found], truncated
+        return shown.showing(wanted, upto, position), [event_json(e) for e in found], truncated
 
     def _everything(self, tx: Tx, head: int, limit: int) -> tuple[_Shown, list[dict[str, Any]], bool]:
         shown = self._shown
@@ -674,8 +733,7 @@ class Session:
         if truncated:
             found = found[:limit]
         position = found[-1].pos if truncated else head
-        ahead = {k: v for k, v in shown.ahead.items() if v > position}
-        return _Shown(position, ahead), [event_json(e) for e in found], truncated
+        return shown.moved_to(position), [event_json(e) for e in found], truncated
 
     def _shown_now(self, shown: _Shown, news: list[dict[str, Any]], truncated: bool) -> None:
         """The answer carrying ``news`` is being returned: it counts as shown."""
@@ -728,14 +786,16 @@ class Session:
     def _row(self, now: float) -> SessionRow | None:
         """The row to keep, if it differs from the one kept: what was delivered, not what an
         answer still on its way shows (a restart then repeats that answer's news)."""
-        state = (self._delivered, frozenset(self.interest))
-        if self.name is None or state == self._saved:
+        if self.name is None:
             return None
         d = self._delivered
-        return SessionRow(self.name, self.agent or "", d.position, sorted(self.interest), dict(d.ahead), now)
+        state = (d.position, d.per_key(), frozenset(self.interest))
+        if state == self._saved:
+            return None
+        return SessionRow(self.name, self.agent or "", d.position, sorted(self.interest), state[1], now)
 
     def _kept(self, row: SessionRow) -> None:
-        self._saved = (_Shown(row.position, row.ahead), frozenset(row.interest))
+        self._saved = (row.position, dict(row.ahead), frozenset(row.interest))
         self._saved_at = self.store.clock.now()
 
     def _save(self) -> None:
