@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-import time  # only to wait out a lock while a fresh store is set up
+import time  # only to wait out another process's lock (a fresh store being set up, a writer)
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -373,8 +373,14 @@ class _SQLiteTx:
 # handle this process has on the file) before BEGIN IMMEDIATE: a waiting thread is woken
 # when the one before commits, instead of meeting SQLite's busy handler, whose sleeps (1, 2,
 # 5, 10, … up to 100 ms between tries) would set its wait.  Across processes SQLite's busy
-# handler still decides: an flock(2) queue across processes was tried and measured worse
-# with more processes than cores (docs/throughput.md says why), so it is not used.
+# handler would decide: an flock(2) queue across processes was tried and measured worse
+# with more processes than cores (docs/throughput.md says why), so it is not used.  Instead
+# BEGIN IMMEDIATE does not use the busy handler (whose sleeps grow to 100 ms, so an unlucky
+# writer among many slept 100 ms again and again): it is tried again after short sleeps of
+# its own (0.25 ms, doubling up to 4 ms, each drawn at random between half and all of it so
+# waiters do not retry in step), and only the statements after it keep the busy timeout.
+_BUSY_FIRST_S = 0.00025
+_BUSY_MOST_S = 0.004
 
 
 class _Gate:
@@ -444,7 +450,9 @@ class _Transaction:
                         location=str(b.path),
                     )
                 gated = True
-            b.db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+                b._begin_write()
+            else:
+                b.db.execute("BEGIN")
         except sqlite3.Error as e:
             if gated:
                 b._gate.release()
@@ -525,6 +533,8 @@ class SQLiteBackend:
         self.path = Path(path)
         self.clock = clock
         self.busy_timeout = busy_timeout
+        self._busy_ms = int(busy_timeout * 1000)
+        self._rng = rng
         self._lock = threading.RLock()
         if os.path.lexists(self.path):
             classify(self.path)
@@ -538,7 +548,7 @@ class SQLiteBackend:
             raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
         held(self.path)  # from now on nothing here opens the file but SQLite (comity.store._files)
         try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self.db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
                 what = "it holds other tables" if has_tables(self.db) else "it has no tables"
                 raise foreign_database(self.path, what)
@@ -569,6 +579,25 @@ class SQLiteBackend:
             if isinstance(e, (sqlite3.DatabaseError, KeyError, ValueError)):
                 raise damaged(self.path, e) from None
             raise
+
+    def _begin_write(self) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's writer with short sleeps (see _BUSY_FIRST_S)."""
+        db = self.db
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + self.busy_timeout  # a real wait for a real lock
+            wait = _BUSY_FIRST_S
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(wait * (0.5 + 0.5 * self._rng.random()))
+                wait = min(wait * 2, _BUSY_MOST_S)
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _create(self, rng: Rng) -> None:
         """Build a new store whole under a temporary name, then link it into place."""
