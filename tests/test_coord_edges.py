@@ -412,6 +412,25 @@ def test_two_globs_are_judged_by_the_literal_text_before_their_first_and_after_t
     assert not overlaps("a*b*c", "b*") and not overlaps("a*b*c", "*b")
 
 
+def test_a_class_whose_first_member_is_a_bracket_closes_at_the_next_one(store: comity.Store) -> None:
+    """fnmatch reads '[]a]' as one class of ']' and 'a' (and '[!]b]' as neither ']' nor 'b'):
+    'a' matches it and '*a'.  They overlap, so the second exclusive reservation is refused.
+    (A bug found through the mutants of `_literal_ends`: the class was taken to end at the
+    first ']', its literal end was 'a]', and the overlap was missed.)"""
+    import fnmatch
+
+    for a, b, path in [("[]a]", "*a", "a"), ("[!]b]", "*a", "a"), ("x[]a]", "x*a", "xa"), ("[]a]y", "*ay", "ay"),
+                       ("[!]b]", "[]a]", "a")]:
+        assert fnmatch.fnmatchcase(path, a) and fnmatch.fnmatchcase(path, b)  # the example is right
+        assert overlaps(a, b) and overlaps(b, a), (a, b)
+    assert not overlaps("[]a]x", "*y") and not overlaps("x[!]]", "y*")
+    # a '[' never closed is a literal, as fnmatch reads it
+    assert overlaps("a[b", "a*") and overlaps("a[b", "*[b") and not overlaps("a[b", "*c") and not overlaps("a[b", "a[c")
+    reserve(store.session("alice"), ["src/[]a].py"])
+    with pytest.raises(StaleContext):
+        reserve(store.session("bob"), ["src/*a.py"])
+
+
 def test_an_overlap_refusal_names_the_holder_the_pattern_and_the_time_left(store: comity.Store, clock: VirtualClock) -> None:
     alice, bob = store.session("alice"), store.session("bob")
     (mine,) = reserve(alice, ["src/**"], ttl=600)

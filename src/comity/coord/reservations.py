@@ -55,13 +55,35 @@ def normalize(pattern: object, field: str = "paths") -> str:
     return p
 
 
+def _wildcards(seg: str) -> list[tuple[int, int]]:
+    """Where ``seg``'s wildcards are, as fnmatch reads them: ``*``, ``?``, and ``[...]`` up to
+    the ``]`` that closes it (a ``]`` first in the class, after ``[`` or ``[!``, is a member,
+    as in ``[]a]``; a ``[`` never closed is a literal)."""
+    spans = []
+    i = 0
+    while i < len(seg):
+        if seg[i] in "*?":
+            spans.append((i, i + 1))
+        elif seg[i] == "[":
+            j = i + 1
+            if seg[j : j + 1] == "!":
+                j += 1
+            if seg[j : j + 1] == "]":
+                j += 1
+            j = seg.find("]", j)
+            if j != -1:
+                spans.append((i, j + 1))
+                i = j
+        i += 1
+    return spans
+
+
 def _literal_ends(seg: str) -> tuple[str, str]:
-    first = min((seg.index(c) for c in _WILD if c in seg), default=len(seg))
-    last = max((seg.rindex(c) for c in _WILD if c in seg), default=-1)
-    suffix = seg[last + 1 :]
-    if "[" in seg[: last + 1] and "]" in suffix:
-        suffix = suffix[suffix.index("]") + 1 :]
-    return seg[:first], suffix
+    """The literal text before ``seg``'s first wildcard and after its last one."""
+    spans = _wildcards(seg)
+    if not spans:  # only an unclosed '[': all literal
+        return seg, seg
+    return seg[: spans[0][0]], seg[spans[-1][1] :]
 
 
 def _segment_overlaps(x: str, y: str) -> bool:
