@@ -424,6 +424,11 @@ def test_a_class_whose_first_member_is_a_bracket_closes_at_the_next_one(store: c
         assert fnmatch.fnmatchcase(path, a) and fnmatch.fnmatchcase(path, b)  # the example is right
         assert overlaps(a, b) and overlaps(b, a), (a, b)
     assert not overlaps("[]a]x", "*y") and not overlaps("x[!]]", "y*")
+    # classes of one member, of a negated member, of ']' alone, and a literal 'X'
+    for a, b, path in [("[a]b*", "ab*", "ab"), ("[!a]b*", "cb*", "cb"), ("[]]x*", "]x*", "]x")]:
+        assert fnmatch.fnmatchcase(path, a) and fnmatch.fnmatchcase(path, b)
+        assert overlaps(a, b) and overlaps(b, a), (a, b)
+    assert not overlaps("aXb*", "aXc*")
     # a '[' never closed is a literal, as fnmatch reads it
     assert overlaps("a[b", "a*") and overlaps("a[b", "*[b") and not overlaps("a[b", "*c") and not overlaps("a[b", "a[c")
     reserve(store.session("alice"), ["src/[]a].py"])
