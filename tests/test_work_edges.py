@@ -1294,3 +1294,77 @@ def test_a_request_applied_by_a_racing_retry_is_answered_from_its_record(st: com
     assert c.replayed is True and c.task["claimed_by"] == "alice" and c.token == 1
     assert [n["op"] for n in c.news if n["request_id"] == "race-cl"] == ["task.claim", "task.claimed"]  # the racer's, as news
     assert ops_of(st, "@task/T-2").count("task.claim") == 1
+
+
+def test_a_board_judges_suspicion_with_its_own_detector(st: comity.Store, clock: VirtualClock) -> None:
+    from comity.coord.liveness import PhiAccrual
+
+    t = board(st, "triage").add("x")
+    ca = board(st, "alice").claim(t["id"], ttl=3600)
+    clock.advance(400)  # silent past the default ttl, but with too few actions for the default detector
+    e = refused(StaleContext, lambda: board(st, "bob").claim(t["id"], steal=True))
+    assert "who is not suspected" in e.message
+    eager = Board(st.session("bob"), detector=PhiAccrual(threshold=0.0, min_samples=0))
+    cb = eager.claim(t["id"], steal=True)
+    assert cb.token == ca.token + 1 and cb.task["claimed_by"] == "bob"
+
+
+def test_the_listing_carries_each_task_s_context(st: comity.Store) -> None:
+    a = board(st, "alice")
+    a.add("x")
+    a.add("y")
+    assert [t["context"] for t in a.tasks()] == [a.show("T-1")["context"], a.show("T-2")["context"]]
+    assert a.add("z")["body"] == ""  # no body given: an empty one
+
+
+def test_ready_ignores_expired_leases_that_are_not_tasks(st: comity.Store, clock: VirtualClock) -> None:
+    from comity.coord.leases import Leases
+
+    Leases(st.session("alice")).acquire("build", ttl=1)
+    tri = board(st, "triage")
+    base = tri.add("base")
+    top = tri.add("top", deps=[base["id"]])
+    a = board(st, "alice")
+    a.done(base["id"], a.claim(base["id"]).token)
+    a.claim(top["id"], ttl=5)
+    clock.advance(10)  # the build lease and the claim on T-2 (which waits on a done task) expired
+    got = board(st, "bob").ready()
+    assert [(t["id"], t["state"]) for t in got] == [("T-2", "orphaned")]
+
+
+def test_an_add_retried_after_its_number_was_taken_gets_that_number(st: comity.Store) -> None:
+    from comity.coord.sequences import next_number
+
+    a = board(st, "alice")
+    a.add("first")
+    req = Request("add-crash", "dig")
+    seq = req.derived("seq")
+    # The first attempt took its number and stopped before writing the task (a crash, a timeout).
+    assert next_number(st.session("alice"), "tasks", request_id=seq.id, digest=seq.digest) == 2
+    t = a.add("second", request=req)
+    assert t["id"] == "T-2" and "replayed" not in t
+    assert a.add("third")["id"] == "T-3"
+    assert a.add("second", request=req)["replayed"] is True
+
+
+def test_claim_next_with_a_request_id_is_answered_from_its_record(st: comity.Store) -> None:
+    a = board(st, "alice")
+    for i in range(3):
+        a.add(f"t{i}")
+    req = Request("next-1", "d")
+    first = a.claim_next(request=req)
+    again = a.claim_next(request=req)
+    assert again.replayed is True and (again.task["id"], again.token) == (first.task["id"], first.token)
+    assert len(a.tasks(status="claimed")) == 1
+
+
+def test_a_write_without_keep_both_is_refused_on_an_old_context(st: comity.Store) -> None:
+    a = board(st, "alice")
+    t = a.add("x")
+    c = a.claim(t["id"])
+    w = a.write("notes/a", 1, task=t["id"], token=c.token)
+    assert w.pos == st.session().log("notes/a")[-1]["pos"]
+    st.session("bob").put("notes/a", 2, context=w.context)
+    with pytest.raises(StaleContext):
+        a.write("notes/a", 3, task=t["id"], token=c.token, context=w.context)
+    assert st.session().get("notes/a").values == [2]
