@@ -762,17 +762,18 @@ def test_why_of_a_task_merges_its_lease_history_in_log_order(st: comity.Store, c
     a = board(st, "alice")
     t = a.add("x")
     c = a.claim(t["id"])
+    a.renew(t["id"], c.token)
     a.done(t["id"], c.token)
     w = why(st.session(), "1")
     assert w["target"] == "1" and w["key"] == "@task/T-1"
     ops = [(h["op"], h["key"]) for h in w["history"]]
     assert ops == [("task.add", "@task/T-1"), ("acquire", "@lease/@task/T-1"), ("task.claim", "@task/T-1"),
-                   ("task.done", "@task/T-1"), ("release", "@lease/@task/T-1")]
+                   ("renew", "@lease/@task/T-1"), ("task.done", "@task/T-1"), ("release", "@lease/@task/T-1")]
     assert [h["pos"] for h in w["history"]] == sorted(h["pos"] for h in w["history"])
     assert all("value" not in h and "session" not in h and "dot" not in h and "replica" not in h for h in w["history"])
     assert w["explanations"] == [] and w["changes"] == []
     # the limit is per log: the task's first two events and its lease's
-    assert [h["op"] for h in why(st.session(), "T-1", limit=2)["history"]] == ["task.add", "acquire", "task.claim", "release"]
+    assert [h["op"] for h in why(st.session(), "T-1", limit=2)["history"]] == ["task.add", "acquire", "task.claim", "renew"]
 
 
 def test_why_of_a_key_says_who_did_not_see_whom(st: comity.Store) -> None:
@@ -1368,3 +1369,44 @@ def test_a_write_without_keep_both_is_refused_on_an_old_context(st: comity.Store
     with pytest.raises(StaleContext):
         a.write("notes/a", 3, task=t["id"], token=c.token, context=w.context)
     assert st.session().get("notes/a").values == [2]
+
+
+def test_why_of_a_change_names_its_field_keeps_its_limit_and_lists_only_its_task_s_changes(st: comity.Store) -> None:
+    from comity.work.changes import Changes
+
+    a = board(st, "alice")
+    t, u = a.add("x"), a.add("y")
+    ch = Changes(st.session("alice"))
+    c1 = ch.submit(t["id"], diff=_diff(1), checks=["true"])
+    c2 = ch.submit(t["id"], diff=_diff(2), checks=["true"])
+    ch.submit(u["id"], diff=_diff(3), checks=["true"])
+    c4 = ch.submit(t["id"], diff=_diff(4), checks=["true"], on=[c1["id"], c2["id"]])
+    bob = Changes(st.session("bob"))
+    bob.refute(c1["id"], "one")
+    bob.refute(c2["id"], "two")
+    assert [c["id"] for c in why(st.session(), t["id"])["changes"]] == ["C-1", "C-2", "C-4"]
+    assert "C-4 by alice is built on refuted work (C-1, C-2)" in why(st.session(), t["id"])["explanations"]
+    assert [h["op"] for h in why(st.session(), c4["id"])["history"]] == ["change.submit", "change.taint", "change.taint"]
+    assert [h["op"] for h in why(st.session(), c4["id"], limit=1)["history"]] == ["change.submit"]
+    e = refused(Invalid, lambda: why(st.session(), "C-x"))
+    assert e.field == "target"
+
+
+def test_why_joins_every_lease_that_fenced_a_write(replicas: Any, clock: VirtualClock) -> None:
+    from comity.store import Holds, Put
+
+    up, make = replicas
+    sandbox = make("sandbox")
+    alice = sandbox.session("alice", name="alice-work")
+    t1, t2 = Board(alice).add("a"), Board(alice).add("b")
+    c1, c2 = Board(alice).claim(t1["id"], ttl=60), Board(alice).claim(t2["id"], ttl=60)
+    sandbox.wire.cut = True
+    alice.txn(guards=[Holds("@task/T-1", c1.token), Holds("@task/T-2", c2.token)], ops=[Put("files/both.py", "x")], system=True)
+    clock.advance(120)
+    bob = Board(up.session("bob"))
+    k1, k2 = bob.claim(t1["id"]), bob.claim(t2["id"])
+    sandbox.wire.cut = False
+    sandbox.sync()
+    [line] = why(up.session(), "files/both.py")["explanations"]
+    assert (f"@task/T-1 token {c1.token} was superseded by token {k1.token} (bob); @task/T-2 token {c2.token} was"
+            f" superseded by token {k2.token} (bob); it is kept in") in line, line
