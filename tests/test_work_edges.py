@@ -1410,3 +1410,23 @@ def test_why_joins_every_lease_that_fenced_a_write(replicas: Any, clock: Virtual
     [line] = why(up.session(), "files/both.py")["explanations"]
     assert (f"@task/T-1 token {c1.token} was superseded by token {k1.token} (bob); @task/T-2 token {c2.token} was"
             f" superseded by token {k2.token} (bob); it is kept in") in line, line
+
+
+def test_why_judges_a_note_by_read_position_not_by_dots(st: comity.Store) -> None:
+    """A note (a refused claim) takes no version of the key (its dot's counter is 0): a
+    write on a read from before it did not see it, though the key's dots did not move."""
+    t = board(st, "triage").add("x")
+    c = board(st, "alice").claim(t["id"])
+
+    def refused_claim(tid: str) -> None:
+        with pytest.raises(StaleContext):
+            board(st, "bob").claim(tid)
+
+    alice = _Interfering(st.session("alice"), refused_claim, hook="fenced")
+    alice.done(t["id"], c.token)  # its write rests on the read made before bob's refused claim
+    w = why(st.session(), t["id"])
+    by_op = {h["op"]: h for h in w["history"]}
+    note, done = by_op["task.claim-refused"], by_op["task.done"]
+    assert done["had_seen_up_to"] < note["pos"] < done["pos"] and done["did_not_see"] == [note["pos"]]
+    assert f"alice's done (pos {done['pos']}) did not see bob's claim-refused (pos {note['pos']}): they were concurrent" in w[
+        "explanations"]
