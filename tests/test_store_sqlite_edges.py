@@ -168,3 +168,49 @@ def test_a_stores_size_is_its_file_and_its_log(tmp_path: Path, clock: VirtualClo
     assert wal.exists() and wal.stat().st_size > 0
     assert store.size() == where.stat().st_size + wal.stat().st_size
     store.close()
+
+
+def test_a_writer_waits_for_another_connections_write_lock_and_then_writes(tmp_path: Path, clock: VirtualClock) -> None:
+    """BEGIN IMMEDIATE waits out another writer with sleeps of its own (not SQLite's busy
+    handler), writes once the lock is let go, and leaves the connection's busy timeout as
+    it was for the statements after it."""
+    store = _sqlite(tmp_path, clock, busy_timeout=30.0)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer (a connection SQLite locks out as another process)
+    started, done = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        started.set()
+        written.append(store.session("alice").put("k", 1).pos)
+        done.set()
+
+    t = threading.Thread(target=write)
+    t.start()
+    started.wait()
+    assert not done.wait(0.2)  # still waiting for the lock
+    other.execute("COMMIT")
+    t.join(30)
+    assert written and store.session().get("k").value == 1
+    assert store.backend.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    other.close()
+    store.close()
+
+
+def test_a_writer_that_waits_past_the_busy_timeout_writes_nothing_and_is_told_the_store_is_busy(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    store = _sqlite(tmp_path, clock, busy_timeout=0.3)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable) as ei:
+            store.session("alice").put("k", 1)
+        assert "locked" in ei.value.message and "nothing was written" in ei.value.message
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.backend.db.execute("PRAGMA busy_timeout").fetchone()[0] == 300
+    assert store.session().get("k").values == []
+    store.session("alice").put("k", 2)  # the lock is free again: the next write goes through
+    store.close()
