@@ -356,3 +356,25 @@ def test_a_sealed_context_that_does_not_decode_is_refused_not_a_crash(store: Sto
         assert (e.value.field, e.value.message) == (
             "context", "context: is not a comity context (garbled or truncated); read the key again and pass the context it returns"
         )
+
+
+def test_contexts_are_url_safe_text_that_opens_anywhere_and_the_cache_of_sealed_ones_is_bounded(
+    make_store: Callable[..., Store],
+) -> None:
+    """A context goes through command lines, URLs and JSON: unpadded URL-safe base64, two
+    parts.  Every one opens in a handle that did not seal it (no character lost at either
+    end), and the cache of contexts a handle sealed keeps the latest 4,096."""
+    import re
+
+    first, second = make_store("s.db"), make_store("s.db")
+    s = first.session("alice")
+    tokens = [(k, s.get(k).context) for k in (f"k/{i}" for i in range(300))]
+    for key, token in tokens:
+        assert re.fullmatch(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]{16}", token), token
+        assert second.codec.open(token, key).key == key
+    codec = first.codec
+    seen = s.get("k/0").context
+    extra = [codec.seal(f"x/{i}", codec.open(seen, "k/0").seen, i) for i in range(codec._CACHE)]
+    assert len(codec._sealed) == codec._CACHE == 4096
+    assert tokens[0][1] not in codec._sealed and extra[-1] in codec._sealed  # the oldest went first
+    assert codec.open(tokens[0][1], "k/0").key == "k/0"  # and still opens, verified
