@@ -378,3 +378,53 @@ def test_contexts_are_url_safe_text_that_opens_anywhere_and_the_cache_of_sealed_
     assert len(codec._sealed) == codec._CACHE == 4096
     assert tokens[0][1] not in codec._sealed and extra[-1] in codec._sealed  # the oldest went first
     assert codec.open(tokens[0][1], "k/0").key == "k/0"  # and still opens, verified
+
+
+# ------------------------------------------------------------------ keys and values
+
+
+def test_each_refusal_of_a_key_names_its_field_and_says_why() -> None:
+    from comity.store._codec import check_key
+
+    def refusal(key: object, field: str = "key", **kw: bool) -> tuple[str, str]:
+        with pytest.raises(Invalid) as e:
+            check_key(key, field, **kw)
+        return e.value.field, e.value.message
+
+    assert check_key("files/a.txt") == "files/a.txt"
+    assert check_key("@seq/x", system=True) == "@seq/x"  # comity's own layers may name '@' keys
+    assert refusal("@seq/x") == ("key", (
+        "key: '@seq/x': keys starting with '@' are comity's own (tasks, sequences); use the task, seq or reserve commands"
+    ))
+    assert refusal(7, "name") == ("name", "name: must be a string, got int")
+    assert refusal(None, system=True) == ("key", "key: must be a string, got NoneType")
+    # after the '@', the rest is checked as any key, under the caller's field name
+    assert refusal("@", "resource", system=True) == (
+        "resource", "resource: must not be empty; use a path-like name such as 'files/db/0267.sql'"
+    )
+    assert refusal("@a b", "name", system=True)[0] == "name"
+    assert refusal("@@x", system=True)[1].startswith("key: '@x': keys starting with '@'")
+
+
+def test_each_refusal_of_a_value_says_why(store: Store) -> None:
+    from comity.store._codec import dump_value
+
+    assert dump_value({"b": 1, "a": "é"}, 100) == '{"b":1,"a":"é"}'
+    with pytest.raises(Invalid) as e:
+        dump_value({1, 2}, 100)
+    assert e.value.message == "value: must be JSON (strings, numbers, booleans, null, lists, objects): Object of type set is not JSON serializable"
+    with pytest.raises(Invalid) as e:
+        dump_value(float("nan"), 100, "arg")
+    assert e.value.message.startswith("arg: must be JSON (strings, numbers, booleans, null, lists, objects): Out of range float")
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(Invalid) as e:
+        dump_value(deep, 1 << 30)
+    assert e.value.message == "value: is nested too deeply to store; flatten it"
+    assert dump_value("é" * 4, 10) == '"éééé"'  # 10 bytes: at the cap
+    with pytest.raises(Invalid) as e:
+        dump_value("é" * 5, 10)  # 12 bytes of JSON, 7 characters: the cap is in bytes
+    assert e.value.message == (
+        "value: is 12 bytes of JSON; the cap is 10 bytes (store a path or a digest instead, or raise max_value_bytes)"
+    )
