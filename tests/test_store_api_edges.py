@@ -6,6 +6,7 @@ sleeps, nothing is mocked."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -321,3 +322,75 @@ def test_request_ids_are_one_to_128_characters(store: Store) -> None:
     with pytest.raises(Invalid) as e:
         store.session().put("k", 1)
     assert e.value.message == "agent: writes need an agent name"
+
+
+# --------------------------------------------------------------- news and keys
+
+
+def test_a_guarded_key_is_a_key_of_interest_whose_news_comes_with_the_next_answer(store: Store) -> None:
+    from comity.store import Put, Unchanged
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("g", 1)
+    seen = store.session("carol").get("g").context  # bob guards on "g" without reading it himself
+    bob.txn(guards=[Unchanged("g", seen)], ops=[Put("b", 1)])
+    assert "g" in bob.interest
+    alice.put("g", 2, context=alice.get("g").context)
+    assert [(n["key"], n["agent"]) for n in bob.get("b").news] == [("g", "alice")]
+
+
+def test_answers_of_a_write_say_when_their_news_was_capped(store: Store) -> None:
+    from comity.store import Put
+
+    alice, bob = store.session("alice"), store.session("bob")
+    bob.get("k")
+    store.news_limit = 1
+    for i in range(3):
+        alice.put("k", i, context=alice.get("k").context)
+    w = bob.put("k", "b", keep_both=True)
+    assert w.news_truncated and w.to_json()["news_truncated"] is True and len(w.news) == 1
+    for i in range(3):
+        alice.put("k", i, context=alice.get("k").context)
+    t = bob.txn(ops=[Put("k", "c", keep_both=True)])
+    assert t.news_truncated and t.to_json()["news_truncated"] is True
+
+
+def test_a_listing_shows_a_thousand_keys_unless_asked_for_more(store: Store) -> None:
+    from comity.store import Put
+
+    s = store.session("alice")
+    s.txn(ops=[Put(f"k/{i:04}", 0) for i in range(1001)])
+    assert len(s.keys()) == 1000 and s.keys()[-1] == "k/0999"
+    assert len(s.keys(limit=1001)) == 1001
+
+
+# ------------------------------------------------------------------ compaction
+
+
+def test_compaction_stops_at_a_named_sessions_position_and_adds_up_what_it_deleted(
+    make_store: Callable[..., Store], clock: VirtualClock
+) -> None:
+    store = make_store()
+    s = store.session("alice")
+
+    def rewrite(offset: int) -> None:
+        for i in range(10):
+            s.put(f"k{i}", i + offset, context=s.get(f"k{i}").context)
+
+    rewrite(0)  # positions 1-10
+    reader = store.session("bob", name="reader")  # kept at position 10
+    rewrite(10)  # 11-20: each key's first event is now deletable
+    s.put("q", 1, request_id="recorded")
+    report = store.compact(keep=1, reclaim=False)
+    assert (report["horizon"], report["held_back_by_sessions"], report["deleted"]) == (11, True, 10)
+    assert s.put("q", 1, request_id="recorded").replayed  # an outcome within its window is kept
+    reader.news()
+    reader.save()  # now at the head, 21
+    rewrite(20)  # 22-31
+    report = store.compact(keep=1, reclaim=False)
+    assert (report["horizon"], report["deleted"], report["compacted_before"]) == (22, 10, 10)
+    again = store.compact(keep=1, dry_run=True)
+    assert again["compacted_before"] == 20 and again["events_to_delete"] == 0
+    with store.backend.transaction(write=False) as tx:
+        done = json.loads(tx.setting("compacted") or "{}")
+    assert done["deleted"] == 20 and done["horizon"] == 22 and done["origins"] == {store.replica_id: 20}

@@ -213,4 +213,60 @@ def test_a_writer_that_waits_past_the_busy_timeout_writes_nothing_and_is_told_th
     assert store.backend.db.execute("PRAGMA busy_timeout").fetchone()[0] == 300
     assert store.session().get("k").values == []
     store.session("alice").put("k", 2)  # the lock is free again: the next write goes through
+
+
+def test_states_read_back_each_keys_row(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    s.put("a", 1)
+    w = s.put("b", 1)
+    s.delete("b", context=w.context)
+    with store.backend.transaction(write=False) as tx:
+        assert tx.states(None, 10) == [("a", tx.load("a")), ("b", tx.load("b"))]
+        b = tx.load("b")
+        assert b is not None and (b.pos, b.live) == (3, False)
+    store.close()
+
+
+def test_transactions_committed_together_are_each_all_or_nothing(tmp_path: Path, clock: VirtualClock) -> None:
+    """Writers that arrive while a commit is under way share the next one (a group commit):
+    each transaction in it is its own savepoint, so one refused leaves the others whole."""
+    from comity.errors import StaleContext
+
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    s.put("taken", 0)
+    inside, go = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def first(tx: object) -> None:
+        inside.set()
+        go.wait(10)
+
+    sessions = {name: store.session(name) for name in ("bob", "carol")}  # opened before: opening reads
+
+    def write(name: str, key: str) -> None:
+        try:
+            outcomes[name] = sessions[name].create(key, name).pos
+        except StaleContext as e:
+            outcomes[name] = e
+
+    holder = threading.Thread(target=store.writes.run, args=(first,))
+    holder.start()
+    assert inside.wait(10)
+    writers = [threading.Thread(target=write, args=("bob", "fresh")), threading.Thread(target=write, args=("carol", "taken"))]
+    for t in writers:
+        t.start()
+    for _ in range(10_000):  # both wait for the commit under way
+        if len(store.writes._queue) == 2:
+            break
+        threading.Event().wait(0.001)
+    assert len(store.writes._queue) == 2
+    go.set()
+    holder.join()
+    for t in writers:
+        t.join()
+    assert isinstance(outcomes["carol"], StaleContext)
+    assert s.get("fresh").values == ["bob"] and s.get("taken").values == [0]
+    assert store.writes.largest == 2
     store.close()

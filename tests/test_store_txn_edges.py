@@ -294,3 +294,24 @@ def test_the_keys_a_transaction_locks_on_an_engine_whose_writers_run_at_once() -
         "a", "@lease/r", "b", "c", "@lease/l", "@lease/m", "@lease/n", "@seq/seq", "d", "e", "@request/q-1",
     ]
     assert _keys_of([], [Create("k", 1)], None) == ["k"]
+
+
+def test_a_note_on_a_key_with_history_joins_its_chain(store: Store) -> None:
+    """A note on a key that has a row (a heartbeat on an agent's key) is its latest event,
+    chained to the one before: the key's log shows all of them."""
+    s = store.session("alice")
+    s.txn(ops=[Put("@agent/alice", 1)], system=True)
+    s.txn(ops=[Note("@agent/alice", "beat", {"n": 1})], system=True)
+    s.txn(ops=[Note("@agent/alice", "beat", {"n": 2})], system=True)
+    assert [(e["op"], e.get("n")) for e in s.log("@agent/alice")] == [("put", None), ("beat", 1), ("beat", 2)]
+    assert s.get("@agent/alice").values == [1]  # a note changes no state
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Note("@agent/alice", "beat", {"bad": {1}})], system=True)  # type: ignore[dict-item]
+    assert e.value.field == "detail"
+
+
+def test_an_update_answers_its_position_and_a_context(store: Store) -> None:
+    s = store.session("alice")
+    r = s.update("c", "inc", 2, type="gcounter").results[0]
+    assert r["pos"] == s.head() == 1
+    assert store.codec.open(r["context"], "c").pos == 1
