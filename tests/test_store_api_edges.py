@@ -394,3 +394,21 @@ def test_compaction_stops_at_a_named_sessions_position_and_adds_up_what_it_delet
     with store.backend.transaction(write=False) as tx:
         done = json.loads(tx.setting("compacted") or "{}")
     assert done["deleted"] == 20 and done["horizon"] == 22 and done["origins"] == {store.replica_id: 20}
+
+
+def test_a_keyed_answer_reads_the_log_past_its_first_page(store: Store) -> None:
+    from comity.store import Put
+
+    alice, bob = store.session("alice"), store.session("bob")
+    bob.get("x")
+    alice.txn(ops=[Put(f"other/{i}", i) for i in range(300)])  # more than a page of the log
+    w = alice.put("x", 1)
+    assert [(n["key"], n["pos"]) for n in bob.get("x").news] == [("x", w.pos)]
+
+
+def test_a_key_read_for_the_first_time_brings_its_news_from_the_sessions_position(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    k = alice.put("k", 1)  # position 1: bob has not looked at "k" yet
+    alice.put("z", 1)
+    assert bob.get("a").news == []  # runs ahead of bob's position on "a" alone
+    assert [n["pos"] for n in bob.get("k").news] == [k.pos]

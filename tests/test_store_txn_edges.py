@@ -315,3 +315,13 @@ def test_an_update_answers_its_position_and_a_context(store: Store) -> None:
     r = s.update("c", "inc", 2, type="gcounter").results[0]
     assert r["pos"] == s.head() == 1
     assert store.codec.open(r["context"], "c").pos == 1
+
+
+def test_a_sequence_name_is_checked_as_a_key() -> None:
+    from comity.store._txn import validate
+
+    for bad in ("", "a b", "/x", 7):
+        with pytest.raises(Invalid) as e:
+            validate([], [Next(bad)], 100)  # type: ignore[arg-type]
+        assert e.value.field == "name"
+    assert validate([], [Next("jobs/daily")], 100) == {}
