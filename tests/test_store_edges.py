@@ -404,6 +404,15 @@ def test_each_refusal_of_a_key_names_its_field_and_says_why() -> None:
     )
     assert refusal("@a b", "name", system=True)[0] == "name"
     assert refusal("@@x", system=True)[1].startswith("key: '@x': keys starting with '@'")
+    long_at = "@" + "x" * 100  # a long key is quoted cut at 80 characters
+    assert refusal(long_at)[1].startswith(f"key: {long_at[:80]!r}: keys starting with '@'")
+    assert refusal("x" * 513) == ("key", "key: is 513 characters; keys are at most 512")
+    assert check_key("x" * 512) == "x" * 512
+    bad = "a b" + "x" * 100
+    assert refusal(bad) == ("key", (
+        f"key: {bad[:80]!r} has characters keys may not use; use letters, digits and"
+        " _ . - / : + = @ , ~ (no spaces, no leading '/', no empty path segment)"
+    ))
 
 
 def test_each_refusal_of_a_value_says_why(store: Store) -> None:
