@@ -400,3 +400,20 @@ def test_repair_by_digest_finds_what_the_logs_cannot(upstream: comity.Store, rep
     done = comity.sync.repair(a.store, a.link())
     assert done["differing"] == 1 and done["keys_sent"] == 1
     assert values(upstream, "k/7") == ["patched"] and same_state(upstream, a.store)
+
+
+def test_a_provisional_delete_under_a_lease_is_a_tombstone_here_and_there(upstream: comity.Store, replicas: Any) -> None:
+    from comity.store import Acquire, Delete, Holds
+
+    sandbox = replicas("sandbox")
+    alice = sandbox.session("alice")
+    alice.put("files/old.py", "x")
+    token = alice.txn(ops=[Acquire("files", 60)]).results[0]["token"]  # at the authority, while connected
+    sandbox.wire.cut = True
+    done = alice.txn(guards=[Holds("files", token)], ops=[Delete("files/old.py", alice.get("files/old.py").context)])
+    assert done.results[0]["provisional"] == [["files", token]]
+    assert alice.get("files/old.py").values == []  # a tombstone here already, marked with the token
+    assert alice.keys("files/") == [] and alice.keys("files/", deleted=True) == ["files/old.py"]
+    sandbox.wire.cut = False
+    assert sandbox.sync().fenced == []
+    assert values(upstream, "files/old.py") == []
