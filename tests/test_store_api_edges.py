@@ -412,3 +412,11 @@ def test_a_key_read_for_the_first_time_brings_its_news_from_the_sessions_positio
     alice.put("z", 1)
     assert bob.get("a").news == []  # runs ahead of bob's position on "a" alone
     assert [n["pos"] for n in bob.get("k").news] == [k.pos]
+
+
+def test_a_provisional_write_says_so_in_its_json() -> None:
+    from comity.store._api import Written
+
+    w = Written("k", "put", [1], "ctx", 3, provisional=[["files", 2]])
+    assert w.to_json()["provisional"] == [["files", 2]]
+    assert "provisional" not in Written("k", "put", [1], "ctx", 3).to_json()
