@@ -420,3 +420,71 @@ def test_a_provisional_write_says_so_in_its_json() -> None:
     w = Written("k", "put", [1], "ctx", 3, provisional=[["files", 2]])
     assert w.to_json()["provisional"] == [["files", 2]]
     assert "provisional" not in Written("k", "put", [1], "ctx", 3).to_json()
+
+
+def test_compaction_reports_where_and_keeps_its_greatest_horizon_and_forgets_old_outcomes(
+    make_store: Callable[..., Store], clock: VirtualClock
+) -> None:
+    store = make_store(request_retention=100.0)
+    s = store.session("alice")
+    s.put("q", 0, request_id="old")
+    for i in range(20):
+        s.put("k", i, context=s.get("k").context)
+    clock.advance(150)  # "old" is past its window
+    first = store.compact(keep=1, reclaim=False)
+    assert first["location"] == store.location and first["horizon"] == 21 and not first["held_back_by_sessions"]
+    assert s.recorded("old") is None
+    store.session("bob", name="late")  # kept at 21
+    s.put("k", 99, context=s.get("k").context)  # 22
+    s.put("k", 100, context=s.get("k").context)  # 23
+    second = store.compact(keep=1, reclaim=False)  # the horizon would be 23: held at 22 by "late"
+    assert (second["horizon"], second["held_back_by_sessions"]) == (22, True)
+    third = store.compact(keep=5, reclaim=False)  # a smaller horizon: the recorded one stays the greatest
+    assert third["horizon"] == 19
+    with store.backend.transaction(write=False) as tx:
+        assert json.loads(tx.setting("compacted") or "{}")["horizon"] == 22
+
+
+def test_a_store_run_that_records_nothing_keeps_no_outcome(store: Store) -> None:
+    from comity.store import Put
+    from comity.store._txn import Caller
+
+    outcome, replayed = store.run(Caller("alice", "s1"), "req-1", [], [Put("k", 1)], record=False, system=False)
+    assert not replayed and outcome["results"][0]["values"] == [1]
+    assert store.session().recorded("req-1") is None
+    store.run(Caller("alice", "s1"), "req-2", [], [Put("k2", 1)], record=True, system=False)
+    assert store.session().recorded("req-2") is not None
+
+
+def test_get_many_carries_the_news_and_its_cap_on_the_first_answer(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    bob.get("a")
+    store.news_limit = 1
+    alice.put("a", 1)
+    alice.put("a", 2, context=alice.get("a").context)
+    first, second = bob.get_many(["a", "b"])
+    assert first.news_truncated and len(first.news) == 1 and not second.news_truncated and second.news == []
+
+
+def test_a_refusal_note_is_about_the_refused_key_alone_and_records_no_outcome(store: Store) -> None:
+    from comity.errors import StaleContext
+    from comity.store import Put, Unchanged
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("g", 1)
+    alice.put("k", 1)
+    guard_ctx, stale = bob.get("g").context, bob.get("k").context
+    alice.put("k", 2, context=alice.get("k").context)
+    with pytest.raises(StaleContext):
+        bob.txn(guards=[Unchanged("g", guard_ctx)], ops=[Put("k", 3, context=stale)], request_id="r-9")
+    note = bob.log("@refused")[-1]
+    assert (note["target"], note["write"], note["seen"]) == ("k", "put", 2)
+    assert bob.recorded("r-9.refused") is None and bob.recorded("r-9") is None
+
+
+def test_a_write_logs_its_siblings_only_when_there_are_several(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("k", 1)
+    bob.put("k", 2, keep_both=True)
+    log = alice.log("k")
+    assert "siblings" not in log[0] and log[1]["siblings"] == 2
