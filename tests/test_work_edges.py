@@ -1430,3 +1430,15 @@ def test_why_judges_a_note_by_read_position_not_by_dots(st: comity.Store) -> Non
     assert done["had_seen_up_to"] < note["pos"] < done["pos"] and done["did_not_see"] == [note["pos"]]
     assert f"alice's done (pos {done['pos']}) did not see bob's claim-refused (pos {note['pos']}): they were concurrent" in w[
         "explanations"]
+
+
+def test_a_refused_steal_on_a_read_records_the_read_position(st: comity.Store) -> None:
+    t = board(st, "triage").add("x")
+    board(st, "alice").claim(t["id"], ttl=3600)
+    bob = board(st, "bob")
+    ctx = bob.show(t["id"])["context"]  # read after alice's claim: nothing moved since
+    seen = st.session().head()
+    e = refused(StaleContext, lambda: bob.claim(t["id"], context=ctx, steal=True))
+    assert "who is not suspected" in e.message and e.news == []
+    [note] = events_of(st, "@task/T-1", "task.claim-refused")
+    assert note["seen"] == seen and note["holder"] == "alice"
