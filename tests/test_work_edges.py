@@ -634,6 +634,7 @@ def test_checkpoint_keeps_the_last_fifty_and_renews_for_the_claimed_length(st: c
     assert len(cp["checkpoints"]) == 50
     assert cp["checkpoints"][0]["note"] == "n1" and cp["checkpoints"][-1] == {"agent": "alice", "token": c.token, "note": "n50", "at": now}
     assert cp["state"] == "claimed" and cp["lease"] == {"holder": "alice", "token": c.token, "expires": now + 100}
+    assert cp["news"] == []  # nobody else wrote
     assert ops_of(st, "@task/T-1")[-1] == "task.checkpoint"
     cp = a.checkpoint(t["id"], c.token, "longer", ttl=1000)
     assert cp["lease"]["expires"] == now + 1000
@@ -1442,3 +1443,39 @@ def test_a_refused_steal_on_a_read_records_the_read_position(st: comity.Store) -
     assert "who is not suspected" in e.message and e.news == []
     [note] = events_of(st, "@task/T-1", "task.claim-refused")
     assert note["seen"] == seen and note["holder"] == "alice"
+
+
+def test_a_claim_on_a_read_that_loses_the_lease_race_records_the_read_position(st: comity.Store) -> None:
+    t = board(st, "triage").add("x")
+    ctx = board(st, "bob").show(t["id"])["context"]
+    seen = st.session().head()
+    bob = _Interfering(st.session("bob"), lambda tid: board(st, "carol").claim(tid), hook="lease")
+    e = refused(StaleContext, lambda: bob.claim(t["id"], context=ctx))
+    assert e.message == "task T-1 was just claimed by carol"
+    [note] = events_of(st, "@task/T-1", "task.claim-refused")
+    assert note["seen"] == seen and note["holder"] == "carol"
+
+
+def test_why_does_not_judge_a_write_against_the_sync_layer_s_own_events(replicas: Any, clock: VirtualClock) -> None:
+    up, make = replicas
+    carol = up.session("carol")
+    carol.put("files/app.py", "v0")
+    sandbox = make("sandbox")
+    alice = sandbox.session("alice", name="alice-work")
+    t = Board(alice).add("fix")
+    c = Board(alice).claim(t["id"], ttl=60)
+    sandbox.wire.cut = True
+    Board(alice).write("files/app.py", "alice's", task=t["id"], token=c.token, context=alice.get("files/app.py").context)
+    clock.advance(120)
+    Board(up.session("bob")).claim(t["id"])
+    old = carol.get("files/app.py").context
+    sandbox.wire.cut = False
+    sandbox.sync()
+    carol.put("files/app.py", "carol's", context=old, keep_both=True)
+    w = why(up.session(), "files/app.py")
+    ops = [h["op"] for h in w["history"]]
+    assert ops[-2:] == ["sync.fence", "put"], ops
+    fence, put = w["history"][-2:]
+    assert put["did_not_see"] == [w["history"][1]["pos"]]  # alice's write (fenced), not the sync layer's fence note
+    assert len(w["explanations"]) == 2 and "was fenced when it arrived" in w["explanations"][0]
+    assert w["explanations"][1].startswith(f"carol's put (pos {put['pos']}) did not see alice's put")
