@@ -771,11 +771,11 @@ def input_schema(verb: Verb) -> dict[str, Any]:
 
 
 def _result_schema(kind: str) -> dict[str, Any]:
-    # A field or list item of any JSON value is left unconstrained ({}, an array without
-    # ``items``): the same values as the six-way anyOf of an input, and a client that checks
-    # every answer against the schema (the MCP SDK's does) skips a check per value.
-    if kind == "json":
-        return {}
+    # A list of any JSON values is an array without ``items``: the same values as an input's
+    # array of the six-way anyOf, and a client that checks every answer against the schema
+    # (the MCP SDK's does) skips six subschemas per item.  A single value keeps the anyOf of
+    # single types: ``{}`` constrains nothing and a list of types is less portable (MCP
+    # Inspector's --strict warns of both).
     if kind == "list[json]":
         return {"type": "array"}
     return _schema(kind)
