@@ -285,7 +285,8 @@ def test_ready_lists_orphans_first_then_the_queue_each_for_whom_it_may_be(st: co
     stubs = alice.ready(full=False)
     assert stubs[2] == {"id": "T-1", "state": "open", "assignee": None, "deps": []}
     assert stubs[3] == {"id": "T-3", "state": "open", "assignee": "alice", "deps": []}
-    # the limit bounds the expired leases read (in the order of their keys: @task/T-10,
+    # the limit bounds the expired leases read (the longest expired first, and among leases that
+    # expired at once in the order of their keys: @task/T-10,
     # @task/T-11, @task/T-2) as well as the answer
     assert [t["id"] for t in alice.ready(limit=1)] == ["T-10"]
     assert [t["id"] for t in alice.ready(limit=2)] == ["T-10", "T-1"]

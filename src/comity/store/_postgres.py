@@ -298,7 +298,7 @@ class _Sql:
         )
         self.expired = (
             f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE holder IS NOT NULL AND expires <= %s"
-            " AND resource >= %s AND resource < %s ORDER BY expires LIMIT %s"
+            " AND resource >= %s AND resource < %s ORDER BY expires, resource LIMIT %s"
         )
         self.leases = (
             f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE resource >= %s AND resource < %s"

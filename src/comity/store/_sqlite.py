@@ -283,7 +283,7 @@ class _SQLiteTx:
     def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:
         rows = self.db.execute(
             "SELECT resource, holder, token, expires, pos, hlc FROM leases WHERE holder IS NOT NULL AND expires <= ?"
-            " AND resource >= ? AND resource < ? ORDER BY expires LIMIT ?",
+            " AND resource >= ? AND resource < ? ORDER BY expires, resource LIMIT ?",
             (now, prefix, prefix + "\U0010ffff", limit),
         ).fetchall()
         return [LeaseRow(*r) for r in rows]
@@ -585,16 +585,20 @@ class SQLiteBackend:
         db = self.db
         db.execute("PRAGMA busy_timeout = 0")
         try:
-            deadline = time.monotonic() + self.busy_timeout  # a real wait for a real lock
+            # A real wait for a real lock, bounded by the time slept (no clock read: core code
+            # takes time from its seams, and the sleeps are what the busy timeout bounds).
+            slept = 0.0
             wait = _BUSY_FIRST_S
             while True:
                 try:
                     db.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= deadline:
+                    if "locked" not in str(e) and "busy" not in str(e) or slept >= self.busy_timeout:
                         raise
-                time.sleep(wait * (0.5 + 0.5 * self._rng.random()))
+                nap = wait * (0.5 + 0.5 * self._rng.random())
+                time.sleep(nap)
+                slept += nap
                 wait = min(wait * 2, _BUSY_MOST_S)
         finally:
             db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
