@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The PostgreSQL cases alone.  They need a PostgreSQL server (12 or later) and a database
 # in which the URL's user may create and drop schemas: each test makes a fresh schema and
