@@ -155,6 +155,9 @@ def test_agent_names_are_normalized_and_refused_when_they_could_look_alike() -> 
         " letters, digits and _ . - @ + : (a letter from another script can look like a Latin one)"
     )
     with pytest.raises(Invalid) as e:
+        check_agent("аеор")  # four Cyrillic letters: the first three are named
+    assert "(U+0430 CYRILLIC SMALL LETTER A, U+0435 CYRILLIC SMALL LETTER IE, U+043E CYRILLIC SMALL LETTER O)" in e.value.message
+    with pytest.raises(Invalid) as e:
         check_agent("")
     assert e.value.message == "agent: writes need an agent name"
     with pytest.raises(Invalid) as e:

@@ -218,13 +218,15 @@ def test_a_writer_that_waits_past_the_busy_timeout_writes_nothing_and_is_told_th
 def test_states_read_back_each_keys_row(tmp_path: Path, clock: VirtualClock) -> None:
     store = _sqlite(tmp_path, clock)
     s = store.session("alice")
+    s.put("0", 1)  # before every letter: from the first key means from "", not from a name
     s.put("a", 1)
     w = s.put("b", 1)
     s.delete("b", context=w.context)
     with store.backend.transaction(write=False) as tx:
-        assert tx.states(None, 10) == [("a", tx.load("a")), ("b", tx.load("b"))]
+        assert tx.states(None, 10) == [("0", tx.load("0")), ("a", tx.load("a")), ("b", tx.load("b"))]
+        assert tx.scan("", 10) == [("0", tx.load("0")), ("a", tx.load("a"))]
         b = tx.load("b")
-        assert b is not None and (b.pos, b.live) == (3, False)
+        assert b is not None and (b.pos, b.live) == (4, False)
     store.close()
 
 
