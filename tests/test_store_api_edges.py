@@ -491,3 +491,16 @@ def test_a_write_logs_its_siblings_only_when_there_are_several(store: Store) -> 
     bob.put("k", 2, keep_both=True)
     log = alice.log("k")
     assert "siblings" not in log[0] and log[1]["siblings"] == 2
+
+
+def test_compaction_records_the_greatest_horizon_it_ever_reached(store: Store) -> None:
+    s = store.session("alice")
+    s.put("x", 0)  # 1
+    for i in range(10):
+        s.put("y", i, context=s.get("y").context)  # 2-11
+    assert store.compact(keep=1, reclaim=False)["horizon"] == 11  # x's only event stays
+    s.put("x", 1, context=s.get("x").context)  # 12: x's first event can go now
+    later = store.compact(keep=5, reclaim=False)  # a smaller horizon that still deletes
+    assert (later["horizon"], later["deleted"]) == (8, 1)
+    with store.backend.transaction(write=False) as tx:
+        assert json.loads(tx.setting("compacted") or "{}")["horizon"] == 11
