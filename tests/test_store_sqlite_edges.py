@@ -171,9 +171,8 @@ def test_a_stores_size_is_its_file_and_its_log(tmp_path: Path, clock: VirtualClo
 
 
 def test_a_writer_waits_for_another_connections_write_lock_and_then_writes(tmp_path: Path, clock: VirtualClock) -> None:
-    """BEGIN IMMEDIATE waits out another writer with sleeps of its own (not SQLite's busy
-    handler), writes once the lock is let go, and leaves the connection's busy timeout as
-    it was for the statements after it."""
+    """BEGIN IMMEDIATE waits out another process's writer (SQLite's busy handler, within the
+    store's busy timeout) and writes once the lock is let go."""
     store = _sqlite(tmp_path, clock, busy_timeout=30.0)
     other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer (a connection SQLite locks out as another process)

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-import time  # only to wait out another process's lock (a fresh store being set up, a writer)
+import time  # only to wait out a lock while a fresh store is set up
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -373,14 +373,9 @@ class _SQLiteTx:
 # handle this process has on the file) before BEGIN IMMEDIATE: a waiting thread is woken
 # when the one before commits, instead of meeting SQLite's busy handler, whose sleeps (1, 2,
 # 5, 10, … up to 100 ms between tries) would set its wait.  Across processes SQLite's busy
-# handler would decide: an flock(2) queue across processes was tried and measured worse
-# with more processes than cores (docs/throughput.md says why), so it is not used.  Instead
-# BEGIN IMMEDIATE does not use the busy handler (whose sleeps grow to 100 ms, so an unlucky
-# writer among many slept 100 ms again and again): it is tried again after short sleeps of
-# its own (0.25 ms, doubling up to 4 ms, each drawn at random between half and all of it so
-# waiters do not retry in step), and only the statements after it keep the busy timeout.
-_BUSY_FIRST_S = 0.00025
-_BUSY_MOST_S = 0.004
+# handler decides: an flock(2) queue and short sleeps of the writer's own (0.25 ms doubling
+# to 4 ms) were both tried and measured worse with more processes than cores, since the
+# waiters' tries take the CPU from the writer that holds the lock (docs/throughput.md).
 
 
 class _Gate:
@@ -450,7 +445,7 @@ class _Transaction:
                         location=str(b.path),
                     )
                 gated = True
-                b._begin_write()
+                b.db.execute("BEGIN IMMEDIATE")  # another process's writer: waited out by SQLite's busy handler
             else:
                 b.db.execute("BEGIN")
         except sqlite3.Error as e:
@@ -534,7 +529,6 @@ class SQLiteBackend:
         self.clock = clock
         self.busy_timeout = busy_timeout
         self._busy_ms = int(busy_timeout * 1000)
-        self._rng = rng
         self._lock = threading.RLock()
         if os.path.lexists(self.path):
             classify(self.path)
@@ -579,29 +573,6 @@ class SQLiteBackend:
             if isinstance(e, (sqlite3.DatabaseError, KeyError, ValueError)):
                 raise damaged(self.path, e) from None
             raise
-
-    def _begin_write(self) -> None:
-        """BEGIN IMMEDIATE, waiting for another process's writer with short sleeps (see _BUSY_FIRST_S)."""
-        db = self.db
-        db.execute("PRAGMA busy_timeout = 0")
-        try:
-            # A real wait for a real lock, bounded by the time slept (no clock read: core code
-            # takes time from its seams, and the sleeps are what the busy timeout bounds).
-            slept = 0.0
-            wait = _BUSY_FIRST_S
-            while True:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e) or slept >= self.busy_timeout:
-                        raise
-                nap = wait * (0.5 + 0.5 * self._rng.random())
-                time.sleep(nap)
-                slept += nap
-                wait = min(wait * 2, _BUSY_MOST_S)
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _create(self, rng: Rng) -> None:
         """Build a new store whole under a temporary name, then link it into place."""
