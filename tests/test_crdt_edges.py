@@ -47,6 +47,10 @@ BAD_STATES: list[tuple[str, Any, str]] = [
     ('orset', {'store': [['x']], 'context': {'vv': {'r1': 1}, 'cloud': []}}, "orset store: each element is [value, dots], got ['x']"),
     ('orset', {'store': [['x', [['r1', 1]]], ['x', [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset store: element "x" appears twice'),
     ('orset', {'store': [['x', {}]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element dots: expected list, got {}'),
+    ('orset', {'store': [['x', []]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset store: element "x" has no dots'),
+    # four dots the context lacks: the message names the first three
+    ('mvreg', {'store': [['r1', i, f'v{i}'] for i in range(1, 5)], 'context': {'vv': {}, 'cloud': []}},
+     "mvreg: dots [Dot(replica='r1', counter=1), Dot(replica='r1', counter=2), Dot(replica='r1', counter=3)] are in the store but not the context"),
     ('orset', {'store': [['x', [['r1', 0]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element dots: counters start at 1, got 0'),
     ('orset', {'store': [[INF, [['r1', 1]]]], 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'orset element: must be a JSON value (null, bool, number, string, list, object): Out of range float values are not JSON compliant'),
     ('flag', {'store': {}, 'context': {'vv': {'r1': 1}, 'cloud': []}}, 'dot set: expected list, got {}'),
@@ -245,3 +249,41 @@ def test_states_differing_in_one_part_are_not_equal() -> None:
     assert DotContext(vv) != DotContext(vv, [Dot("r2", 3)]) and DotContext(vv) == DotContext(vv)
     removed = _apply(_apply(ORSet.new(), "add", "x", "r1"), "remove", "x", "r1")
     assert removed.value() == ORSet.new().value() and removed != ORSet.new()  # the same elements, more seen
+
+
+def test_a_malformed_dot_is_refused_as_a_dot_by_default() -> None:
+    from comity.crdt._dots import dot_from_json
+
+    with pytest.raises(ValueError) as e:
+        dot_from_json("x")
+    assert str(e.value) == "dot: a dot is [replica, counter], got 'x'"
+
+
+def test_expect_refuses_a_bool_for_an_int_and_names_every_kind_of_a_tuple() -> None:
+    from comity.crdt._protocol import expect
+
+    with pytest.raises(ValueError) as e:
+        expect(True, int, "n")
+    assert str(e.value) == "n: expected int, got True"
+    assert expect(True, bool, "n") is True
+    with pytest.raises(ValueError) as e:
+        expect("x", (int, float), "n")
+    assert str(e.value) == "n: expected int or float, got 'x'"
+
+
+def test_canonical_json_has_sorted_keys_and_no_spaces() -> None:
+    from comity.crdt._protocol import canonical
+
+    assert canonical({"b": [1, 2], "a": None}) == '{"a":null,"b":[1,2]}'
+
+
+def test_an_ormap_reads_its_fields_back_and_lists_no_empty_one() -> None:
+    from comity.crdt import ORMap
+
+    m = _apply(ORMap.new(), "update", {"field": "f", "type": "gcounter", "op": "inc", "arg": 2}, "r1")
+    back = ORMap.from_json(m.to_json())
+    assert back == m and back.value() == m.value() == {"f": 2}
+    # adding no elements to a field changes nothing: its delta lists no field, and reads back
+    delta = m.update("update", {"field": "g", "type": "orset", "op": "add_all", "arg": []}, "r1", CTX)
+    assert delta.to_json()["store"] == []
+    assert ORMap.from_json(delta.to_json()) == delta
