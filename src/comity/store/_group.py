@@ -52,9 +52,11 @@ class GroupCommit:
         self.backend = backend
         self.engine_errors = engine_errors
         self.batching = batching
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the condition's own lock: a lone writer takes it without the condition's Python layer
+        self._cond = threading.Condition(self._mutex)
         self._queue: list[_Item[Any]] = []
         self._busy = False
+        self._waiting = 0  # callers waiting in ``_cond`` for a batch to end
         self.commits = 0  # database transactions committed (or tried) by this group
         self.transactions = 0  # write transactions run through it
         self.largest = 0  # the most transactions one commit carried
@@ -64,11 +66,34 @@ class GroupCommit:
         if not self.batching:
             with self.backend.transaction(write=True) as tx:
                 return work(tx)
+        with self._mutex:
+            alone = not self._busy and not self._queue
+            if alone:
+                self._busy = True
+        if alone:
+            # Nobody is committing and nobody waits: this writer's transaction is its own batch,
+            # run as `_apply` runs a batch of one, without an item to hand it over.
+            self.commits += 1
+            self.transactions += 1
+            if not self.largest:
+                self.largest = 1
+            try:
+                with self.backend.transaction(write=True) as tx:
+                    return work(tx)
+            finally:
+                with self._mutex:
+                    self._busy = False
+                    if self._waiting:
+                        self._cond.notify_all()
         item: _Item[T] = _Item(work)
         with self._cond:
             self._queue.append(item)
             while self._busy and not item.done:
-                self._cond.wait()
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
             if not item.done:
                 self._busy = True
                 batch, self._queue = self._queue, []
@@ -82,7 +107,8 @@ class GroupCommit:
                     self._busy = False
                     for it in batch:
                         it.done = True
-                    self._cond.notify_all()
+                    if self._waiting:
+                        self._cond.notify_all()
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[return-value]

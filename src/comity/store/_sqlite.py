@@ -131,6 +131,7 @@ class _Savepoint:
 
 class _SQLiteTx:
     __slots__ = ("db", "clock")
+    lock = None  # SQLite's writers take turns: no keys to lock (a missing attribute costs getattr an exception)
 
     def __init__(self, db: sqlite3.Connection, clock: Clock) -> None:
         self.db = db

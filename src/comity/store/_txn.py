@@ -221,9 +221,12 @@ def is_live(w: list[Any]) -> bool:
 def live_values(clock: DVVSet) -> list[Any]:
     """What a reader sees: every live plain value, and each CRDT type's siblings merged into one
     value (concurrent updates on two replicas are never shown side by side)."""
+    values = clock.values()
+    if len(values) == 1 and len(values[0]) == 1:
+        return [values[0][0]]  # one plain value (a tombstone or a CRDT's state is [] or a pair)
     out: list[Any] = []
     merged: dict[str, Any] = {}
-    for w in clock.values():
+    for w in values:
         if not is_live(w):
             continue
         if is_crdt(w):
@@ -243,7 +246,10 @@ def crdt_of(clock: DVVSet) -> str | None:
 
 
 def has_live(clock: DVVSet) -> bool:
-    return any(is_live(w) for w in clock.values())
+    for w in clock.values():
+        if len(w) == 1 or is_live(w):  # [value]: a plain live value
+            return True
+    return False
 
 
 def replica_owned(key: str, replica_id: str) -> bool:
