@@ -146,6 +146,15 @@ def test_a_renewal_without_a_length_keeps_the_leases_own(store: Store, clock: Vi
     assert lease is not None and (lease.holder, lease.expires) == (None, clock.now())
 
 
+def test_a_renewal_logs_its_new_expiry_and_length(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    t = _acquire(s, ttl=40)["token"]
+    clock.advance(10)
+    s.txn(ops=[Renew("r", t, 15)])
+    last = s.log("@lease/r")[-1]
+    assert (last["op"], last["token"], last["expires"], last["ttl"]) == ("renew", t, clock.now() + 15, 15)
+
+
 def test_a_lease_length_is_in_a_week_at_most(store: Store) -> None:
     assert check_ttl(MAX_TTL_S, "ttl") == MAX_TTL_S and check_ttl(1, "ttl") == 1.0
     with pytest.raises(Invalid) as e:
@@ -325,3 +334,15 @@ def test_a_sequence_name_is_checked_as_a_key() -> None:
             validate([], [Next(bad)], 100)  # type: ignore[arg-type]
         assert e.value.field == "name"
     assert validate([], [Next("jobs/daily")], 100) == {}
+
+
+def test_an_update_whose_new_state_is_too_big_is_refused_though_its_argument_is_not(make_store: object) -> None:
+    store = make_store(max_value_bytes=200)  # type: ignore[operator]
+    s = store.session("alice")
+    added = 0
+    with pytest.raises(Invalid) as e:
+        for i in range(50):
+            s.update("labels", "add", f"label-number-{i:04d}", type="orset")  # each argument well under 200 bytes
+            added += 1
+    assert e.value.field == "value" and 0 < added < 50
+    assert len(s.get("labels").values[0]) == added  # the refused add is not applied
