@@ -236,11 +236,21 @@ def report(packages: list[str], *, survivors: bool = True, only: list[str] | Non
     return 0
 
 
+OPTIONS = ("--only", "--seed", "--again", "--score", "--modules")
+
+
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in ("run", "report", "clean"):
         print(__doc__)
         return 2
     args = argv[1:]
+    unknown_options = [a for a in args if a.startswith("-") and a not in OPTIONS]
+    if unknown_options:  # never start hours of mutation on an option it does not know
+        print(f"unknown option(s) {unknown_options}; the options are {', '.join(OPTIONS)} (--help says what they do)", file=sys.stderr)
+        return 2
     only: list[str] | None = None
     if "--only" in args:
         i = args.index("--only")
