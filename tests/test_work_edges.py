@@ -1216,22 +1216,9 @@ def test_done_on_a_record_that_keeps_moving_gives_up_saying_so(st: comity.Store)
     assert alice.show(t["id"])["state"] == "claimed"
 
 
-def test_done_judges_again_when_a_change_was_added_meanwhile(st: comity.Store) -> None:
-    from comity.work.changes import Changes
-
-    Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
-    t = board(st, "triage").add("x")
-    c = board(st, "alice").claim(t["id"])
-    ch = Changes(st.session("alice"))
-    ch.submit(t["id"], diff=_diff(1), checks=["true"])
-    n = iter(range(2, 1000))
-    alice = _Interfering(st.session("alice"), lambda tid: ch.submit(tid, diff=_diff(next(n)), checks=["true"]), hook="fenced")
-    d = alice.done(t["id"], c.token)
-    assert d["state"] == "submitted" and d["changes"] == ["C-1", "C-2"]
-    assert len(events_of(st, "@task/T-1", "task.submitted")) == 1
-
-
-def test_done_gives_up_when_its_changes_keep_changing(st: comity.Store) -> None:
+def _claimed_with_changes_added_at_each_done(st: comity.Store, times: int = 1) -> tuple[dict[str, Any], Any, _Interfering]:
+    """T-1 claimed by alice under a policy that judges changes, one change submitted, and alice's
+    board adding another change each time ``done`` reaches its fenced write (``times`` times)."""
     from comity.work.changes import Changes
 
     Changes(st.session("lead")).set_policy("default", attestations=0, reexecute=True)
@@ -1241,7 +1228,19 @@ def test_done_gives_up_when_its_changes_keep_changing(st: comity.Store) -> None:
     ch.submit(t["id"], diff=_diff(1), checks=["true"])
     n = iter(range(2, 1000))
     alice = _Interfering(st.session("alice"), lambda tid: ch.submit(tid, diff=_diff(next(n)), checks=["true"]), hook="fenced",
-                         times=10**6)
+                         times=times)  # fmt: skip
+    return t, c, alice
+
+
+def test_done_judges_again_when_a_change_was_added_meanwhile(st: comity.Store) -> None:
+    t, c, alice = _claimed_with_changes_added_at_each_done(st)
+    d = alice.done(t["id"], c.token)
+    assert d["state"] == "submitted" and d["changes"] == ["C-1", "C-2"]
+    assert len(events_of(st, "@task/T-1", "task.submitted")) == 1
+
+
+def test_done_gives_up_when_its_changes_keep_changing(st: comity.Store) -> None:
+    t, c, alice = _claimed_with_changes_added_at_each_done(st, times=10**6)
     e = refused(StaleContext, lambda: alice.done(t["id"], c.token))
     assert e.message == "task T-1: its changes kept changing; retry" and e.key == "@task/T-1"
     assert alice.times == 10**6 - 64 and alice.show(t["id"])["state"] == "claimed"

@@ -73,10 +73,7 @@ class GroupCommit:
         if alone:
             # Nobody is committing and nobody waits: this writer's transaction is its own batch,
             # run as `_apply` runs a batch of one, without an item to hand it over.
-            self.commits += 1
-            self.transactions += 1
-            if not self.largest:
-                self.largest = 1
+            self._count(1)
             try:
                 with self.backend.transaction(write=True) as tx:
                     return work(tx)
@@ -113,10 +110,14 @@ class GroupCommit:
             raise item.error
         return item.result  # type: ignore[return-value]
 
-    def _apply(self, batch: list[_Item[Any]]) -> None:
+    def _count(self, n: int) -> None:
+        """One commit carrying ``n`` write transactions."""
         self.commits += 1
-        self.transactions += len(batch)
-        self.largest = max(self.largest, len(batch))
+        self.transactions += n
+        self.largest = max(self.largest, n)
+
+    def _apply(self, batch: list[_Item[Any]]) -> None:
+        self._count(len(batch))
         if len(batch) == 1:
             it = batch[0]
             try:

@@ -529,7 +529,6 @@ class SQLiteBackend:
         self.path = Path(path)
         self.clock = clock
         self.busy_timeout = busy_timeout
-        self._busy_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
         if os.path.lexists(self.path):
             classify(self.path)
@@ -543,7 +542,7 @@ class SQLiteBackend:
             raise Unavailable(f"cannot open the store at {self.path}: {e}") from None
         held(self.path)  # from now on nothing here opens the file but SQLite (comity.store._files)
         try:
-            self.db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
                 what = "it holds other tables" if has_tables(self.db) else "it has no tables"
                 raise foreign_database(self.path, what)
