@@ -5,6 +5,8 @@ the settings and the replication tables.  A real store file in tmp_path; nothing
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -13,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import comity
-from comity.errors import Unavailable
+from comity.errors import Invalid, Unavailable
 from comity.runtime import SeededRng, VirtualClock
-from comity.store import Store
+from comity.store import Store, check
 from comity.store._backend import EventRow, SessionRow
-from comity.store._sqlite import SQLiteBackend, _unavailable
+from comity.store import _sqlite as engine
+from comity.store._sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteBackend, _unavailable
 
 
 def _sqlite(tmp_path: Path, clock: VirtualClock, busy_timeout: float = 30.0) -> Store:
@@ -271,3 +274,247 @@ def test_transactions_committed_together_are_each_all_or_nothing(tmp_path: Path,
     assert s.get("fresh").values == ["bob"] and s.get("taken").values == [0]
     assert store.writes.largest == 2
     store.close()
+
+
+# ------------------------------------------------------------------ store files of other schemas
+
+# What a store file holds, as SQLite keeps it.  Stores are migrated by their version number, so a
+# released migration is never edited: a store made by this comity must hold what one made (or
+# migrated) by an earlier one does, down to the names `comity check` looks for.
+RELEASED_SCHEMA = [
+    ("index", "events_first", "events", "CREATE INDEX events_first ON events (key, pos) WHERE prev = 0"),
+    ("index", "events_origin", "events", "CREATE INDEX events_origin ON events (replica, opos) WHERE opos IS NOT NULL"),
+    ("index", "keys_live", "keys", "CREATE INDEX keys_live ON keys (key) WHERE live = 1"),
+    ("index", "leases_held", "leases", "CREATE INDEX leases_held ON leases (expires) WHERE holder IS NOT NULL"),
+    ("index", "requests_at", "requests", "CREATE INDEX requests_at ON requests (at)"),
+    ("table", "events", "events",
+     "CREATE TABLE events (pos INTEGER PRIMARY KEY, key TEXT NOT NULL, op TEXT NOT NULL, agent TEXT NOT NULL,"
+     " session TEXT NOT NULL, replica TEXT NOT NULL, counter INTEGER NOT NULL, hlc TEXT NOT NULL,"
+     " request_id TEXT NOT NULL, value TEXT, detail TEXT, prev INTEGER NOT NULL, seen INTEGER, opos INTEGER)"),
+    ("table", "keys", "keys",
+     "CREATE TABLE keys (key TEXT PRIMARY KEY, clock TEXT NOT NULL, hlc TEXT NOT NULL, pos INTEGER NOT NULL,"
+     " live INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID"),
+    ("table", "leases", "leases",
+     "CREATE TABLE leases (resource TEXT PRIMARY KEY, holder TEXT, token INTEGER NOT NULL, expires REAL NOT NULL,"
+     " pos INTEGER NOT NULL, hlc TEXT NOT NULL) WITHOUT ROWID"),
+    ("table", "meta", "meta", "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"),
+    ("table", "origins", "origins", "CREATE TABLE origins (replica TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID"),
+    ("table", "requests", "requests",
+     "CREATE TABLE requests (request_id TEXT PRIMARY KEY, digest TEXT NOT NULL, outcome TEXT NOT NULL,"
+     " at REAL NOT NULL DEFAULT 0) WITHOUT ROWID"),
+    ("table", "sessions", "sessions",
+     "CREATE TABLE sessions (name TEXT PRIMARY KEY, agent TEXT NOT NULL, position INTEGER NOT NULL, interest TEXT NOT NULL,"
+     " ahead TEXT NOT NULL DEFAULT '{}', saved REAL NOT NULL DEFAULT 0) WITHOUT ROWID"),
+]  # fmt: skip
+
+
+def _schema(path: Path) -> list[tuple[str, str, str, str]]:
+    db = sqlite3.connect(path)
+    try:
+        return [tuple(r) for r in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")]
+    finally:
+        db.close()
+
+
+def _version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_new_store_holds_the_released_schema_and_checks_healthy(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    store.close()
+    assert _schema(tmp_path / "s.db") == RELEASED_SCHEMA
+    assert _version(tmp_path / "s.db") == SCHEMA_VERSION == 5
+    report = check(tmp_path / "s.db")
+    assert report.ok, report.problems
+    assert report.facts["schema_version"] == SCHEMA_VERSION
+
+
+def _store_of_schema(path: Path, version: int) -> dict[str, str]:
+    """A store file as comity of schema ``version`` made it, holding a session, a recorded
+    request and an event of that time; its meta (identity, replica, secret) is returned."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = wal")
+    db.execute("BEGIN IMMEDIATE")
+    for step in MIGRATIONS[:version]:
+        step(db, SeededRng(3))
+    db.execute(f"PRAGMA user_version = {version}")
+    db.execute("INSERT INTO sessions (name, agent, position, interest) VALUES ('old', 'alice', 1, '[\"k\"]')")
+    db.execute("INSERT INTO requests (request_id, digest, outcome) VALUES ('q-old', 'd', '{}')")
+    db.execute("COMMIT")
+    meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+    db.close()
+    return meta
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_a_store_of_an_older_schema_is_migrated_and_keeps_what_it_held(
+    tmp_path: Path, clock: VirtualClock, version: int
+) -> None:
+    where = tmp_path / "s.db"
+    meta = _store_of_schema(where, version)
+    store = _sqlite(tmp_path, clock)
+    assert (store.store_id, store.replica_id) == (meta["store_id"], meta["replica_id"])  # the same store, not a copy
+    assert _version(where) == SCHEMA_VERSION
+    with store.backend.transaction(write=False) as tx:
+        # the columns added since are there, with the defaults that say "from before"
+        assert tx.load_session("old") == SessionRow("old", "alice", 1, ["k"], {}, 0.0)
+        assert tx.recorded("q-old") == ("d", "{}")
+    w = store.session("alice").put("k", 1)
+    assert store.session().get("k").values == [1] and w.pos == 1
+    store.close()
+    assert _schema(where) == RELEASED_SCHEMA  # the same as a new store's
+    assert check(where).ok
+    again = _sqlite(tmp_path, clock)  # migrated once: opened again as it is
+    assert again.session().get("k").values == [1]
+    again.close()
+
+
+def test_a_store_of_a_newer_schema_is_refused_and_left_as_it_was(tmp_path: Path, clock: VirtualClock) -> None:
+    where = tmp_path / "s.db"
+    _sqlite(tmp_path, clock).close()
+    db = sqlite3.connect(where, isolation_level=None)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    before = where.read_bytes()
+    with pytest.raises(Invalid) as e:
+        _sqlite(tmp_path, clock)
+    assert e.value.message == (
+        f"store: {where} has schema version {SCHEMA_VERSION + 1}, newer than this comity understands ({SCHEMA_VERSION});"
+        " upgrade comity"
+    )
+    assert e.value.field == "store"
+    assert _version(where) == SCHEMA_VERSION + 1 and where.read_bytes() == before
+    db = sqlite3.connect(where, isolation_level=None)  # nothing of this process holds the file: it is let go
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.close()
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    store.close()
+
+
+# ------------------------------------------------------------------ the engine failing
+
+
+def test_opening_a_store_waits_for_no_writer(tmp_path: Path, clock: VirtualClock) -> None:
+    """Opening a store of the current schema only reads: another process's write lock does
+    not hold it up (nor does it take one)."""
+    _sqlite(tmp_path, clock).close()
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        store = _sqlite(tmp_path, clock, busy_timeout=0.05)
+        assert store.session().get("k").values == []
+        store.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_write_that_fills_the_disk_writes_nothing_and_says_so(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    s.put("k", 1)
+    db = store.backend.db
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")  # the disk is full
+    with pytest.raises(Unavailable) as e:
+        s.put("big", "x" * 100_000)
+    assert e.value.message == (
+        f"the store at {tmp_path / 's.db'} failed: the disk is full (database or disk is full); nothing was written."
+        " Free some space and retry"
+    )
+    assert e.value.details == {"location": str(tmp_path / "s.db"), "problem": "disk_full"}
+    assert s.get("big").values == []
+    assert s.put("k2", 2).pos == 2  # the turn and the connection are free again
+    store.close()
+
+
+def test_a_bug_in_a_write_transaction_is_raised_as_it_is_and_rolled_back(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    b = store.backend
+    with pytest.raises(sqlite3.IntegrityError):  # a bug of comity's, not the engine failing: not Unavailable
+        with b.transaction(write=True) as tx:
+            tx.set_setting("x", "1")
+            tx.record("q", "d", "{}", 1.0)
+            tx.record("q", "d", "{}", 1.0)
+    with pytest.raises(ZeroDivisionError):
+        with b.transaction(write=True) as tx:
+            tx.set_setting("y", "1")
+            1 / 0  # noqa: B018
+    assert not b.db.in_transaction
+    with b.transaction(write=True) as tx:  # rolled back, and the turn is free
+        assert tx.setting("x") is None and tx.setting("y") is None and tx.recorded("q") is None
+    store.close()
+
+
+def test_a_transaction_the_engine_rolled_back_is_not_committed(tmp_path: Path, clock: VirtualClock) -> None:
+    """SQLite rolls a whole transaction back on a full disk: what came before the failing
+    statement is gone too, so the commit is refused rather than acknowledged."""
+    store = _sqlite(tmp_path, clock)
+    b = store.backend
+    b.db.execute(f"PRAGMA max_page_count = {b.db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(Unavailable) as e:
+        with b.transaction(write=True) as tx:
+            tx.set_setting("small", "1")
+            with pytest.raises(sqlite3.OperationalError):
+                tx.set_setting("big", "x" * 100_000)
+    assert e.value.message == (
+        f"the store at {tmp_path / 's.db'} could not commit (cannot commit - no transaction is active); nothing was written, retry"
+    )
+    with b.transaction(write=True) as tx:
+        assert tx.setting("small") is None
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="a file size limit (RLIMIT_FSIZE) is POSIX's")
+def test_a_commit_the_disk_refuses_writes_nothing_and_says_so(tmp_path: Path, clock: VirtualClock) -> None:
+    """The write-ahead log grows at COMMIT; a disk that refuses it then fails the commit."""
+    import resource
+
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    s.put("k", 1)
+    b = store.backend
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    wal = os.path.getsize(f"{tmp_path / 's.db'}-wal")
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (wal + 4096, limit[1]))
+        with pytest.raises(Unavailable) as e:
+            with b.transaction(write=True) as tx:
+                tx.set_setting("big", "x" * 50_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert e.value.message.startswith(f"the store at {tmp_path / 's.db'} could not commit (")
+    assert e.value.message.endswith("); nothing was written, retry")
+    assert not b.db.in_transaction
+    assert s.put("k2", 2).pos == 2
+    with b.transaction(write=False) as tx:
+        assert tx.setting("big") is None
+    store.close()
+
+
+# ------------------------------------------------------------------ the writers' turn
+
+
+def test_the_writers_turn_is_shared_by_every_open_handle_and_let_go_with_the_last(tmp_path: Path, clock: VirtualClock) -> None:
+    where = os.path.realpath(tmp_path / "s.db")
+    one = _sqlite(tmp_path, clock)
+    two = _sqlite(tmp_path, clock)
+    two.close()
+    two.close()  # closing twice lets go once
+    three = _sqlite(tmp_path, clock)  # opened after another closed: still the same turn as one's
+    with one.backend.transaction(write=True):
+        with pytest.raises(RuntimeError):
+            with three.backend.transaction(write=True):
+                pass  # pragma: no cover
+    one.close()
+    assert where in engine._gates
+    three.close()
+    assert where not in engine._gates  # nothing of a closed store stays in the process
