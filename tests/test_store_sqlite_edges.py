@@ -116,6 +116,9 @@ def test_an_engine_error_is_named_for_what_it_is(tmp_path: Path) -> None:
     for e in (sqlite3.OperationalError("database disk image is malformed"), sqlite3.OperationalError("file is not a database"),
               sqlite3.DatabaseError("anything")):
         assert _unavailable(where, e, "failed").details["problem"] == "damaged"
+    damaged = _unavailable(where, sqlite3.DatabaseError("file is not a database"), "failed")
+    assert damaged.details["location"] == str(where)
+    assert damaged.message.startswith(f"the store at {where} is damaged (file is not a database); nothing was written.")
 
 
 def test_a_write_transaction_inside_another_on_the_same_file_is_a_bug_said_so(make_store: Callable[..., Store]) -> None:
@@ -518,3 +521,49 @@ def test_the_writers_turn_is_shared_by_every_open_handle_and_let_go_with_the_las
     assert where in engine._gates
     three.close()
     assert where not in engine._gates  # nothing of a closed store stays in the process
+
+
+def test_a_full_disk_fails_every_transaction_committed_with_it_each_told_so(tmp_path: Path, clock: VirtualClock) -> None:
+    """A group commit's transaction that fills the disk: SQLite rolls the whole transaction
+    back, so every transaction of the batch is refused, each told the disk is full."""
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    inside, go = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+    sessions = {name: store.session(name) for name in ("bob", "carol")}
+
+    def first(tx: object) -> None:
+        inside.set()
+        go.wait(10)
+
+    def write(name: str, value: object) -> None:
+        try:
+            outcomes[name] = sessions[name].put(name, value).pos
+        except Unavailable as e:
+            outcomes[name] = e
+
+    db = store.backend.db
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 1}")
+    holder = threading.Thread(target=store.writes.run, args=(first,))
+    holder.start()
+    assert inside.wait(10)
+    writers = []
+    for n, (name, value) in enumerate((("bob", 1), ("carol", "x" * 100_000)), start=1):
+        writers.append(threading.Thread(target=write, args=(name, value)))
+        writers[-1].start()
+        for _ in range(10_000):  # queued behind the commit under way, in this order
+            if len(store.writes._queue) == n:
+                break
+            threading.Event().wait(0.001)
+    assert len(store.writes._queue) == 2
+    go.set()
+    holder.join()
+    for t in writers:
+        t.join()
+    for name in ("bob", "carol"):
+        e = outcomes[name]
+        assert isinstance(e, Unavailable) and e.details.get("problem") == "disk_full", (name, e)
+    assert store.writes.largest == 2
+    s = store.session()
+    assert s.get("bob").values == [] and s.get("carol").values == []
+    store.close()
