@@ -236,7 +236,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     mutant's verdict does not depend on the run, and runs the tests fastest first by the
     durations mutmut recorded (``mutmut-stats.json`` where it runs them), so that a mutant
     a quick test kills is not first run through the slow ones (mutmut stops at the first
-    failure).  Unset (make test), nothing changes."""
+    failure); a failing example is not shrunk.  Unset (make test), nothing changes."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -250,7 +250,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     cap = os.environ.get("COMITY_MUTATION_EXAMPLES")
     if not cap:
         return
-    from hypothesis import settings
+    from hypothesis import Phase, settings
 
     try:
         recorded = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
@@ -264,5 +264,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         current = getattr(fn, "_hypothesis_internal_use_settings", None)
         if current is not None and fn is not None:
             fn._hypothesis_internal_use_settings = settings(  # type: ignore[attr-defined]
-                current, max_examples=min(current.max_examples, int(cap)), derandomize=True, database=None
+                current,
+                max_examples=min(current.max_examples, int(cap)),
+                derandomize=True,
+                database=None,
+                # No shrinking: a mutant is killed by the first failing example; shrinking it
+                # (thousands of runs of a model-based history) only spent mutmut's time limit,
+                # so a mutant a test had already caught was counted a timeout.
+                phases=(Phase.explicit, Phase.generate),
             )
