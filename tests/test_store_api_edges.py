@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import comity
 from comity.errors import Invalid
-from comity.runtime import VirtualClock
+from comity.runtime import SeededRng, VirtualClock
 from comity.store import Acquire, Release, Store
 from comity.store._api import News, check_agent
 
@@ -504,3 +505,178 @@ def test_compaction_records_the_greatest_horizon_it_ever_reached(store: Store) -
     assert (later["horizon"], later["deleted"]) == (8, 1)
     with store.backend.transaction(write=False) as tx:
         assert json.loads(tx.setting("compacted") or "{}")["horizon"] == 11
+
+
+# ------------------------------------------------ the whole run of _api's mutants
+
+
+def test_an_update_with_a_request_id_is_applied_once_and_its_retry_replayed(store: Store) -> None:
+    s = store.session("alice")
+    first = s.update("hits", "inc", 2, type="gcounter", request_id="u-1")
+    again = s.update("hits", "inc", 2, type="gcounter", request_id="u-1")
+    assert not first.replayed and again.replayed and again.results == first.results
+    assert s.get("hits").values == [2]
+    assert s.recorded("u-1") is not None
+
+
+def test_a_store_draws_its_ids_from_the_rng_it_is_given(tmp_path: Path, clock: VirtualClock) -> None:
+    drawn = []
+    for name in ("a.db", "b.db"):  # the same seed, the same ids: a replay is byte for byte
+        with comity.open(tmp_path / name, clock=clock, rng=SeededRng(7)) as st:
+            s = st.session("alice")
+            s.put("k", 1)
+            event = s.log("k")[0]
+            drawn.append((s.id, event["session"], event["request_id"], st.session().id))
+    assert drawn[0] == drawn[1]
+
+
+def test_compaction_reports_the_head_and_its_progress_and_records_canonical_json(store: Store) -> None:
+    s = store.session("alice")
+    for i in range(5):
+        s.put("k", i, context=s.get("k").context)  # 1-5: the first four can go
+    calls: list[tuple[int, int]] = []
+    report = store.compact(keep=1, reclaim=False, progress=lambda done, total: calls.append((done, total)))
+    assert (report["head"], report["horizon"], report["deleted"]) == (5, 5, 4)
+    assert calls == [(4, 4)]
+    with store.backend.transaction(write=False) as tx:
+        raw = tx.setting("compacted")
+    assert raw == '{"deleted":4,"horizon":5,"origins":{"%s":4}}' % store.replica_id
+
+
+def test_a_scanned_context_remembers_the_head_it_was_read_at(store: Store) -> None:
+    from comity.errors import StaleContext
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("a/k", 1)
+    alice.put("b", 1)  # 2: the head when bob scans
+    ctx = bob.scan("a/")[0].context
+    alice.put("a/k", 2, context=alice.get("a/k").context)
+    with pytest.raises(StaleContext):
+        bob.put("a/k", 3, context=ctx)
+    note = bob.log("@refused")[-1]
+    assert (note["target"], note["seen"], note["missed"]) == ("a/k", 2, [3])
+
+
+def test_news_held_for_a_face_waits_for_it_from_get_many_too(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    bob.holds_news = True  # as the agent facade sets it
+    bob.get_many(["a", "b"])
+    alice.put("a", 1)
+    alice.put("b", 1)
+    first = bob.get_many(["b"])[0]
+    assert [n["pos"] for n in first.news] == [1, 2]
+    assert bob.take_news() == (first.news, False)  # what get_many showed waits for the face
+
+
+def test_news_held_past_500_is_forgotten_then_collected_again_in_order(store: Store) -> None:
+    from comity.store import Put
+
+    alice, carol = store.session("alice"), store.session("carol")  # unnamed, and nothing taken yet
+    carol.holds_news = True
+    keys = [f"k/{i:03}" for i in range(501)]
+    carol.get_many(keys)
+    alice.txn(ops=[Put(k, 0) for k in keys])  # 1-501
+    store.news_limit = 1000
+    assert len(carol.get("k/000").news) == 501  # more than 500 waiting: forgotten, to be collected again
+    assert carol.take_news() == ([], True)
+    store.news_limit = 50
+    again = carol.get("k/000").news
+    assert [n["pos"] for n in again] == list(range(1, 51))  # collected again, in order, capped
+    news, truncated = carol.take_news()
+    assert news == again and truncated is True
+
+
+def test_news_never_shows_a_sessions_own_events(store: Store) -> None:
+    from comity.store import Acquire
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("x", 1)
+    bob.txn(ops=[Acquire("r", 10)])  # a lease is no key of interest: bob's position stays behind "x"
+    assert [e["key"] for e in bob.news().events] == ["x"]
+
+
+def test_news_capped_at_a_page_boundary_says_so_and_skips_nothing(store: Store) -> None:
+    from comity.store import Put
+
+    alice, bob = store.session("alice"), store.session("bob")
+    keys = [f"k/{i:03}" for i in range(255)]
+    bob.get_many(keys)
+    alice.put("z/0", 0)  # 1
+    alice.txn(ops=[Put(k, 0) for k in keys])  # 2-256
+    alice.put("z/1", 1)  # 257
+    alice.put("z/2", 2)  # 258
+    store.news_limit = 1000
+    assert len(bob.get("k/000").news) == 255  # shown by a keyed answer; bob's position stays at 0
+    first = bob.news(limit=1)  # the log's first page holds one piece of news in 256 events
+    assert [e["key"] for e in first.events] == ["z/0"] and first.truncated and first.position == 1
+    rest = bob.news()
+    assert [e["key"] for e in rest.events] == ["z/1", "z/2"] and not rest.truncated
+
+
+def test_a_resumed_named_session_shows_each_keys_news_once(make_store: Callable[..., Store]) -> None:
+    store = make_store()
+    alice = store.session("alice")
+    reader = store.session("bob", name="reader")
+    alice.put("z", 0)  # 1: news() is never called, so the reader's position stays at 0
+    alice.put("k", 1)  # 2
+    alice.put("j", 1)  # 3
+    assert [n["pos"] for n in reader.get_many(["k", "j"])[0].news] == [2, 3]
+    reader.close()  # kept: position 0, "k" and "j" shown up to 3
+    alice.put("k", 2, context=alice.get("k").context)  # 4
+    alice.put("j", 2, context=alice.get("j").context)  # 5
+    resumed = store.session("bob", name="reader")
+    assert [(n["key"], n["pos"]) for n in resumed.get("k").news] == [("k", 4), ("j", 5)]
+    assert [e["pos"] for e in resumed.news().events] == [1]
+
+
+def test_a_replica_opened_where_replication_is_loaded_forwards_to_its_upstream_with_news(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    import comity.sync
+    from comity.store import Create
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(70))
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(71)) as replica:
+        assert replica.authority is not None and upstream.authority is None
+        alice, bob = replica.session("alice"), replica.session("bob")
+        alice.get("notes/a")
+        bob.put("notes/a", 1)  # kept here: a put needs no authority
+        bob.put("notes/a", 2, keep_both=True)
+        replica.news_limit = 1
+        t = alice.txn(ops=[Create("files/1", "x")])  # only the authority may decide a create
+        assert upstream.session().get("files/1").values == ["x"]
+        assert [n["key"] for n in t.news] == ["notes/a"] and t.news_truncated is True and t.replayed is False
+        replica.news_limit = 50
+        first = alice.txn(ops=[Create("files/2", "y")], request_id="c-2")
+        again = alice.txn(ops=[Create("files/2", "y")], request_id="c-2")
+        assert not first.replayed and again.replayed is True and again.news_truncated is False
+        assert upstream.session().recorded("c-2") is not None
+
+
+def test_a_replica_opened_where_replication_is_not_loaded_says_so_for_what_needs_its_authority(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import comity.sync
+    from comity.errors import Unavailable
+    from comity.store import _api
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(72))
+    monkeypatch.setattr(_api, "_authority_factory", None)  # a process that never imported comity.sync
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(73)) as replica:
+        assert replica.authority is None
+        s = replica.session("alice")
+        s.put("notes/a", 1)  # a replica works alone
+        with pytest.raises(Unavailable) as e:
+            s.create("files/1", "x")
+        assert e.value.details["upstream"] == replica.upstream == upstream.location
+        assert e.value.message.endswith("replication (comity.sync) is not loaded in this process")
+        assert "only its authority may do this" in e.value.message
+        with pytest.raises(Invalid) as c:
+            replica.compact()
+        assert (c.value.field, c.value.message) == (
+            "store",
+            f"store: this store is a replica of {upstream.location}: its log is what it has not yet sent there;"
+            " compact the authority instead",
+        )
