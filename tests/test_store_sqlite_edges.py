@@ -19,6 +19,7 @@ from comity.errors import Invalid, Unavailable
 from comity.runtime import SeededRng, VirtualClock
 from comity.store import Store, check
 from comity.store._backend import EventRow, SessionRow
+from comity.store._files import StoreFileError
 from comity.store import _sqlite as engine
 from comity.store._sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteBackend, _unavailable
 
@@ -566,4 +567,141 @@ def test_a_full_disk_fails_every_transaction_committed_with_it_each_told_so(tmp_
     assert store.writes.largest == 2
     s = store.session()
     assert s.get("bob").values == [] and s.get("carol").values == []
+    store.close()
+
+
+# ------------------------------------------------------------------ opening a store file
+
+
+def _without_wal(tmp_path: Path, clock: VirtualClock) -> Path:
+    """A store file as a copy without its -wal leaves it: in rollback-journal mode."""
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    assert db.execute("PRAGMA journal_mode = delete").fetchone()[0] == "delete"
+    db.close()
+    return tmp_path / "s.db"
+
+
+def test_a_store_file_out_of_wal_mode_is_switched_back_once_another_lets_go_of_it(tmp_path: Path, clock: VirtualClock) -> None:
+    where = _without_wal(tmp_path, clock)
+    other = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing: the switch to WAL must wait for it
+
+    def let_go() -> None:
+        threading.Event().wait(0.2)
+        other.execute("ROLLBACK")
+
+    t = threading.Thread(target=let_go)
+    t.start()
+    store = _sqlite(tmp_path, clock, busy_timeout=10)
+    t.join()
+    other.close()
+    assert store.backend.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.session().get("k").values == [1]
+    store.session("alice").put("k2", 2)
+    store.close()
+
+
+def test_a_store_file_held_out_of_wal_mode_past_the_busy_timeout_is_busy(tmp_path: Path, clock: VirtualClock) -> None:
+    where = _without_wal(tmp_path, clock)
+    other = sqlite3.connect(where, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable) as e:
+            _sqlite(tmp_path, clock, busy_timeout=0.05)
+        assert e.value.message == f"the store at {where} is busy (database is locked); retry"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store = _sqlite(tmp_path, clock)  # the failed open let go of the file
+    assert store.session().get("k").values == [1]
+    store.close()
+
+
+def test_a_damaged_store_file_is_refused_by_name(tmp_path: Path, clock: VirtualClock) -> None:
+    where = tmp_path / "s.db"
+    where.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # an SQLite header, then nothing SQLite can read
+    with pytest.raises(StoreFileError) as e:
+        _sqlite(tmp_path, clock)
+    assert e.value.details == {"location": str(where), "problem": "damaged"}
+    assert e.value.message.startswith(f"the store at {where} is damaged (file is not a database); nothing was written.")
+    assert where.read_bytes()[:16] == b"SQLite format 3\x00" and where.stat().st_size == 4016
+
+
+@pytest.mark.parametrize("tables", [True, False])
+def test_another_programs_sqlite_file_is_refused_saying_what_it_holds(tmp_path: Path, clock: VirtualClock, tables: bool) -> None:
+    where = tmp_path / "s.db"
+    db = sqlite3.connect(where, isolation_level=None)
+    db.execute("CREATE TABLE theirs (x)")
+    if not tables:
+        db.execute("DROP TABLE theirs")
+    db.close()
+    with pytest.raises(StoreFileError) as e:
+        _sqlite(tmp_path, clock)
+    what = "it holds other tables" if tables else "it has no tables"
+    assert e.value.message.startswith(f"{where} is an SQLite database but not a comity store ({what}); comity will not change it.")
+    assert e.value.details == {"location": str(where), "problem": "foreign"}
+
+
+# ------------------------------------------------------------------ giving space back
+
+
+def test_space_is_given_back_to_the_filesystem(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    s = store.session("alice")
+    w = s.put("k", "x" * 200_000)
+    s.delete("k", context=w.context)
+    with store.backend.transaction(write=True) as tx:
+        tx.compact(tx.head(), 100)  # the value's event: its bytes are free pages now
+    before = store.size()
+    store.backend.reclaim()
+    assert store.size() < before - 150_000
+    assert Path(f"{tmp_path / 's.db'}-wal").stat().st_size == 0  # the log truncated
+    assert s.get("k").values == []
+    store.close()
+
+
+def test_giving_space_back_while_this_process_writes_is_busy(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock, busy_timeout=0.05)
+    writer = _sqlite(tmp_path, clock)  # another handle of this process on the file: it shares the writers' turn
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer.backend.transaction(write=True):
+            holding.set()
+            done.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(Unavailable) as e:
+            store.backend.reclaim()
+    finally:
+        done.set()
+        t.join()
+    assert e.value.message == f"the store at {tmp_path / 's.db'} is busy; retry the compaction later"
+    assert e.value.details == {"location": str(tmp_path / "s.db")}
+    store.backend.reclaim()  # the turn was given back
+    writer.close()
+    store.close()
+
+
+def test_giving_space_back_while_another_process_writes_says_it_could_not(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock, busy_timeout=0.05)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable) as e:
+            store.backend.reclaim()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert e.value.message == (
+        f"the store at {tmp_path / 's.db'} could not be vacuumed (database is locked); nothing was written, retry"
+    )
+    assert e.value.details == {"location": str(tmp_path / "s.db")}
+    store.session("alice").put("k", 1)  # the turn was given back
     store.close()
