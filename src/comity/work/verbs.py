@@ -770,27 +770,33 @@ def input_schema(verb: Verb) -> dict[str, Any]:
     }
 
 
-def _result_schema(kind: str) -> dict[str, Any]:
-    # A list of any JSON values is an array without ``items``: the same values as an input's
-    # array of the six-way anyOf, and a client that checks every answer against the schema
-    # (the MCP SDK's does) skips six subschemas per item.  A single value keeps the anyOf of
-    # single types: ``{}`` constrains nothing and a list of types is less portable (MCP
-    # Inspector's --strict warns of both).
-    if kind == "list[json]":
-        return {"type": "array"}
-    return _schema(kind)
+_ITEM_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false", "object": "an object"}
+
+
+def _result_schema(kind: str, doc: str) -> dict[str, Any]:
+    # An answer's list is an array without ``items``; its description names what each item
+    # is.  The official MCP client checks every answer against the tool's outputSchema with
+    # jsonschema, which descends into a subschema once per item: ``stale`` (every key whose
+    # remembered context is out of date, on every answer) or a board of tasks made that check
+    # cost more than the rest of the call.  A single value keeps its type (an anyOf of single
+    # types for any JSON value: ``{}`` constrains nothing and a list of types is less
+    # portable; MCP Inspector's --strict warns of both).  Arguments keep typed items: comity
+    # checks them itself (``bind``).
+    base = kind.rstrip("?")
+    if base.startswith("list["):
+        item = _ITEM_WORDS.get(base[5:-1])
+        out: dict[str, Any] = {"type": "array", "description": f"{doc} Each item is {item}." if item else doc}
+        return {"anyOf": [out, {"type": "null"}]} if kind.endswith("?") else out
+    s = _schema(kind)
+    s["description"] = doc
+    return s
 
 
 def output_schema(verb: Verb) -> dict[str, Any]:
     """The JSON Schema of a verb's answer (other fields may appear beside the declared ones)."""
-    props = {}
-    for f in verb.result:
-        s = _result_schema(f.kind)
-        s["description"] = f.doc
-        props[f.name] = s
     return {
         "type": "object",
-        "properties": props,
+        "properties": {f.name: _result_schema(f.kind, f.doc) for f in verb.result},
         "required": [f.name for f in verb.result if f.required],
         "additionalProperties": True,
     }
