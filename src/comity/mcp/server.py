@@ -35,6 +35,7 @@ from pydantic_core import to_json
 from ..errors import ComityError, Invalid
 from ..render import news_line, tool_call
 from ..work.verbs import VERBS, Verb, input_schema, output_schema
+from ._workers import run_in_worker
 
 __all__ = ["CONTRACT", "BENCH_ENV", "ComityMCP", "McpSession", "Sessions", "build_server", "refusal_text", "serve_stdio", "serve_http", "tool_of"]
 
@@ -219,7 +220,7 @@ class ComityMCP(MCPServer):
             return _refused(refusal_text(Invalid("tool", f"no tool {name[:60]!r}; the tools are: {', '.join(self._by_name)}")))
         try:
             session = self.sessions.for_call(context)
-            answer = await anyio.to_thread.run_sync(session.call, name, dict(arguments or {}))
+            answer = await run_in_worker(session.call, name, dict(arguments or {}))
         except ToolError as e:
             return _refused(str(e))
         return _answer(answer)
