@@ -79,7 +79,8 @@ class Workers:
         if start:
             threading.Thread(target=self._serve, args=(job,), name="comity-mcp-call", daemon=True).start()
         with anyio.CancelScope(shield=True):  # as to_thread: a cancelled caller still waits for its call
-            return await fut
+            answer = await fut
+        return answer
 
     def _serve(self, job: _Job | None) -> None:
         me = _Worker()
