@@ -318,7 +318,7 @@ def test_request_ids_are_one_to_128_characters(store: Store) -> None:
         assert e.value.message == "request_id: must be a string of 1 to 128 characters"
         with pytest.raises(Invalid) as e:
             s.recorded(bad)  # type: ignore[arg-type]
-        assert e.value.field == "request_id"
+        assert e.value.message == "request_id: must be a string of 1 to 128 characters"
     w = s.put("k", 1, request_id="q" * 128)
     got = s.recorded("q" * 128)
     assert got is not None and got[1]["pos"] == w.pos and len(got[0]) == 64
@@ -680,3 +680,54 @@ def test_a_replica_opened_where_replication_is_not_loaded_says_so_for_what_needs
             f"store: this store is a replica of {upstream.location}: its log is what it has not yet sent there;"
             " compact the authority instead",
         )
+
+
+def test_a_store_run_keeps_a_local_read_position_not_another_replicas_and_matches_retries_by_digest(store: Store) -> None:
+    from comity.store import Put
+    from comity.store._txn import Caller
+
+    s, bob = store.session("alice"), Caller("bob", "s-2")
+    s.put("k", 1)
+    ctx = s.get("k").context  # read at position 1
+    s.put("x", 0)  # 2
+    store.run(bob, "r-1", [], [Put("k", 2, context=ctx)], record=False, system=False)
+    assert s.log("k")[-1]["seen"] == 1  # a local caller's read position is kept with its write
+    store.run(bob, "r-2", [], [Put("k", 3, context=s.get("k").context)], record=False, system=False, foreign=True)
+    assert "seen" not in s.log("k")[-1]  # another replica's read position means nothing here
+    first, _ = store.run(bob, "r-3", [], [Put("d", 1)], record=True, system=False, digest="same")
+    again, replayed = store.run(bob, "r-3", [], [Put("d", 2)], record=True, system=False, digest="same")
+    assert replayed and again == first and s.get("d").values == [1]  # the digest says what "the same" is
+
+
+def test_a_replica_runs_what_only_its_authority_may_decide_at_the_authority(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    import comity.sync
+    from comity.store import Create
+    from comity.store._txn import Caller
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(74))
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(75)) as replica:
+        alice = Caller("alice", "s-1")
+        out, replayed = replica.run(alice, "r-1", [], [Create("@seq/x", 1)], record=True, system=True, digest="d-1")
+        assert not replayed and out["results"][0]["values"] == [1]
+        event = upstream.session().log("@seq/x")[-1]
+        assert (event["agent"], event["session"], event["request_id"]) == ("alice", "s-1", "r-1")
+        again, replayed = replica.run(alice, "r-1", [], [Create("@seq/x", 2)], record=True, system=True, digest="d-1")
+        assert replayed and upstream.session().get("@seq/x").values == [1]
+
+
+def test_idle_named_sessions_are_forgotten_by_a_save_once_an_hour_has_passed(
+    make_store: Callable[..., Store], clock: VirtualClock
+) -> None:
+    store = make_store()
+    store.session_retention = 10.0
+    store.session("bob", name="old")  # kept at position 0; its save forgets idle sessions (none yet)
+    store.session("alice").put("k", 1)
+    clock.advance(3599)
+    store.session("carol", name="early")  # within the hour: nothing is forgotten
+    assert store.session("bob", name="old").position == 0
+    clock.advance(1)  # an hour since the last forgetting
+    store.session("dave", name="late")
+    assert store.session("bob", name="old").position == 1  # forgotten: it starts again at the head
