@@ -174,6 +174,12 @@ def run(packages: list[str], children: int, only: list[str] | None = None, seed:
         tmp = _tmpdir(package)
         if tmp:
             env["TMPDIR"] = tmp
+        # No traceback for a failing test: mutmut reads only the exit code, and pytest renders
+        # each frame from its module's source, which for a mutated module is megabytes to parse
+        # (50 s for one caught mutant of the store's _api under load, past mutmut's time limit,
+        # so it was counted a timeout).  Passed in the environment, not in mutmut's pytest
+        # arguments, which mutmut fingerprints: changing those throws away every verdict.
+        env["PYTEST_ADDOPTS"] = f"{os.environ.get('PYTEST_ADDOPTS', '')} --tb=no".strip()
         code = subprocess.call(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(children), *names], cwd=where, env=env)
         if code != 0:
             print(f"mutmut exited {code} for {package}", file=sys.stderr)
