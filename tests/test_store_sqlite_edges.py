@@ -18,7 +18,7 @@ import comity
 from comity.errors import Invalid, Unavailable
 from comity.runtime import SeededRng, VirtualClock
 from comity.store import Store, check
-from comity.store._backend import EventRow, SessionRow
+from comity.store._backend import EventRow, KeyRow, LeaseRow, SessionRow
 from comity.store._files import StoreFileError
 from comity.store import _sqlite as engine
 from comity.store._sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteBackend, _unavailable
@@ -704,4 +704,36 @@ def test_giving_space_back_while_another_process_writes_says_it_could_not(tmp_pa
     )
     assert e.value.details == {"location": str(tmp_path / "s.db")}
     store.session("alice").put("k", 1)  # the turn was given back
+    store.close()
+
+
+# ------------------------------------------------------------------ a key's events
+
+
+def test_a_keys_events_are_its_own_and_not_a_lease_of_a_like_name(tmp_path: Path, clock: VirtualClock) -> None:
+    """A key with no row (heartbeats on ``@agent/NAME``) is read by its notes, never by the
+    lease whose name is the key less a prefix's length (the lease ``bob``)."""
+    store = _sqlite(tmp_path, clock)
+    with store.backend.transaction(write=True) as tx:
+        beat = tx.append(EventRow("@agent/bob", "heartbeat", "bob", "s1", "r", 1, "1", "q1"))
+        held = tx.append(EventRow("@lease/bob", "acquire", "alice", "s2", "r", 2, "2", "q2"))
+        tx.save_lease(LeaseRow("bob", "alice", 1, 100.0, held, "2"))
+        assert [e.pos for e in tx.events(0, keys=["@agent/bob"])] == [beat]
+        assert [e.pos for e in tx.events(0, keys=["@lease/bob"])] == [held]
+    store.close()
+
+
+def test_a_keys_events_leave_out_the_asking_sessions_own(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    with store.backend.transaction(write=True) as tx:
+        first = tx.append(EventRow("k", "put", "alice", "mine", "r", 1, "1", "q1", "1"))
+        second = tx.append(EventRow("k", "put", "bob", "theirs", "r", 2, "2", "q2", "2", prev=first))
+        third = tx.append(EventRow("k", "put", "alice", "mine", "r", 3, "3", "q3", "3", prev=second))
+        tx.save("k", KeyRow("{}", "3", third), None)
+        note = tx.append(EventRow("@refused", "refused", "alice", "mine", "r", 4, "4", "q4"))
+        other = tx.append(EventRow("@refused", "refused", "bob", "theirs", "r", 5, "5", "q5"))
+        assert [e.pos for e in tx.events(0, keys=["k", "@refused"])] == [first, second, third, note, other]
+        assert [e.pos for e in tx.events(0, keys=["k", "@refused"], exclude_session="mine")] == [second, other]
+        assert [e.pos for e in tx.events(0, keys=["k", "@refused"], exclude_session="r")] == [first, second, third, note, other]
+        assert [e.pos for e in tx.events(first, keys=["k"], exclude_session="theirs")] == [third]
     store.close()
