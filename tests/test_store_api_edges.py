@@ -731,3 +731,51 @@ def test_idle_named_sessions_are_forgotten_by_a_save_once_an_hour_has_passed(
     clock.advance(1)  # an hour since the last forgetting
     store.session("dave", name="late")
     assert store.session("bob", name="old").position == 1  # forgotten: it starts again at the head
+
+
+def test_news_read_across_pages_shows_each_event_once_and_is_capped_only_past_its_limit(store: Store) -> None:
+    from comity.store import Put
+
+    alice, bob = store.session("alice"), store.session("bob")
+    keys = [f"k/{i:03}" for i in range(254)]
+    bob.get_many(keys)
+    alice.txn(ops=[Put(k, 0) for k in keys[:2]])  # 1-2
+    alice.put("z/0", 0)  # 3
+    alice.txn(ops=[Put(k, 0) for k in keys[2:]])  # 4-255
+    for i in (1, 2, 3):
+        alice.put(f"z/{i}", i)  # 256 (the first page's last event), 257, 258
+    store.news_limit = 1000
+    assert len(bob.get("k/000").news) == 254  # shown already: bob's position stays at 0
+    n = bob.news(limit=4)
+    assert [e["key"] for e in n.events] == ["z/0", "z/1", "z/2", "z/3"]
+    assert not n.truncated and n.position == 258
+
+
+def test_get_many_answers_each_key_with_its_crdt_type(store: Store) -> None:
+    s = store.session("alice")
+    s.update("hits", "inc", 1, type="gcounter")
+    s.put("plain", 1)
+    got = s.get_many(["hits", "plain", "absent"])
+    assert [(v.key, v.type, v.values) for v in got] == [("hits", "gcounter", [1]), ("plain", None, [1]), ("absent", None, [])]
+
+
+def test_compaction_reports_what_it_was_asked_and_what_holds_it_back(make_store: Callable[..., Store]) -> None:
+    store = make_store()
+    s = store.session("alice")
+    with pytest.raises(Invalid) as e:
+        store.compact(keep=0)
+    assert e.value.message == "keep: must be a number of events >= 1 to keep, got 0"
+    s.put("k", 1)  # 1
+    s.put("k", 2, context=s.get("k").context)  # 2
+    report = store.compact(keep=5, reclaim=False)  # the whole log is within the latest 5
+    assert (report["horizon"], report["events_to_delete"], report["deleted"]) == (1, 0, 0)
+    assert (report["keep"], report["compacted_before"], report["kept_before_horizon"]) == (5, 0, 0)
+    s.put("j", 1)  # 3
+    store.session("bob", name="reader")  # kept at 3
+    s.put("k", 3, context=s.get("k").context)  # 4
+    s.put("j", 2, context=s.get("j").context)  # 5
+    report = store.compact(keep=2, dry_run=True)  # horizon 4: the reader, at 3, holds nothing back
+    assert (report["horizon"], report["held_back_by_sessions"]) == (4, False)
+    assert (report["events_to_delete"], report["kept_before_horizon"]) == (3, 0)  # k's 1 and 2 and j's 3 go
+    report = store.compact(keep=1, dry_run=True)  # horizon 5, held back to 4 by the reader
+    assert (report["horizon"], report["held_back_by_sessions"]) == (4, True)
