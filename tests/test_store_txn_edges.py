@@ -346,3 +346,57 @@ def test_an_update_whose_new_state_is_too_big_is_refused_though_its_argument_is_
             added += 1
     assert e.value.field == "value" and 0 < added < 50
     assert len(s.get("labels").values[0]) == added  # the refused add is not applied
+
+
+def test_a_cut_off_replica_fences_a_token_it_has_not_heard_of_as_current(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """Cut off from its authority, a replica judges a lease guard against the last leases it
+    heard of (expiry is left to the authority): a token it never heard of, another agent's,
+    or one superseded or released is fenced here and now, with what it last heard."""
+    from pathlib import Path
+
+    from comity.errors import Fenced
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    alice, bob = replica.session("alice"), replica.session("bob")
+    alice.put("files/a", 0)
+    token = alice.txn(ops=[Acquire("files", 60)]).results[0]["token"]  # at the authority, heard here
+    bob.txn(ops=[Acquire("other", 60)])
+    bob.txn(ops=[Release("other", 1)])
+    replica.wire.cut = True
+
+    def guarded(s: object, resource: str, t: int) -> object:
+        return s.txn(guards=[Holds(resource, t)], ops=[Put("files/a", "x", keep_both=True)])  # type: ignore[attr-defined]
+
+    for resource, t in (("files", token + 1), ("nothing", 1)):
+        with pytest.raises(Fenced) as e:
+            guarded(alice, resource, t)
+        assert e.value.message == f"this replica has heard of no lease on {resource!r} with token {t}"
+        assert e.value.details == {"resource": resource, "token": t}
+    with pytest.raises(Fenced) as e:
+        guarded(bob, "files", token)
+    assert e.value.message == (
+        f"token {token} for 'files' is not bob's current one: this replica last heard of token {token} held by alice"
+    )
+    assert e.value.details == {"resource": "files", "token": token, "current": token, "holder": "alice"}
+    with pytest.raises(Fenced) as e:  # released: its holder is nobody
+        guarded(bob, "other", 1)
+    assert e.value.message == "token 1 for 'other' is not bob's current one: this replica last heard of token 1 held by nobody"
+    assert e.value.details == {"resource": "other", "token": 1, "current": 1, "holder": None}
+    clock.advance(600)  # expired by now, but expiry is the authority's to judge
+    done = guarded(alice, "files", token)
+    assert done.results[0]["provisional"] == [["files", token]]  # type: ignore[attr-defined]
+    replica.wire.cut = False
+    bob.txn(ops=[Acquire("files", 60)])  # the authority's next token, heard here
+    replica.wire.cut = True
+    with pytest.raises(Fenced) as e:  # superseded
+        guarded(alice, "files", token)
+    assert e.value.message == (
+        f"token {token} for 'files' is not alice's current one: this replica last heard of token {token + 1} held by bob"
+    )
+    assert e.value.details == {"resource": "files", "token": token, "current": token + 1, "holder": "bob"}
+    replica.store.close()
