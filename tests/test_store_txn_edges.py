@@ -400,3 +400,79 @@ def test_a_cut_off_replica_fences_a_token_it_has_not_heard_of_as_current(
     )
     assert e.value.details == {"resource": "files", "token": token, "current": token + 1, "holder": "bob"}
     replica.store.close()
+
+
+def _granted_as_before(store: Store, resource: str, granted_ms: int, expires: float, pos: int | None = None) -> int:
+    """A lease granted by a comity whose lease events did not record their length (before
+    ``ttl`` was in them: the token, the expiry and the predecessor only), at HLC time
+    ``granted_ms``; written through the backend as that comity wrote it.  ``pos`` overrides
+    the lease row's position (0: a lease row no event of this log recorded)."""
+    import json
+
+    from comity.causal import HLCTimestamp
+    from comity.store import EventRow, LeaseRow
+
+    with store.backend.transaction(write=True) as tx:
+        old = tx.lease(resource)
+        token = (old.token if old is not None else 0) + 1
+        stamp = HLCTimestamp(granted_ms, 0).encode()
+        detail = json.dumps({"token": token, "expires": expires, "previous": None})
+        at = tx.append(EventRow(
+            "@lease/" + resource, "acquire", "alice", "old-session", store.replica_id, token, stamp, f"old-{resource}-{token}",
+            None, detail, prev=old.pos if old is not None else 0,
+        ))
+        tx.save_lease(LeaseRow(resource, "alice", token, expires, at if pos is None else pos, stamp))
+    return token
+
+
+def test_a_renewal_of_a_lease_whose_event_has_no_length_takes_it_from_its_expiry(store: Store, clock: VirtualClock) -> None:
+    """Renewed without a length, a lease keeps the one it was granted with; for a lease
+    granted before events recorded it, that is its expiry less its event's time, if it is a
+    lease length at all (in (0, a week]), and the default of 300 s otherwise."""
+    s = store.session("alice")
+    now_ms = int(clock.now() * 1000)
+    now = now_ms / 1000
+
+    def renewed(resource: str, granted_ms: int, expires: float) -> float:
+        token = _granted_as_before(store, resource, granted_ms, expires)
+        return s.txn(ops=[Renew(resource, token)]).results[0]["ttl"]  # type: ignore[no-any-return]
+
+    assert renewed("a", now_ms, now + 40) == 40
+    assert renewed("b", now_ms - 20_000, now + 40) == 60  # granted 20 s ago for 60 s
+    assert renewed("c", now_ms, now + 0.5) == 0.5
+    assert renewed("d", now_ms, now + MAX_TTL_S) == MAX_TTL_S
+    assert renewed("e", now_ms - 1000, now + MAX_TTL_S) == 300  # a week and a second: no lease length
+    assert renewed("f", now_ms + 5000, now + 5) == 300  # granted at its expiry (a clock ahead): no length
+    assert renewed("a", now_ms - 10_000, now + 30) == 40  # the lease's own last event, not its first
+    last = s.log("@lease/a")[-1]
+    assert (last["op"], last["ttl"], last["expires"]) == ("renew", 40, clock.now() + 40)
+
+
+def test_a_lease_row_no_event_recorded_is_renewed_for_the_default_length(store: Store, clock: VirtualClock) -> None:
+    """A lease row whose position is not its key's event here (0: no event recorded it) says
+    nothing of its length, though the key's log holds events of other grants: 300 s."""
+    s = store.session("alice")
+    now_ms = int(clock.now() * 1000)
+    token = _granted_as_before(store, "r", now_ms, now_ms / 1000 + 40, pos=0)
+    assert s.txn(ops=[Renew("r", token)]).results[0]["ttl"] == 300
+    t = _acquire(s, "q", ttl=40)["token"]
+    s.txn(ops=[Release("q", t)])
+    token = _granted_as_before(store, "q", now_ms, now_ms / 1000 + 40, pos=0)
+    assert s.txn(ops=[Renew("q", token)]).results[0]["ttl"] == 300  # not the 40 of q's first grant
+
+
+def test_a_lease_keeps_its_recorded_length_when_its_event_time_is_ahead_of_the_clock(
+    make_store: object, clock: VirtualClock
+) -> None:
+    """A lease's length is what its event recorded, even where the event's HLC time is ahead
+    of this process's clock (the lease's previous event was stamped by a process whose clock
+    runs 10 s ahead): a short lease, and one of a week exactly, keep theirs."""
+    here = make_store("s.db")  # type: ignore[operator]
+    ahead = make_store("s.db", clock=VirtualClock(clock.now() + 10))  # type: ignore[operator]
+    for resource, ttl in (("short", 0.5), ("week", MAX_TTL_S)):
+        t = _acquire(ahead.session("bob"), resource, ttl=1)["token"]
+        ahead.session("bob").txn(ops=[Release(resource, t)])
+        s = here.session("alice")
+        t = _acquire(s, resource, ttl=ttl)["token"]
+        assert s.log("@lease/" + resource)[-1]["hlc"] > s.log("@lease/" + resource)[-2]["hlc"]
+        assert s.txn(ops=[Renew(resource, t)]).results[0]["ttl"] == ttl
