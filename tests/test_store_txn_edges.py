@@ -476,3 +476,89 @@ def test_a_lease_keeps_its_recorded_length_when_its_event_time_is_ahead_of_the_c
         t = _acquire(s, resource, ttl=ttl)["token"]
         assert s.log("@lease/" + resource)[-1]["hlc"] > s.log("@lease/" + resource)[-2]["hlc"]
         assert s.txn(ops=[Renew(resource, t)]).results[0]["ttl"] == ttl
+
+
+def test_a_retried_request_id_is_the_same_request_only_for_the_same_kinds_of_operation(store: Store) -> None:
+    """What "the same request" is includes each operation's kind: a release of token 1 on 'n'
+    retried under the id of a first number of sequence 'n' is another request, though their
+    fields are alike."""
+    s = store.session("alice")
+    first = s.txn(ops=[Next("n")], request_id="q-1")
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Release("n", 1)], request_id="q-1")
+    assert e.value.message == "request_id: 'q-1' was already used for a different request; use a new id for a new request"
+    again = s.txn(ops=[Next("n")], request_id="q-1")
+    assert again.replayed and again.results == first.results
+
+
+def test_a_recorded_request_with_a_context_that_is_not_text_is_refused_by_its_field(store: Store) -> None:
+    """The request's digest is taken before its context is opened: a context of another type
+    is still refused as a context, in words (never a traceback from the digest)."""
+    s = store.session("alice")
+    for context in (b"\x00", {1, 2}):
+        with pytest.raises(Invalid) as e:
+            s.txn(ops=[Put("k", 1, context=context)], request_id="q-ctx")  # type: ignore[arg-type]
+        assert e.value.field == "context"
+    assert s.head() == 0
+
+
+def test_a_block_of_two_is_logged_as_a_block(store: Store) -> None:
+    s = store.session("alice")
+    s.txn(ops=[Next("n", 2)])
+    event = s.log("@seq/n")[-1]
+    assert (event["value"], event["first"], event["count"]) == (2, 1, 2)
+
+
+def test_an_expired_lease_is_refused_with_how_long_ago_and_what_to_do(store: Store, clock: VirtualClock) -> None:
+    from comity.errors import LeaseExpired
+
+    s = store.session("alice")
+    t = _acquire(s, ttl=10)["token"]
+    clock.advance(12.5)
+    with pytest.raises(LeaseExpired) as e:
+        s.txn(ops=[Renew("r", t)])
+    assert e.value.message == (
+        "the lease on 'r' with token 1 expired 2.5s ago; acquire it again (you may get the work back if nobody took it)"
+    )
+    assert e.value.details == {"resource": "r", "token": 1}
+
+
+def test_the_events_a_fence_writes_carry_what_it_kept_and_what_it_set_aside(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """When the authority fences writes made under a lease a successor took, it writes on its
+    own behalf: a conflict record holding the fenced write (its event's value), and on the key
+    the values it keeps (the successor's, or a tombstone where the key had none before)."""
+    from pathlib import Path
+
+    from comity.sync import CONFLICT_PREFIX
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    up = upstream.session("carol")
+    up.put("files/app.py", "v0")
+    replica.sync()
+    alice = replica.session("alice")
+    token = alice.txn(ops=[Acquire("files", 60)]).results[0]["token"]
+    replica.wire.cut = True
+    alice.txn(guards=[Holds("files", token)], ops=[Put("files/app.py", "alice's", alice.get("files/app.py").context)])
+    alice.txn(guards=[Holds("files", token)], ops=[Put("files/new.py", "alice's new")])
+    clock.advance(120)
+    bob = upstream.session("bob")
+    taken = bob.txn(ops=[Acquire("files", 60)]).results[0]["token"]
+    bob.txn(guards=[Holds("files", taken)], ops=[Put("files/app.py", "bob's", bob.get("files/app.py").context)])
+    replica.wire.cut = False
+    assert {f["key"] for f in replica.sync().fenced} == {"files/app.py", "files/new.py"}
+    for store in (upstream, replica.store):
+        s = store.session()
+        app, new = s.log("files/app.py")[-1], s.log("files/new.py")[-1]
+        assert (app["op"], app["agent"], app["value"]) == ("sync.fence", "comity", "bob's")
+        assert (new["op"], "value" not in new) == ("sync.fence", True)  # a tombstone has no value
+        assert s.get("files/new.py").values == []
+        records = [s.log(k)[-1] for k in s.keys(CONFLICT_PREFIX)]
+        assert sorted((r["op"], r["value"]["key"], r["value"]["value"]) for r in records) == [
+            ("sync.conflict", "files/app.py", "alice's"), ("sync.conflict", "files/new.py", "alice's new"),
+        ]
+    replica.store.close()
