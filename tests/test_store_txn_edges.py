@@ -562,3 +562,93 @@ def test_the_events_a_fence_writes_carry_what_it_kept_and_what_it_set_aside(
             ("sync.conflict", "files/app.py", "alice's"), ("sync.conflict", "files/new.py", "alice's new"),
         ]
     replica.store.close()
+
+
+def test_a_refusal_inside_a_transaction_keeps_its_words_whole_under_the_ops_field(store: Store) -> None:
+    """A refusal of one op among several is named by its place (``ops[1].value``) and keeps its
+    own words whole, ": " and all."""
+    s = store.session("alice")
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Put("a", 1), Put("b", {1})])
+    assert e.value.field == "ops[1].value"
+    assert e.value.message == (
+        "ops[1].value: must be JSON (strings, numbers, booleans, null, lists, objects): Object of type set is not JSON serializable"
+    )
+    with pytest.raises(Invalid) as e:
+        s.txn(guards=[Absent("a")], ops=[Put("@task/T-1", 1)])
+    assert e.value.message.startswith("ops[0].key: '@task/T-1': keys starting with '@' are comity's own")
+
+
+def test_comitys_own_layers_guard_and_update_their_own_keys(store: Store) -> None:
+    """With ``system``, '@' keys are comity's to guard, write and update; without it, refused
+    (the check's default is the closed one)."""
+    from comity.store._txn import validate
+
+    s = store.session("alice")
+    made = s.txn(guards=[Absent("@x/1")], ops=[Put("@x/1", 1), Update("@x/n", "inc", 2, "gcounter")], system=True)
+    ctx = made.results[0]["context"]
+    s.txn(guards=[Unchanged("@x/1", ctx)], ops=[Update("@x/n", "inc", 1)], system=True)
+    assert s.get("@x/n").values == [3]
+    for guards, ops in (([Absent("@x/2")], []), ([Unchanged("@x/1", ctx)], []), ([], [Update("@x/n", "inc", 1)])):
+        with pytest.raises(Invalid):
+            s.txn(guards=guards, ops=ops)  # type: ignore[arg-type]
+        with pytest.raises(Invalid):
+            validate(guards, ops, 1000)  # type: ignore[arg-type]
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Note("notes", None, {})])  # type: ignore[arg-type]
+    assert e.value.message == "type: notes are for comity's own layers"
+
+
+def test_an_updates_operation_and_argument_are_capped_together(make_store: object) -> None:
+    """An update's operation and argument, as JSON, are capped at ``max_value_bytes`` (the
+    field named is ``arg``), to the byte."""
+    from comity.store._codec import compact_json
+
+    arg = "x" * 50
+    cap = len(compact_json({"op": "remove", "arg": arg}))
+    s = make_store(max_value_bytes=cap).session("alice")  # type: ignore[operator]
+    s.update("set", "remove", arg, type="orset")  # exactly at the cap: an element never added, removed
+    with pytest.raises(Invalid) as e:
+        s.update("set", "remove", arg + "x")
+    assert e.value.field == "arg" and e.value.message.startswith(f"arg: is {cap + 1} bytes of JSON; the cap is {cap} bytes")
+
+
+def test_a_stale_write_names_only_the_writes_to_its_own_key(store: Store) -> None:
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 0)
+    stale = bob.get("k").context
+    alice.put("other", 1)
+    alice.put("k", 1, context=alice.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        bob.put("k", 2, context=stale)
+    assert [(n["key"], n["pos"]) for n in e.value.news] == [("k", 3)]
+
+
+def test_a_context_read_on_the_authority_and_stale_on_a_replica_names_another_writer(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A context read on the authority is good on its replica, but its log position is the
+    authority's: stale there, the replica's log holds no event after it to name, and the
+    refusal says "another writer"."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    up = upstream.session("carol")
+    up.put("k", 0)
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    replica.wire.cut = True
+    for i in range(5):
+        up.put(f"other/{i}", i)
+    read_there = up.put("k", 1, context=up.get("k").context).context
+    alice = replica.session("alice")
+    alice.put("k", "alice's", context=alice.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        alice.put("k", "again", context=read_there)
+    assert e.value.message == (
+        "'k' changed since your read: written by another writer;"
+        " read it again and retry with its context, or keep both values as siblings"
+    )
+    assert e.value.news == []
+    replica.store.close()
