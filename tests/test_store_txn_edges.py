@@ -652,3 +652,56 @@ def test_a_context_read_on_the_authority_and_stale_on_a_replica_names_another_wr
     )
     assert e.value.news == []
     replica.store.close()
+
+
+def test_what_writes_answer_and_log_by_kind(store: Store) -> None:
+    """A write answers its dot; a missing key's delete names the key; a release, a sequence
+    number and an update are logged by what they are (a sequence number without what its
+    writer saw of the sequence, an update with its operation, argument and delta)."""
+    from comity.crdt import TYPES
+    from comity.errors import NotFound
+
+    s = store.session("alice")
+    w = s.txn(ops=[Put("k", 1)]).results[0]
+    assert w["dot"] == [store.replica_id, 1] and w["op"] == "put"
+    with pytest.raises(NotFound) as e:
+        s.delete("gone")
+    assert e.value.details == {"key": "gone"}
+    t = _acquire(s)["token"]
+    s.txn(ops=[Release("r", t)])
+    assert [e["op"] for e in s.log("@lease/r")] == ["acquire", "release"]
+    s.txn(ops=[Next("n")])
+    s.txn(ops=[Next("n")])
+    assert [("saw" in e, e["value"]) for e in s.log("@seq/n")] == [(False, 1), (False, 2)]
+    s.update("c", "inc", 2, type="gcounter")
+    event = s.log("c")[-1]
+    assert (event["op"], event["value"]["op"], event["value"]["arg"]) == ("update.inc", "inc", 2)
+    assert set(event["value"]) == {"op", "arg", "delta"}
+    with pytest.raises(Invalid) as e2:
+        s.update("new", "inc", 1)
+    assert e2.value.message == f"type: 'new' has no CRDT type yet: give it a type ({', '.join(TYPES)})"
+
+
+def test_a_write_forwarded_from_a_replica_records_no_read_position_of_the_replicas(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A replica forwards to its authority what only the authority decides; the contexts in it
+    were read on the replica, whose log positions mean nothing on the authority: the event
+    says what the write saw by dots only."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    up = upstream.session("carol")
+    up.put("k", 0)
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    alice = replica.session("alice")
+    alice.put("mine", 1)  # the replica's log moves apart from the authority's
+    ctx = alice.get("k").context
+    alice.txn(guards=[Absent("fresh")], ops=[Put("k", 1, context=ctx)])  # needs the authority: forwarded
+    forwarded = upstream.session().log("k")[-1]
+    assert forwarded["agent"] == "alice" and "seen" not in forwarded and forwarded["saw"]
+    local = up.put("k", 2, context=up.get("k").context)
+    assert upstream.session().log("k")[-1]["seen"] == local.pos - 1
+    replica.store.close()
