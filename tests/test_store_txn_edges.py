@@ -705,3 +705,30 @@ def test_a_write_forwarded_from_a_replica_records_no_read_position_of_the_replic
     local = up.put("k", 2, context=up.get("k").context)
     assert upstream.session().log("k")[-1]["seen"] == local.pos - 1
     replica.store.close()
+
+
+def test_a_transaction_of_guards_only_answers_the_head(store: Store) -> None:
+    s = store.session("alice")
+    ctx = s.put("k", 1).context
+    s.put("other", 1)
+    s.put("more", 1)
+    done = s.txn(guards=[Unchanged("k", ctx)])
+    assert done.pos == s.head() == 3 and done.results == []
+
+
+@pytest.mark.parametrize("kind", ["sequence", "lease", "note", "update"])
+def test_news_from_another_writer_comes_with_a_write_of_any_kind(store: Store, kind: str) -> None:
+    """Each kind of op counts the one event it appends: a session's next answer carries what
+    another writer wrote between its last answer and this write."""
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("x", 1)
+    bob.put("x", 2, context=bob.get("x").context)
+    ops = {
+        "sequence": ([Next("n")], False),
+        "lease": ([Acquire("r", 10)], False),
+        "note": ([Note("@notes", "heard", {})], True),
+        "update": ([Update("c", "inc", 1, "gcounter")], False),
+    }[kind]
+    done = alice.txn(ops=ops[0], system=ops[1])  # type: ignore[arg-type]
+    assert done.pos == 3
+    assert [(n["key"], n["agent"], n["pos"]) for n in done.news] == [("x", "bob", 2)]
