@@ -779,3 +779,28 @@ def test_compaction_reports_what_it_was_asked_and_what_holds_it_back(make_store:
     assert (report["events_to_delete"], report["kept_before_horizon"]) == (3, 0)  # k's 1 and 2 and j's 3 go
     report = store.compact(keep=1, dry_run=True)  # horizon 5, held back to 4 by the reader
     assert (report["horizon"], report["held_back_by_sessions"]) == (4, True)
+
+
+def test_compaction_keeps_each_replicas_deleted_origin_across_compactions(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")
+    a = make_replica(upstream, tmp_path / "a.db", clock)
+    try:
+        sa = a.session("alice")
+        sa.put("r", 1)
+        sa.put("r", 2, context=sa.get("r").context)
+        a.sync()  # a's two events are in the upstream's log
+        s = upstream.session("bob")
+        s.put("r", 3, context=s.get("r").context)
+        upstream.compact(keep=1, reclaim=False)  # a's events go
+        s.put("u", 1)
+        s.put("u", 2, context=s.get("u").context)
+        upstream.compact(keep=1, reclaim=False)  # only the upstream's own go
+        with upstream.backend.transaction(write=False) as tx:
+            done = json.loads(tx.setting("compacted") or "{}")
+        assert done["origins"] == {a.store.replica_id: 2, upstream.replica_id: 4}, done
+    finally:
+        a.store.close()
