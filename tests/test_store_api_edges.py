@@ -781,26 +781,35 @@ def test_compaction_reports_what_it_was_asked_and_what_holds_it_back(make_store:
     assert (report["horizon"], report["held_back_by_sessions"]) == (4, True)
 
 
-def test_compaction_keeps_each_replicas_deleted_origin_across_compactions(
+def test_compaction_keeps_each_replicas_greatest_deleted_origin_across_compactions(
     make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
 ) -> None:
     from sync_support import make_replica
 
     upstream = make_store("up.db")
     a = make_replica(upstream, tmp_path / "a.db", clock)
+
+    def origins() -> dict[str, int]:
+        with upstream.backend.transaction(write=False) as tx:
+            return dict(json.loads(tx.setting("compacted") or "{}")["origins"])
+
     try:
-        sa = a.session("alice")
-        sa.put("r", 1)
-        sa.put("r", 2, context=sa.get("r").context)
-        a.sync()  # a's two events are in the upstream's log
-        s = upstream.session("bob")
+        sa, s = a.session("alice"), upstream.session("bob")
+        sa.put("x", 1)  # a's 1: x's only event for now
+        sa.put("r", 1)  # a's 2
+        sa.put("r", 2, context=sa.get("r").context)  # a's 3
+        a.sync()
         s.put("r", 3, context=s.get("r").context)
-        upstream.compact(keep=1, reclaim=False)  # a's events go
+        upstream.compact(keep=1, reclaim=False)  # a's r events go; its x stays
+        assert origins() == {a.store.replica_id: 3}
         s.put("u", 1)
         s.put("u", 2, context=s.get("u").context)
+        a.sync()  # a has every event the next compaction deletes
         upstream.compact(keep=1, reclaim=False)  # only the upstream's own go
-        with upstream.backend.transaction(write=False) as tx:
-            done = json.loads(tx.setting("compacted") or "{}")
-        assert done["origins"] == {a.store.replica_id: 2, upstream.replica_id: 4}, done
+        assert origins() == {a.store.replica_id: 3, upstream.replica_id: 5}
+        sa.put("x", 2, context=sa.get("x").context)
+        a.sync()
+        upstream.compact(keep=1, reclaim=False)  # a's x at its 1 goes: a is still deleted up to its 3
+        assert origins() == {a.store.replica_id: 3, upstream.replica_id: 5}
     finally:
         a.store.close()
