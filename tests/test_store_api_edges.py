@@ -813,3 +813,26 @@ def test_compaction_keeps_each_replicas_greatest_deleted_origin_across_compactio
         assert origins() == {a.store.replica_id: 3, upstream.replica_id: 5}
     finally:
         a.store.close()
+
+
+def test_a_delete_with_a_request_id_is_applied_once_and_its_retry_replayed(store: Store) -> None:
+    s = store.session("alice")
+    w = s.put("k", 1)
+    first = s.delete("k", context=w.context, request_id="d-1")
+    again = s.delete("k", context=w.context, request_id="d-1")
+    assert not first.replayed and again.replayed and again.pos == first.pos
+    assert [e["op"] for e in s.log("k")] == ["put", "delete"]
+
+
+def test_a_refusal_note_keeps_the_first_500_characters_of_its_reason(store: Store) -> None:
+    from comity.errors import StaleContext
+
+    alice, bob = store.session("alice"), store.session("bob")
+    read = bob.get("k")
+    for i in range(25):
+        alice.put("k", i, context=alice.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        bob.put("k", "b", context=read.context)
+    assert len(e.value.message) > 500
+    note = bob.log("@refused")[-1]
+    assert note["reason"] == e.value.message[:500] and len(note["missed"]) == 20
