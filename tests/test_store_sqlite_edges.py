@@ -158,6 +158,7 @@ def test_a_writer_waiting_past_the_busy_timeout_is_told_the_store_is_busy(tmp_pa
         assert e.value.message == (
             f"the store at {tmp_path / 's.db'} is busy: another writer held it for 0.05s; nothing was written, retry"
         )
+        assert e.value.details == {"location": str(tmp_path / "s.db")}
     finally:
         done.set()
         t.join()
@@ -334,6 +335,12 @@ def test_a_new_store_holds_the_released_schema_and_checks_healthy(tmp_path: Path
     store.close()
     assert _schema(tmp_path / "s.db") == RELEASED_SCHEMA
     assert _version(tmp_path / "s.db") == SCHEMA_VERSION == 5
+    db = sqlite3.connect(tmp_path / "s.db")
+    meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+    db.close()
+    # the ids' forms: contexts and tokens carry them
+    assert len(meta["store_id"]) == 17 and meta["store_id"][0] == "s" and len(meta["replica_id"]) == 13 and meta["replica_id"][0] == "r"
+    assert len(bytes.fromhex(meta["secret"])) == 32
     report = check(tmp_path / "s.db")
     assert report.ok, report.problems
     assert report.facts["schema_version"] == SCHEMA_VERSION
@@ -737,3 +744,12 @@ def test_a_keys_events_leave_out_the_asking_sessions_own(tmp_path: Path, clock: 
         assert [e.pos for e in tx.events(0, keys=["k", "@refused"], exclude_session="r")] == [first, second, third, note, other]
         assert [e.pos for e in tx.events(first, keys=["k"], exclude_session="theirs")] == [third]
     store.close()
+
+
+def test_a_store_that_cannot_be_created_says_why(tmp_path: Path, clock: VirtualClock) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    where = tmp_path / "file" / "s.db"
+    with pytest.raises(Unavailable) as e:
+        comity.open(where, clock=clock, rng=SeededRng(7))
+    assert e.value.message == f"cannot create the store at {where}: File exists"  # its directory cannot be made
+    assert (tmp_path / "file").read_text() == "not a directory"
