@@ -322,7 +322,7 @@ def test_request_ids_are_one_to_128_characters(store: Store) -> None:
     w = s.put("k", 1, request_id="q" * 128)
     got = s.recorded("q" * 128)
     assert got is not None and got[1]["pos"] == w.pos and len(got[0]) == 64
-    assert s.recorded("never") is None
+    assert s.recorded("never") is None and s.recorded("q") is None  # one character is enough
     with pytest.raises(Invalid) as e:
         store.session().put("k", 1)
     assert e.value.message == "agent: writes need an agent name"
@@ -566,6 +566,25 @@ def test_news_held_for_a_face_waits_for_it_from_get_many_too(store: Store) -> No
     first = bob.get_many(["b"])[0]
     assert [n["pos"] for n in first.news] == [1, 2]
     assert bob.take_news() == (first.news, False)  # what get_many showed waits for the face
+    assert bob.take_news() == ([], False)  # taken once
+
+
+def test_news_held_past_500_after_a_take_goes_back_to_what_was_taken(store: Store) -> None:
+    from comity.store import Put
+
+    alice, carol = store.session("alice"), store.session("carol")
+    carol.holds_news = True
+    keys = [f"k/{i:03}" for i in range(501)]
+    carol.get_many(keys)
+    alice.put("k/000", 0)  # 1
+    assert [n["pos"] for n in carol.get("k/000").news] == [1]
+    assert [n["pos"] for n in carol.take_news()[0]] == [1]  # delivered up to 1
+    alice.txn(ops=[Put(k, 1, keep_both=True) for k in keys])  # 2-502
+    store.news_limit = 1000
+    assert len(carol.get("k/000").news) == 501  # more than 500 waiting: back to what was taken
+    assert carol.take_news() == ([], True)
+    store.news_limit = 50
+    assert [n["pos"] for n in carol.get("k/000").news] == list(range(2, 52))
 
 
 def test_news_held_past_500_is_forgotten_then_collected_again_in_order(store: Store) -> None:
