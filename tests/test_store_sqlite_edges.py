@@ -755,3 +755,18 @@ def test_a_store_that_cannot_be_created_says_why(tmp_path: Path, clock: VirtualC
         comity.open(where, clock=clock, rng=SeededRng(7))
     assert e.value.message == f"cannot create the store at {where}: File exists"  # its directory cannot be made
     assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_a_copied_store_file_records_its_original_and_takes_an_id_of_the_same_form(tmp_path: Path, clock: VirtualClock) -> None:
+    import shutil
+
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    original = store.replica_id
+    store.close()
+    shutil.copy(tmp_path / "s.db", tmp_path / "copy.db")
+    copy = comity.open(tmp_path / "copy.db", clock=clock, rng=SeededRng(8))
+    assert copy.replica_id != original and len(copy.replica_id) == len(original) == 13 and copy.replica_id[0] == "r"
+    with copy.backend.transaction(write=False) as tx:
+        assert tx.setting("copied_from") == original
+    copy.close()
