@@ -855,3 +855,12 @@ def test_a_refusal_note_keeps_the_first_500_characters_of_its_reason(store: Stor
     assert len(e.value.message) > 500
     note = bob.log("@refused")[-1]
     assert note["reason"] == e.value.message[:500] and len(note["missed"]) == 20
+
+
+def test_the_log_shows_a_hundred_events_unless_asked_for_more(store: Store) -> None:
+    from comity.store import Put
+
+    s = store.session("alice")
+    s.txn(ops=[Put(f"k/{i:03}", 0) for i in range(101)])
+    assert len(s.log()) == 100 and s.log()[-1]["pos"] == 100
+    assert len(s.log(limit=101)) == 101
