@@ -732,3 +732,15 @@ def test_news_from_another_writer_comes_with_a_write_of_any_kind(store: Store, k
     done = alice.txn(ops=ops[0], system=ops[1])  # type: ignore[arg-type]
     assert done.pos == 3
     assert [(n["key"], n["agent"], n["pos"]) for n in done.news] == [("x", "bob", 2)]
+
+
+def test_a_last_writer_wins_register_set_later_wins_though_its_clock_is_behind(
+    make_store: object, clock: VirtualClock
+) -> None:
+    """An update is stamped after its key's last event, as every write is: a register set by a
+    process whose clock runs 10 s behind the last setter's still wins, being the later write."""
+    here = make_store("s.db")  # type: ignore[operator]
+    ahead = make_store("s.db", clock=VirtualClock(clock.now() + 10))  # type: ignore[operator]
+    ahead.session("bob").update("reg", "set", "bob's", type="lww")
+    assert here.session("alice").update("reg", "set", "alice's").results[0]["value"] == "alice's"
+    assert here.session().get("reg").values == ["alice's"]
