@@ -744,3 +744,24 @@ def test_a_last_writer_wins_register_set_later_wins_though_its_clock_is_behind(
     ahead.session("bob").update("reg", "set", "bob's", type="lww")
     assert here.session("alice").update("reg", "set", "alice's").results[0]["value"] == "alice's"
     assert here.session().get("reg").values == ["alice's"]
+
+
+def test_a_replica_short_of_a_bounded_counters_rights_says_only_its_authority_may_decide(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A replica holding too few of a bounded counter's rights leaves the decrement to its
+    authority, which may hold enough; with no way to reach it, the refusal says why."""
+    from pathlib import Path
+
+    from comity.errors import Unavailable
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    upstream.session("carol").update("b", "inc", 5, type="bcounter")
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    replica.store.authority = None  # replication not loaded in this process
+    with pytest.raises(Unavailable) as e:
+        replica.session("alice").update("b", "dec", 1)
+    assert "only its authority may do this (rights);" in e.value.message
+    replica.store.close()
