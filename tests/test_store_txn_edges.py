@@ -765,3 +765,17 @@ def test_a_replica_short_of_a_bounded_counters_rights_says_only_its_authority_ma
         replica.session("alice").update("b", "dec", 1)
     assert "only its authority may do this (rights);" in e.value.message
     replica.store.close()
+
+
+def test_a_lease_event_after_an_acquire_stamped_ahead_is_stamped_later_still(
+    make_store: object, clock: VirtualClock
+) -> None:
+    """An acquire keeps its event's HLC time in the lease's row, so the lease's next event,
+    written by a process whose clock runs 10 s behind, is still stamped after it."""
+    ahead = make_store("s.db", clock=VirtualClock(clock.now() + 10))  # type: ignore[operator]
+    here = make_store("s.db")  # type: ignore[operator]
+    token = _acquire(ahead.session("alice"), "r", 60)["token"]
+    here.session("alice").txn(ops=[Release("r", token)])
+    events = here.session().log("@lease/r")
+    assert [e["op"] for e in events] == ["acquire", "release"]
+    assert events[0]["hlc"] < events[1]["hlc"]
