@@ -864,3 +864,24 @@ def test_the_log_shows_a_hundred_events_unless_asked_for_more(store: Store) -> N
     s.txn(ops=[Put(f"k/{i:03}", 0) for i in range(101)])
     assert len(s.log()) == 100 and s.log()[-1]["pos"] == 100
     assert len(s.log(limit=101)) == 101
+
+
+def test_news_capped_before_a_resumed_sessions_keys_keeps_how_far_they_were_shown(
+    make_store: Callable[..., Store],
+) -> None:
+    """A resumed named session keeps, per key, how far it was shown; ``news()`` capped before
+    those points moves the position without forgetting them: the keys' events are not shown
+    again by the next ``news()``."""
+    store = make_store()
+    alice = store.session("alice")
+    reader = store.session("bob", name="reader")
+    alice.put("z", 0)  # 1
+    alice.put("y", 0)  # 2
+    alice.put("k", 1)  # 3
+    alice.put("k", 2, context=alice.get("k").context)  # 4
+    assert [n["pos"] for n in reader.get("k").news] == [3, 4]
+    reader.close()  # kept: position 0, "k" shown up to 4
+    resumed = store.session("bob", name="reader")
+    first = resumed.news(limit=1)
+    assert [e["pos"] for e in first.events] == [1] and first.truncated
+    assert [e["pos"] for e in resumed.news().events] == [2]
