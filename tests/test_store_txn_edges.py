@@ -779,3 +779,30 @@ def test_a_lease_event_after_an_acquire_stamped_ahead_is_stamped_later_still(
     events = here.session().log("@lease/r")
     assert [e["op"] for e in events] == ["acquire", "release"]
     assert events[0]["hlc"] < events[1]["hlc"]
+
+
+def test_a_renewal_is_stamped_after_its_lease_and_keeps_its_time_for_the_next_event(
+    make_store: object, clock: VirtualClock
+) -> None:
+    """A renewal is stamped after the lease's last event, and keeps its own time in the
+    lease's row: with the processes' clocks 10 s apart, the lease's events stay in order."""
+    ahead = make_store("s.db", clock=VirtualClock(clock.now() + 10))  # type: ignore[operator]
+    here = make_store("s.db")  # type: ignore[operator]
+    token = _acquire(ahead.session("alice"), "r", 60)["token"]
+    here.session("alice").txn(ops=[Renew("r", token)])  # after the acquire, though its clock is behind
+    token2 = _acquire(here.session("bob"), "q", 60)["token"]
+    ahead.session("bob").txn(ops=[Renew("q", token2)])  # stamped ahead, kept in the row
+    here.session("bob").txn(ops=[Release("q", token2)])  # after the renewal, though behind
+    for resource, ops in (("r", ["acquire", "renew"]), ("q", ["acquire", "renew", "release"])):
+        events = here.session().log(f"@lease/{resource}")
+        assert [e["op"] for e in events] == ops
+        assert [e["hlc"] for e in events] == sorted(e["hlc"] for e in events)
+        assert len({e["hlc"] for e in events}) == len(events)
+
+
+def test_a_release_logs_the_token_it_released(store: Store) -> None:
+    s = store.session("alice")
+    token = _acquire(s)["token"]
+    s.txn(ops=[Release("r", token)])
+    release = store.session().log("@lease/r")[-1]
+    assert release["op"] == "release" and release["token"] == token
