@@ -885,3 +885,35 @@ def test_news_capped_before_a_resumed_sessions_keys_keeps_how_far_they_were_show
     first = resumed.news(limit=1)
     assert [e["pos"] for e in first.events] == [1] and first.truncated
     assert [e["pos"] for e in resumed.news().events] == [2]
+
+
+def test_a_key_no_longer_followed_keeps_how_far_a_keyed_answer_showed_it(store: Store) -> None:
+    """A key dropped from a session's interest keeps the point its last keyed answer showed
+    it up to: ``news()`` does not show those events again."""
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("z", 0)  # 1: news() is not called yet, so bob's position stays at 0
+    alice.put("k", 1)  # 2
+    alice.put("j", 1)  # 3
+    assert [n["pos"] for n in bob.get_many(["k", "j"])[0].news] == [2, 3]
+    bob.interest.discard("j")  # "j" is no longer followed
+    alice.put("k", 2, context=alice.get("k").context)  # 4
+    assert [n["pos"] for n in bob.get("k").news] == [4]
+    assert [e["pos"] for e in bob.news().events] == [1]
+
+
+def test_a_keyed_answer_capped_before_the_keys_followed_keeps_how_far_they_were_shown(store: Store) -> None:
+    """A keyed answer capped before the point the session's other keys were shown up to
+    keeps that point: neither the next keyed answer nor ``news()`` shows their events again,
+    and the capped key's remaining news comes once, in order."""
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("z", 0)  # 1: bob's position stays at 0
+    alice.put("m", 1)  # 2
+    alice.put("m", 2, context=alice.get("m").context)  # 3
+    alice.put("k", 1)  # 4
+    assert [n["pos"] for n in bob.get("k").news] == [4]  # "k" shown up to 4
+    store.news_limit = 1
+    capped = bob.get("m")
+    assert [n["pos"] for n in capped.news] == [2] and capped.news_truncated
+    store.news_limit = 1000
+    assert [n["pos"] for n in bob.get("k").news] == [3]
+    assert [e["pos"] for e in bob.news().events] == [1]
