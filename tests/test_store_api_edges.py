@@ -917,3 +917,30 @@ def test_a_keyed_answer_capped_before_the_keys_followed_keeps_how_far_they_were_
     store.news_limit = 1000
     assert [n["pos"] for n in bob.get("k").news] == [3]
     assert [e["pos"] for e in bob.news().events] == [1]
+
+
+def test_a_resumed_session_capped_on_a_new_key_then_no_longer_following_it_shows_each_event_once(
+    make_store: Callable[..., Store],
+) -> None:
+    """A resumed named session's keys run ahead of a capped answer on a key it begins to
+    follow; once that key is no longer followed, the next keyed answer reads from where the
+    others were shown and ``news()`` shows the rest, each event once."""
+    store = make_store()
+    alice = store.session("alice")
+    reader = store.session("bob", name="reader")
+    alice.put("z", 0)  # 1: news() is not called yet, so the reader's position stays at 0
+    alice.put("m", 1)  # 2
+    alice.put("m", 2, context=alice.get("m").context)  # 3
+    alice.put("k", 1)  # 4
+    alice.put("j", 1)  # 5
+    assert [n["pos"] for n in reader.get_many(["k", "j"])[0].news] == [4, 5]
+    reader.close()  # kept: position 0, "k" and "j" shown up to 5
+    resumed = store.session("bob", name="reader")
+    store.news_limit = 1
+    capped = resumed.get("m")
+    assert [n["pos"] for n in capped.news] == [2] and capped.news_truncated
+    store.news_limit = 1000
+    resumed.interest.discard("m")  # "m" is no longer followed
+    alice.put("k", 2, context=alice.get("k").context)  # 6
+    assert [n["pos"] for n in resumed.get("k").news] == [6]
+    assert [e["pos"] for e in resumed.news().events] == [1, 3]
