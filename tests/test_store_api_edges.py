@@ -944,3 +944,30 @@ def test_a_resumed_session_capped_on_a_new_key_then_no_longer_following_it_shows
     alice.put("k", 2, context=alice.get("k").context)  # 6
     assert [n["pos"] for n in resumed.get("k").news] == [6]
     assert [e["pos"] for e in resumed.news().events] == [1, 3]
+
+
+def test_a_resumed_session_capped_on_a_new_key_then_following_more_keys_shows_their_news_once(
+    make_store: Callable[..., Store],
+) -> None:
+    """After a capped answer on a key it begins to follow, a resumed named session's keys are
+    shown up to three points (its position, the capped answer's, and where the resumed keys
+    were shown); keys it then begins to follow are read from its position: none of their
+    news is skipped, and none is shown twice."""
+    store = make_store()
+    alice = store.session("alice")
+    reader = store.session("bob", name="reader")
+    alice.put("z", 0)  # 1: news() is not called, so the reader's position stays at 0
+    alice.put("m", 1)  # 2
+    alice.put("m", 2, context=alice.get("m").context)  # 3
+    alice.put("k", 1)  # 4
+    alice.put("j", 1)  # 5
+    assert [n["pos"] for n in reader.get_many(["k", "j"])[0].news] == [4, 5]
+    reader.close()  # kept: position 0, "k" and "j" shown up to 5
+    resumed = store.session("bob", name="reader")
+    store.news_limit = 1
+    capped = resumed.get("m")
+    assert [n["pos"] for n in capped.news] == [2] and capped.news_truncated
+    store.news_limit = 1000
+    got = resumed.get_many(["z", "n/1", "n/2", "n/3"])[0].news  # four keys begun at position 0
+    assert [n["pos"] for n in got] == [1, 3]
+    assert resumed.news().events == []
