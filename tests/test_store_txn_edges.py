@@ -806,3 +806,14 @@ def test_a_release_logs_the_token_it_released(store: Store) -> None:
     s.txn(ops=[Release("r", token)])
     release = store.session().log("@lease/r")[-1]
     assert release["op"] == "release" and release["token"] == token
+
+
+def test_a_key_updated_twice_in_one_transaction_is_refused(store: Store) -> None:
+    """Two updates of one key (or an update then a put) in one transaction are refused by the
+    key, nothing written: the writes are to be combined."""
+    s = store.session("alice")
+    for second in (Update("c", "inc", 1, "gcounter"), Put("c", 1)):
+        with pytest.raises(Invalid) as e:
+            s.txn(ops=[Update("c", "inc", 1, "gcounter"), second])
+        assert e.value.field == "ops[1].key" and "written twice in one transaction" in e.value.message
+    assert store.session().log() == []
