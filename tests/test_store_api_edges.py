@@ -971,3 +971,19 @@ def test_a_resumed_session_capped_on_a_new_key_then_following_more_keys_shows_th
     got = resumed.get_many(["z", "n/1", "n/2", "n/3"])[0].news  # four keys begun at position 0
     assert [n["pos"] for n in got] == [1, 3]
     assert resumed.news().events == []
+
+
+def test_a_retry_is_matched_by_its_digest_when_one_is_given(make_store: Callable[..., Store]) -> None:
+    """A caller that names what "the same request" is (``digest``) has a retry with the same
+    digest answered from the record though its operations differ (a board verb's retry fills
+    in a fresh context), and one with another digest refused as a reused request id."""
+    from comity.store import Put
+
+    s = make_store().session("alice")
+    first = s.txn(ops=[Put("k", 1)], request_id="r-1", digest="claim T-1")
+    again = s.txn(ops=[Put("k", 2)], request_id="r-1", digest="claim T-1")
+    assert again.replayed and again.pos == first.pos
+    with pytest.raises(Invalid) as e:
+        s.txn(ops=[Put("k", 1)], request_id="r-1", digest="claim T-2")
+    assert e.value.field == "request_id"
+    assert s.get("k").values == [1]
