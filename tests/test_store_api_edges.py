@@ -987,3 +987,23 @@ def test_a_retry_is_matched_by_its_digest_when_one_is_given(make_store: Callable
         s.txn(ops=[Put("k", 1)], request_id="r-1", digest="claim T-2")
     assert e.value.field == "request_id"
     assert s.get("k").values == [1]
+
+
+def test_a_resumed_session_reading_a_new_key_with_one_shown_ahead_shows_only_the_new(
+    make_store: Callable[..., Store],
+) -> None:
+    """A key shown ahead of the session's position and a key it never read, asked together:
+    the log read from the earlier point holds the first key's events already shown, and they
+    are not shown again."""
+    store = make_store()
+    alice = store.session("alice")
+    reader = store.session("bob", name="reader")
+    alice.put("z", 0)  # 1
+    alice.put("y", 0)  # 2
+    alice.put("k", 1)  # 3
+    alice.put("k", 2, context=alice.get("k").context)  # 4
+    assert [n["pos"] for n in reader.get("k").news] == [3, 4]
+    reader.close()  # kept: position 0, "k" shown up to 4
+    resumed = store.session("bob", name="reader")
+    assert [n["pos"] for n in resumed.get_many(["k", "y"])[0].news] == [2]
+    assert [e["pos"] for e in resumed.news().events] == [1]
