@@ -919,41 +919,9 @@ def test_a_keyed_answer_capped_before_the_keys_followed_keeps_how_far_they_were_
     assert [e["pos"] for e in bob.news().events] == [1]
 
 
-def test_a_resumed_session_capped_on_a_new_key_then_no_longer_following_it_shows_each_event_once(
-    make_store: Callable[..., Store],
-) -> None:
-    """A resumed named session's keys run ahead of a capped answer on a key it begins to
-    follow; once that key is no longer followed, the next keyed answer reads from where the
-    others were shown and ``news()`` shows the rest, each event once."""
-    store = make_store()
-    alice = store.session("alice")
-    reader = store.session("bob", name="reader")
-    alice.put("z", 0)  # 1: news() is not called yet, so the reader's position stays at 0
-    alice.put("m", 1)  # 2
-    alice.put("m", 2, context=alice.get("m").context)  # 3
-    alice.put("k", 1)  # 4
-    alice.put("j", 1)  # 5
-    assert [n["pos"] for n in reader.get_many(["k", "j"])[0].news] == [4, 5]
-    reader.close()  # kept: position 0, "k" and "j" shown up to 5
-    resumed = store.session("bob", name="reader")
-    store.news_limit = 1
-    capped = resumed.get("m")
-    assert [n["pos"] for n in capped.news] == [2] and capped.news_truncated
-    store.news_limit = 1000
-    resumed.interest.discard("m")  # "m" is no longer followed
-    alice.put("k", 2, context=alice.get("k").context)  # 6
-    assert [n["pos"] for n in resumed.get("k").news] == [6]
-    assert [e["pos"] for e in resumed.news().events] == [1, 3]
-
-
-def test_a_resumed_session_capped_on_a_new_key_then_following_more_keys_shows_their_news_once(
-    make_store: Callable[..., Store],
-) -> None:
-    """After a capped answer on a key it begins to follow, a resumed named session's keys are
-    shown up to three points (its position, the capped answer's, and where the resumed keys
-    were shown); keys it then begins to follow are read from its position: none of their
-    news is skipped, and none is shown twice."""
-    store = make_store()
+def _resumed_after_a_capped_answer(store: Store) -> tuple[comity.Session, comity.Session]:
+    """Alice and bob's resumed named session "reader": "k" and "j" shown up to 5 before it was
+    kept, then a capped answer (news_limit 1) on "m", a key it begins to follow, showed 2."""
     alice = store.session("alice")
     reader = store.session("bob", name="reader")
     alice.put("z", 0)  # 1: news() is not called, so the reader's position stays at 0
@@ -968,6 +936,32 @@ def test_a_resumed_session_capped_on_a_new_key_then_following_more_keys_shows_th
     capped = resumed.get("m")
     assert [n["pos"] for n in capped.news] == [2] and capped.news_truncated
     store.news_limit = 1000
+    return alice, resumed
+
+
+def test_a_resumed_session_capped_on_a_new_key_then_no_longer_following_it_shows_each_event_once(
+    make_store: Callable[..., Store],
+) -> None:
+    """A resumed named session's keys run ahead of a capped answer on a key it begins to
+    follow; once that key is no longer followed, the next keyed answer reads from where the
+    others were shown and ``news()`` shows the rest, each event once."""
+    store = make_store()
+    alice, resumed = _resumed_after_a_capped_answer(store)
+    resumed.interest.discard("m")  # "m" is no longer followed
+    alice.put("k", 2, context=alice.get("k").context)  # 6
+    assert [n["pos"] for n in resumed.get("k").news] == [6]
+    assert [e["pos"] for e in resumed.news().events] == [1, 3]
+
+
+def test_a_resumed_session_capped_on_a_new_key_then_following_more_keys_shows_their_news_once(
+    make_store: Callable[..., Store],
+) -> None:
+    """After a capped answer on a key it begins to follow, a resumed named session's keys are
+    shown up to three points (its position, the capped answer's, and where the resumed keys
+    were shown); keys it then begins to follow are read from its position: none of their
+    news is skipped, and none is shown twice."""
+    store = make_store()
+    _, resumed = _resumed_after_a_capped_answer(store)
     got = resumed.get_many(["z", "n/1", "n/2", "n/3"])[0].news  # four keys begun at position 0
     assert [n["pos"] for n in got] == [1, 3]
     assert resumed.news().events == []

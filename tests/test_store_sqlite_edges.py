@@ -28,6 +28,14 @@ def _sqlite(tmp_path: Path, clock: VirtualClock, busy_timeout: float = 30.0) -> 
     return comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(7), busy_timeout=busy_timeout)
 
 
+def _wait_until_queued(store: Store, n: int) -> None:
+    """Wait (at most ~10 s) until ``n`` writers are queued behind the group commit under way."""
+    for _ in range(10_000):
+        if len(store.writes._queue) == n:
+            return
+        threading.Event().wait(0.001)
+
+
 def test_outcomes_and_sessions_kept_before_their_time_was_recorded_are_dated_when_next_cleaned(
     tmp_path: Path, clock: VirtualClock
 ) -> None:
@@ -268,10 +276,7 @@ def test_transactions_committed_together_are_each_all_or_nothing(tmp_path: Path,
     writers = [threading.Thread(target=write, args=("bob", "fresh")), threading.Thread(target=write, args=("carol", "taken"))]
     for t in writers:
         t.start()
-    for _ in range(10_000):  # both wait for the commit under way
-        if len(store.writes._queue) == 2:
-            break
-        threading.Event().wait(0.001)
+    _wait_until_queued(store, 2)  # both wait for the commit under way
     assert len(store.writes._queue) == 2
     go.set()
     holder.join()
@@ -561,10 +566,7 @@ def test_a_full_disk_fails_every_transaction_committed_with_it_each_told_so(tmp_
     for n, (name, value) in enumerate((("bob", 1), ("carol", "x" * 100_000)), start=1):
         writers.append(threading.Thread(target=write, args=(name, value)))
         writers[-1].start()
-        for _ in range(10_000):  # queued behind the commit under way, in this order
-            if len(store.writes._queue) == n:
-                break
-            threading.Event().wait(0.001)
+        _wait_until_queued(store, n)  # queued behind the commit under way, in this order
     assert len(store.writes._queue) == 2
     go.set()
     holder.join()
