@@ -149,7 +149,7 @@ def test_a_write_shows_news_of_its_keys_and_leaves_the_rest_to_news(store: Store
 
 
 def _program() -> st.SearchStrategy[list[tuple[str, int, int]]]:
-    verbs = st.sampled_from(["write", "write", "write", "txn", "get", "get_many", "put", "news", "catch_up"])
+    verbs = st.sampled_from(["write", "write", "write", "txn", "get", "get_many", "put", "put", "news", "catch_up", "follow", "forget"])
     return st.lists(st.tuples(verbs, st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=60)
 
 
@@ -171,6 +171,10 @@ def _run_mixed(store: Store, program: list[tuple[str, int, int]], observer: Any)
             answers.append(positions(observer.put(key, n, keep_both=True).news))
         elif verb == "catch_up":
             answers.append(positions(observer.catch_up()[0]))
+        elif verb == "follow":  # a key followed without an answer (as a face adds its inbox)
+            observer.interest.add(key)
+        elif verb == "forget":  # a key no longer followed: its news is left to news()
+            observer.interest.discard(key)
         else:
             answers.append(positions(observer.news(limit=1 + n).events))
     while True:  # the rest, as an agent that keeps calling news() would get it
@@ -179,6 +183,153 @@ def _run_mixed(store: Store, program: list[tuple[str, int, int]], observer: Any)
         if not got.truncated:
             break
     return answers
+
+
+def test_a_session_behind_on_news_writes_its_own_keys_without_reading_the_log(store: Store) -> None:
+    """Once another session has written a key it does not follow, a session's position stays
+    behind until news() shows that event; its keys run ahead.  While nobody else writes, its
+    writes of those keys ask the log nothing (they follow its last answer directly), and a
+    write by another of one of its keys is the next answer's news, once."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    start = alice.position
+    for i in range(3):
+        alice.put(f"k{i}", 0)
+    elsewhere = bob.put("elsewhere", 1)
+    assert alice.put("k0", 1, keep_both=True).news == []  # reads past "elsewhere": shown ahead
+    assert alice.position == start + 3
+    answers: list[list[int]] = []
+    before = dict(counting.counts)
+    for i in range(30):
+        w = alice.put(f"k{i % 3}", i, keep_both=True)
+        answers.append(positions(w.news))
+    assert counting.counts == before, "no read of the log while nobody else writes"
+    assert answers == [[]] * 30
+    theirs = bob.put("k1", "theirs", keep_both=True)
+    assert positions(alice.put("k2", 9, keep_both=True).news) == [theirs.pos]
+    assert alice.put("k2", 10, keep_both=True).news == []
+    assert positions(alice.get("k1").news) == []  # shown once, by the write
+    assert positions(alice.news().events) == [elsewhere.pos]
+    assert alice.news().events == []
+
+
+def test_a_key_followed_in_place_of_another_is_not_taken_as_shown(store: Store) -> None:
+    """The keys a session follows can change without an answer (a face adds an inbox; a key
+    is dropped).  A write right after its last answer shows its keys up to that write only
+    while they are the keys that answer showed: one swapped for another of the same number
+    still has its news delivered."""
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("a", 0)
+    old = bob.put("b", 1)  # not followed by alice: news() would show it
+    alice.put("a", 1, keep_both=True)  # "a" is shown ahead of alice's position
+    alice.interest.discard("a")
+    alice.interest.add("b")  # as many keys as before, not the same
+    w = alice.put("b", 2, keep_both=True)
+    assert positions(w.news) == [old.pos]
+    assert alice.news().events == []
+    alice.interest = {"a", "b"}  # replaced whole: taken as changed too
+    again = bob.put("a", "theirs", keep_both=True)
+    assert positions(alice.put("b", 3, keep_both=True).news) == [again.pos]
+
+
+class _Watermarked(Faulty):
+    """A real backend whose write transactions see the head no higher than ``cap``, as a
+    PostgreSQL writer does while other writers' positions below its own are in flight."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.cap: int | None = None
+
+    def transaction(self, *, write: bool) -> Any:
+        backend = self
+
+        class _T:
+            def __enter__(self) -> Any:
+                self.inner = backend.inner.transaction(write=write)
+                tx = self.inner.__enter__()
+                cap = backend.cap
+                if not write or cap is None:
+                    return tx
+
+                class _Tx:
+                    def head(self) -> int:
+                        return min(int(tx.head()), cap)
+
+                    def __getattr__(self, name: str) -> Any:
+                        return getattr(tx, name)
+
+                return _Tx()
+
+            def __exit__(self, *exc: Any) -> Any:
+                return self.inner.__exit__(*exc)
+
+        return _T()
+
+
+@pytest.mark.parametrize("in_flight", ["theirs", "theirs and its own"])
+def test_a_write_whose_watermark_is_below_anothers_event_leaves_that_event_news(store: Store, in_flight: str) -> None:
+    """A writer whose head is a watermark (PostgreSQL) shows its keys only up to it.  Past it,
+    it may take as shown only positions that are all its own: here another session's write
+    of one of its keys lies between the watermark and the write, and is the next answer's news.
+    When only its own events lie past the watermark, the write shows its keys up to itself:
+    the next write, with nobody writing between, reads nothing of the log."""
+    counting = _Counting(store.backend)
+    backend = _Watermarked(counting)
+    s = Store(backend, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    bob.put("elsewhere", 1)  # alice's position stays behind this
+    mine = alice.put("k", 1, keep_both=True)
+    theirs = bob.put("k", "theirs", keep_both=True)
+    backend.cap = (theirs.pos if in_flight == "theirs" else mine.pos) - 1  # still in flight as alice writes
+    w = alice.put("k", 2, keep_both=True)
+    backend.cap = None
+    assert w.news == []
+    assert positions(alice.put("k", 3, keep_both=True).news) == [theirs.pos]
+    last = bob.put("elsewhere", 2, keep_both=True)
+    backend.cap = last.pos  # only its own event past the watermark
+    assert alice.put("k", 4, keep_both=True).news == []
+    backend.cap = None
+    before = dict(counting.counts)
+    assert alice.put("k", 5, keep_both=True).news == []
+    assert counting.counts == before, "shown up to its own write: nothing to read"
+    again = bob.put("k", "again", keep_both=True)
+    assert positions(alice.put("k", 6, keep_both=True).news) == [again.pos]
+    assert len(alice.news().events) == 2  # the two writes elsewhere
+
+
+def test_the_keys_a_session_follows_count_every_change_and_nothing_else() -> None:
+    """What lets a write skip comparing sets: the followed keys count their changes."""
+    keys = _api._Interest({"a"})
+    seen = keys.changes
+
+    def changed() -> bool:
+        nonlocal seen
+        out, seen = keys.changes != seen, keys.changes
+        return out
+
+    keys.add("a"), keys.update(["a"]), keys.discard("z"), keys.difference_update(["z"]), keys.intersection_update(["a", "b"])
+    keys |= {"a"}
+    keys -= {"z"}
+    keys &= {"a"}
+    assert not changed() and keys == {"a"}
+    for change in (
+        lambda: keys.add("b"), lambda: keys.discard("b"), lambda: keys.update(["b", "c"]), lambda: keys.remove("c"),
+        lambda: keys.difference_update(["b"]), lambda: keys.update(["b"]), lambda: keys.intersection_update(["a"]),
+        lambda: keys.symmetric_difference_update(["b"]), lambda: keys.pop(), lambda: keys.clear(),
+    ):
+        change()
+        assert changed()
+    keys |= {"x"}
+    assert changed()
+    keys -= {"x"}
+    assert changed()
+    keys |= {"x", "y"}
+    keys &= {"x"}
+    assert changed() and keys == {"x"}
+    keys ^= {"x"}
+    assert changed() and not keys
 
 
 def _check_exactly_once(store: Store, observer_id: str, start: int, answers: list[list[int]]) -> None:
@@ -296,6 +447,8 @@ def test_the_agent_facade_delivers_every_event_exactly_once(store: Store, progra
     start = agent.session.position
 
     class Face:
+        interest = agent.session.interest  # the keys the agent's session follows
+
         def get(self, key: str) -> Any:
             return _Answer(agent.read(key)["news"])
 

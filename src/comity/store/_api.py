@@ -8,6 +8,7 @@ import threading
 import unicodedata
 import weakref
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -500,6 +501,77 @@ def _scan_start(counts: dict[int, int], position: int, head: int) -> int:
     return best
 
 
+class _Interest(set[str]):
+    """The keys a session follows: a set that counts its changes (``changes``), so that an
+    answer can tell in one comparison whether the keys it last showed together are still
+    exactly the keys followed, without comparing the sets."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, keys: Iterable[str] = (), changes: int = 0) -> None:
+        super().__init__(keys)
+        self.changes = changes
+
+    def add(self, key: str) -> None:
+        if key not in self:
+            super().add(key)
+            self.changes += 1
+
+    def discard(self, key: object) -> None:
+        if key in self:
+            super().discard(key)
+            self.changes += 1
+
+    def remove(self, key: str) -> None:
+        super().remove(key)
+        self.changes += 1
+
+    def pop(self) -> str:
+        key = super().pop()
+        self.changes += 1
+        return key
+
+    def clear(self) -> None:
+        super().clear()
+        self.changes += 1
+
+    # Growing only or shrinking only: the set changed exactly when its size did.
+    def update(self, *others: Iterable[str]) -> None:
+        n = len(self)
+        super().update(*others)
+        self.changes += len(self) != n
+
+    def difference_update(self, *others: Iterable[Any]) -> None:
+        n = len(self)
+        super().difference_update(*others)
+        self.changes += len(self) != n
+
+    def intersection_update(self, *others: Iterable[Any]) -> None:
+        n = len(self)
+        super().intersection_update(*others)
+        self.changes += len(self) != n
+
+    def symmetric_difference_update(self, other: Iterable[str]) -> None:
+        super().symmetric_difference_update(other)
+        self.changes += 1
+
+    def __ior__(self, other: AbstractSet[str]) -> _Interest:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __isub__(self, other: AbstractSet[Any]) -> _Interest:  # type: ignore[misc]
+        self.difference_update(other)
+        return self
+
+    def __iand__(self, other: AbstractSet[Any]) -> _Interest:  # type: ignore[misc]
+        self.intersection_update(other)
+        return self
+
+    def __ixor__(self, other: AbstractSet[str]) -> _Interest:  # type: ignore[override,misc]
+        self.symmetric_difference_update(other)
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class _Shown:
     """What a session has been shown of other sessions' events: every one at or before
@@ -511,12 +583,17 @@ class _Shown:
     are kept together, one number for the set, rather than a number per key: a session
     that never calls ``news()`` follows more keys at every claim, and copying a number per
     key at every answer made each answer cost more than the one before.  ``ahead`` holds
-    the keys that differ.  Nothing at or below ``position`` is kept."""
+    the keys that differ.  Nothing at or below ``position`` is kept.
+
+    ``of`` is the count of changes (:class:`_Interest`) of the session's keys at which
+    ``together`` was exactly those keys (-1: not known to be): while the keys have not
+    changed since, an answer need not compare the sets."""
 
     position: int
     ahead: dict[str, int] = field(default_factory=dict)
     together: frozenset[str] = frozenset()
     upto: int = 0
+    of: int = -1
 
     def since(self, key: str) -> int:
         """Every event of ``key`` at or before this was shown."""
@@ -535,28 +612,40 @@ class _Shown:
         """The same, with every event at or before ``position`` shown."""
         ahead = {k: v for k, v in self.ahead.items() if v > position}
         if self.upto > position:
-            return _Shown(position, ahead, self.together, self.upto)
+            return _Shown(position, ahead, self.together, self.upto, self.of)
         return _Shown(position, ahead)
 
-    def showing(self, keys: set[str] | frozenset[str], upto: int, position: int) -> _Shown:
+    def showing(self, keys: set[str] | frozenset[str], upto: int, position: int, of: int = -1) -> _Shown:
         """The same, with every event of ``keys`` at or before ``upto`` and every event at or
-        before ``position`` shown."""
+        before ``position`` shown (``of``: the count of changes of the session's keys, when
+        ``keys`` are exactly those keys)."""
         if upto <= position:
             return self.moved_to(position)
         if upto >= self.upto:
-            together = frozenset(keys)
+            # The same keys as before (nothing followed or dropped since): the same set.
+            together = self.together if of >= 0 and of == self.of else frozenset(keys)
             ahead = {k: v for k, v in self.ahead.items() if v > (upto if k in together else position)}
-            if self.upto > position:
+            if self.upto > position and together is not self.together:
                 for k in self.together - together:  # keys no longer followed keep their point
                     ahead.setdefault(k, self.upto)
-            return _Shown(position, ahead, together, upto)
+            return _Shown(position, ahead, together, upto, of)
         # A capped answer that stopped before the keys kept together: they keep their point
         # (they were shown further), the others are shown up to ``upto``.
         ahead = {k: v for k, v in self.ahead.items() if v > position}
         for k in keys - self.together:
             if ahead.get(k, 0) < upto:
                 ahead[k] = upto
-        return _Shown(position, ahead, self.together, self.upto)
+        return _Shown(position, ahead, self.together, self.upto, self.of)
+
+    def past_own(self, upto: int, pos: int) -> _Shown:
+        """The same, where every position after ``upto`` up to ``pos`` is the session's own
+        event: what was shown up to ``upto`` is shown up to ``pos``."""
+        if self.position == upto:
+            return self.moved_to(pos)
+        if self.upto == upto:
+            ahead = {k: v for k, v in self.ahead.items() if v > (pos if k in self.together else self.position)}
+            return _Shown(self.position, ahead, self.together, pos, self.of)
+        return self
 
     def per_key(self) -> dict[str, int]:
         """Each key shown past ``position`` and how far (the form a session's row keeps)."""
@@ -580,7 +669,7 @@ class Session:
         self.store = store
         self.agent = None if agent is None else check_agent(agent)
         self.name = name
-        self.interest: set[str] = set()
+        self._interest = _Interest()
         # A face that hands news out through take_news() (the agent facade) sets this: then
         # collected news waits in the session, and only take_news() counts as delivering it.
         self.holds_news = False
@@ -619,6 +708,15 @@ class Session:
             self._delivered = self._shown
 
     @property
+    def interest(self) -> set[str]:
+        """The keys this session follows: each keyed answer carries their news."""
+        return self._interest
+
+    @interest.setter
+    def interest(self, keys: set[str]) -> None:
+        self._interest = _Interest(keys, self._interest.changes + 1)
+
+    @property
     def position(self) -> int:
         """Every other session's event at or before this log position has been shown."""
         return self._shown.position
@@ -637,6 +735,12 @@ class Session:
         shown = self._shown
         if head == shown.position and not shown.ahead and shown.upto <= head:
             return shown, [], False  # shown up to the head already: nothing to read (a read with no news)
+        # ``of``: the count of changes of the session's keys when those are the keys asked;
+        # ``same``: they are the keys last shown together, unchanged since (no set compared).
+        of = self._interest.changes if keys is self._interest else -1
+        same = of >= 0 and of == shown.of and shown.upto > shown.position
+        if same and head <= shown.upto:
+            return shown, [], False  # every key followed is shown up to the head already
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         # Each key's events are shown up to max(position, ahead[key]).  A session that only
         # reads and writes its own keys while others write elsewhere never moves ``position``
@@ -650,7 +754,7 @@ class Session:
             counts[v] = counts.get(v, 0) + 1
         together = shown.upto > position
         if together:  # set operations, not a loop over every key followed
-            kept = wanted & shown.together
+            kept = shown.together if same else wanted & shown.together
             n = len(kept) - sum(1 for k in own if k in kept)
             if n:
                 counts[shown.upto] = counts.get(shown.upto, 0) + n
@@ -710,7 +814,7 @@ class Session:
                 position = r.pos
             else:
                 position = head
-        return shown.showing(wanted, upto, position), [event_json(e) for e in found], truncated
+        return shown.showing(wanted, upto, position, of), [event_json(e) for e in found], truncated
 
     def _everything(self, tx: Tx, head: int, limit: int) -> tuple[_Shown, list[dict[str, Any]], bool]:
         shown = self._shown
@@ -1062,17 +1166,31 @@ class Session:
             self._interested(guards, ops)
             if record and not replayed:
                 store._prune_requests(tx, tx.now())
-            if not replayed and outcome["pos"] == self._shown.position + outcome["appended"]:
+            s = self._shown
+            pos, appended = outcome["pos"], outcome["appended"]
+            news: list[dict[str, Any]] = []
+            truncated = False
+            if not replayed and pos == s.position + appended:
                 # Positions are issued in order under the write lock (and in a group commit, in
                 # the order its transactions run): if this transaction's events directly follow
                 # what the session had seen, nobody else wrote between.
-                news: list[dict[str, Any]] = []
-                shown, truncated = _Shown(outcome["pos"], {}), False
+                shown = _Shown(pos, {})
+            elif not replayed and pos == s.upto + appended and s.upto > s.position and s.of == self._interest.changes:
+                # Every key the session follows (unchanged since its last keyed answer, so this
+                # transaction's keys among them) was shown up to ``upto``, and nobody wrote
+                # between: they are shown up to here.  Its position stays behind what others
+                # wrote elsewhere, for news() to show.
+                ahead = {k: v for k, v in s.ahead.items() if v > (pos if k in s.together else s.position)}
+                shown = _Shown(s.position, ahead, s.together, pos, s.of)
             else:
                 # Never past the watermark: on PostgreSQL, writers of other keys may still be
                 # committing positions before this one (tx.head() is its own head on SQLite).
-                upto = tx.head() if replayed else min(outcome["pos"], tx.head())
+                upto = tx.head() if replayed else min(pos, tx.head())
                 shown, news, truncated = self._collect(tx, upto, self.interest)
+                if not replayed and not truncated and upto < pos and upto == pos - appended:
+                    # PostgreSQL: the watermark is below this transaction's own events, and as
+                    # many positions follow it up to ``pos`` as it appended: they are all its own.
+                    shown = shown.past_own(upto, pos)
             # When a save is due, it rides on the session's own write, as it stood before this answer.
             row = self._row(tx.now()) if self._save_due() else None
             if row is not None:
@@ -1108,11 +1226,11 @@ class Session:
     def _interested(self, guards: list[Guard], ops: list[Op]) -> None:
         for o in ops:
             if isinstance(o, (Put, Create, Delete, Update)):
-                self.interest.add(o.key)
+                self._interest.add(o.key)
         for g in guards:
             key = getattr(g, "key", None)
             if key is not None:
-                self.interest.add(key)
+                self._interest.add(key)
 
     def _write(self, op: Put | Create | Delete, request_id: str | None) -> Written:
         r = self.txn(ops=[op], request_id=request_id)
