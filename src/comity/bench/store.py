@@ -191,8 +191,8 @@ def _engine(store_url: str | None, root: Path) -> _SQLite | _Postgres:
 class _PutLoop:
     """Read-modify-write puts over a keyspace, each carrying the context of the last write."""
 
-    def __init__(self, store: Store, prefix: str, *, request_ids: bool = False) -> None:
-        self.session = store.session("bench")
+    def __init__(self, store: Store, prefix: str, *, request_ids: bool = False, agent: str = "bench") -> None:
+        self.session = store.session(agent)
         self.prefix = prefix
         self.contexts: dict[str, str] = {}
         self.i = 0
@@ -355,6 +355,19 @@ def _bench_store(
         put_lat += loop.run(per_round)
         raw_lat += engine.raw_puts(raw, warm + r * per_round, per_round)
 
+    # The same puts by a session whose news position is behind: another agent wrote a key it
+    # does not follow, which only news() shows, so its keys run ahead of its position (an
+    # agent that never calls news()).  Each put still follows its last answer directly.
+    progress(f"bench: {ops} puts of a session behind on news against {ops} raw upserts, {ROUNDS} alternating rounds")
+    behind = _PutLoop(store, "b", agent="bench-behind")
+    behind.run(warm)
+    store.session("elsewhere").put("elsewhere", VALUE)
+    behind_lat: list[float] = []
+    raw_behind_lat: list[float] = []
+    for r in range(ROUNDS):
+        behind_lat += behind.run(per_round)
+        raw_behind_lat += engine.raw_puts(raw, warm + ops + r * per_round, per_round)
+
     s = store.session()
     get_lat = []
     for i in range(ops):
@@ -383,6 +396,8 @@ def _bench_store(
         "raw_ops_s": _rate(raw_lat),
         "raw_get_ops_s": _rate(raw_get_lat),
         "put_ratio": round(_rate(put_lat) / _rate(raw_lat), 3),
+        "put_behind_ratio": round(_rate(behind_lat) / _rate(raw_behind_lat), 3),
+        "put_behind_p50_ms": _pct(behind_lat, 0.50),
         "get_ratio": round(_rate(get_lat) / _rate(raw_get_lat), 3),
         "put_p50_ms": _pct(put_lat, 0.50),
         "put_p99_ms": _pct(put_lat, 0.99),
