@@ -1001,3 +1001,22 @@ def test_a_resumed_session_reading_a_new_key_with_one_shown_ahead_shows_only_the
     resumed = store.session("bob", name="reader")
     assert [n["pos"] for n in resumed.get_many(["k", "y"])[0].news] == [2]
     assert [e["pos"] for e in resumed.news().events] == [1]
+
+
+def test_scan_values_lists_live_values_without_contexts(store: Store) -> None:
+    """The ready queue's read of its markers: every live key under the prefix with all its
+    values (siblings too), in key order, up to the limit; deleted keys and keys elsewhere left
+    out; the same values a scan with contexts gives."""
+    a, b = store.session("a"), store.session("b")
+    a.put("m/1", {"n": 1})
+    a.put("m/2", "x")
+    b.put("m/2", "y", keep_both=True)
+    a.put("m/3", 3)
+    a.delete("m/3", context=a.get("m/3").context)
+    a.put("n/1", 1)
+    got = a.scan_values("m/")
+    assert [k for k, _ in got] == ["m/1", "m/2"]
+    assert got[0][1] == [{"n": 1}] and sorted(got[1][1]) == ["x", "y"]
+    assert got == [(v.key, v.values) for v in a.scan("m/")]
+    assert a.scan_values("m/", limit=1) == got[:1]
+    assert a.scan_values("zz/") == []

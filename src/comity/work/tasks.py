@@ -222,12 +222,12 @@ class Board:
                 view = self._view(v.values[0], leases.get(v.values[0]["id"]), now, v.context)
                 if view["state"] == "orphaned" and view.get("assignee") in (None, me) and self._deps_done(view, done_cache):
                     out.append(view)
-        for m in self.session.scan(OPEN_PREFIX, limit=limit):
+        for _, values in self.session.scan_values(OPEN_PREFIX, limit=limit):
             if len(out) >= limit:
                 break
-            if not m.values:
+            if not values:
                 continue
-            marker = m.values[0]
+            marker = values[0]
             if marker.get("assignee") not in (None, me) or not self._deps_done(marker, done_cache):
                 continue
             out.append({"id": marker["id"], "state": "open", "assignee": marker.get("assignee"), "deps": marker.get("deps", [])})
