@@ -326,6 +326,57 @@ def test_a_write_whose_watermark_is_below_anothers_event_leaves_that_event_news(
     assert len(alice.news().events) == 2  # the two writes elsewhere
 
 
+def test_a_write_past_the_watermark_with_nothing_else_unshown_moves_the_position_to_itself(store: Store) -> None:
+    """A watermarked writer (PostgreSQL) whose answer shows everything up to the watermark,
+    with only its own events past it: its position is its own write, not the watermark."""
+    backend = _Watermarked(store.backend)
+    s = Store(backend, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    theirs = bob.put("k", "theirs", keep_both=True)
+    backend.cap = theirs.pos  # alice's own write is past the watermark
+    w = alice.put("k", 1, keep_both=True)
+    backend.cap = None
+    assert positions(w.news) == [theirs.pos]
+    assert alice.position == w.pos
+    assert alice.news().events == []
+
+
+def test_a_key_no_longer_followed_keeps_its_point_through_a_write_past_the_watermark(store: Store) -> None:
+    """A key dropped from the followed keys keeps how far it was shown when a watermarked
+    write shows the others up to itself: followed again, its events are not shown twice."""
+    backend = _Watermarked(store.backend)
+    s = Store(backend, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    elsewhere = bob.put("elsewhere", 1)  # alice's position stays behind this
+    x = bob.put("x", 1)
+    assert positions(alice.get("x").news) == [x.pos]
+    alice.interest.discard("x")
+    backend.cap = x.pos  # only alice's own write past the watermark
+    w = alice.put("k", 1, keep_both=True)
+    backend.cap = None
+    assert w.news == []
+    assert alice.get("x").news == []  # shown once, by the read before
+    assert positions(alice.news().events) == [elsewhere.pos]
+
+
+def test_news_read_in_part_leaves_a_write_of_the_followed_keys_reading_nothing(store: Store) -> None:
+    """news() capped before the end moves the position and keeps the followed keys' point:
+    a write right after, with nobody writing between, still asks the log nothing."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    e1, e2 = bob.put("e", 1), bob.put("e", 2, keep_both=True)
+    assert alice.put("k", 1, keep_both=True).news == []  # "k" shown ahead of the two
+    assert positions(alice.news(limit=1).events) == [e1.pos]
+    before = dict(counting.counts)
+    assert alice.put("k", 2, keep_both=True).news == []
+    assert counting.counts == before, "nobody wrote between: nothing to read"
+    assert positions(alice.news().events) == [e2.pos]
+
+
 def test_the_keys_a_session_follows_count_every_change_and_nothing_else() -> None:
     """What lets a write skip comparing sets: the followed keys count their changes."""
     keys = _api._Interest({"a"})
