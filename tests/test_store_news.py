@@ -361,6 +361,38 @@ def test_a_key_no_longer_followed_keeps_its_point_through_a_write_past_the_water
     assert positions(alice.news().events) == [elsewhere.pos]
 
 
+def test_a_key_no_longer_followed_keeps_its_point_across_later_answers(store: Store) -> None:
+    """A dropped key's point survives the answers after the one that dropped it, not just
+    that one: followed again, its events already shown are not shown again."""
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    elsewhere = bob.put("elsewhere", 1)  # alice's position stays behind this
+    x = bob.put("x", 1)
+    assert positions(alice.get("x").news) == [x.pos]
+    alice.interest.discard("x")
+    assert alice.put("k", 1, keep_both=True).news == []
+    other = bob.put("other", 1)
+    assert alice.put("k", 2, keep_both=True).news == []  # shows "k" past "x"'s point
+    assert alice.get("x").news == []
+    assert positions(alice.news().events) == [elsewhere.pos, other.pos]
+
+
+def test_an_answer_after_the_keys_changed_with_nothing_new_lets_the_next_write_read_nothing(store: Store) -> None:
+    """A keyed answer at the same point as the last (nobody wrote since) still notes the keys
+    now followed: a write right after it asks the log nothing."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    bob.put("elsewhere", 1)  # alice's position stays behind this
+    assert alice.put("k", 1, keep_both=True).news == []
+    alice.interest.add("y")
+    assert alice.get("k").news == []  # the same point as the write's answer
+    before = dict(counting.counts)
+    assert alice.put("k", 2, keep_both=True).news == []
+    assert counting.counts == before, "nobody wrote between: nothing to read"
+
+
 def test_news_read_in_part_leaves_a_write_of_the_followed_keys_reading_nothing(store: Store) -> None:
     """news() capped before the end moves the position and keeps the followed keys' point:
     a write right after, with nobody writing between, still asks the log nothing."""
