@@ -1020,3 +1020,21 @@ def test_scan_values_lists_live_values_without_contexts(store: Store) -> None:
     assert got == [(v.key, v.values) for v in a.scan("m/")]
     assert a.scan_values("m/", limit=1) == got[:1]
     assert a.scan_values("zz/") == []
+
+
+def test_news_carries_no_values(store: Store) -> None:
+    """News says what changed, not to what: no piece of it carries the value written, from a
+    keyed answer, from news() or in a refusal (a key holding secrets is news too)."""
+    a, b = store.session("a"), store.session("b")
+    a.put("k", 0)
+    seen = a.get("k").context
+    b.put("k", 1, context=b.get("k").context)
+    b.put("x", "x")
+    b.put("y", "y")
+    with pytest.raises(comity.errors.StaleContext) as refused:
+        a.put("k", 2, context=seen)
+    got = a.get("x").news
+    later = a.news().events
+    assert [n["key"] for n in refused.value.news] == ["k"] and "x" in [n["key"] for n in got]
+    assert [n["key"] for n in later] == ["y"]
+    assert all("value" not in n for n in [*refused.value.news, *got, *later])
