@@ -214,6 +214,24 @@ def test_a_session_behind_on_news_writes_its_own_keys_without_reading_the_log(st
     assert alice.news().events == []
 
 
+def test_a_session_shown_everything_writes_without_reading_the_log(store: Store) -> None:
+    """A session shown every event up to its last answer: its writes, while nobody else
+    writes, directly follow what it had seen, and ask the log nothing."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    theirs = bob.put("k", 1, keep_both=True)
+    assert positions(alice.put("k", 2, keep_both=True).news) == [theirs.pos]
+    before = dict(counting.counts)
+    for i in range(3):
+        assert alice.put(f"k{i}", i).news == []
+    assert counting.counts == before, "nobody wrote between: nothing to read"
+    again = bob.put("k", 3, keep_both=True)
+    assert positions(alice.put("k", 4, keep_both=True).news) == [again.pos]
+    assert alice.news().events == []
+
+
 def test_a_key_followed_in_place_of_another_is_not_taken_as_shown(store: Store) -> None:
     """The keys a session follows can change without an answer (a face adds an inbox; a key
     is dropped).  A write right after its last answer shows its keys up to that write only
