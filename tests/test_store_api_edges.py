@@ -1038,3 +1038,38 @@ def test_news_carries_no_values(store: Store) -> None:
     assert [n["key"] for n in refused.value.news] == ["k"] and "x" in [n["key"] for n in got]
     assert [n["key"] for n in later] == ["y"]
     assert all("value" not in n for n in [*refused.value.news, *got, *later])
+
+
+
+def test_a_capped_answer_keeps_the_point_of_a_key_followed_again(store: Store) -> None:
+    """A key dropped and followed again keeps how far it was shown when an answer capped
+    before that point shows another key: its events are not shown twice."""
+    a, b = store.session("a"), store.session("b")
+    a.put("k", 0)
+    b.put("elsewhere", 1)  # a's position stays behind this
+    y1, y2 = b.put("y", 1), b.put("y", 2, keep_both=True)
+    x = b.put("x", 1)
+    assert [n["pos"] for n in a.get("x").news] == [x.pos]
+    a.interest.discard("x")
+    assert a.put("k", 1, keep_both=True).news == []  # "x" keeps its point
+    a.interest.add("x")
+    store.news_limit = 1
+    assert [n["pos"] for n in a.get("y").news] == [y1.pos]  # capped before "x"'s point
+    store.news_limit = 100
+    assert [n["pos"] for n in a.get("y").news] == [y2.pos]
+
+
+def test_a_capped_answer_at_the_first_position_of_the_log_shows_it_once(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capped answer whose point is the log's first position, read by key (the position
+    does not move): that event is not shown again."""
+    monkeypatch.setattr(comity.store._api, "_KEY_ROWS", 0)  # a key lookup costs nothing: read by key
+    a, b = store.session("a"), store.session("b")
+    assert a.position == 0
+    first = b.put("e", 1)
+    a.put("k", 0)  # "k" is shown ahead of "e"'s event
+    second = b.put("e", 2, keep_both=True)
+    a.interest.add("e")
+    store.news_limit = 1
+    assert [n["pos"] for n in a.get("k").news] == [first.pos]
+    store.news_limit = 100
+    assert [n["pos"] for n in a.get("k").news] == [second.pos]
