@@ -389,8 +389,9 @@ def test_a_key_no_longer_followed_keeps_its_point_across_later_answers(store: St
     assert positions(alice.get("x").news) == [x.pos]
     alice.interest.discard("x")
     assert alice.put("k", 1, keep_both=True).news == []
+    assert alice.put("k", 2, keep_both=True).news == []  # nobody wrote between: asks the log nothing
     other = bob.put("other", 1)
-    assert alice.put("k", 2, keep_both=True).news == []  # shows "k" past "x"'s point
+    assert alice.put("k", 3, keep_both=True).news == []  # shows "k" past "x"'s point
     assert alice.get("x").news == []
     assert positions(alice.news().events) == [elsewhere.pos, other.pos]
 
