@@ -1073,3 +1073,23 @@ def test_a_capped_answer_at_the_first_position_of_the_log_shows_it_once(store: S
     assert [n["pos"] for n in a.get("k").news] == [first.pos]
     store.news_limit = 100
     assert [n["pos"] for n in a.get("k").news] == [second.pos]
+
+
+def test_a_resumed_session_holding_news_past_500_collects_it_again_in_order(store: Store) -> None:
+    """A named session resumed by a face that holds news: past 500 waiting, it goes back to
+    what it was resumed at (nothing taken yet), and collects the news again, in order."""
+    from comity.store import Put
+
+    alice = store.session("alice")
+    keys = [f"k/{i:03}" for i in range(501)]
+    first = store.session("carol", name="reader")
+    first.get_many(keys)
+    first.save()  # the keys it follows, kept: resumed below
+    carol = store.session("carol", name="reader")
+    carol.holds_news = True
+    last = alice.txn(ops=[Put(k, 0) for k in keys]).pos
+    store.news_limit = 1000
+    assert len(carol.get("k/000").news) == 501  # more than 500 waiting: forgotten, to be collected again
+    assert carol.take_news() == ([], True)
+    store.news_limit = 50
+    assert [n["pos"] for n in carol.get("k/000").news] == list(range(last - 500, last - 450))
