@@ -1093,3 +1093,20 @@ def test_a_resumed_session_holding_news_past_500_collects_it_again_in_order(stor
     assert carol.take_news() == ([], True)
     store.news_limit = 50
     assert [n["pos"] for n in carol.get("k/000").news] == list(range(last - 500, last - 450))
+
+
+def test_a_key_no_longer_followed_is_not_news_of_a_keyed_answer(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dropped key keeps how far it was shown, but its later events are left to news(): a
+    keyed answer that reads by key from before that point does not carry them."""
+    monkeypatch.setattr(comity.store._api, "_KEY_ROWS", 0)  # a key lookup costs nothing: read by key
+    a, b = store.session("a"), store.session("b")
+    a.put("k", 0)
+    elsewhere = b.put("elsewhere", 1)  # a's position stays behind this
+    x = b.put("x", 1)
+    assert [n["pos"] for n in a.get("x").news] == [x.pos]
+    a.interest.discard("x")
+    assert a.put("k", 1, keep_both=True).news == []  # "x" keeps its point
+    later = b.put("x", 2, keep_both=True)
+    theirs = b.put("k", 2, keep_both=True)
+    assert [n["pos"] for n in a.get("k").news] == [theirs.pos]
+    assert [n["pos"] for n in a.news().events] == [elsewhere.pos, later.pos]

@@ -412,6 +412,23 @@ def test_an_answer_after_the_keys_changed_with_nothing_new_lets_the_next_write_r
     assert counting.counts == before, "nobody wrote between: nothing to read"
 
 
+def test_a_read_of_the_followed_keys_with_nothing_new_asks_the_log_nothing(store: Store) -> None:
+    """Every key followed shown up to the head already, the keys unchanged since: a read
+    answers without reading the log, with no news and nothing capped."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    bob.put("elsewhere", 1)  # alice's position stays behind this
+    assert alice.put("k", 1, keep_both=True).news == []
+    before = dict(counting.counts)
+    got = alice.get("k")
+    assert (got.news, got.news_truncated) == ([], False)
+    assert counting.counts == before, "nothing new: nothing to read"
+    theirs = bob.put("k", 2, keep_both=True)
+    assert positions(alice.get("k").news) == [theirs.pos]
+
+
 def test_news_read_in_part_leaves_a_write_of_the_followed_keys_reading_nothing(store: Store) -> None:
     """news() capped before the end moves the position and keeps the followed keys' point:
     a write right after, with nobody writing between, still asks the log nothing."""
