@@ -1110,3 +1110,93 @@ def test_a_key_no_longer_followed_is_not_news_of_a_keyed_answer(store: Store, mo
     theirs = b.put("k", 2, keep_both=True)
     assert [n["pos"] for n in a.get("k").news] == [theirs.pos]
     assert [n["pos"] for n in a.news().events] == [elsewhere.pos, later.pos]
+
+
+def test_a_resumed_session_capped_then_read_from_its_furthest_key_shows_the_others_by_key(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed session whose keys were shown to different points, capped once: the next
+    answer reads the log from the furthest point, and asks by key for the keys kept together
+    at the capped point; none of their events is missed."""
+    monkeypatch.setattr(comity.store._api, "_KEY_ROWS", 0)  # a key lookup costs nothing: read by key
+    b = store.session("b")
+    first = store.session("r", name="reader")
+    first.get_many(["k", "y"])
+    elsewhere = b.put("elsewhere", 0)  # the reader's position stays behind this
+    k1 = b.put("k", 1)
+    assert [n["pos"] for n in first.get("y").news] == [k1.pos]
+    first.interest.discard("k")
+    k2, k3 = b.put("k", 2, keep_both=True), b.put("k", 3, keep_both=True)
+    y1 = b.put("y", 1)
+    assert [n["pos"] for n in first.get("y").news] == [y1.pos]  # "k" stays at its point, "y" runs ahead
+    first.save()
+    reader = store.session("r", name="reader")
+    reader.interest.add("k")
+    store.news_limit = 1
+    assert [n["pos"] for n in reader.get("y").news] == [k2.pos]  # capped before "y"'s point
+    store.news_limit = 100
+    assert [n["pos"] for n in reader.get("y").news] == [k3.pos]
+    assert [e["pos"] for e in reader.news().events] == [elsewhere.pos]
+
+
+def test_a_keyed_answer_with_exactly_the_cap_of_news_is_not_capped(store: Store) -> None:
+    """As many pieces of news as the cap: all of them, and the answer says nothing was left."""
+    a, b = store.session("a"), store.session("b")
+    a.get("k")
+    theirs = [b.put("k", i, keep_both=True).pos for i in range(2)]
+    store.news_limit = 2
+    got = a.get("k")
+    assert ([n["pos"] for n in got.news], got.news_truncated) == (theirs, False)
+    assert a.get("k").news == []
+
+
+def test_keys_asked_by_key_past_the_cap_are_capped_and_come_next(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys just followed, asked by key, with more news than a cap of 100: the answer is capped
+    at 100 and the rest comes with the next one."""
+    from comity.store import Put
+
+    monkeypatch.setattr(comity.store._api, "_KEY_ROWS", 0)  # a key lookup costs nothing: read by key
+    a, b = store.session("a"), store.session("b")
+    a.put("y", 0)
+    b.put("elsewhere", 0)  # a's position stays behind this
+    keys = [f"k/{i:03}" for i in range(101)]
+    last = b.txn(ops=[Put(k, 1) for k in keys]).pos
+    assert a.put("y", 1, keep_both=True).news == []  # "y" shown ahead, past the keys' events
+    a.interest.update(keys)
+    store.news_limit = 100
+    first = a.get("y")
+    assert ([n["pos"] for n in first.news], first.news_truncated) == (list(range(last - 100, last)), True)
+    assert [n["pos"] for n in a.get("y").news] == [last]
+
+
+@pytest.mark.parametrize("notes", [1, 2])
+def test_keys_asked_by_key_read_past_notes_that_are_never_news(store: Store, monkeypatch: pytest.MonkeyPatch, notes: int) -> None:
+    """A key asked by key whose first page holds events that are never news (a refused claim's
+    note): the read goes on past them, each piece of news comes once, in order, capped."""
+    from comity.store import Note, Put
+
+    monkeypatch.setattr(comity.store._api, "_KEY_ROWS", 0)  # a key lookup costs nothing: read by key
+    a, b = store.session("a"), store.session("b")
+    a.put("y", 0)
+    b.put("elsewhere", 0)  # a's position stays behind this
+    for _ in range(notes):
+        b.txn(ops=[Note("@t", "task.claim-refused", {"reason": "stale"})], system=True)
+    theirs = [b.txn(ops=[Put("@t", i, keep_both=True)], system=True).pos for i in range(3)]
+    assert a.put("y", 1, keep_both=True).news == []  # "y" shown ahead, past "@t"'s events
+    a.interest.add("@t")
+    store.news_limit = 2
+    first = a.get("y")
+    assert ([n["pos"] for n in first.news], first.news_truncated) == (theirs[:2], True)
+    assert [n["pos"] for n in a.get("y").news] == theirs[2:]
+
+
+
+def test_a_write_without_a_request_id_records_no_outcome(store: Store) -> None:
+    """Only a caller's request id is kept for retries: the id a session makes up for a write
+    without one is in the log, and no outcome is recorded under it."""
+    a = store.session("a")
+    a.put("k", 1)
+    made_up = a.log("k")[-1]["request_id"]
+    assert made_up and a.recorded(made_up) is None
+    a.put("k", 2, keep_both=True, request_id="mine")
+    assert a.recorded("mine") is not None

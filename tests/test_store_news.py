@@ -429,6 +429,22 @@ def test_a_read_of_the_followed_keys_with_nothing_new_asks_the_log_nothing(store
     assert positions(alice.get("k").news) == [theirs.pos]
 
 
+def test_a_read_whose_keys_are_all_shown_to_the_head_asks_the_log_nothing(store: Store) -> None:
+    """The keys changed since the last answer (one dropped), the rest shown up to the head:
+    the read starts at the head, and reads nothing of the log."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    alice.put("k", 0)
+    alice.put("x", 0)
+    bob.put("elsewhere", 1)  # alice's position stays behind this
+    assert alice.put("k", 1, keep_both=True).news == []  # "k" and "x" shown up to here
+    alice.interest.discard("x")
+    before = dict(counting.counts)
+    assert alice.get("k").news == []
+    assert counting.counts == before, "shown up to the head: nothing to read"
+
+
 def test_news_read_in_part_leaves_a_write_of_the_followed_keys_reading_nothing(store: Store) -> None:
     """news() capped before the end moves the position and keeps the followed keys' point:
     a write right after, with nobody writing between, still asks the log nothing."""
