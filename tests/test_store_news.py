@@ -251,14 +251,21 @@ def test_a_key_followed_in_place_of_another_is_not_taken_as_shown(store: Store) 
     assert positions(alice.put("b", 3, keep_both=True).news) == [again.pos]
 
 
-_SWAPS: dict[str, Callable[[set[str]], Any]] = {
-    "add, then remove": lambda keys: (keys.add("b"), keys.remove("a")),
-    "add, then difference_update": lambda keys: (keys.add("b"), keys.difference_update(["a"])),
-    "add, then intersection_update": lambda keys: (keys.add("b"), keys.intersection_update(["b"])),
-    "add, then symmetric_difference_update": lambda keys: (keys.add("b"), keys.symmetric_difference_update(["a"])),
-    "pop, then add": lambda keys: (keys.pop(), keys.add("b")),
-    "clear, then add": lambda keys: (keys.clear(), keys.add("b")),
-    "-=, then |=": lambda keys: (keys.__isub__({"a"}), keys.__ior__({"b"})),
+def _in_turn(*changes: Callable[[], object]) -> None:
+    for change in changes:
+        change()
+
+
+_SWAPS: dict[str, Callable[[set[str]], None]] = {
+    "add, then remove": lambda keys: _in_turn(lambda: keys.add("b"), lambda: keys.remove("a")),
+    "add, then difference_update": lambda keys: _in_turn(lambda: keys.add("b"), lambda: keys.difference_update(["a"])),
+    "add, then intersection_update": lambda keys: _in_turn(lambda: keys.add("b"), lambda: keys.intersection_update(["b"])),
+    "add, then symmetric_difference_update": lambda keys: _in_turn(
+        lambda: keys.add("b"), lambda: keys.symmetric_difference_update(["a"])
+    ),
+    "pop, then add": lambda keys: _in_turn(keys.pop, lambda: keys.add("b")),
+    "clear, then add": lambda keys: _in_turn(keys.clear, lambda: keys.add("b")),
+    "-=, then |=": lambda keys: _in_turn(lambda: keys.__isub__({"a"}), lambda: keys.__ior__({"b"})),
 }
 
 
