@@ -737,6 +737,98 @@ def test_a_replica_runs_what_only_its_authority_may_decide_at_the_authority(
         assert replayed and upstream.session().get("@seq/x").values == [1]
 
 
+def test_a_replicas_write_run_at_its_authority_answers_at_the_replicas_head_with_news_of_its_keys_once(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    """What a caller of a replica's write that only the authority may decide observes: the
+    answer's position is this replica's head once the authority's events are here, its results
+    are the authority's in this log's terms, its news is of the session's keys only (each event
+    once, in order), news() shows the rest once, and the session's position moves only when the
+    write succeeds."""
+    import comity.sync
+    from comity.errors import StaleContext
+    from comity.store import Create
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(76))
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(77)) as replica:
+        alice, bob = replica.session("alice"), replica.session("bob")
+        alice.get("notes/a")  # followed
+        bob.put("notes/a", 1)  # 1: kept here
+        bob.put("other/x", 1)  # 2: a key alice does not follow
+        bob.put("notes/a", 2, keep_both=True)  # 3
+        assert alice.position == 0
+        t = alice.txn(ops=[Create("files/1", "x")])  # only the authority may decide a create
+        head = replica.session().head()
+        created = replica.session().log("files/1")[-1]
+        assert created["pos"] == head == 4  # the authority's event, here at this log's next position
+        assert t.pos == head and t.replayed is False and t.news_truncated is False
+        assert [(r["key"], r["op"], r["values"], r["pos"]) for r in t.results] == [("files/1", "create", ["x"], 4)]
+        assert replica.session().get("files/1").context == t.results[0]["context"]  # sealed at this head
+        assert [(n["key"], n["pos"]) for n in t.news] == [("notes/a", 1), ("notes/a", 3)]
+        assert alice.position == 1  # other/x (2) is not shown yet: news() shows it, once
+        got = alice.news()
+        assert [(e["key"], e["pos"]) for e in got.events] == [("other/x", 2)] and got.position == 4
+        assert alice.news().events == []
+        # Refused at the authority: nothing is shown, the position stays, and the next answer
+        # carries what was missed, once.
+        bob.put("other/y", 1)  # 5
+        with pytest.raises(StaleContext):
+            alice.txn(ops=[Create("files/1", "again")])
+        assert alice.position == 4
+        assert [(e["key"], e["pos"]) for e in alice.news().events] == [("other/y", 5)]
+
+
+def test_a_session_holding_news_for_a_face_keeps_the_news_of_a_write_run_at_its_authority(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    """A session whose news a face delivers (``holds_news``, as an agent's) writing through its
+    replica's authority keeps that write's news, and whether it was capped, for the face."""
+    import comity.sync
+    from comity.store import Create
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(78))
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(79)) as replica:
+        alice, bob = replica.session("alice"), replica.session("bob")
+        alice.holds_news = True
+        alice.get("notes/a")
+        bob.put("notes/a", 1)  # 1
+        bob.put("notes/a", 2, keep_both=True)  # 2
+        replica.news_limit = 1
+        t = alice.txn(ops=[Create("files/1", "x")])
+        assert [n["pos"] for n in t.news] == [1] and t.news_truncated is True
+        news, truncated = alice.take_news()
+        assert [n["pos"] for n in news] == [1] and truncated is True
+        replica.news_limit = 50
+        t = alice.txn(ops=[Create("files/2", "y")])  # the capped rest comes with the next write
+        assert [n["pos"] for n in t.news] == [2] and t.news_truncated is False
+        assert [n["pos"] for n in alice.take_news()[0]] == [2] and alice.take_news() == ([], False)
+
+
+def test_a_replicas_retry_at_its_authority_is_matched_by_the_callers_digest(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    """The digest a caller gives a replica's write is the authority's too: a retry with the
+    same digest and other operations is answered from the record, one with another digest is
+    refused as a reused request id."""
+    import comity.sync
+    from comity.store import Create
+
+    upstream = make_store("up.db")
+    comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(80))
+    with comity.open(tmp_path / "a.db", clock=clock, rng=SeededRng(81)) as replica:
+        s = replica.session("alice")
+        first = s.txn(ops=[Create("files/1", "x")], request_id="r-1", digest="make files/1")
+        again = s.txn(ops=[Create("files/1", "x, again")], request_id="r-1", digest="make files/1")
+        assert not first.replayed and again.replayed is True
+        assert again.results[0]["values"] == ["x"] and again.results[0]["pos"] == first.results[0]["pos"]
+        with pytest.raises(Invalid) as e:
+            s.txn(ops=[Create("files/1", "x")], request_id="r-1", digest="make files/2")
+        assert e.value.field == "request_id"
+        assert upstream.session().get("files/1").values == ["x"] == s.get("files/1").values
+
+
 def test_idle_named_sessions_are_forgotten_by_a_save_once_an_hour_has_passed(
     make_store: Callable[..., Store], clock: VirtualClock
 ) -> None:
