@@ -958,12 +958,9 @@ def test_the_log_shows_a_hundred_events_unless_asked_for_more(store: Store) -> N
     assert len(s.log(limit=101)) == 101
 
 
-def test_news_capped_before_a_resumed_sessions_keys_keeps_how_far_they_were_shown(
-    make_store: Callable[..., Store],
-) -> None:
-    """A resumed named session keeps, per key, how far it was shown; ``news()`` capped before
-    those points moves the position without forgetting them: the keys' events are not shown
-    again by the next ``news()``."""
+def _resumed_with_k_shown_ahead(make_store: Callable[..., Store]) -> comity.Session:
+    """A named session resumed at position 0 with "k" shown up to 4 (events 1 "z", 2 "y",
+    3 and 4 "k")."""
     store = make_store()
     alice = store.session("alice")
     reader = store.session("bob", name="reader")
@@ -974,6 +971,16 @@ def test_news_capped_before_a_resumed_sessions_keys_keeps_how_far_they_were_show
     assert [n["pos"] for n in reader.get("k").news] == [3, 4]
     reader.close()  # kept: position 0, "k" shown up to 4
     resumed = store.session("bob", name="reader")
+    return resumed
+
+
+def test_news_capped_before_a_resumed_sessions_keys_keeps_how_far_they_were_shown(
+    make_store: Callable[..., Store],
+) -> None:
+    """A resumed named session keeps, per key, how far it was shown; ``news()`` capped before
+    those points moves the position without forgetting them: the keys' events are not shown
+    again by the next ``news()``."""
+    resumed = _resumed_with_k_shown_ahead(make_store)
     first = resumed.news(limit=1)
     assert [e["pos"] for e in first.events] == [1] and first.truncated
     assert [e["pos"] for e in resumed.news().events] == [2]
@@ -1081,16 +1088,7 @@ def test_a_resumed_session_reading_a_new_key_with_one_shown_ahead_shows_only_the
     """A key shown ahead of the session's position and a key it never read, asked together:
     the log read from the earlier point holds the first key's events already shown, and they
     are not shown again."""
-    store = make_store()
-    alice = store.session("alice")
-    reader = store.session("bob", name="reader")
-    alice.put("z", 0)  # 1
-    alice.put("y", 0)  # 2
-    alice.put("k", 1)  # 3
-    alice.put("k", 2, context=alice.get("k").context)  # 4
-    assert [n["pos"] for n in reader.get("k").news] == [3, 4]
-    reader.close()  # kept: position 0, "k" shown up to 4
-    resumed = store.session("bob", name="reader")
+    resumed = _resumed_with_k_shown_ahead(make_store)
     assert [n["pos"] for n in resumed.get_many(["k", "y"])[0].news] == [2]
     assert [e["pos"] for e in resumed.news().events] == [1]
 

@@ -367,17 +367,24 @@ def test_a_write_past_the_watermark_with_nothing_else_unshown_moves_the_position
     assert alice.news().events == []
 
 
+def _x_shown_then_dropped(alice: Any, bob: Any) -> tuple[Any, Any]:
+    """alice writes "k", bob writes "elsewhere" (alice's position stays behind it) and "x";
+    alice reads "x" (shown), then no longer follows it.  Returns bob's two writes."""
+    alice.put("k", 0)
+    elsewhere = bob.put("elsewhere", 1)  # alice's position stays behind this
+    x = bob.put("x", 1)
+    assert positions(alice.get("x").news) == [x.pos]
+    alice.interest.discard("x")
+    return elsewhere, x
+
+
 def test_a_key_no_longer_followed_keeps_its_point_through_a_write_past_the_watermark(store: Store) -> None:
     """A key dropped from the followed keys keeps how far it was shown when a watermarked
     write shows the others up to itself: followed again, its events are not shown twice."""
     backend = _Watermarked(store.backend)
     s = Store(backend, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
     alice, bob = s.session("alice"), store.session("bob")
-    alice.put("k", 0)
-    elsewhere = bob.put("elsewhere", 1)  # alice's position stays behind this
-    x = bob.put("x", 1)
-    assert positions(alice.get("x").news) == [x.pos]
-    alice.interest.discard("x")
+    elsewhere, x = _x_shown_then_dropped(alice, bob)
     backend.cap = x.pos  # only alice's own write past the watermark
     w = alice.put("k", 1, keep_both=True)
     backend.cap = None
@@ -390,11 +397,7 @@ def test_a_key_no_longer_followed_keeps_its_point_across_later_answers(store: St
     """A dropped key's point survives the answers after the one that dropped it, not just
     that one: followed again, its events already shown are not shown again."""
     alice, bob = store.session("alice"), store.session("bob")
-    alice.put("k", 0)
-    elsewhere = bob.put("elsewhere", 1)  # alice's position stays behind this
-    x = bob.put("x", 1)
-    assert positions(alice.get("x").news) == [x.pos]
-    alice.interest.discard("x")
+    elsewhere, x = _x_shown_then_dropped(alice, bob)
     assert alice.put("k", 1, keep_both=True).news == []
     assert alice.put("k", 2, keep_both=True).news == []  # nobody wrote between: asks the log nothing
     other = bob.put("other", 1)

@@ -1188,8 +1188,7 @@ class Session:
                 # transaction's keys among them) was shown up to ``upto``, and nobody wrote
                 # between: they are shown up to here.  Its position stays behind what others
                 # wrote elsewhere, for news() to show.
-                ahead = {k: v for k, v in s.ahead.items() if v > (pos if k in s.together else s.position)}
-                shown = _Shown(s.position, ahead, s.together, pos, s.of)
+                shown = s.past_own(s.upto, pos)  # the positions after ``upto`` are all its own
             else:
                 # Never past the watermark: on PostgreSQL, writers of other keys may still be
                 # committing positions before this one (tx.head() is its own head on SQLite).
