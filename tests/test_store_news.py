@@ -35,6 +35,7 @@ class Faulty:
         self.meta = inner.meta
         self.fail: str | None = None
         self.writes = 0
+        self.reads = 0
 
     def transaction(self, *, write: bool) -> Any:
         return _FaultyTransaction(self, write)
@@ -49,6 +50,7 @@ class _FaultyTransaction:
 
     def __enter__(self) -> Tx:
         self.backend.writes += self.write
+        self.backend.reads += not self.write
         self.inner = self.backend.inner.transaction(write=self.write)
         return self.inner.__enter__()  # type: ignore[no-any-return]
 
@@ -651,6 +653,48 @@ class _Answer:
     def __init__(self, news: list[dict[str, Any]], truncated: bool = False) -> None:
         self.news = self.events = news
         self.truncated = truncated
+
+
+def test_an_agent_answer_runs_no_transaction_beyond_its_verbs(faulty: tuple[Store, Faulty]) -> None:
+    """A verb that ran a transaction answers with the news that transaction collected: the
+    facade reads the store no more (it used to catch up after every verb, a read
+    transaction more per answer on every face).  A verb that ran none still catches up."""
+    from comity.work import Agent
+
+    store, backend = faulty
+    agent = Agent(store.session("alice"))
+    bob = store.session("bob")
+    agent.read("k")
+    agent.write("mine", 0)
+    w = bob.put("k", 1)
+    before = (backend.reads, backend.writes)
+    assert positions(agent.read("k")["news"]) == [w.pos]
+    assert (backend.reads, backend.writes) == (before[0] + 1, before[1])
+    w2 = bob.put("k", 2, keep_both=True)
+    before = (backend.reads, backend.writes)
+    assert positions(agent.write("mine", 1)["news"]) == [w2.pos]
+    assert (backend.reads, backend.writes) == (before[0], before[1] + 1)
+    w3 = bob.put("k", 3, keep_both=True)
+    before = (backend.reads, backend.writes)
+    assert positions(agent.whoami()["news"]) == [w3.pos]  # no transaction of its own: catches up
+    assert (backend.reads, backend.writes) == (before[0] + 1, before[1])
+    assert agent.whoami()["news"] == [] and agent.read("k")["news"] == []  # each event once
+
+
+def test_an_answer_after_a_heartbeat_still_carries_what_came_after_it(store: Store) -> None:
+    """A background heartbeat collects news for the next answer; that answer, of a verb that
+    runs no transaction of its own, still catches up past the heartbeat, and shows each
+    event once."""
+    from comity.work import Agent
+
+    agent = Agent(store.session("alice"))
+    bob = store.session("bob")
+    agent.read("k")
+    seen_by_heartbeat = bob.put("k", 1).pos
+    agent.heartbeat()
+    after_it = bob.put("k", 2, keep_both=True).pos
+    assert positions(agent.whoami()["news"]) == [seen_by_heartbeat, after_it]
+    assert agent.whoami()["news"] == []
 
 
 def test_a_held_backlog_too_large_to_keep_is_collected_again_not_skipped(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

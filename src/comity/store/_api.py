@@ -678,6 +678,7 @@ class Session:
         self._request_prefix = store.rng.new_id("q")[:13]
         self._undelivered: list[dict[str, Any]] = []
         self._undelivered_truncated = False
+        self._collected = False  # a transaction collected news since take_news(): see deliver()
         self._saved: tuple[int, dict[str, int], frozenset[str]] | None = None
         self._saved_at = 0.0
         if name is not None:
@@ -842,6 +843,7 @@ class Session:
     def _shown_now(self, shown: _Shown, news: list[dict[str, Any]], truncated: bool) -> None:
         """The answer carrying ``news`` is being returned: it counts as shown."""
         self._shown = shown
+        self._collected = True
         if not self.holds_news:
             self._delivered = shown
             return
@@ -863,7 +865,24 @@ class Session:
             news, truncated = self._undelivered, self._undelivered_truncated
             self._undelivered, self._undelivered_truncated = [], False
             self._delivered = self._shown
+            self._collected = False
             return news, truncated
+
+    def deliver(self) -> tuple[list[dict[str, Any]], bool]:
+        """The news a face's answer carries (:meth:`take_news`): what the call's transactions
+        collected, each as of its own snapshot; a call that ran none (or only ones that
+        collect nothing) first catches up (:meth:`catch_up`).  What others commit after the
+        call's last transaction comes with the next answer, as on the embedded store."""
+        with self._lock:
+            if not self._collected:
+                self.catch_up()
+            return self.take_news()
+
+    def set_aside(self) -> None:
+        """What was collected since the last answer waits for the next one, which still
+        catches up (:meth:`deliver`): for a call that answers nobody (a background heartbeat)."""
+        with self._lock:
+            self._collected = False
 
     def catch_up(self) -> tuple[list[dict[str, Any]], bool]:
         """The news an answer would carry now: what others changed in this session's keys."""

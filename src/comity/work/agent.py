@@ -127,8 +127,9 @@ class Agent(ChangeVerbs, MigrationVerbs):
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         # Whatever the verb did inside (the task board reads and writes on the agent's
         # behalf), the news it collected waits in the session: deliver all of it, once.
-        self.session.catch_up()
-        news, truncated = self.session.take_news()
+        # A verb that ran a transaction answers as of its last one (no second read of the
+        # store); one that ran none catches up first.
+        news, truncated = self.session.deliver()
         for n in news:
             hit = self._contexts.get(n.get("key", ""))
             if hit is not None and n.get("pos", 0) > hit[1]:
@@ -339,7 +340,9 @@ class Agent(ChangeVerbs, MigrationVerbs):
     def heartbeat(self) -> dict[str, Any]:
         """A host's sign of life.  Answers without news: a background heartbeat has no one to
         show it to, so what it saw waits in the session for the agent's next answer."""
-        return {"pos": send_heartbeat(self.session)}
+        pos = send_heartbeat(self.session)
+        self.session.set_aside()  # the next answer is still as fresh as its own call
+        return {"pos": pos}
 
     # -------------------------------------------------------------- calls
     def call(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
