@@ -35,6 +35,7 @@ from pydantic_core import to_json
 from ..errors import ComityError, Invalid
 from ..render import news_line, tool_call
 from ..work.verbs import VERBS, Verb, input_schema, output_schema
+from ._stdio import loop_stdio
 from ._workers import run_in_worker
 
 __all__ = ["CONTRACT", "BENCH_ENV", "ComityMCP", "McpSession", "Sessions", "build_server", "refusal_text", "serve_stdio", "serve_http", "tool_of"]
@@ -205,6 +206,19 @@ class ComityMCP(MCPServer):
         self.sessions = sessions
         self.tools = [tool_of(v) for v in VERBS if v.tool] + ([_NOOP] if bench else [])
         self._by_name = {t.name: t for t in self.tools}
+
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio transport, its bytes read and written on the event loop when
+        stdin and stdout are pipes (:mod:`._stdio`), not through a thread per line."""
+        from mcp.server.stdio import stdio_server
+
+        async with loop_stdio() as pipes:
+            if pipes is None:
+                await super().run_stdio_async()
+                return
+            async with stdio_server(*pipes) as (read_stream, write_stream):
+                low = self._lowlevel_server
+                await low.run(read_stream, write_stream, low.create_initialization_options())
 
     async def list_tools(self) -> list[MCPTool]:
         return list(self.tools)
