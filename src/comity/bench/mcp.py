@@ -5,7 +5,11 @@ of ``tasks`` tasks and a log of ``log_events`` events (seeded in bulk).  Before 
 measured call another session writes a key the bench agent read, so every store call
 answers with news, as it would on a busy team; each ``task_claim`` takes another task.
 The baseline is a no-op tool of the same SDK in the same server process and run
-(``COMITY_MCP_BENCH=1`` registers it): what is left above it is comity's own cost.
+(``COMITY_MCP_BENCH=1`` registers it): what is left above it is comity's own cost.  A
+second baseline, ``sdk_noop``, is a no-op tool of a stock SDK server over the SDK's own
+stdio transport (``comity.bench._sdk_noop``), called in the same blocks: comity's server
+reads and writes stdio itself (``comity.mcp._stdio``), which makes its own ``noop``
+cheaper too, so ``*_over_sdk_noop_p50`` is the ratio to compare across versions of comity.
 
 Each store call is also made directly, in the bench's process, with ``Agent.call`` (what
 the MCP server runs for a tool), alternating with the MCP calls: on a second store seeded
@@ -36,6 +40,7 @@ __all__ = ["bench_mcp"]
 
 POOL = 32  # keys the bench agent reads and another session keeps writing
 TOOLS = ["noop", "read", "write", "task_claim"]
+MEASURED = [*TOOLS, "sdk_noop"]  # sdk_noop: the stock SDK server's no-op (the baseline across versions)
 WARMUP = 20
 ROUNDS = 5  # blocks of MCP calls alternating with blocks of direct ones
 
@@ -54,10 +59,11 @@ async def _drive(path: Path, other: Agent, direct: Agent, direct_other: Agent, c
         args=[*command[1:], "mcp", "--agent", "bench"],
         env={"COMITY_STORE": str(path), BENCH_ENV: "1"},
     )
-    lat: dict[str, list[float]] = {t: [] for t in TOOLS}
+    sdk = StdioServerParameters(command=sys.executable, args=["-m", "comity.bench._sdk_noop"], env={})
+    lat: dict[str, list[float]] = {t: [] for t in MEASURED}
     direct_lat: dict[str, list[float]] = {t: [] for t in TOOLS[1:]}
     with_news: dict[str, int] = {t: 0 for t in TOOLS}
-    async with Client(params, read_timeout_seconds=60) as c:
+    async with Client(params, read_timeout_seconds=60) as c, Client(sdk, read_timeout_seconds=60) as stock:
         for j in range(POOL):
             await c.call_tool("read", {"key": f"bench/shared/{j}"})
         ready = await c.call_tool("task_ready", {})  # as an agent would: claims then carry the contexts read here
@@ -81,7 +87,7 @@ async def _drive(path: Path, other: Agent, direct: Agent, direct_other: Agent, c
             writes += 1
             other.write(f"bench/shared/{writes % POOL}", {"n": writes})
             t = time.perf_counter()
-            r = await c.call_tool(tool, args(tool, i))
+            r = await (stock.call_tool("noop", {}) if tool == "sdk_noop" else c.call_tool(tool, args(tool, i)))
             dt = time.perf_counter() - t
             if r.is_error:
                 raise RuntimeError(f"bench: {tool} failed: {r.content}")
@@ -103,27 +109,27 @@ async def _drive(path: Path, other: Agent, direct: Agent, direct_other: Agent, c
                 direct_lat[tool].append(dt)
 
         for i in range(WARMUP):
-            for tool in ("noop", "read", "write"):
+            for tool in ("noop", "read", "write", "sdk_noop"):
                 await one(tool, calls + i, False)
         for i in range(WARMUP):
             for tool in ("read", "write"):
                 direct_one(tool, calls + i, False)
-        progress(f"bench: {calls} calls of each of {', '.join(TOOLS)} through `comity mcp` over stdio, and directly")
+        progress(f"bench: {calls} calls of each of {', '.join(TOOLS)} through `comity mcp` over stdio (and of a stock SDK server's noop), and directly")
         # Blocks of MCP calls alternate with blocks of the same calls made directly, so drift
         # hits both; within a block the calls follow one another as they always did.
         bounds = [calls * r // ROUNDS for r in range(ROUNDS + 1)]
         for lo, hi in zip(bounds, bounds[1:]):
             for i in range(lo, hi):
                 # Rotate the order so no tool always follows the same one.
-                for k in range(len(TOOLS)):
-                    await one(TOOLS[(i + k) % len(TOOLS)], i, True)
+                for k in range(len(MEASURED)):
+                    await one(MEASURED[(i + k) % len(MEASURED)], i, True)
             for i in range(lo, hi):
                 for k in range(len(TOOLS)):
                     tool = TOOLS[(i + k) % len(TOOLS)]
                     if tool != "noop":
                         direct_one(tool, i, True)
     out: dict[str, Any] = {}
-    for t in TOOLS:
+    for t in MEASURED:
         out[f"{t}_p50_ms"] = _pct(lat[t], 0.50)
         out[f"{t}_p99_ms"] = _pct(lat[t], 0.99)
     for t in TOOLS[1:]:
@@ -133,6 +139,8 @@ async def _drive(path: Path, other: Agent, direct: Agent, direct_other: Agent, c
         out[f"direct_{t}_p99_ms"] = _pct(direct_lat[t], 0.99)
     for t in TOOLS[1:]:
         out[f"{t}_over_noop_p50"] = round(out[f"{t}_p50_ms"] / out["noop_p50_ms"], 2)
+    for t in TOOLS:
+        out[f"{t}_over_sdk_noop_p50"] = round(out[f"{t}_p50_ms"] / out["sdk_noop_p50_ms"], 2)
     for t in TOOLS[1:]:
         out[f"{t}_over_direct_p50"] = round(out[f"{t}_p50_ms"] / out[f"direct_{t}_p50_ms"], 2)
     return out
