@@ -205,6 +205,25 @@ def test_noop_tool_only_under_the_bench_variable(tmp_path: Path) -> None:
     run(main)
 
 
+def test_bench_mcp_measures_every_tool_against_both_no_ops(tmp_path: Path) -> None:
+    """`comity bench mcp` runs the real server and a stock SDK server side by side: every
+    tool is measured, and each ratio is the one its name says, from the same run."""
+    import subprocess
+
+    args = ["bench", "mcp", "--json", "--calls", "10", "--tasks", "10", "--log-events", "0", "--dir", str(tmp_path)]
+    p = subprocess.run([*COMITY, *args], capture_output=True, text=True, timeout=300, env=clean_env())
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    for t in ("noop", "read", "write", "task_claim", "sdk_noop"):
+        assert out[f"{t}_p50_ms"] > 0 and out[f"{t}_p99_ms"] >= out[f"{t}_p50_ms"]
+    for t in ("read", "write", "task_claim"):
+        assert out[f"{t}_with_news"] == 1.0  # another session wrote before every call
+        assert out[f"{t}_over_noop_p50"] == round(out[f"{t}_p50_ms"] / out["noop_p50_ms"], 2)
+    for t in ("noop", "read", "write", "task_claim"):
+        assert out[f"{t}_over_sdk_noop_p50"] == round(out[f"{t}_p50_ms"] / out["sdk_noop_p50_ms"], 2)
+    assert out["calls"] == 10 and out["mcp"]
+
+
 def test_install_writes_mcp_json_keeping_other_servers_idempotently(
     tmp_path: Path, comity_cli: Callable[..., Any]
 ) -> None:
