@@ -817,3 +817,59 @@ def test_a_key_updated_twice_in_one_transaction_is_refused(store: Store) -> None
             s.txn(ops=[Update("c", "inc", 1, "gcounter"), second])
         assert e.value.field == "ops[1].key" and "written twice in one transaction" in e.value.message
     assert store.session().log() == []
+
+
+# ------------------------------------------------- the whole run of 1 December
+
+
+def test_a_write_with_no_lease_guard_is_not_provisional(store: Store) -> None:
+    """Only a write a cut-off replica kept under lease tokens is provisional: any other write
+    answers and logs no ``provisional`` mark, and its value is plain."""
+    s = store.session("alice")
+    made = s.txn(ops=[Create("k", 1)]).results[0]
+    assert set(made) == {"key", "op", "values", "context", "pos", "dot"}
+    t = _acquire(s)["token"]
+    put = s.txn(guards=[Holds("r", t)], ops=[Put("k", 2, made["context"])]).results[0]
+    assert set(put) == {"key", "op", "values", "context", "pos", "dot"} and put["values"] == [2]
+    gone = s.txn(ops=[Delete("k", put["context"])]).results[0]
+    assert set(gone) == {"key", "op", "values", "context", "pos", "dot"} and gone["values"] == []
+    assert [("provisional" in e) for e in s.log("k")] == [False, False, False]
+    assert store.session("bob").get("k").values == []
+
+
+def test_a_write_without_context_over_a_deleted_key_supersedes_its_tombstone(store: Store) -> None:
+    """A key with no live value needs no context: the write covers what the key held (its
+    tombstone), so the key holds one value, and the event says what the write saw."""
+    s = store.session("alice")
+    w = s.put("k", 1)
+    s.delete("k", context=w.context)
+    s.put("k", 2)
+    event = s.log("k")[-1]
+    assert event["saw"] == {store.replica_id: 2} and "siblings" not in event
+    assert s.get("k").values == [2]
+
+
+def test_a_note_is_stamped_after_its_keys_last_event_and_moves_the_key_to_itself(
+    make_store: object, clock: VirtualClock
+) -> None:
+    """A note on a key with a row is stamped after the key's last event, though the noting
+    process's clock runs 10 s behind the writer's, and the key's row moves to the note: a
+    refusal of a create names the note as the key's last event."""
+    ahead = make_store("s.db", clock=VirtualClock(clock.now() + 10))  # type: ignore[operator]
+    here = make_store("s.db")  # type: ignore[operator]
+    ahead.session("alice").txn(ops=[Put("@agent/alice", 1)], system=True)
+    noted = here.session("alice").txn(ops=[Note("@agent/alice", "beat", {"n": 1})], system=True)
+    events = here.session().log("@agent/alice")
+    assert [e["op"] for e in events] == ["put", "beat"]
+    assert events[0]["hlc"] < events[1]["hlc"]
+    with pytest.raises(StaleContext) as e:
+        here.session("bob").txn(ops=[Create("@agent/alice", 2)], system=True)
+    assert [(n["op"], n["pos"]) for n in e.value.news] == [("beat", noted.pos)]
+
+
+def test_a_transaction_ending_with_a_lease_answers_the_leases_position(store: Store) -> None:
+    s = store.session("alice")
+    done = s.txn(ops=[Put("k", 1), Acquire("r", 10)])
+    assert done.pos == s.head() == 2 and done.results[1]["token"] == 1
+    done = s.txn(ops=[Next("n"), Release("r", 1)])
+    assert done.pos == s.head() == 4
