@@ -873,3 +873,48 @@ def test_a_transaction_ending_with_a_lease_answers_the_leases_position(store: St
     assert done.pos == s.head() == 2 and done.results[1]["token"] == 1
     done = s.txn(ops=[Next("n"), Release("r", 1)])
     assert done.pos == s.head() == 4
+
+
+def test_a_replica_in_touch_with_its_authority_leaves_a_lease_guarded_write_to_it(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A write guarded by a lease token is the authority's to judge: a replica that can reach
+    it forwards the write, which is applied there at once and is not provisional."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    alice = replica.session("alice")
+    token = alice.txn(ops=[Acquire("files", 60)]).results[0]["token"]
+    done = alice.txn(guards=[Holds("files", token)], ops=[Put("files/a", "x")]).results[0]
+    assert "provisional" not in done
+    assert upstream.session().get("files/a").values == ["x"]
+    assert "provisional" not in upstream.session().log("files/a")[-1]
+    replica.store.close()
+
+
+def test_a_forwarded_guard_stale_at_the_authority_names_the_keys_last_write(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A guard's context read on a replica carries the replica's log position, which means
+    nothing at the authority: stale there, the refusal names the key's last write only, not
+    the authority's writes from that position on."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    up = upstream.session("carol")
+    up.put("k", 0)
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    alice = replica.session("alice")
+    ctx = alice.get("k").context
+    for i in range(1, 4):
+        up.put("k", i, context=up.get("k").context)
+    with pytest.raises(StaleContext) as e:
+        alice.txn(guards=[Unchanged("k", ctx), Absent("fresh")], ops=[Put("other", 1)])  # needs the authority
+    assert [(n["key"], n["agent"], n["pos"]) for n in e.value.news] == [("k", "carol", 4)]
+    assert e.value.message.startswith("'k' changed since your read: written by carol (put at pos 4);")
+    replica.store.close()
