@@ -918,3 +918,28 @@ def test_a_forwarded_guard_stale_at_the_authority_names_the_keys_last_write(
     assert [(n["key"], n["agent"], n["pos"]) for n in e.value.news] == [("k", "carol", 4)]
     assert e.value.message.startswith("'k' changed since your read: written by carol (put at pos 4);")
     replica.store.close()
+
+
+def test_a_refusal_on_a_replica_of_a_key_whose_state_came_without_its_events_names_no_other_key(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A key created through the authority comes back to its replica as a state without events
+    (its row at position 0) when the pull that follows the forwarded write fails: a write there
+    without context is refused as written by "another writer", never by a write to another key."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    replica = make_replica(upstream, Path(str(tmp_path)) / "a.db", clock)
+    alice, bob = replica.session("alice"), replica.session("bob")
+    alice.put("mine", 1)  # the first event of the replica's log, on another key
+    replica.wire.fail_after = 1  # the forwarded create is answered; the pull after it is lost
+    alice.create("k", 1)  # needs the authority: forwarded, its state brought back
+    replica.wire.fail_after = None
+    assert replica.store.session().log("k") == [] and bob.get("k").values == [1]
+    with pytest.raises(StaleContext) as e:
+        bob.put("k", 2)
+    assert e.value.news == []
+    assert e.value.message.startswith("'k' exists and this write carried no context: written by another writer;")
+    replica.store.close()
