@@ -943,3 +943,30 @@ def test_a_refusal_on_a_replica_of_a_key_whose_state_came_without_its_events_nam
     assert e.value.news == []
     assert e.value.message.startswith("'k' exists and this write carried no context: written by another writer;")
     replica.store.close()
+
+
+def test_a_key_deleted_on_one_replica_and_written_on_another_shows_the_write(
+    make_store: object, tmp_path: object, clock: VirtualClock
+) -> None:
+    """A delete and a write made at once on two replicas are both kept (the tombstone beside the
+    value); a reader sees the value, whichever replica's entry comes first in the key's clock."""
+    from pathlib import Path
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")  # type: ignore[operator]
+    up = upstream.session("carol")
+    for key in ("a", "b"):
+        up.put(key, 0)
+    replica = make_replica(upstream, Path(str(tmp_path)) / "r.db", clock)
+    here = replica.session("alice")
+    read_here, read_up = {k: here.get(k).context for k in "ab"}, {k: up.get(k).context for k in "ab"}
+    here.delete("a", context=read_here["a"])
+    up.put("a", "carol's", context=read_up["a"])
+    up.delete("b", context=read_up["b"])
+    here.put("b", "alice's", context=read_here["b"])
+    replica.sync()
+    for store in (upstream, replica.store):
+        s = store.session()
+        assert s.get("a").values == ["carol's"] and s.get("b").values == ["alice's"]
+    replica.store.close()
