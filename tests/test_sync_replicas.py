@@ -135,6 +135,33 @@ def test_events_keep_their_dot_agent_and_time_and_news_comes_once(upstream: comi
     assert watcher.news().events == []
 
 
+def test_notes_on_a_key_with_no_row_arriving_in_one_batch_are_all_in_its_log(upstream: comity.Store, replicas: Any) -> None:
+    """Refusals (``@refused``) and heartbeats (``@agent/NAME``) are notes on keys that never
+    get a row.  Arriving several in one batch, each starts no chain, as written locally: a
+    keyed read of the log shows every one (chained to each other, it showed only the first)."""
+    from comity.coord import heartbeat
+    from comity.store._txn import Note
+
+    a = replicas("a")
+    r = a.session("alice")
+    for n in (1, 2, 3):
+        r.txn(ops=[Note("@refused", "refused", {"n": n})], system=True)
+    a.sync()
+    assert [e["n"] for e in a.session().log("@refused")] == [1, 2, 3]
+    assert [e["n"] for e in upstream.session().log("@refused")] == [1, 2, 3]
+    bob = upstream.session("bob")
+    beats = [heartbeat(bob) for _ in range(3)]
+    a.sync()
+    assert len(upstream.session().log("@agent/bob")) == len(beats)
+    assert len(a.session().log("@agent/bob")) == len(beats)
+    # and a key that gets a row keeps its whole history, first events included
+    up = upstream.session("carol")
+    w = up.create("fresh", 1)
+    up.put("fresh", 2, context=w.context)
+    a.sync()
+    assert [e["value"] for e in a.session().log("fresh")] == [1, 2]
+
+
 def test_why_spans_replicas(upstream: comity.Store, replicas: Any) -> None:
     upstream.session("alice").put("notes/plan", "v0")
     a = replicas("sandbox")

@@ -186,6 +186,11 @@ def apply(store: Store, batch: Any) -> Applied:
         have = tx.origins()
         takes = {o for o, (start, _) in ranges.items() if o != me and start <= have.get(o, 0)}
         chain: dict[str, int] = {}  # key -> the position of its latest event here (its history's head)
+        # Keys with no row (nor lease) here when the batch began: each of their events starts no
+        # chain (prev = 0), as a note on such a key does when written here, and the engine finds
+        # them by key (``events_first``).  Chained to each other, a keyed read of the log showed
+        # only the first (several refusals or heartbeats in one batch).
+        unrooted: set[str] = set()
 
         def head_of(key: str) -> int:
             if key not in chain:
@@ -195,12 +200,15 @@ def apply(store: Store, batch: Any) -> Applied:
                 else:
                     row = tx.load(key)
                     chain[key] = row.pos if row is not None else 0
+                if not chain[key]:
+                    unrooted.add(key)
             return chain[key]
 
         for e in events:
             if e.replica not in takes or e.origin <= have.get(e.replica, 0) or e.origin > ranges[e.replica][1]:
                 continue
-            e.prev = head_of(e.key)
+            head = head_of(e.key)
+            e.prev = 0 if e.key in unrooted else head
             pos = tx.append(e)
             chain[e.key] = pos
             done.positions[(e.replica, e.origin)] = pos
