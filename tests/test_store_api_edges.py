@@ -169,6 +169,9 @@ def test_agent_names_are_normalized_and_refused_when_they_could_look_alike() -> 
         check_agent("a" * 129)
     assert e.value.message == f"agent: {'a' * 40!r} is not a valid name: use up to 128 letters, digits and _ . - @ + :"
     with pytest.raises(Invalid) as e:
+        check_agent("a" * 512)  # short enough to be normalized and judged by its letters
+    assert e.value.message == f"agent: {'a' * 40!r} is not a valid name: use up to 128 letters, digits and _ . - @ + :"
+    with pytest.raises(Invalid) as e:
         check_agent("a" * 513)
     assert e.value.message == "agent: is 513 characters; names are at most 128"
     with pytest.raises(Invalid) as e:
@@ -282,6 +285,10 @@ def test_keys_holding_secrets_are_never_shown_but_to_comitys_own_layers(store: S
     assert (e.value.field, e.value.message) == (
         "key", "key: '@auth/alice' holds secrets (an agent's token hash); comity never shows it"
     )
+    long = "@auth/" + "a" * 100
+    with pytest.raises(Invalid) as e:
+        s.get(long)
+    assert e.value.message == f"key: {long[:80]!r} holds secrets (an agent's token hash); comity never shows it"
     with pytest.raises(Invalid):
         s.get_many(["k", "@auth/alice"])
     assert s.get("@auth/alice", secrets=True).values == ["hash"]
@@ -678,7 +685,8 @@ def test_a_replica_opened_where_replication_is_not_loaded_says_so_for_what_needs
 ) -> None:
     import comity.sync
     from comity.errors import Unavailable
-    from comity.store import _api
+    from comity.store import Create, _api
+    from comity.store._txn import Caller
 
     upstream = make_store("up.db")
     comity.sync.clone(upstream.location, tmp_path / "a.db", clock=clock, rng=SeededRng(72))
@@ -692,6 +700,12 @@ def test_a_replica_opened_where_replication_is_not_loaded_says_so_for_what_needs
         assert e.value.details["upstream"] == replica.upstream == upstream.location
         assert e.value.message.endswith("replication (comity.sync) is not loaded in this process")
         assert "only its authority may do this" in e.value.message
+        with pytest.raises(Unavailable) as e:  # a replica's forwarded request, run here
+            replica.run(Caller("bob", "s-2"), "r-1", [], [Create("files/2", "y")], record=False, system=False)
+        assert e.value.message == (
+            f"this store is a replica of {upstream.location} and only its authority may do this (create);"
+            " replication (comity.sync) is not loaded in this process"
+        )
         with pytest.raises(Invalid) as c:
             replica.compact()
         assert (c.value.field, c.value.message) == (
@@ -1290,3 +1304,130 @@ def test_a_write_without_a_request_id_records_no_outcome(store: Store) -> None:
     assert made_up and a.recorded(made_up) is None
     a.put("k", 2, keep_both=True, request_id="mine")
     assert a.recorded("mine") is not None
+
+
+# ------------------------------------------------ the survivors of the whole run of 1 December
+
+
+def test_reads_wait_for_no_writer(tmp_path: Path, clock: VirtualClock) -> None:
+    """Every read, a session's and the store's, runs in a read transaction: another process
+    holding the store's write lock does not hold it up (with a busy timeout of 50 ms, a read
+    that waited for the lock would be told the store is busy)."""
+    import sqlite3
+
+    from comity.store import Put
+
+    store = comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(91), busy_timeout=0.05)
+    alice = store.session("alice")
+    w = alice.put("k", 1, request_id="r-1")
+    lease = alice.txn(ops=[Acquire("r", 10)])
+    clock.advance(20)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        bob = store.session("bob")
+        assert [v.values for v in bob.get_many(["k"])] == [[1]]
+        assert bob.catch_up() == ([], False)
+        assert [e["pos"] for e in bob.log()] == [w.pos, lease.pos]
+        assert bob.keys() == ["k"]
+        assert [(v.key, v.values) for v in bob.scan("")] == [("k", [1])]
+        assert bob.scan_values("") == [("k", [1])]
+        expired, now = bob.expired_leases()
+        assert [r.resource for r in expired] == ["r"] and now == clock.now()
+        assert [r.resource for r in bob.leases()[0]] == ["r"]
+        assert bob.now() == clock.now() and bob.head() == lease.pos
+        assert bob.acted("alice") and not bob.acted("bob")
+        recorded = bob.recorded("r-1")
+        assert recorded is not None and recorded[1]["pos"] == w.pos
+        assert store.info()["head"] == lease.pos
+        assert store.compact(keep=1, dry_run=True)["events_to_delete"] == 0  # each event is its key's last
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    alice.txn(ops=[Put("k", 2, keep_both=True)])  # the lock is free: writes go through again
+    store.close()
+
+
+def test_each_transaction_without_a_request_id_is_logged_under_an_id_of_its_own(store: Store) -> None:
+    """A session makes up an id for each transaction it is given none for: one id for a
+    transaction's events, another for the next (liveness counts one action per request id)."""
+    from comity.store import Put
+
+    a = store.session("a")
+    a.put("k", 1)
+    a.txn(ops=[Put("j", 1), Put("i", 1)])
+    a.put("k", 2, keep_both=True)
+    ids = [e["request_id"] for e in a.log()]
+    assert ids[1] == ids[2]
+    assert len({ids[0], ids[1], ids[3]}) == 3
+
+
+def test_a_resumed_session_capped_on_a_new_key_then_following_as_many_keys_as_it_holds_ahead_shows_their_news(
+    make_store: Callable[..., Store],
+) -> None:
+    """As the test above with four keys, with two: as many keys begun at the session's position
+    as keys shown ahead of the capped answer ("k" and "j"). The keys at the position are still
+    counted, and read: the event of "z" before the capped point comes, once."""
+    store = make_store()
+    _, resumed = _resumed_after_a_capped_answer(store)
+    got = resumed.get_many(["z", "n/1"])[0].news
+    assert [n["pos"] for n in got] == [1, 3]
+    assert resumed.news().events == []
+
+
+def test_a_refusal_note_says_nothing_seen_for_a_context_that_cannot_be_opened(store: Store) -> None:
+    """A write refused by a guard before its operations were looked at may carry, on the
+    refused key, something that is not a context (an operation's or a later guard's): the
+    store never opened it, and its refusal note says nothing of what was seen."""
+    from comity.errors import StaleContext
+    from comity.store import Absent, Put, Unchanged
+
+    alice, bob = store.session("alice"), store.session("bob")
+    alice.create("k", 1)
+    with pytest.raises(StaleContext):
+        bob.txn(guards=[Absent("k")], ops=[Put("k", 2, context="not a context")])
+    note = bob.log("@refused")[-1]
+    assert (note["target"], note["write"], note["error"]) == ("k", "put", "stale_context")
+    assert "seen" not in note
+    with pytest.raises(StaleContext):
+        bob.txn(guards=[Absent("k"), Unchanged("k", "not a context")], ops=[Put("other", 1)])
+    note = bob.log("@refused")[-1]
+    assert (note["target"], note["write"], note["error"]) == ("k", "guard", "stale_context")
+    assert "seen" not in note
+
+
+def test_a_cut_off_replicas_provisional_write_is_recorded_under_the_callers_request_id_and_digest(
+    make_store: Callable[..., Store], tmp_path: Path, clock: VirtualClock
+) -> None:
+    """Cut off from its authority, a replica keeps a write guarded by a lease provisionally:
+    its outcome is recorded only under a request id the caller gave, a retry with it and the
+    same digest is answered from the record (other operations or not), and nothing is written twice."""
+    from comity.store import Holds, Put
+
+    from sync_support import make_replica
+
+    upstream = make_store("up.db")
+    replica = make_replica(upstream, tmp_path / "a.db", clock)
+    alice = replica.session("alice")
+    token = _acquire(alice, "files", 60)  # at the authority, heard here
+    replica.wire.cut = True
+
+    def write(value: int, **kw: str) -> comity.store.TxnResult:
+        return alice.txn(guards=[Holds("files", token)], ops=[Put("files/a", value, keep_both=True)], **kw)
+
+    first = write(1)
+    assert first.results[0]["provisional"] == [["files", token]]
+    assert alice.recorded(alice.log("files/a")[-1]["request_id"]) is None  # no id given: no outcome kept
+    once = write(2, request_id="r-1", digest="d-1")
+    again = write(3, request_id="r-1", digest="d-1")
+    assert not once.replayed and again.replayed and again.results == once.results
+    assert sorted(alice.get("files/a").values) == [1, 2]
+    replica.store.close()
+
+
+def test_expired_leases_lists_a_thousand_unless_asked_for_more(store: Store, clock: VirtualClock) -> None:
+    s = store.session("alice")
+    s.txn(ops=[Acquire(f"jobs/{i:04}", 10) for i in range(1001)])
+    clock.advance(10)
+    assert len(s.expired_leases()[0]) == 1000
+    assert len(s.expired_leases(limit=1001)[0]) == 1001

@@ -457,6 +457,21 @@ def test_a_read_whose_keys_are_all_shown_to_the_head_asks_the_log_nothing(store:
     assert counting.counts == before, "shown up to the head: nothing to read"
 
 
+def test_a_session_following_no_key_caught_up_again_with_nothing_new_asks_the_log_nothing(store: Store) -> None:
+    """A session that has read and written nothing follows no key: caught up once, it has
+    been shown its keys (none) up to the head, and caught up again with nothing new between,
+    it answers without reading the log."""
+    counting = _Counting(store.backend)
+    s = Store(counting, clock=store.clock, rng=store.rng)  # type: ignore[arg-type]
+    alice, bob = s.session("alice"), store.session("bob")
+    bob.put("elsewhere", 1)  # alice's position stays behind this
+    assert alice.catch_up() == ([], False)
+    before = dict(counting.counts)
+    assert alice.catch_up() == ([], False)
+    assert counting.counts == before, "nothing new: nothing to read"
+    assert positions(alice.news().events) == [1]
+
+
 def test_news_read_in_part_leaves_a_write_of_the_followed_keys_reading_nothing(store: Store) -> None:
     """news() capped before the end moves the position and keeps the followed keys' point:
     a write right after, with nobody writing between, still asks the log nothing."""
