@@ -159,6 +159,13 @@ def test_agent_names_are_normalized_and_refused_when_they_could_look_alike() -> 
         check_agent("аеор")  # four Cyrillic letters: the first three are named
     assert "(U+0430 CYRILLIC SMALL LETTER A, U+0435 CYRILLIC SMALL LETTER IE, U+043E CYRILLIC SMALL LETTER O)" in e.value.message
     with pytest.raises(Invalid) as e:
+        check_agent("a\ue000")  # a private-use character: Unicode gives it no name
+    assert "(U+E000 unnamed)" in e.value.message
+    long = "а" + "b" * 49
+    with pytest.raises(Invalid) as e:
+        check_agent(long)
+    assert e.value.message.startswith(f"agent: {long[:40]!r} has characters")
+    with pytest.raises(Invalid) as e:
         check_agent("")
     assert e.value.message == "agent: writes need an agent name"
     with pytest.raises(Invalid) as e:
@@ -202,6 +209,7 @@ def test_a_stores_options_are_refused_when_out_of_range(
         assert (e.value.field, e.value.message) == (field, f"{field}: {message}")
     kept = Store(backend, clock=store.clock, max_value_bytes=1, session_save_interval=0, request_retention=0.5)
     assert (kept.max_value_bytes, kept.session_save_interval, kept.request_retention) == (1, 0.0, 0.5)
+    assert Store(backend, clock=store.clock, session_retention=0.5).session_retention == 0.5
     assert kept.session_retention == 30 * 24 * 3600.0
     monkeypatch.setenv("COMITY_REQUEST_RETENTION_S", "90")
     assert Store(backend, clock=store.clock).request_retention == 90.0
@@ -1319,12 +1327,14 @@ def test_reads_wait_for_no_writer(tmp_path: Path, clock: VirtualClock) -> None:
 
     store = comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(91), busy_timeout=0.05)
     alice = store.session("alice")
+    store.session("bob", name="reader").close()  # kept in the store
     w = alice.put("k", 1, request_id="r-1")
     lease = alice.txn(ops=[Acquire("r", 10)])
     clock.advance(20)
     other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writing
     try:
+        assert store.session("bob", name="reader").name == "reader"  # resumed: read, nothing to write
         bob = store.session("bob")
         assert [v.values for v in bob.get_many(["k"])] == [[1]]
         assert bob.catch_up() == ([], False)
@@ -1357,9 +1367,10 @@ def test_each_transaction_without_a_request_id_is_logged_under_an_id_of_its_own(
     a.put("k", 1)
     a.txn(ops=[Put("j", 1), Put("i", 1)])
     a.put("k", 2, keep_both=True)
+    store.session("b").put("k", 3, keep_both=True)  # another session's first transaction
     ids = [e["request_id"] for e in a.log()]
     assert ids[1] == ids[2]
-    assert len({ids[0], ids[1], ids[3]}) == 3
+    assert len({ids[0], ids[1], ids[3], ids[4]}) == 4
 
 
 def test_a_resumed_session_capped_on_a_new_key_then_following_as_many_keys_as_it_holds_ahead_shows_their_news(
@@ -1431,3 +1442,18 @@ def test_expired_leases_lists_a_thousand_unless_asked_for_more(store: Store, clo
     clock.advance(10)
     assert len(s.expired_leases()[0]) == 1000
     assert len(s.expired_leases(limit=1001)[0]) == 1001
+
+
+def test_news_held_for_a_face_says_it_was_capped_when_any_answer_that_collected_it_was(store: Store) -> None:
+    """A session holding news for a face: an answer capped, then one that collects the rest,
+    before the face takes it. What the face takes says an answer was capped."""
+    a, b = store.session("a"), store.session("b")
+    a.holds_news = True
+    a.get("k")
+    theirs = [b.put("k", i, keep_both=True).pos for i in range(3)]
+    store.news_limit = 2
+    assert a.get("k").news_truncated
+    store.news_limit = 50
+    assert not a.get("k").news_truncated
+    news, truncated = a.take_news()
+    assert [n["pos"] for n in news] == theirs and truncated
