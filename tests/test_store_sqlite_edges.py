@@ -772,3 +772,20 @@ def test_a_copied_store_file_records_its_original_and_takes_an_id_of_the_same_fo
     with copy.backend.transaction(write=False) as tx:
         assert tx.setting("copied_from") == original
     copy.close()
+
+
+def test_an_event_reads_back_as_it_was_appended_every_field(tmp_path: Path, clock: VirtualClock) -> None:
+    """Each column of a read event is its own: the chain's ``prev`` is not the context's
+    ``seen``, read from the log, by key and by origin."""
+    store = _sqlite(tmp_path, clock)
+    with store.backend.transaction(write=True) as tx:
+        first = EventRow("k", "put", "alice", "s1", "far", 3, "7", "q1", '"v"', '{"d":1}', 0, None, opos=40)
+        tx.append(first)
+        second = EventRow("k", "put", "bob", "s2", "far", 4, "8", "q2", None, None, first.pos, 2, opos=41)
+        tx.append(second)
+        tx.save("k", KeyRow("{}", "8", second.pos), None)
+        assert second.prev != second.seen
+        assert tx.events(0) == [first, second]
+        assert tx.events(0, keys=["k"]) == [first, second]
+        assert tx.events_from("far", 0, 10) == [first, second]
+    store.close()
