@@ -789,3 +789,26 @@ def test_an_event_reads_back_as_it_was_appended_every_field(tmp_path: Path, cloc
         assert tx.events(0, keys=["k"]) == [first, second]
         assert tx.events_from("far", 0, 10) == [first, second]
     store.close()
+
+
+def test_a_store_the_disk_refuses_while_it_is_built_says_why_and_leaves_nothing(tmp_path: Path, clock: VirtualClock) -> None:
+    """A new store is built under a temporary name; a disk that refuses its pages (a file
+    size limit) fails the build, which says why and takes its files away (the -wal, the -shm)."""
+    import resource
+
+    where = tmp_path / "s.db"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
+        with pytest.raises(Unavailable) as e:
+            comity.open(where, clock=clock, rng=SeededRng(7))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert e.value.message.startswith(f"cannot create the store at {where}: ")
+    assert len(e.value.message) > len(f"cannot create the store at {where}: ")
+    assert os.listdir(tmp_path) == []
+    store = comity.open(where, clock=clock, rng=SeededRng(7))  # the same place, once the disk takes it
+    assert store.session("alice").put("k", 1).pos == 1
+    store.close()
