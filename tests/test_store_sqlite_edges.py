@@ -812,3 +812,18 @@ def test_a_store_the_disk_refuses_while_it_is_built_says_why_and_leaves_nothing(
     store = comity.open(where, clock=clock, rng=SeededRng(7))  # the same place, once the disk takes it
     assert store.session("alice").put("k", 1).pos == 1
     store.close()
+
+
+def test_compaction_reports_each_replicas_greatest_deleted_origin_whatever_their_order_here(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """Events of another replica can lie here out of their order there; what compaction deleted
+    of it is up to the greatest of their origin positions, not the last one deleted."""
+    store = _sqlite(tmp_path, clock)
+    with store.backend.transaction(write=True) as tx:
+        for opos in (12, 10):
+            tx.append(EventRow("f", "put", "bob", "x", "far", opos, "0", f"q{opos}", "1", None, opos=opos))
+        mine = tx.append(EventRow("g", "put", "alice", "y", "near", 1, "1", "q1", "1"))
+        assert tx.compact(mine + 1, 100) == {"far": 12, "near": mine, "": 3}
+        assert tx.events(0) == []
+    store.close()
