@@ -827,3 +827,35 @@ def test_compaction_reports_each_replicas_greatest_deleted_origin_whatever_their
         assert tx.compact(mine + 1, 100) == {"far": 12, "near": mine, "": 3}
         assert tx.events(0) == []
     store.close()
+
+
+def test_a_store_another_process_migrated_while_this_one_waited_is_opened_as_it_is(tmp_path: Path, clock: VirtualClock) -> None:
+    """Two processes open a store of an older schema at once: the one that waits for the other's
+    write lock reads the version again under it, finds the store migrated, and opens it."""
+    where = tmp_path / "s.db"
+    meta = _store_of_schema(where, SCHEMA_VERSION - 1)
+    other = sqlite3.connect(where, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for step in MIGRATIONS[SCHEMA_VERSION - 1 :]:
+        step(other, SeededRng(3))
+    other.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    opened: list[Store | BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(_sqlite(tmp_path, clock, busy_timeout=10.0))
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            opened.append(e)
+
+    t = threading.Thread(target=open_it)
+    t.start()
+    t.join(0.5)  # it has read the old version (the migration is not committed) and waits for the lock
+    other.execute("COMMIT")
+    other.close()
+    t.join(10)
+    store = opened[0]
+    assert isinstance(store, Store), store
+    assert (store.store_id, store.replica_id) == (meta["store_id"], meta["replica_id"])
+    assert store.session("alice").put("k", 1).pos == 1
+    store.close()
+    assert _version(where) == SCHEMA_VERSION and _schema(where) == RELEASED_SCHEMA
