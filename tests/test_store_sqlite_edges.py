@@ -859,3 +859,14 @@ def test_a_store_another_process_migrated_while_this_one_waited_is_opened_as_it_
     assert store.session("alice").put("k", 1).pos == 1
     store.close()
     assert _version(where) == SCHEMA_VERSION and _schema(where) == RELEASED_SCHEMA
+
+
+def test_a_stores_info_names_its_schema_version_new_or_migrated(tmp_path: Path, clock: VirtualClock) -> None:
+    store = _sqlite(tmp_path, clock)
+    info = store.info()
+    assert info["schema_version"] == SCHEMA_VERSION and info["location"] == str(tmp_path / "s.db") and info["head"] == 0
+    store.close()
+    _store_of_schema(tmp_path / "old.db", 2)
+    old = comity.open(tmp_path / "old.db", clock=clock, rng=SeededRng(7))
+    assert old.info()["schema_version"] == SCHEMA_VERSION
+    old.close()
