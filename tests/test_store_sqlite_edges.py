@@ -870,3 +870,12 @@ def test_a_stores_info_names_its_schema_version_new_or_migrated(tmp_path: Path, 
     old = comity.open(tmp_path / "old.db", clock=clock, rng=SeededRng(7))
     assert old.info()["schema_version"] == SCHEMA_VERSION
     old.close()
+
+
+def test_a_missing_store_opened_without_create_is_named_and_not_made(tmp_path: Path, clock: VirtualClock) -> None:
+    where = tmp_path / "s.db"
+    with pytest.raises(StoreFileError) as e:
+        comity.open(where, clock=clock, rng=SeededRng(7), create=False)
+    assert e.value.message.startswith(f"no store at {where} (a read never creates one)")
+    assert e.value.details == {"location": str(where), "problem": "absent"}
+    assert os.listdir(tmp_path) == []
