@@ -879,3 +879,30 @@ def test_a_missing_store_opened_without_create_is_named_and_not_made(tmp_path: P
     assert e.value.message.startswith(f"no store at {where} (a read never creates one)")
     assert e.value.details == {"location": str(where), "problem": "absent"}
     assert os.listdir(tmp_path) == []
+
+
+def test_the_engine_makes_a_missing_store_unless_told_not_to(tmp_path: Path, clock: VirtualClock) -> None:
+    """``SQLiteBackend`` creates by default (a clone from a server or PostgreSQL relies on it)."""
+    made = SQLiteBackend(tmp_path / "s.db", clock=clock, rng=SeededRng(7))
+    assert made.meta.schema_version == SCHEMA_VERSION and made.meta.replica_id[0] == "r"
+    made.close()
+    with pytest.raises(StoreFileError):
+        SQLiteBackend(tmp_path / "t.db", clock=clock, rng=SeededRng(7), create=False)
+    assert sorted(os.listdir(tmp_path)) == ["s.db"]
+
+
+def test_a_store_file_held_out_of_wal_mode_is_busy_even_with_less_than_one_retry_of_busy_timeout(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """A busy timeout shorter than the wait between tries of the switch to WAL still tries once,
+    and says the store is busy."""
+    where = _without_wal(tmp_path, clock)
+    other = sqlite3.connect(where, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Unavailable) as e:
+            _sqlite(tmp_path, clock, busy_timeout=0.001)
+        assert e.value.message == f"the store at {where} is busy (database is locked); retry"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
