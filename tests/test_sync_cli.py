@@ -55,8 +55,12 @@ def test_sync_watch_keeps_syncing_until_interrupted(comity_cli: Cli, tmp_path: P
     up, rep = str(tmp_path / "up.db"), str(tmp_path / "r.db")
     ok(comity_cli, "--agent", "carol", "put", "k", "1", store=up)
     ok(comity_cli, "replica", "clone", up, rep, "--json", store=None)
+    # Interrupted as from a terminal: SIGINT at its default in the child even when this test runs
+    # where it is ignored (a shell's background job without job control ignores it, and Python
+    # then leaves it ignored: the watch would never stop).
     proc = subprocess.Popen([*COMITY, "--store", rep, "sync", "--watch", "--interval", "0.1", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
