@@ -814,6 +814,35 @@ def test_a_store_the_disk_refuses_while_it_is_built_says_why_and_leaves_nothing(
     store.close()
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="a file size limit (RLIMIT_FSIZE) is POSIX's")
+def test_a_store_the_disk_refuses_while_it_is_opened_is_not_called_damaged(tmp_path: Path, clock: VirtualClock) -> None:
+    """A copy of a store writes its new replica id when first opened; a disk that refuses that
+    write (a file size limit) is said as a transaction says it, retry, not "damaged, keep a
+    copy", and the store opens once the disk takes it."""
+    import resource
+    import shutil
+
+    store = _sqlite(tmp_path, clock)
+    store.session("alice").put("k", 1)
+    store.close()
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(tmp_path / "s.db", copy)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
+        with pytest.raises(Unavailable) as e:
+            comity.open(copy, clock=clock, rng=SeededRng(8))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert e.value.message.startswith(f"the store at {copy} could not be opened (")
+    assert "damaged" not in e.value.message and e.value.message.endswith("retry")
+    again = comity.open(copy, clock=clock, rng=SeededRng(8))
+    assert again.session("bob").get("k").values == [1]
+    again.close()
+
+
 def test_compaction_reports_each_replicas_greatest_deleted_origin_whatever_their_order_here(
     tmp_path: Path, clock: VirtualClock
 ) -> None:

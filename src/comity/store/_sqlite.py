@@ -570,6 +570,10 @@ class SQLiteBackend:
             let_go(self.path)
             if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
                 raise Unavailable(f"the store at {self.path} is busy ({e}); retry") from None
+            if isinstance(e, sqlite3.OperationalError):
+                # The disk refused a write while the store was opened (a full disk, an I/O error):
+                # said as a transaction says it; only what the file holds is called damaged.
+                raise _unavailable(self.path, e, "could not be opened") from None
             if isinstance(e, (sqlite3.DatabaseError, KeyError, ValueError)):
                 raise damaged(self.path, e) from None
             raise
