@@ -5,11 +5,12 @@ the settings and the replication tables.  A real store file in tmp_path; nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,21 @@ from comity.store._sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteBackend, _una
 
 def _sqlite(tmp_path: Path, clock: VirtualClock, busy_timeout: float = 30.0) -> Store:
     return comity.open(tmp_path / "s.db", clock=clock, rng=SeededRng(7), busy_timeout=busy_timeout)
+
+
+@contextlib.contextmanager
+def _file_size_limit(size: int) -> Iterator[None]:
+    """Files of this process may not grow past ``size`` bytes (a disk that refuses pages)."""
+    import resource  # POSIX's: the tests using this are skipped elsewhere
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def _wait_until_queued(store: Store, n: int) -> None:
@@ -492,23 +508,14 @@ def test_a_transaction_the_engine_rolled_back_is_not_committed(tmp_path: Path, c
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="a file size limit (RLIMIT_FSIZE) is POSIX's")
 def test_a_commit_the_disk_refuses_writes_nothing_and_says_so(tmp_path: Path, clock: VirtualClock) -> None:
     """The write-ahead log grows at COMMIT; a disk that refuses it then fails the commit."""
-    import resource
-
     store = _sqlite(tmp_path, clock)
     s = store.session("alice")
     s.put("k", 1)
     b = store.backend
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     wal = os.path.getsize(f"{tmp_path / 's.db'}-wal")
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (wal + 4096, limit[1]))
-        with pytest.raises(Unavailable) as e:
-            with b.transaction(write=True) as tx:
-                tx.set_setting("big", "x" * 50_000)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
+    with _file_size_limit(wal + 4096), pytest.raises(Unavailable) as e:
+        with b.transaction(write=True) as tx:
+            tx.set_setting("big", "x" * 50_000)
     assert e.value.message.startswith(f"the store at {tmp_path / 's.db'} could not commit (")
     assert e.value.message.endswith("); nothing was written, retry")
     assert not b.db.in_transaction
@@ -794,18 +801,9 @@ def test_an_event_reads_back_as_it_was_appended_every_field(tmp_path: Path, cloc
 def test_a_store_the_disk_refuses_while_it_is_built_says_why_and_leaves_nothing(tmp_path: Path, clock: VirtualClock) -> None:
     """A new store is built under a temporary name; a disk that refuses its pages (a file
     size limit) fails the build, which says why and takes its files away (the -wal, the -shm)."""
-    import resource
-
     where = tmp_path / "s.db"
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
-        with pytest.raises(Unavailable) as e:
-            comity.open(where, clock=clock, rng=SeededRng(7))
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
+    with _file_size_limit(1024), pytest.raises(Unavailable) as e:
+        comity.open(where, clock=clock, rng=SeededRng(7))
     assert e.value.message.startswith(f"cannot create the store at {where}: ")
     assert len(e.value.message) > len(f"cannot create the store at {where}: ")
     assert os.listdir(tmp_path) == []
@@ -819,7 +817,6 @@ def test_a_store_the_disk_refuses_while_it_is_opened_is_not_called_damaged(tmp_p
     """A copy of a store writes its new replica id when first opened; a disk that refuses that
     write (a file size limit) is said as a transaction says it, retry, not "damaged, keep a
     copy", and the store opens once the disk takes it."""
-    import resource
     import shutil
 
     store = _sqlite(tmp_path, clock)
@@ -827,15 +824,8 @@ def test_a_store_the_disk_refuses_while_it_is_opened_is_not_called_damaged(tmp_p
     store.close()
     copy = tmp_path / "copy.db"
     shutil.copyfile(tmp_path / "s.db", copy)
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
-        with pytest.raises(Unavailable) as e:
-            comity.open(copy, clock=clock, rng=SeededRng(8))
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
+    with _file_size_limit(1024), pytest.raises(Unavailable) as e:
+        comity.open(copy, clock=clock, rng=SeededRng(8))
     assert e.value.message.startswith(f"the store at {copy} could not be opened (")
     assert "damaged" not in e.value.message and e.value.message.endswith("retry")
     again = comity.open(copy, clock=clock, rng=SeededRng(8))
