@@ -938,6 +938,52 @@ def test_idle_named_sessions_are_forgotten_after_the_retention(make_store: Calla
         assert tx.load_session("busy") is not None
 
 
+def test_a_named_session_used_every_day_with_nothing_new_is_kept_and_an_unused_one_forgotten(
+    faulty: tuple[Store, Faulty],
+) -> None:
+    """Retention forgets sessions nobody uses, not sessions nobody writes to: a session resumed
+    and closed every day (a CLI agent with nothing new), or one held open and read every day
+    (a server's), is kept for 40 days of a 30-day retention; one left alone 31 days is
+    forgotten.  Being used costs a save about once a day, not one per resume or read."""
+    store, backend = faulty
+    clock = store.clock
+    assert isinstance(clock, VirtualClock)
+    day = 24 * 3600.0
+    assert store.session_retention == 30 * day  # the default
+    store.session("alice", name="daily").close()
+    held = store.session("carol", name="held")
+    held.get("k")
+    store.session("dave", name="idle").close()
+    idle_since = clock.now()
+
+    def saved(name: str) -> float | None:
+        with store.backend.transaction(write=False) as tx:
+            row = tx.load_session(name)
+        return None if row is None else row.saved
+
+    for d in range(1, 41):
+        clock.advance(day)
+        backend.writes = 0
+        store.session("alice", name="daily").close()  # nothing new: no news, no key read
+        held.get("k")  # nothing new either
+        daily_writes = backend.writes
+        clock.advance(600)
+        backend.writes = 0
+        store.session("alice", name="daily").close()  # again within the day
+        held.get("k")
+        later_writes = backend.writes
+        store.session("erin", name=f"day-{d}").close()  # a save elsewhere, which forgets idle sessions
+        assert saved("daily") is not None and saved("held") is not None, d
+        assert (saved("idle") is None) == (clock.now() - idle_since > store.session_retention), d
+        assert saved("daily") == saved("held") == clock.now() - 600  # saved again by the day's first use
+        assert (daily_writes, later_writes) == (2, 0)  # once each a day; within the day, no write at all
+    bob = store.session("bob")
+    w = bob.put("k", 1)
+    assert positions(store.session("alice", name="daily").news().events) == [w.pos]  # still where it was
+    assert positions(held.news().events) == [w.pos]
+    assert store.session("dave", name="idle").news().events == []  # forgotten: it starts at the head
+
+
 def test_sessions_used_from_threads_deliver_each_event_once(store: Store) -> None:
     """A threaded server may answer two requests of one session at once."""
     s = store.session("alice")

@@ -57,6 +57,9 @@ DEFAULT_NEWS_LIMIT = 50
 DEFAULT_SESSION_SAVE_INTERVAL_S = 5.0
 # A named session not saved for this long is forgotten: it starts again at the log's head.
 DEFAULT_SESSION_RETENTION_S = 30 * 24 * 3600.0
+# A named session in use whose row was saved longer ago than this (or a tenth of the retention,
+# if less) is saved again unchanged, so that being used keeps it (docs/news.md).
+_SESSION_REFRESH_S = 24 * 3600.0
 # A request's recorded outcome answers its retries for at least this long (COMITY_REQUEST_RETENTION_S).
 DEFAULT_REQUEST_RETENTION_S = 24 * 3600.0
 _PRUNE_REQUESTS_EVERY_S = 60.0
@@ -681,6 +684,7 @@ class Session:
         self._collected = False  # a transaction collected news since take_news(): see deliver()
         self._saved: tuple[int, dict[str, int], frozenset[str]] | None = None
         self._saved_at = 0.0
+        self._row_saved = 0.0  # the saved time of the row kept in the store (the authority's clock)
         if name is not None:
             name = self.name = check_agent(name, "session")
             self.id = name
@@ -701,6 +705,7 @@ class Session:
                 self._delivered = self._shown
                 self._saved = (row.position, self._shown.per_key(), frozenset(self.interest))
                 self._saved_at = store.clock.now()
+                self._row_saved = row.saved
             store._named.add(self)
         else:
             self.id = store.rng.new_id("x")[:13]
@@ -907,19 +912,23 @@ class Session:
 
     # ------------------------------------------------------------ persistence
     def _row(self, now: float) -> SessionRow | None:
-        """The row to keep, if it differs from the one kept: what was delivered, not what an
-        answer still on its way shows (a restart then repeats that answer's news)."""
+        """The row to keep, if it differs from the one kept or the one kept is getting old:
+        what was delivered, not what an answer still on its way shows (a restart then repeats
+        that answer's news).  A session in use is saved again unchanged about once a day, so
+        that retention forgets sessions unused, not sessions with nothing new."""
         if self.name is None:
             return None
         d = self._delivered
         state = (d.position, d.per_key(), frozenset(self.interest))
-        if state == self._saved:
+        refresh = min(_SESSION_REFRESH_S, self.store.session_retention / 10)
+        if state == self._saved and now - self._row_saved < refresh:
             return None
         return SessionRow(self.name, self.agent or "", d.position, sorted(self.interest), state[1], now)
 
     def _kept(self, row: SessionRow) -> None:
         self._saved = (row.position, dict(row.ahead), frozenset(row.interest))
         self._saved_at = self.store.clock.now()
+        self._row_saved = row.saved
 
     def _save(self) -> None:
         def work(tx: Tx) -> SessionRow | None:
@@ -939,7 +948,7 @@ class Session:
     def _save_if_due(self) -> None:
         if not self._save_due():
             return
-        if self._row(0.0) is None:
+        if self._row(self.store.clock.now()) is None:
             return
         try:
             self._save()
@@ -957,7 +966,8 @@ class Session:
         with self._lock:
             if self.name is not None:
                 self.store._named.discard(self)
-                self._save()
+                if self._row(self.store.clock.now()) is not None:  # else no write transaction at all
+                    self._save()
 
     def __enter__(self) -> Session:
         return self
