@@ -624,12 +624,13 @@ def test_a_stale_write_names_only_the_writes_to_its_own_key(store: Store) -> Non
     assert [(n["key"], n["pos"]) for n in e.value.news] == [("k", 3)]
 
 
-def test_a_context_read_on_the_authority_and_stale_on_a_replica_names_another_writer(
+def test_a_context_read_on_the_authority_and_stale_on_a_replica_names_the_write_it_had_not_seen(
     make_store: object, tmp_path: object, clock: VirtualClock
 ) -> None:
     """A context read on the authority is good on its replica, but its log position is the
-    authority's: stale there, the replica's log holds no event after it to name, and the
-    refusal says "another writer"."""
+    authority's: stale there, the replica's log holds no event after it, and the refusal
+    names the key's last write here, which the context had not seen (it said "another
+    writer" before)."""
     from pathlib import Path
 
     from sync_support import make_replica
@@ -643,14 +644,14 @@ def test_a_context_read_on_the_authority_and_stale_on_a_replica_names_another_wr
         up.put(f"other/{i}", i)
     read_there = up.put("k", 1, context=up.get("k").context).context
     alice = replica.session("alice")
-    alice.put("k", "alice's", context=alice.get("k").context)
+    mine = alice.put("k", "alice's", context=alice.get("k").context)
     with pytest.raises(StaleContext) as e:
         alice.put("k", "again", context=read_there)
     assert e.value.message == (
-        "'k' changed since your read: written by another writer;"
+        f"'k' changed since your read: written by alice (put at pos {mine.pos});"
         " read it again and retry with its context, or keep both values as siblings"
     )
-    assert e.value.news == []
+    assert [(n["agent"], n["pos"]) for n in e.value.news] == [("alice", mine.pos)]
     replica.store.close()
 
 

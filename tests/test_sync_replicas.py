@@ -18,6 +18,7 @@ import pytest
 import comity
 import comity.sync
 from comity import Invalid, StaleContext, Unavailable
+from comity.store import Put, Unchanged
 from comity.coord import next_number, reserve_block
 from comity.runtime import VirtualClock
 from comity.sync import CONFLICT_PREFIX, apply, state_hash
@@ -444,3 +445,69 @@ def test_a_provisional_delete_under_a_lease_is_a_tombstone_here_and_there(upstre
     sandbox.wire.cut = False
     assert sandbox.sync().fenced == []
     assert values(upstream, "files/old.py") == []
+
+
+# ------------------------------------------------------------ stale refusals on a replica
+
+
+def test_a_stale_refusal_on_a_replica_names_no_event_that_did_not_write_the_value(upstream: comity.Store, replicas: Any) -> None:
+    """A write with no context over a key whose state reached the replica without its events
+    (a forwarded create brought the key back, the pull that follows was lost) names nobody
+    here: not the key's oldest event, a note made before the key had a row."""
+    from comity.store._txn import Note
+
+    a = replicas("a")
+    upstream.session("carol").txn(ops=[Note("k", "review", {"n": 1})], system=True)
+    a.sync()  # the replica holds carol's note on k, a key with no row yet
+    w = upstream.session("alice").create("k", 1)
+    upstream.session("bob").put("k", 2, context=w.context)
+    a.wire.fail_after = 1  # the forwarded create is answered; the link breaks before the pull
+    with pytest.raises(StaleContext) as e:
+        a.session("dave").create("k", 9)
+    assert "bob" in e.value.message  # the authority's refusal
+    assert values(a.store, "k") == [2]  # the key came back, its events did not
+    a.wire.fail_after, a.wire.cut = None, True
+    for write in (lambda s: s.put("k", 9), lambda s: s.txn(guards=[Unchanged("k", None)], ops=[Put("other", 1)])):
+        with pytest.raises(StaleContext) as e:
+            write(a.session("dave"))
+        assert "carol" not in e.value.message and "review" not in e.value.message
+        assert "written by another writer" in e.value.message
+        assert e.value.news == []
+    a.wire.cut = False
+    a.sync()  # the events arrive: the key's last write is named
+    with pytest.raises(StaleContext) as e:
+        a.session("dave").put("k", 9)
+    assert [(n["agent"], n["op"]) for n in e.value.news] == [("bob", "put")]
+    assert "written by bob (put at pos" in e.value.message
+
+
+def test_a_stale_refusal_on_a_replica_names_only_writes_the_writer_had_not_seen(upstream: comity.Store, replicas: Any) -> None:
+    """Log positions differ between replicas: a context read upstream carries the upstream's,
+    and a write whose state came back first (a forwarded write) has its event appended after
+    reads that saw it.  The refusal names the writes the writer's context had not seen."""
+    a = replicas("a")
+    for i in range(5):
+        a.session("dave").put(f"x/{i}", i)  # the replica's log runs ahead of the upstream's
+    upstream.session("alice").put("k", 1)
+    ctx = upstream.session("bob").get("k").context  # read upstream: seen alice's write
+    upstream.session("carol").put("k", 2, context=ctx)
+    a.sync()
+    for write in (lambda s: s.put("k", 3, context=ctx), lambda s: s.txn(guards=[Unchanged("k", ctx)], ops=[Put("other", 1)])):
+        with pytest.raises(StaleContext) as e:
+            write(a.session("bob"))
+        assert [(n["agent"], n["op"]) for n in e.value.news] == [("carol", "put")], e.value.news
+        assert "alice" not in e.value.message
+
+    # A state that comes back before its events: bob reads it here, its event arrives after.
+    w = upstream.session("alice").create("j", 1)
+    a.wire.fail_after = 1
+    with pytest.raises(StaleContext):
+        a.session("dave").create("j", 9)  # brings j back (alice's create), not its event
+    a.wire.fail_after = None
+    here = a.session("bob").get("j").context  # seen alice's create
+    upstream.session("carol").put("j", 2, context=w.context)
+    a.sync()  # alice's create and carol's put arrive, both after bob's read
+    with pytest.raises(StaleContext) as e:
+        a.session("bob").put("j", 3, context=here)
+    assert [(n["agent"], n["op"]) for n in e.value.news] == [("carol", "put")], e.value.news
+    assert "alice" not in e.value.message

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..causal import HLC, DVVSet, HLCTimestamp, VersionVector
+from ..causal import HLC, Dot, DVVSet, HLCTimestamp, VersionVector
 from ..crdt import TYPES, OutOfRights, UpdateContext, crdt_type
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
 from ..render import describe_key
@@ -200,6 +200,12 @@ class NeedsAuthority(Exception):
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+def _seen(seen: VersionVector | None, e: EventRow) -> bool:
+    """Whether a writer whose context had seen ``seen`` had seen the write ``e`` (a note, with
+    no dot, never)."""
+    return seen is not None and seen.contains(Dot(e.replica, e.counter))
 
 
 def _named(key: str) -> str:
@@ -434,13 +440,27 @@ class Executor:
         self.authority = meta.upstream is None  # a replica forwards what only its authority may decide
 
     # -- the stale-write refusal, with the news of who wrote since
-    def _stale(self, tx: Tx, key: str, row: KeyRow | None, after: int | None, rejected: Any, what: str) -> StaleContext:
-        if row is None:
-            news: list[dict[str, Any]] = []
-        elif after is None:
-            news = [event_json(e) for e in tx.events(row.pos - 1, keys=(key,), limit=1)]
-        else:
-            news = [event_json(e) for e in tx.events(after, keys=(key,), limit=20)]
+    def _stale(
+        self, tx: Tx, key: str, row: KeyRow | None, after: int | None, rejected: Any, what: str,
+        seen: VersionVector | None = None,
+    ) -> StaleContext:  # fmt: skip
+        """The refusal of a write to ``key``, naming who wrote what the writer had not seen: the
+        key's events after its read (``after``, a position in this log), less those whose dot
+        its context covers (``seen``); failing that, the key's last event here.
+
+        On a replica neither position is to be trusted alone: a key's state can arrive before
+        its events (a forwarded write brings back the key, the events follow with a later
+        pull), so an event may come after a read that had seen it; a context read at another
+        replica carries that log's position; and a key whose state came without any of its
+        events has a row whose ``pos`` is 0 (no event here is its last write, though notes
+        on it may be): then nobody is named but "another writer"."""
+        found: list[EventRow] = []
+        if row is not None:
+            if after is not None:
+                found = [e for e in tx.events(after, keys=(key,), limit=20) if not _seen(seen, e)]
+            if not found and row.pos > 0:
+                found = [e for e in tx.events(row.pos - 1, keys=(key,), limit=1) if e.pos == row.pos and not _seen(seen, e)]
+        news = [event_json(e) for e in found]
         writers = ", ".join(f"{n['agent']} ({n['op']} at pos {n['pos']})" for n in news) or "another writer"
         name = _named(key)
         reread = Step("read", {"key": key}, "read it again, merge, and write with the context it returns")
@@ -528,7 +548,7 @@ class Executor:
                     if has_live(clock):
                         raise self._stale(tx, g.key, rows[g.key], None, None, "no-context")
                 elif not clock.covered_by(ctx.seen):
-                    raise self._stale(tx, g.key, rows[g.key], None if foreign else ctx.pos, None, "changed")
+                    raise self._stale(tx, g.key, rows[g.key], None if foreign else ctx.pos, None, "changed", ctx.seen)
             elif isinstance(g, Absent):
                 clock = self._clock(tx, g.key, rows, clocks)
                 if has_live(clock):
@@ -603,7 +623,7 @@ class Executor:
             seen = ctx.seen
             seen_pos = None if foreign else ctx.pos  # another replica's read position means nothing here
             if not keep_both and not clock.covered_by(seen):
-                raise self._stale(tx, key, row, seen_pos, value, "changed")
+                raise self._stale(tx, key, row, seen_pos, value, "changed", seen)
         wrapped: list[Any] = [] if isinstance(o, Delete) else [value]
         if mark is not None:  # provisional: kept with the tokens it was written under
             wrapped = [None, {**mark, "deleted": True}] if isinstance(o, Delete) else [value, mark]
