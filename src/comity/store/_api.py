@@ -16,7 +16,7 @@ from ..causal import HLC, DVVSet
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
 from ..runtime import Clock, Rng, SystemClock, SystemRng
 from ._backend import Backend, EventRow, LeaseRow, SessionRow, Tx
-from ._codec import DEFAULT_MAX_VALUE_BYTES, KEY_MAX_BYTES, SECRET_PREFIXES, ContextCodec, check_key, is_secret
+from ._codec import DEFAULT_MAX_VALUE_BYTES, KEY_MAX_BYTES, SECRET_PREFIXES, ContextCodec, check_key, is_secret, load_json
 from ._group import GroupCommit
 from ._txn import (
     Caller,
@@ -989,7 +989,7 @@ class Session:
                 row = tx.load(key)
                 head = tx.head()
                 shown, news, truncated = self._collect(tx, head, self.interest)
-            clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+            clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(load_json(row.clock))
             out = Versioned(key, live_values(clock), codec.seal(key, clock.join(), head), news, truncated, crdt_of(clock))
             self._save_if_due()  # as of the answers before this one
             self._shown_now(shown, news, truncated)
@@ -1012,7 +1012,7 @@ class Session:
                 shown, news, truncated = self._collect(tx, head, self.interest)
             out = []
             for k, row in zip(keys, rows):
-                clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+                clock = DVVSet.empty() if row is None else DVVSet.from_stored_json(load_json(row.clock))
                 out.append(Versioned(k, live_values(clock), codec.seal(k, clock.join(), head), type=crdt_of(clock)))
             if out:
                 out[0].news, out[0].news_truncated = news, truncated
@@ -1061,7 +1061,7 @@ class Session:
             head = tx.head()
         out = []
         for key, row in rows:
-            clock = DVVSet.from_stored_json(json.loads(row.clock))
+            clock = DVVSet.from_stored_json(load_json(row.clock))
             out.append(Versioned(key, live_values(clock), codec.seal(key, clock.join(), head)))
         return out
 
@@ -1071,7 +1071,7 @@ class Session:
         no seal per key and no read of the head."""
         with self.store.backend.transaction(write=False) as tx:
             rows = tx.scan(prefix, limit)
-        return [(key, live_values(DVVSet.from_stored_json(json.loads(row.clock)))) for key, row in rows]
+        return [(key, live_values(DVVSet.from_stored_json(load_json(row.clock)))) for key, row in rows]
 
     def expired_leases(self, prefix: str = "", *, limit: int = 1000) -> tuple[list[LeaseRow], float]:
         """Held leases under ``prefix`` that have expired by the authority's clock, and that time."""

@@ -9,8 +9,11 @@ as :class:`Invalid` instead of being trusted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,7 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 20
 CONTEXT_MAX_CHARS = 64 * 1024
 _KEY_RE = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/:+=@,~]*")
 _MAC_BYTES = 12
+_BLOCK = 64  # SHA-256's block size, in bytes
 
 # System keys whose values are secrets (token hashes): written by comity's own layers, read
 # only by them (``secrets=True``), never shown by a verb: not by a read, a listing or the log.
@@ -37,8 +41,33 @@ def is_secret(key: str) -> bool:
     return key.startswith(SECRET_PREFIXES)
 
 
-# One encoder, built once: json.dumps with options builds a new encoder on every call.
-compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# One encoder, built once: json.dumps with options builds a new encoder on every call, and
+# JSONEncoder.encode builds a new C encoder on every call.  Without circular-reference markers
+# (a value read from JSON cannot hold a cycle; one built in Python is "nested too deeply").
+_encode = c_make_encoder(  # type: ignore[misc]  # json's C accelerator: always built with CPython
+    None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, False
+)
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as is, NaN and infinities refused (ValueError)."""
+    return "".join(_encode(value, 0))
+
+
+_scan = c_make_scanner(json.JSONDecoder())  # type: ignore[misc]
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` of text comity wrote itself (a key's clock, an event's detail), without
+    the decoder's Python layers; anything the scanner does not take whole goes to ``json.loads``,
+    which raises what it always raises."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def check_key(key: object, field: str = "key", *, system: bool = False) -> str:
@@ -123,12 +152,21 @@ class ContextCodec:
     def __init__(self, store_id: str, secret: bytes) -> None:
         self.store_id = store_id
         self._secret = secret
+        key = (hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret).ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
         # Contexts this process sealed, so a writer passing back its own last context
         # (the common loop) is not re-verified.  Bounded; oldest dropped first.
         self._sealed: dict[str, KeyContext] = {}
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.digest(self._secret, payload, "sha256")[:_MAC_BYTES]
+        """HMAC-SHA256 (RFC 2104) of ``payload``, from the two padded keys hashed once:
+        ``hmac.digest`` sets up the digest from its name on every call, at twice the cost."""
+        inner = self._inner.copy()
+        inner.update(payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_BYTES]
 
     def seal(self, key: str, seen: VersionVector, pos: int) -> str:
         payload = compact_json([self.store_id, key, seen.to_json(), pos]).encode()

@@ -31,7 +31,7 @@ from ..crdt import TYPES, OutOfRights, UpdateContext, crdt_type
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
 from ..render import describe_key
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, StoreMeta, Tx
-from ._codec import ContextCodec, check_key, compact_json, dump_value
+from ._codec import ContextCodec, check_key, compact_json, dump_value, load_json
 
 __all__ = [
     "NeedsAuthority",
@@ -482,7 +482,7 @@ class Executor:
         if key not in clocks:
             row = tx.load(key)
             rows[key] = row
-            clocks[key] = DVVSet.empty() if row is None else DVVSet.from_stored_json(json.loads(row.clock))
+            clocks[key] = DVVSet.empty() if row is None else DVVSet.from_stored_json(load_json(row.clock))
         return clocks[key]
 
     def execute(
