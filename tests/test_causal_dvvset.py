@@ -465,3 +465,16 @@ def test_write_with_full_context_leaves_one_value(c: DVVSet, replica: str) -> No
     assert after.join().descends(ctx)
     assert after.dotted_values() == [(Dot(replica, ctx.get(replica) + 1), "new")]
     assert after == DVVSet.new_with(ctx, "new").update_with(c, replica)
+
+
+@settings(max_examples=500)
+@given(
+    clocks(),
+    st.dictionaries(st.sampled_from(REPLICAS + ["e"]), st.integers(1, 6), max_size=4),
+    st.sampled_from(REPLICAS + ["e"]),
+)
+def test_event_is_a_client_write_synced_into_the_clock(c: DVVSet, seen: dict[str, int], replica: str) -> None:
+    # event() takes a shortcut for clocks without anonymous values; with or without one, it
+    # is what dvvset.erl spells out: new_with(context, value), then update_with the clock.
+    ctx = VersionVector(seen)
+    assert c.event(ctx, "new", replica) == DVVSet.new_with(ctx, "new").update_with(c, replica)

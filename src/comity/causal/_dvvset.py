@@ -146,8 +146,12 @@ class DVVSet:
     def event(self, context: VersionVector, value: Any, replica: str) -> DVVSet:
         """What ``replica``, holding ``self``, stores when a client that read ``context``
         writes ``value``: ``DVVSet.new_with(context, value).update_with(self, replica)``."""
-        client = DVVSet._make(tuple([(r, n, ()) for r, n in context.items()]), ())
-        synced = client.sync(self)
+        client = tuple([(r, n, ()) for r, n in context.items()])
+        if not self._anonymous:
+            # What sync keeps of two clocks without anonymous values: none, whichever
+            # history dominates (a store's clocks, which only hold dotted values).
+            return DVVSet._make(_event(_sync_entries(client, self._entries), replica, value), ())
+        synced = DVVSet._make(client, ()).sync(self)
         return DVVSet._make(_event(synced._entries, replica, value), synced._anonymous)
 
     # ------------------------------------------------------------------ values

@@ -23,6 +23,7 @@ _LOGICAL_DIGITS = 10
 _WALL_MAX = 10**_WALL_DIGITS - 1
 _LOGICAL_MAX = 10**_LOGICAL_DIGITS - 1
 _ENCODED_LEN = _WALL_DIGITS + 1 + _LOGICAL_DIGITS
+assert (_WALL_DIGITS, _LOGICAL_DIGITS) == (15, 10), "HLCTimestamp.encode spells these widths out"
 
 
 class HLCTimestamp(NamedTuple):
@@ -33,9 +34,10 @@ class HLCTimestamp(NamedTuple):
 
     def encode(self) -> str:
         """Fixed-width ``"WWWWWWWWWWWWWWW.LLLLLLLLLL"`` that sorts as the timestamps do."""
-        if not (0 <= self.wall_ms <= _WALL_MAX and 0 <= self.logical <= _LOGICAL_MAX):
+        wall_ms, logical = self
+        if not (0 <= wall_ms <= _WALL_MAX and 0 <= logical <= _LOGICAL_MAX):
             raise ValueError(f"HLC timestamp {tuple(self)} is outside the encodable range")
-        return f"{self.wall_ms:0{_WALL_DIGITS}d}.{self.logical:0{_LOGICAL_DIGITS}d}"
+        return f"{wall_ms:015d}.{logical:010d}"  # _WALL_DIGITS, _LOGICAL_DIGITS (a literal spec is parsed once)
 
     @classmethod
     def decode(cls, s: str) -> HLCTimestamp:

@@ -9,6 +9,7 @@ as :class:`Invalid` instead of being trusted.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -127,8 +128,12 @@ def parse_json(text: str, field: str) -> Any:
         ) from None
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    """URL-safe base64 without padding (``base64.urlsafe_b64encode`` without its two calls)."""
+    return binascii.b2a_base64(b, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(s: str) -> bytes:
