@@ -13,10 +13,10 @@ import binascii
 import hashlib
 import hmac
 import json
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 import re
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any
 
 from ..causal import VersionVector
@@ -45,7 +45,7 @@ def is_secret(key: str) -> bool:
 # One encoder, built once: json.dumps with options builds a new encoder on every call, and
 # JSONEncoder.encode builds a new C encoder on every call.  Without circular-reference markers
 # (a value read from JSON cannot hold a cycle; one built in Python is "nested too deeply").
-_encode = c_make_encoder(  # type: ignore[misc]  # json's C accelerator: always built with CPython
+_encode = c_make_encoder(  # json's C accelerator, built with CPython
     None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, False
 )
 
@@ -55,7 +55,7 @@ def compact_json(value: Any) -> str:
     return "".join(_encode(value, 0))
 
 
-_scan = c_make_scanner(json.JSONDecoder())  # type: ignore[misc]
+_scan = c_make_scanner(json.JSONDecoder())
 
 
 def load_json(text: str) -> Any:

@@ -73,7 +73,10 @@ class GroupCommit:
         if alone:
             # Nobody is committing and nobody waits: this writer's transaction is its own batch,
             # run as `_apply` runs a batch of one, without an item to hand it over.
-            self._count(1)
+            self.commits += 1  # self._count(1), spelled out: a lone writer's path
+            self.transactions += 1
+            if not self.largest:
+                self.largest = 1
             try:
                 with self.backend.transaction(write=True) as tx:
                     return work(tx)

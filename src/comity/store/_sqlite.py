@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+from threading import get_ident
 import time  # only to wait out a lock while a fresh store is set up
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -440,11 +441,16 @@ class _Transaction:
         gated = False
         try:
             if self.write:
-                if not b._gate.acquire(b.busy_timeout):
+                gate = b._gate  # _Gate.acquire, spelled out: it is on every write's path
+                me = get_ident()
+                if gate.owner == me:
+                    raise RuntimeError("a write transaction inside another one on the same store file")
+                if not gate.turn.acquire(True, b.busy_timeout):
                     raise Unavailable(
                         f"the store at {b.path} is busy: another writer held it for {b.busy_timeout:g}s; nothing was written, retry",
                         location=str(b.path),
                     )
+                gate.owner = me
                 gated = True
                 b.db.execute("BEGIN IMMEDIATE")  # another process's writer: waited out by SQLite's busy handler
             else:
@@ -459,7 +465,10 @@ class _Transaction:
                 b._gate.release()
             b._lock.release()
             raise
-        return _SQLiteTx(b.db, b.clock)
+        tx = b._tx
+        if tx.db is not b.db or tx.clock is not b.clock:  # its connection or clock was replaced (tests do)
+            tx = b._tx = _SQLiteTx(b.db, b.clock)
+        return tx
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         b = self.backend
@@ -485,7 +494,9 @@ class _Transaction:
                 raise _unavailable(b.path, e, "could not commit") from None
         finally:
             if self.write:
-                b._gate.release()
+                gate = b._gate  # _Gate.release
+                gate.owner = None
+                gate.turn.release()
             b._lock.release()
 
 
@@ -565,6 +576,10 @@ class SQLiteBackend:
             self.meta = self._read_meta()
             self._gate = _gate_for(self.path)
             self._gate_dropped = False
+            # A transaction's handles hold nothing of their own: one of each, used by every call.
+            self._tx = _SQLiteTx(self.db, self.clock)
+            self._reader = _Transaction(self, False)
+            self._writer = _Transaction(self, True)
         except BaseException as e:
             self.db.close()
             let_go(self.path)
@@ -672,7 +687,7 @@ class SQLiteBackend:
         self.db.execute("COMMIT")
 
     def transaction(self, *, write: bool) -> _Transaction:
-        return _Transaction(self, write)
+        return self._writer if write else self._reader
 
     def size(self) -> int:
         """Bytes on disk: the file and its write-ahead log."""
