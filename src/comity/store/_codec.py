@@ -100,7 +100,9 @@ def dump_value(value: Any, max_bytes: int, field: str = "value") -> str:
     """Canonical JSON of a value, refusing what JSON cannot carry or what is too big."""
     try:
         text = compact_json(value)
-        size = len(text.encode())
+        # ASCII (the usual case) is as many bytes as characters; anything else is encoded,
+        # which also refuses a lone surrogate.
+        size = len(text) if text.isascii() else len(text.encode())
     except (TypeError, ValueError) as e:  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise Invalid(field, f"must be JSON (strings, numbers, booleans, null, lists, objects): {e}") from None
     except RecursionError:

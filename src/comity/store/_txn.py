@@ -691,7 +691,9 @@ class Executor:
             prev=row.pos if row is not None else 0, seen=seen_pos,
         )
         pos = tx.append(event)
-        state = KeyRow(compact_json(new.to_json()), stamp, pos, has_live(new))
+        # A value just written is live (a single plain [value]); otherwise ask the clock.
+        live = (len(wrapped) == 1 and n_values == 1) or has_live(new)
+        state = KeyRow(compact_json(new.to_json()), stamp, pos, live)
         tx.save(key, state, row)
         clocks[key] = new
         rows[key] = state
