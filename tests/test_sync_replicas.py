@@ -511,3 +511,47 @@ def test_a_stale_refusal_on_a_replica_names_only_writes_the_writer_had_not_seen(
         a.session("bob").put("j", 3, context=here)
     assert [(n["agent"], n["op"]) for n in e.value.news] == [("carol", "put")], e.value.news
     assert "alice" not in e.value.message
+
+
+# ------------------------------------------------------------ a key's log when its state came alone
+
+
+def test_a_keys_log_shows_its_notes_when_its_state_came_without_its_events(upstream: comity.Store, replicas: Any) -> None:
+    """A key whose state reached a replica without its events (a forwarded create brought it
+    back, the pull that follows was lost) has a row at no position of this log; its log still
+    shows the notes the replica holds on it, and then the events as they arrive."""
+    from comity.store._txn import Note
+
+    a = replicas("a")
+    upstream.session("carol").txn(ops=[Note("k", "review", {"n": 1})], system=True)
+    a.sync()  # the replica holds carol's note on k, a key with no row yet
+    assert [e["op"] for e in a.session().log("k")] == ["review"]
+    upstream.session("alice").create("k", 1)
+    a.wire.fail_after = 1  # the forwarded create is answered; the link breaks before the pull
+    with pytest.raises(StaleContext):
+        a.session("dave").create("k", 9)
+    assert values(a.store, "k") == [1]  # the key came back, its events did not
+    assert [(e["agent"], e["op"]) for e in a.session().log("k")] == [("carol", "review")]
+    a.wire.fail_after = None
+    a.sync()
+    assert [(e["agent"], e["op"]) for e in a.session().log("k")] == [("carol", "review"), ("alice", "create")]
+
+
+def test_a_keys_log_shows_its_notes_when_a_pushed_state_came_without_its_events(upstream: comity.Store, replicas: Any) -> None:
+    """The same on the upstream, on either engine: a key's state pushed from a replica without
+    its events (a batch that does not start within what the upstream holds brings its states
+    only) leaves the notes on that key in its log."""
+    from comity.store._txn import Note
+    from comity.sync._wire import state_out
+
+    a = replicas("a")
+    upstream.session("carol").txn(ops=[Note("k", "review", {"n": 1})], system=True)
+    a.session("dave").put("k", 1)
+    with a.store.backend.transaction(write=False) as tx:
+        row = tx.load("k")
+    assert row is not None
+    apply(upstream, {"events": [], "ranges": {}, "states": {"k": state_out(row)}, "leases": []})
+    assert values(upstream, "k") == [1]
+    assert [(e["agent"], e["op"]) for e in upstream.session().log("k")] == [("carol", "review")]
+    a.sync()  # dave's put arrives: it follows the note
+    assert [(e["agent"], e["op"]) for e in upstream.session().log("k")] == [("carol", "review"), ("dave", "put")]

@@ -218,9 +218,11 @@ class _SQLiteTx:
             "SELECT pos FROM keys WHERE key = ? UNION ALL SELECT pos FROM leases WHERE ? = resource",
             (key, key[len(LEASE_PREFIX) :] if key.startswith(LEASE_PREFIX) else None),
         ).fetchone()
-        if head is not None and head[0] <= after:
+        if head is not None and 0 < head[0] <= after:
             # A key with a row (or a lease) has its last event there: every write and note of
-            # it moves the row's pos, so nothing of it comes after.
+            # it moves the row's pos, so nothing of it comes after.  A row at position 0 (its
+            # state arrived by replication without its events) names no event: the notes made
+            # before it are found by key below.
             return []
         rows = self.db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE key = ? AND prev = 0 AND pos > ? ORDER BY pos",
                                (key, after)).fetchall()  # fmt: skip
