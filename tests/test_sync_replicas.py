@@ -20,6 +20,7 @@ import comity.sync
 from comity import Invalid, StaleContext, Unavailable
 from comity.store import Put, Unchanged
 from comity.coord import next_number, reserve_block
+from comity.render import news_line
 from comity.runtime import VirtualClock
 from comity.sync import CONFLICT_PREFIX, apply, state_hash
 from comity.work import Board, why
@@ -511,6 +512,52 @@ def test_a_stale_refusal_on_a_replica_names_only_writes_the_writer_had_not_seen(
         a.session("bob").put("j", 3, context=here)
     assert [(n["agent"], n["op"]) for n in e.value.news] == [("carol", "put")], e.value.news
     assert "alice" not in e.value.message
+
+
+def test_a_refusal_forwarded_from_the_authority_names_positions_of_this_replicas_log(upstream: comity.Store, replicas: Any) -> None:
+    """A create refused by the authority names the writes it found there; on the replica each
+    is named at its position in the replica's log (matched by its dot and origin position),
+    or, when the replica does not hold it yet, without a position: never at the authority's."""
+    a, b = replicas("a"), replicas("b")
+    for i in range(5):
+        a.session("dave").put(f"x/{i}", i)  # the replica's log runs ahead of the upstream's
+    upstream.session("alice").create("k", 1)
+    up_put = upstream.session("bob").put("k", 2, context=upstream.session().get("k").context)
+
+    with pytest.raises(StaleContext) as e:
+        a.session("dave").create("k", 9)  # refused upstream; its pull brings bob's put here
+    mine = [x for x in a.session().log("k") if x["agent"] == "bob"]
+    assert len(mine) == 1 and mine[0]["pos"] != up_put.pos
+    assert e.value.message.startswith(f"'k' already exists: written by bob (put at pos {mine[0]['pos']});")
+    assert e.value.news == [{k: v for k, v in mine[0].items() if k != "value"}]
+    assert e.value.key == "k" and [s.verb for s in e.value.next] == ["read"]
+
+    # An event the replica does not hold: its dot and origin position, no position here.
+    up_put2 = upstream.session("carol").put("j", 1)
+    a.wire.fail_after = 1  # the forwarded create is answered; the link breaks before the pull
+    with pytest.raises(StaleContext) as e:
+        a.session("dave").create("j", 9)
+    a.wire.fail_after = None
+    assert "at pos" not in e.value.message
+    assert "written by carol (put, not in this log yet);" in e.value.message
+    [n] = e.value.news
+    assert "pos" not in n and (n["dot"][0], n["origin_pos"]) == (upstream.replica_id, up_put2.pos)
+    assert news_line(n) == "carol put j (not in this log yet)"  # as the CLI and MCP show the error's news
+    a.sync()
+    with pytest.raises(StaleContext) as e:
+        a.session("dave").create("j", 9)
+    assert [(n["agent"], n["pos"]) for n in e.value.news] == [(x["agent"], x["pos"]) for x in a.session().log("j")]
+
+    # Writes made on replicas: one of this replica (its own position), one of another.
+    a.session("erin").put("m", 1)
+    b.session("fred").put("n", 1)
+    a.sync(), b.sync()
+    for key, writer in (("m", "erin"), ("n", "fred")):
+        with pytest.raises(StaleContext) as e:
+            a.session("dave").create(key, 9)
+        [here] = a.session().log(key)
+        assert e.value.message.startswith(f"'{key}' already exists: written by {writer} (put at pos {here['pos']});")
+        assert e.value.news == [{k: v for k, v in here.items() if k != "value"}]
 
 
 # ------------------------------------------------------------ a key's log when its state came alone

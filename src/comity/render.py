@@ -60,7 +60,9 @@ def news_line(n: Mapping[str, Any]) -> str:
     extra = f" token {n['token']}" if "token" in n else ""
     if op == "task.assign" and isinstance(n.get("value"), dict):
         extra += f" to {n['value'].get('assignee')}"
-    return f"{n.get('agent', '?')} {verb} {what}{extra} (pos {n.get('pos', '?')})"
+    # An event a refusal forwarded from the authority names, not pulled here yet, has no position here.
+    where = f"pos {n['pos']}" if "pos" in n else "not in this log yet"
+    return f"{n.get('agent', '?')} {verb} {what}{extra} ({where})"
 
 
 def _value(v: Any) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "Op",
     "Executor",
     "event_json",
+    "named_writers",
     "live_values",
     "is_live",
     "authority_needs",
@@ -328,6 +329,16 @@ def event_json(e: EventRow, *, with_value: bool = False) -> dict[str, Any]:
     return out
 
 
+def named_writers(news: list[dict[str, Any]]) -> str:
+    """Who wrote the events of a refusal's news, as its message says: "bob (put at pos 12)";
+    an event with no position in this log (a refusal forwarded from the authority, whose
+    event has not been pulled here) is named without one."""
+    return ", ".join(
+        f"{n.get('agent')} ({n.get('op')} at pos {n['pos']})" if "pos" in n else f"{n.get('agent')} ({n.get('op')}, not in this log yet)"
+        for n in news
+    ) or "another writer"
+
+
 def _digest(agent: str, guards: list[Guard], ops: list[Op]) -> str:
     def enc(x: Any) -> Any:
         return [type(x).__name__, *(getattr(x, f) for f in x.__slots__)]
@@ -461,7 +472,7 @@ class Executor:
             if not found and row.pos > 0:
                 found = [e for e in tx.events(row.pos - 1, keys=(key,), limit=1) if e.pos == row.pos and not _seen(seen, e)]
         news = [event_json(e) for e in found]
-        writers = ", ".join(f"{n['agent']} ({n['op']} at pos {n['pos']})" for n in news) or "another writer"
+        writers = named_writers(news)
         name = _named(key)
         reread = Step("read", {"key": key}, "read it again, merge, and write with the context it returns")
         if what == "exists":

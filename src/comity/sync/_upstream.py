@@ -16,10 +16,10 @@ import datetime
 import os
 from typing import Any
 
-from ..errors import ComityError, Invalid, Unavailable
+from ..errors import ComityError, Invalid, StaleContext, Unavailable
 from ..runtime import Transport
 from ..store import Store, Update
-from ..store._txn import Caller, Guard, Op
+from ..store._txn import Caller, Guard, Op, event_json, named_writers
 from ._exchange import apply, vector
 from ._link import Link, connect
 from ._wire import encode_steps, error_in
@@ -139,6 +139,8 @@ class Upstream:
                 # A database opened here (PostgreSQL) that its connections cannot reach: the
                 # upstream is cut off, as a server that does not answer is.
                 raise unreachable(store, err.message) from None
+            if isinstance(err, StaleContext) and err.news and all(isinstance(n, dict) for n in err.news):
+                err = self._refusal_here(err)
             raise err
         return self._here(answer), bool(answer.get("replayed"))
 
@@ -158,6 +160,27 @@ class Upstream:
         except ComityError:
             return
         mark_reached(store)
+
+    def _refusal_here(self, err: StaleContext) -> StaleContext:
+        """The upstream's refusal in this replica's terms: each event its news names as this log
+        holds it (found by its dot's replica and its origin position, which name an event
+        everywhere), or, not pulled here yet, without a position (its ``dot`` and
+        ``origin_pos`` say where it was written); the message names the same."""
+        news: list[dict[str, Any]] = []
+        with self.store.backend.transaction(write=False) as tx:
+            for n in err.news:
+                dot, where = n.get("dot"), n.get("origin_pos", n.get("pos"))
+                if not (isinstance(dot, list) and dot and isinstance(dot[0], str) and isinstance(where, int)):
+                    news.append({k: v for k, v in n.items() if k != "pos"})
+                    continue
+                found = tx.events_from(dot[0], where - 1, 1)
+                if found and found[0].origin == where:
+                    news.append(event_json(found[0]))
+                else:
+                    news.append({**{k: v for k, v in n.items() if k != "pos"}, "origin_pos": where})
+        message = err.message.replace(named_writers(err.news), named_writers(news), 1)
+        details = {k: v for k, v in err.details.items() if k not in ("key", "news", "rejected")}
+        return StaleContext(message, key=err.key, news=news, rejected=err.rejected, next=err.next, **details)
 
     def _here(self, answer: dict[str, Any]) -> dict[str, Any]:
         """The upstream's outcome in this replica's terms: contexts sealed with this log's head
