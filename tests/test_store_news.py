@@ -1031,3 +1031,22 @@ def test_a_per_call_news_limit_never_writes_the_stores_shared_limit(store: Store
     assert len(alice.news(limit=2).events) == 2
     assert len(carol.news(limit=3)["news"]) == 3
     assert assigned == [] and store.news_limit == _api.DEFAULT_NEWS_LIMIT
+
+
+def test_closing_a_store_writes_only_the_named_sessions_with_something_to_keep(faulty: tuple[Store, Faulty]) -> None:
+    """Store.close saves its named sessions as of their last answer: one that has been shown
+    something since its last save is written; one with nothing new opens no write transaction."""
+    store, backend = faulty
+    quiet = store.session("alice", name="quiet")
+    moved = store.session("bob", name="moved")
+    quiet.save()
+    moved.save()
+    w = store.session("carol").put("k", 1)
+    moved.news()  # shown carol's put: its position moved since its save
+    backend.writes = 0
+    quiet.save()  # nothing new since its last save
+    assert backend.writes == 0
+    with backend.transaction(write=False) as tx:
+        assert tx.load_session("moved").position < w.pos  # type: ignore[union-attr]
+    store.close()
+    assert backend.writes == 1  # moved's save, and nothing for quiet

@@ -958,7 +958,7 @@ class Session:
     def save(self) -> None:
         """Keep this named session's position in the store now (a no-op for an unnamed one)."""
         with self._lock:
-            if self.name is not None:
+            if self.name is not None and self._row(self.store.clock.now()) is not None:  # else nothing to keep
                 self._save()
 
     def close(self) -> None:
