@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from ..causal import HLC, DVVSet
@@ -369,6 +370,13 @@ class Store:
             "upstream": self.meta.upstream,
             "max_value_bytes": self.max_value_bytes,
         }
+
+    def writers_turn(self) -> AbstractContextManager[None]:
+        """Hold this process's turn among the store's writers across a read and the write
+        that depends on it (SQLite, once this process's writes have waited for another's:
+        comity.store._queue); otherwise nothing."""
+        turn = getattr(self.backend, "turn", None)
+        return turn() if turn is not None else nullcontext()
 
     def size(self) -> int:
         """Bytes the store takes on disk (SQLite: the file and its WAL; PostgreSQL: its tables)."""

@@ -15,7 +15,8 @@ import os
 import sqlite3
 import threading
 from threading import get_ident
-import time  # only to wait out a lock while a fresh store is set up
+import time  # to wait out a lock while a fresh store is set up; to see a write wait (_queue)
+from time import perf_counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng
 from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._queue import SLOW_BEGIN_S, WriterQueue
 from ._files import classify, damaged, foreign_database, has_tables, held, let_go, link_into_place, make_dirs, new_private_file, no_store
 
 __all__ = ["SQLiteBackend", "PRAGMAS", "SCHEMA_VERSION"]
@@ -376,19 +378,20 @@ class _SQLiteTx:
 # The writers of one store file in one process take turns at a thread lock (shared by every
 # handle this process has on the file) before BEGIN IMMEDIATE: a waiting thread is woken
 # when the one before commits, instead of meeting SQLite's busy handler, whose sleeps (1, 2,
-# 5, 10, … up to 100 ms between tries) would set its wait.  Across processes SQLite's busy
-# handler decides: an flock(2) queue and short sleeps of the writer's own (0.25 ms doubling
-# to 4 ms) were both tried and measured worse with more processes than cores, since the
-# waiters' tries take the CPU from the writer that holds the lock (docs/throughput.md).
+# 5, 10, … up to 100 ms between tries) would set its wait.  Across processes, a process whose
+# BEGIN IMMEDIATE waited for another's writer joins the store's writers' queue
+# (comity.store._queue): it waits for the writer before it to commit, woken by the kernel as
+# soon as that one lets its slot go, and lets the next one go after its own commit.
 
 
 class _Gate:
     """The turn of one store file's writers in this process (shared by its backends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         self.turn = threading.Lock()  # writers of this process, one at a time
         self.owner: int | None = None  # the thread whose turn it is
         self.refs = 0
+        self.queue = WriterQueue(path)  # with other processes' writers, once a write waited
 
     def acquire(self, timeout: float) -> bool:
         """Wait for this process's turn, at most ``timeout`` seconds."""
@@ -413,7 +416,7 @@ def _gate_for(path: Path) -> _Gate:
     with _gates_lock:
         gate = _gates.get(key)
         if gate is None:
-            gate = _gates[key] = _Gate()
+            gate = _gates[key] = _Gate(key)
         gate.refs += 1
         return gate
 
@@ -424,6 +427,7 @@ def _drop_gate(path: Path, gate: _Gate) -> None:
         gate.refs -= 1
         if gate.refs <= 0 and _gates.get(key) is gate:
             del _gates[key]
+            gate.queue.close()
 
 
 class _Transaction:
@@ -431,11 +435,12 @@ class _Transaction:
     COMMIT on a clean exit or ROLLBACK on an exception.  A class, not a generator: it is on
     every call's path."""
 
-    __slots__ = ("backend", "write")
+    __slots__ = ("backend", "write", "slot")
 
     def __init__(self, backend: SQLiteBackend, write: bool) -> None:
         self.backend = backend
         self.write = write
+        self.slot = -1  # this write's place in the writers' queue, let go after it ends
 
     def __enter__(self) -> _SQLiteTx:
         b = self.backend
@@ -454,17 +459,25 @@ class _Transaction:
                     )
                 gate.owner = me
                 gated = True
-                b.db.execute("BEGIN IMMEDIATE")  # another process's writer: waited out by SQLite's busy handler
+                queue = gate.queue
+                if queue.joined:
+                    self.slot = queue.enter()
+                    b.db.execute("BEGIN IMMEDIATE")
+                else:
+                    began = perf_counter()
+                    b.db.execute("BEGIN IMMEDIATE")  # another process's writer: waited out by SQLite's busy handler
+                    if perf_counter() - began > SLOW_BEGIN_S:
+                        queue.join()
             else:
                 b.db.execute("BEGIN")
         except sqlite3.Error as e:
             if gated:
-                b._gate.release()
+                self._let_go()
             b._lock.release()
             raise _unavailable(b.path, e, "could not begin a transaction") from None
         except BaseException:
             if gated:
-                b._gate.release()
+                self._let_go()
             b._lock.release()
             raise
         tx = b._tx
@@ -496,10 +509,21 @@ class _Transaction:
                 raise _unavailable(b.path, e, "could not commit") from None
         finally:
             if self.write:
-                gate = b._gate  # _Gate.release
+                gate = b._gate  # _Transaction._let_go, spelled out
+                if self.slot >= 0:
+                    gate.queue.leave(self.slot)
+                    self.slot = -1
                 gate.owner = None
                 gate.turn.release()
             b._lock.release()
+
+    def _let_go(self) -> None:
+        """The next writer's turn: the next process's in the queue, then this process's."""
+        gate = self.backend._gate
+        if self.slot >= 0:
+            gate.queue.leave(self.slot)
+            self.slot = -1
+        gate.release()
 
 
 # Errors of the file and the machine; IntegrityError, ProgrammingError and the like are bugs.
@@ -690,6 +714,22 @@ class SQLiteBackend:
 
     def transaction(self, *, write: bool) -> _Transaction:
         return self._writer if write else self._reader
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """This process's turn among the store's writer processes, held across a read and the
+        write that depends on it (a claim reads the ready tasks, then claims one): a writer
+        that read before waiting its turn would find what it read taken by the writers
+        ahead of it.  Nothing unless this process has joined the writers' queue; the writes
+        inside take no place of their own."""
+        queue = self._gate.queue
+        if not queue.take_turn():
+            yield
+            return
+        try:
+            yield
+        finally:
+            queue.end_turn()
 
     def size(self) -> int:
         """Bytes on disk: the file and its write-ahead log."""

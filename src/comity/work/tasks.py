@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -511,16 +511,20 @@ class Board:
             return self._claim_of(prior["results"])
         tried: set[str] = set()
         rng = self.session.store.rng
-        for _ in range(_RETRIES):
-            ready = [t for t in self.ready(limit=16, full=False) if t["id"] not in tried]
-            if not ready:
-                raise NotFound("nothing is ready to claim", next=[_list_step()])
-            # Spread agents over the first few ready tasks so they do not all race for one.
-            pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
-            try:
-                return self.claim(pick["id"], ttl=ttl, record_refusal=False, request=request)
-            except (StaleContext, NotFound):
-                tried.add(pick["id"])
+        for attempt in range(_RETRIES):
+            # A claim that lost a race is tried again holding this process's turn among the
+            # store's writers (under contention across processes: comity.store._queue), so
+            # the ready list it reads is not taken by the writers ahead of it meanwhile.
+            with self.session.store.writers_turn() if attempt else nullcontext():
+                ready = [t for t in self.ready(limit=16, full=False) if t["id"] not in tried]
+                if not ready:
+                    raise NotFound("nothing is ready to claim", next=[_list_step()])
+                # Spread agents over the first few ready tasks so they do not all race for one.
+                pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
+                try:
+                    return self.claim(pick["id"], ttl=ttl, record_refusal=False, request=request)
+                except (StaleContext, NotFound):
+                    tried.add(pick["id"])
         raise NotFound("lost every race for a ready task; retry")
 
     def _fenced(
