@@ -41,11 +41,14 @@ def register(cli: click.Group) -> None:
     @click.option("--concurrent", type=click.IntRange(0, 256), default=8, show_default=True, help="Sessions writing at once through one server (SQLite; 0 skips it).")
     @click.option("--compact-keep", type=click.IntRange(0, 100_000_000), default=100_000, show_default=True,
                   help="Then compact the grown store to its latest N events and put again (0 skips it).")
+    @click.option("--followed", type=click.IntRange(0, 1_000_000), default=10_000, show_default=True,
+                  help="New keys written by a session following this many keys against one following 100, another "
+                       "session writing between (followed_growth_ratio; 0 skips it).")  # fmt: skip
     @click.option("--grown-store", type=click.Path(dir_okay=False, writable=True), default=None,
                   help="Keep the grown (and compacted) SQLite store at this new path, e.g. for the faces' conformance "
                        "suite (COMITY_CONFORMANCE_STORE=PATH pytest tests/test_faces_conformance*.py).")  # fmt: skip
     def bench_store_cmd(obj: Ctx, ops: int, log_events: int, directory: str | None, store_url: str | None, concurrent: int,
-                        compact_keep: int, grown_store: str | None, *, as_json: bool) -> None:  # fmt: skip
+                        compact_keep: int, followed: int, grown_store: str | None, *, as_json: bool) -> None:  # fmt: skip
         """Put, get and create throughput and latency against a plain upsert on the same engine."""
         from .store import bench_store
 
@@ -57,7 +60,7 @@ def register(cli: click.Group) -> None:
             if Path(grown_store).exists():
                 raise Invalid("grown_store", f"{grown_store} exists; name a new file (nothing is overwritten)")
         _show(bench_store(ops=ops, log_events=log_events, directory=directory, store_url=store_url, concurrent=concurrent,
-                          compact_keep=compact_keep, grown_store=grown_store, progress=_say), as_json, 30)  # fmt: skip
+                          compact_keep=compact_keep, followed=followed, grown_store=grown_store, progress=_say), as_json, 30)  # fmt: skip
 
     @command(bench_group, "claims")
     @click.option("--agents", type=click.IntRange(1, 256), default=8, show_default=True, help="Agent processes.")

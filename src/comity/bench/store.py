@@ -313,17 +313,19 @@ def bench_store(
     concurrent: int = 8,
     compact_keep: int = 100_000,
     grown_store: str | None = None,
+    followed: int = 10_000,
 ) -> dict[str, Any]:
     """Put, get and create against the plain upsert of the same engine: SQLite files in
     a scratch directory, or scratch schemas of the PostgreSQL database at ``store_url``.
     ``concurrent`` sessions then write at once (SQLite: through one ``comity serve``, and
     in one process), against the same upsert loop (0 skips it).  The grown store (``log_events``)
     is then compacted to its latest ``compact_keep`` events (0 skips it), and kept at
-    ``grown_store`` if given (SQLite)."""
+    ``grown_store`` if given (SQLite).  ``followed``: the keys a session follows when it writes
+    new keys, against one following 100 (0 skips it)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="comity-bench-") as tmp:
         engine = _engine(store_url, Path(tmp))
         try:
-            result = _bench_store(engine, ops, log_events, progress, concurrent, compact_keep)
+            result = _bench_store(engine, ops, log_events, progress, concurrent, compact_keep, followed)
             if grown_store is not None and isinstance(engine, _SQLite) and log_events:
                 # The store is closed: its file is whole (no WAL left); a move keeps it as is.
                 shutil.move(engine.target("grown"), grown_store)
@@ -335,7 +337,7 @@ def bench_store(
 
 def _bench_store(
     engine: _SQLite | _Postgres, ops: int, log_events: int, progress: Callable[[str], None], concurrent: int = 8,
-    compact_keep: int = 100_000,
+    compact_keep: int = 100_000, followed: int = 10_000,
 ) -> dict[str, Any]:
     store = _open(engine.target("fresh"))
     raw = engine.raw("raw")
@@ -383,6 +385,7 @@ def _bench_store(
         t = time.perf_counter()
         w.create(f"new/{i}", VALUE)
         create_lat.append(time.perf_counter() - t)
+    following = _bench_followed(store, ops, followed, progress) if followed else {}
     store.close()
     raw.close()
 
@@ -409,6 +412,7 @@ def _bench_store(
         "raw_p99_ms": _pct(raw_lat, 0.99),
     }
 
+    result.update(following)
     result.update(_bench_retention(engine, ops, per_round, progress))
     if concurrent and isinstance(engine, _SQLite):
         result.update(_bench_concurrent(engine, ops, concurrent, progress))
@@ -462,6 +466,49 @@ def _bench_store(
     result.update(engine.about())
     result["python"] = platform.python_version()
     return result
+
+
+FOLLOWED_FEW = 100
+
+
+def _bench_followed(store: Store, ops: int, followed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """New keys written by a session that follows ``followed`` keys against one that follows
+    100, in alternating rounds, another session writing elsewhere before each: every answer
+    then begins to follow one more key while its position stays behind (docs/news.md).
+    ``followed_growth_ratio`` is what following more keys costs such a write (1.0: nothing)."""
+    other = store.session("bench-elsewhere")
+    last: list[str | None] = [None]
+
+    def elsewhere() -> None:
+        last[0] = other.put("bench-elsewhere", VALUE, context=last[0]).context
+
+    progress(f"bench: a session begins to follow {followed} keys, another {FOLLOWED_FEW}")
+    sessions: dict[str, list[Any]] = {}
+    for name, n in (("few", FOLLOWED_FEW), ("many", followed)):
+        s = store.session(f"bench-follows-{name}")
+        elsewhere()
+        for i in range(n):
+            s.put(f"follows-{name}/{i}", VALUE)
+        sessions[name] = [s, n]
+    lat: dict[str, list[float]] = {"few": [], "many": []}
+    per = max(1, min(ops, 2000) // ROUNDS)
+    progress(f"bench: {per * ROUNDS} new keys by each, another session writing between, {ROUNDS} alternating rounds")
+    for _ in range(ROUNDS):
+        for name in ("few", "many"):
+            s, n = sessions[name]
+            for _ in range(per):
+                elsewhere()
+                t = time.perf_counter()
+                s.put(f"follows-{name}/{n}", VALUE)
+                lat[name].append(time.perf_counter() - t)
+                n += 1
+            sessions[name][1] = n
+    return {
+        "followed_keys": followed,
+        "followed_few_put_p50_ms": _pct(lat["few"], 0.50),
+        "followed_many_put_p50_ms": _pct(lat["many"], 0.50),
+        "followed_growth_ratio": round(_pct(lat["many"], 0.50) / _pct(lat["few"], 0.50), 3),
+    }
 
 
 RETENTION_S = 3600.0
