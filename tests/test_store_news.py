@@ -631,6 +631,86 @@ def test_a_keyed_answer_reads_no_more_of_the_log_as_the_session_follows_more_key
     _check_exactly_once(store, alice.id, start, answers)
 
 
+def test_a_key_followed_after_its_event_was_passed_is_asked_for_by_key(store: Store) -> None:
+    """A session whose keys run ahead of its position begins to follow a key whose event
+    lies between the two (bob wrote x, then much elsewhere).  The answer reads the log from
+    where the other keys were shown and asks for x by key: the keys followed since the last
+    answer are remembered one by one, not found by comparing every key followed."""
+    alice, bob = store.session("alice"), store.session("bob")
+    start = alice.position
+    answers = [positions(alice.put("a", 0).news)]
+    x = bob.put("x", 1)
+    for i in range(_api._KEY_ROWS * 3):  # elsewhere: alice's position stays behind them
+        bob.put(f"elsewhere{i}", i)
+    answers.append(positions(alice.put("a", 1, keep_both=True).news))
+    assert answers[-1] == [] and alice.position < x.pos
+    answers.append(positions(alice.get("x").news))
+    assert answers[-1] == [x.pos], "x's write is news to the answer that begins to follow x"
+    answers.append(positions(alice.news(limit=1000).events))
+    _check_exactly_once(store, alice.id, start, answers)
+
+
+def test_a_session_following_many_keys_does_not_copy_them_to_follow_one_more(store: Store) -> None:
+    """An agent that writes a new key at every step while others write: each answer begins
+    to follow one more key.  The keys it was shown together are not copied for it (they
+    once were, and a write cost more with every key followed), and nothing is skipped."""
+    alice, bob = store.session("alice"), store.session("bob")
+    start = alice.position
+    answers: list[list[int]] = []
+    ctx = None
+    copies: list[frozenset[str]] = []  # each copy of the keys kept whole, held so no id is reused
+    for i in range(1200):
+        ctx = bob.put("elsewhere", i, context=ctx).context
+        answers.append(positions(alice.put(f"a{i}", i).news))
+        base = alice._shown.together.base
+        if i >= 1000 and not (copies and copies[-1] is base):
+            copies.append(base)
+    assert len(alice._shown.together) == 1200
+    assert len(copies) <= 4, "200 keys more at 1,000 followed: copied whole once every 64 keys at most"
+    while True:
+        got = alice.news()
+        answers.append(positions(got.events))
+        if not got.truncated:
+            break
+    _check_exactly_once(store, alice.id, start, answers)
+
+
+def test_the_keys_added_one_by_one_are_remembered_until_anything_else_changes() -> None:
+    keys = _api._Interest({"a"})
+    c0 = keys.changes
+    assert keys.added_since(c0) == []
+    keys.add("b"), keys.add("a"), keys.add("c")
+    assert keys.added_since(c0) == ["b", "c"] and keys.added_since(c0 + 1) == ["c"]
+    assert keys.added_since(keys.changes + 1) is None, "a count not reached yet"
+    for change in (lambda: keys.discard("c"), lambda: keys.update(["d", "e"]), lambda: keys.difference_update(["d"]),
+                   lambda: keys.intersection_update(["a", "b", "e"]), lambda: keys.symmetric_difference_update(["z"]),
+                   lambda: keys.clear()):  # fmt: skip
+        before = keys.changes
+        keys.add(f"q{before}")
+        change()
+        assert keys.added_since(before) is None, "another change: the additions before it are not known to be all"
+        keys.add(f"r{before}")
+        assert keys.added_since(keys.changes - 1) == [f"r{before}"]
+    c = keys.changes
+    for i in range(_api._ADDED_KEPT + 10):
+        keys.add(f"k{i}")
+    assert keys.added_since(c) is None, "too long ago: forgotten"
+    assert keys.added_since(keys.changes - 3) == [f"k{i}" for i in range(_api._ADDED_KEPT + 7, _api._ADDED_KEPT + 10)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.frozensets(st.text(max_size=3), max_size=300), steps=st.lists(st.lists(st.text(max_size=4), max_size=80), max_size=30))
+def test_keys_grown_without_copying_are_the_union(start: frozenset[str], steps: list[list[str]]) -> None:
+    keys, want = _api._Keys(start), set(start)
+    for step in steps:
+        new = [k for k in dict.fromkeys(step) if k not in want]
+        keys = keys.plus(new)
+        want.update(new)
+        assert len(keys) == len(want) and set(keys) == want and keys.frozen() == want
+        assert all(k in keys for k in want) and not any(k + "!" in keys for k in want if k + "!" not in want)
+        assert not keys.base & keys.extra
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=_program())
 def test_the_agent_facade_delivers_every_event_exactly_once(store: Store, program: list[tuple[str, int, int]]) -> None:
