@@ -161,7 +161,7 @@ def test_bench_store_keeps_its_grown_store_where_asked_and_never_overwrites(tmp_
     # `comity bench store --grown-store PATH`: the grown, compacted store is kept for the faces'
     # conformance suite (COMITY_CONFORMANCE_STORE); an existing file is refused, untouched.
     kept = tmp_path / "grown.db"
-    bench = [sys.executable, "-m", "comity.cli", "bench", "store", "--ops", "100", "--concurrent", "0", "--json"]
+    bench = [sys.executable, "-m", "comity.cli", "bench", "store", "--ops", "100", "--concurrent", "0", "--followed", "0", "--json"]
     r = subprocess.run([*bench, "--log-events", "300", "--compact-keep", "100", "--grown-store", str(kept)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
