@@ -327,7 +327,7 @@ def create_app(
             refused = server.refusal(request.headers.get("authorization"))
             if refused is not None:
                 return refused
-            return _answer(422, {"error": "invalid", "field": "body", "message": "body: is not valid JSON (UTF-8)"})
+            return _answer(422, {"error": "invalid", "field": "body", "message": "body: could not be parsed: send one JSON object (UTF-8) of the verb's arguments, nested at most a few hundred levels deep (see /openapi.json)"})
         code = {404: "not_found", 405: "invalid"}.get(exc.status_code, "invalid")
         if exc.status_code == 404:
             message = f"no endpoint {request.url.path}; the verbs are POST /v1/{{verb}} (see /openapi.json)"
