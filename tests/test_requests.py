@@ -92,6 +92,7 @@ def test_bench_store_measures_recording_and_pruning_outcomes(tmp_path: Any) -> N
 
     r = bench_store(ops=100, log_events=0, directory=str(tmp_path), followed=300)
     assert r["followed_keys"] == 300 and r["followed_growth_ratio"] > 0 and r["followed_many_put_p50_ms"] > 0
+    assert r["followed_claim_growth_ratio"] > 0 and r["followed_claim_many_p50_ms"] > 0
     assert r["request_put_ratio"] > 0 and r["request_put_p50_ms"] > 0 and r["plain_put_p50_ms"] > 0
     assert r["put_behind_ratio"] > 0 and r["put_behind_p50_ms"] > 0
     assert r["outcomes_pruned"] == 200  # the warm-up's and the measured puts' outcomes, every one

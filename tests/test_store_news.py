@@ -650,10 +650,13 @@ def test_a_key_followed_after_its_event_was_passed_is_asked_for_by_key(store: St
     _check_exactly_once(store, alice.id, start, answers)
 
 
-def test_a_session_following_many_keys_does_not_copy_them_to_follow_one_more(store: Store) -> None:
-    """An agent that writes a new key at every step while others write: each answer begins
-    to follow one more key.  The keys it was shown together are not copied for it (they
-    once were, and a write cost more with every key followed), and nothing is skipped."""
+@pytest.mark.parametrize("step", ["put", "get_many"])
+def test_a_session_following_many_keys_does_not_copy_them_to_follow_one_more(store: Store, step: str) -> None:
+    """An agent that writes a new key (or reads two, as a claim does) at every step while
+    others write: each answer begins to follow more keys.  The keys it was shown together
+    are not copied for it (they once were, and a write, or a board's claim, cost more with
+    every key followed: 1.6 ms a claim and completion at 12,000 tasks done, against 0.5
+    now), and nothing is skipped."""
     alice, bob = store.session("alice"), store.session("bob")
     start = alice.position
     answers: list[list[int]] = []
@@ -661,12 +664,17 @@ def test_a_session_following_many_keys_does_not_copy_them_to_follow_one_more(sto
     copies: list[frozenset[str]] = []  # each copy of the keys kept whole, held so no id is reused
     for i in range(1200):
         ctx = bob.put("elsewhere", i, context=ctx).context
-        answers.append(positions(alice.put(f"a{i}", i).news))
+        if step == "put":
+            answers.append(positions(alice.put(f"a{i}", i).news))
+        else:
+            bob.put(f"b{i}", i)  # news to alice's read
+            answers.append(positions([e for v in alice.get_many([f"a{i}", f"b{i}"]) for e in v.news]))
         base = alice._shown.together.base
         if i >= 1000 and not (copies and copies[-1] is base):
             copies.append(base)
-    assert len(alice._shown.together) == 1200
-    assert len(copies) <= 4, "200 keys more at 1,000 followed: copied whole once every 64 keys at most"
+    assert len(alice._shown.together) == 1200 * (1 if step == "put" else 2)
+    added = 200 * (1 if step == "put" else 2)
+    assert len(copies) <= added // 64 + 1, "keys followed past 1,000: copied whole once every 64 keys at most"
     while True:
         got = alice.news()
         answers.append(positions(got.events))
@@ -682,7 +690,9 @@ def test_the_keys_added_one_by_one_are_remembered_until_anything_else_changes() 
     keys.add("b"), keys.add("a"), keys.add("c")
     assert keys.added_since(c0) == ["b", "c"] and keys.added_since(c0 + 1) == ["c"]
     assert keys.added_since(keys.changes + 1) is None, "a count not reached yet"
-    for change in (lambda: keys.discard("c"), lambda: keys.update(["d", "e"]), lambda: keys.difference_update(["d"]),
+    keys.update(["d", "e", "a"])  # a read of several keys: each new one remembered
+    assert keys.added_since(c0) == ["b", "c", "d", "e"]
+    for change in (lambda: keys.discard("c"), lambda: keys.difference_update(["d"]),
                    lambda: keys.intersection_update(["a", "b", "e"]), lambda: keys.symmetric_difference_update(["z"]),
                    lambda: keys.clear()):  # fmt: skip
         before = keys.changes
@@ -706,7 +716,9 @@ def test_keys_grown_without_copying_are_the_union(start: frozenset[str], steps: 
         new = [k for k in dict.fromkeys(step) if k not in want]
         keys = keys.plus(new)
         want.update(new)
-        assert len(keys) == len(want) and set(keys) == want and keys.frozen() == want
+        assert len(keys) == len(want) and set(keys) == want
+        never = "!" * 5  # longer than any key drawn
+        assert keys.common(want | {never}) == want and keys.missing(want | {never}) == {never}
         assert all(k in keys for k in want) and not any(k + "!" in keys for k in want if k + "!" not in want)
         assert not keys.base & keys.extra
 

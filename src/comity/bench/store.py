@@ -475,7 +475,12 @@ def _bench_followed(store: Store, ops: int, followed: int, progress: Callable[[s
     """New keys written by a session that follows ``followed`` keys against one that follows
     100, in alternating rounds, another session writing elsewhere before each: every answer
     then begins to follow one more key while its position stays behind (docs/news.md).
-    ``followed_growth_ratio`` is what following more keys costs such a write (1.0: nothing)."""
+    ``followed_growth_ratio`` is what following more keys costs such a write (1.0: nothing).
+    Then the same two sessions claim and complete tasks of one board (each claim begins to
+    follow the task's keys), as an agent does that has touched that many keys:
+    ``followed_claim_growth_ratio``."""
+    from ..work import Board
+
     other = store.session("bench-elsewhere")
     last: list[str | None] = [None]
 
@@ -503,8 +508,26 @@ def _bench_followed(store: Store, ops: int, followed: int, progress: Callable[[s
                 lat[name].append(time.perf_counter() - t)
                 n += 1
             sessions[name][1] = n
+    boards = {name: Board(sessions[name][0]) for name in ("few", "many")}
+    triage = Board(store.session("bench-triage"))
+    for i in range(2 * per * ROUNDS):
+        triage.add(f"task {i}")
+    claims: dict[str, list[float]] = {"few": [], "many": []}
+    progress(f"bench: {per * ROUNDS} claims and completions by each, another session writing between")
+    for _ in range(ROUNDS):
+        for name in ("few", "many"):
+            board = boards[name]
+            for _ in range(per):
+                elsewhere()
+                t = time.perf_counter()
+                c = board.claim_next(ttl=600)
+                board.done(c.task["id"], c.token)
+                claims[name].append(time.perf_counter() - t)
     return {
         "followed_keys": followed,
+        "followed_claim_few_p50_ms": _pct(claims["few"], 0.50),
+        "followed_claim_many_p50_ms": _pct(claims["many"], 0.50),
+        "followed_claim_growth_ratio": round(_pct(claims["many"], 0.50) / _pct(claims["few"], 0.50), 3),
         "followed_few_put_p50_ms": _pct(lat["few"], 0.50),
         "followed_many_put_p50_ms": _pct(lat["many"], 0.50),
         "followed_growth_ratio": round(_pct(lat["many"], 0.50) / _pct(lat["few"], 0.50), 3),

@@ -573,12 +573,13 @@ class _Interest(set[str]):
         super().clear()
         self._changed()
 
-    # Growing only or shrinking only: the set changed exactly when its size did.
     def update(self, *others: Iterable[str]) -> None:
-        n = len(self)
-        super().update(*others)
-        if len(self) != n:
-            self._changed()
+        # One key at a time, so that the keys added are remembered (a read of several keys).
+        for other in others:
+            for key in other:
+                self.add(key)
+
+    # Shrinking only: the set changed exactly when its size did.
 
     def difference_update(self, *others: Iterable[Any]) -> None:
         n = len(self)
@@ -638,8 +639,19 @@ class _Keys:
         yield from self.base
         yield from self.extra
 
-    def frozen(self) -> frozenset[str]:
-        return self.base | self.extra if self.extra else self.base
+    def common(self, keys: AbstractSet[str]) -> set[str]:
+        """The keys of ``keys`` that are here (neither set copied)."""
+        out = set(keys & self.base)
+        if self.extra:
+            out.update(keys & self.extra)
+        return out
+
+    def missing(self, keys: AbstractSet[str]) -> set[str]:
+        """The keys of ``keys`` that are not here."""
+        out = set(keys - self.base)
+        if self.extra:
+            out -= self.extra
+        return out
 
     def plus(self, keys: Collection[str]) -> _Keys:
         """These keys and ``keys``, none of which is here."""
@@ -852,7 +864,7 @@ class Session:
             counts[v] = counts.get(v, 0) + 1
         together = shown.upto > position
         if together:  # set operations, not a loop over every key followed
-            kept: _Keys | AbstractSet[str] = shown.together if same or added is not None else wanted & shown.together.frozen()
+            kept: _Keys | AbstractSet[str] = shown.together if same or added is not None else shown.together.common(wanted)
             n = len(kept) - sum(1 for k in own if k in kept)
             if n:
                 counts[shown.upto] = counts.get(shown.upto, 0) + n
@@ -886,7 +898,7 @@ class Session:
             if added is not None:
                 rest: Iterable[str] = added
             else:
-                rest = (wanted - shown.together.frozen()) if together else wanted
+                rest = shown.together.missing(wanted) if together else wanted
             behind.setdefault(position, []).extend(k for k in rest if k not in own)
         asked = {k for ks in behind.values() for k in ks}  # their events after ``start`` come with the rest of theirs
         found = [r for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
