@@ -541,6 +541,15 @@ def _check_exactly_once(store: Store, observer_id: str, start: int, answers: lis
         assert ps == sorted(ps), "each key's events in log order"
 
 
+def _drain_news(session: Any, answers: list[list[int]]) -> None:
+    """news() until it is not capped, each answer's positions kept."""
+    while True:
+        got = session.news()
+        answers.append(positions(got.events))
+        if not got.truncated:
+            break
+
+
 @pytest.mark.parametrize(
     ("scan", "key_rows"),
     [(_api._SCAN, _api._KEY_ROWS), (3, _api._KEY_ROWS), (_api._SCAN, 0)],
@@ -623,11 +632,7 @@ def test_a_keyed_answer_reads_no_more_of_the_log_as_the_session_follows_more_key
     assert alice.position == start  # bob's other keys are still news to news()
     assert all(c == cost[-1] for c in cost[60:]), "the same reads of the log at the 61st key as at the 120th"
     assert cost[-1]["by key"] <= 1 and cost[-1]["in order"] <= 2
-    while True:
-        got = alice.news()
-        answers.append(positions(got.events))
-        if not got.truncated:
-            break
+    _drain_news(alice, answers)
     _check_exactly_once(store, alice.id, start, answers)
 
 
@@ -675,11 +680,7 @@ def test_a_session_following_many_keys_does_not_copy_them_to_follow_one_more(sto
     assert len(alice._shown.together) == 1200 * (1 if step == "put" else 2)
     added = 200 * (1 if step == "put" else 2)
     assert len(copies) <= added // 64 + 1, "keys followed past 1,000: copied whole once every 64 keys at most"
-    while True:
-        got = alice.news()
-        answers.append(positions(got.events))
-        if not got.truncated:
-            break
+    _drain_news(alice, answers)
     _check_exactly_once(store, alice.id, start, answers)
 
 
