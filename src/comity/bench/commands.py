@@ -43,7 +43,7 @@ def register(cli: click.Group) -> None:
                   help="Then compact the grown store to its latest N events and put again (0 skips it).")
     @click.option("--followed", type=click.IntRange(0, 1_000_000), default=10_000, show_default=True,
                   help="New keys written by a session following this many keys against one following 100, another "
-                       "session writing between (followed_growth_ratio; 0 skips it).")  # fmt: skip
+                       "session writing between (followed_growth_ratio, and followed_claim_growth_ratio for a board's claims; 0 skips it).")  # fmt: skip
     @click.option("--grown-store", type=click.Path(dir_okay=False, writable=True), default=None,
                   help="Keep the grown (and compacted) SQLite store at this new path, e.g. for the faces' conformance "
                        "suite (COMITY_CONFORMANCE_STORE=PATH pytest tests/test_faces_conformance*.py).")  # fmt: skip

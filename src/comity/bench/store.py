@@ -13,6 +13,7 @@ operation; every scratch schema is dropped afterwards.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -487,50 +488,55 @@ def _bench_followed(store: Store, ops: int, followed: int, progress: Callable[[s
     def elsewhere() -> None:
         last[0] = other.put("bench-elsewhere", VALUE, context=last[0]).context
 
-    progress(f"bench: a session begins to follow {followed} keys, another {FOLLOWED_FEW}")
-    sessions: dict[str, list[Any]] = {}
-    for name, n in (("few", FOLLOWED_FEW), ("many", followed)):
-        s = store.session(f"bench-follows-{name}")
-        elsewhere()
-        for i in range(n):
-            s.put(f"follows-{name}/{i}", VALUE)
-        sessions[name] = [s, n]
-    lat: dict[str, list[float]] = {"few": [], "many": []}
     per = max(1, min(ops, 2000) // ROUNDS)
+
+    def alternating(step: Callable[[str], None]) -> dict[str, list[float]]:
+        """``step(name)`` ``per`` times for each session in turn, ROUNDS times, timed, with
+        another session writing elsewhere before each."""
+        lat: dict[str, list[float]] = {"few": [], "many": []}
+        for _ in range(ROUNDS):
+            for name, times in lat.items():
+                for _ in range(per):
+                    elsewhere()
+                    t = time.perf_counter()
+                    step(name)
+                    times.append(time.perf_counter() - t)
+        return lat
+
+    progress(f"bench: a session begins to follow {followed} keys, another {FOLLOWED_FEW}")
+    sessions = {name: store.session(f"bench-follows-{name}") for name in ("few", "many")}
+    keys = {name: itertools.count() for name in sessions}
+
+    def put_new_key(name: str) -> None:
+        sessions[name].put(f"follows-{name}/{next(keys[name])}", VALUE)
+
+    for name, n in (("few", FOLLOWED_FEW), ("many", followed)):
+        elsewhere()
+        for _ in range(n):
+            put_new_key(name)
     progress(f"bench: {per * ROUNDS} new keys by each, another session writing between, {ROUNDS} alternating rounds")
-    for _ in range(ROUNDS):
-        for name in ("few", "many"):
-            s, n = sessions[name]
-            for _ in range(per):
-                elsewhere()
-                t = time.perf_counter()
-                s.put(f"follows-{name}/{n}", VALUE)
-                lat[name].append(time.perf_counter() - t)
-                n += 1
-            sessions[name][1] = n
-    boards = {name: Board(sessions[name][0]) for name in ("few", "many")}
+    puts = alternating(put_new_key)
+
+    boards = {name: Board(s) for name, s in sessions.items()}
     triage = Board(store.session("bench-triage"))
     for i in range(2 * per * ROUNDS):
         triage.add(f"task {i}")
-    claims: dict[str, list[float]] = {"few": [], "many": []}
+
+    def claim_and_complete(name: str) -> None:
+        c = boards[name].claim_next(ttl=600)
+        boards[name].done(c.task["id"], c.token)
+
     progress(f"bench: {per * ROUNDS} claims and completions by each, another session writing between")
-    for _ in range(ROUNDS):
-        for name in ("few", "many"):
-            board = boards[name]
-            for _ in range(per):
-                elsewhere()
-                t = time.perf_counter()
-                c = board.claim_next(ttl=600)
-                board.done(c.task["id"], c.token)
-                claims[name].append(time.perf_counter() - t)
+    claims = alternating(claim_and_complete)
+    p50 = {what: {name: _pct(lat[name], 0.50) for name in lat} for what, lat in (("put", puts), ("claim", claims))}
     return {
         "followed_keys": followed,
-        "followed_claim_few_p50_ms": _pct(claims["few"], 0.50),
-        "followed_claim_many_p50_ms": _pct(claims["many"], 0.50),
-        "followed_claim_growth_ratio": round(_pct(claims["many"], 0.50) / _pct(claims["few"], 0.50), 3),
-        "followed_few_put_p50_ms": _pct(lat["few"], 0.50),
-        "followed_many_put_p50_ms": _pct(lat["many"], 0.50),
-        "followed_growth_ratio": round(_pct(lat["many"], 0.50) / _pct(lat["few"], 0.50), 3),
+        "followed_claim_few_p50_ms": p50["claim"]["few"],
+        "followed_claim_many_p50_ms": p50["claim"]["many"],
+        "followed_claim_growth_ratio": round(p50["claim"]["many"] / p50["claim"]["few"], 3),
+        "followed_few_put_p50_ms": p50["put"]["few"],
+        "followed_many_put_p50_ms": p50["put"]["many"],
+        "followed_growth_ratio": round(p50["put"]["many"] / p50["put"]["few"], 3),
     }
 
 

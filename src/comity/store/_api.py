@@ -7,11 +7,11 @@ import os
 import threading
 import unicodedata
 import weakref
-from math import isqrt
 from collections.abc import Callable, Collection, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from contextlib import AbstractContextManager, nullcontext
+from math import isqrt
 from typing import Any, Protocol
 
 from ..causal import HLC, DVVSet
@@ -580,7 +580,6 @@ class _Interest(set[str]):
                 self.add(key)
 
     # Shrinking only: the set changed exactly when its size did.
-
     def difference_update(self, *others: Iterable[Any]) -> None:
         n = len(self)
         super().difference_update(*others)
