@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -1457,3 +1458,79 @@ def test_news_held_for_a_face_says_it_was_capped_when_any_answer_that_collected_
     assert not a.get("k").news_truncated
     news, truncated = a.take_news()
     assert [n["pos"] for n in news] == theirs and truncated
+
+
+# ------------------------------------------------------------------- snapshots
+
+
+def _count_transactions(store: Store) -> list[bool]:
+    """Every transaction ``store``'s backend begins from now on, as its ``write`` flag."""
+    begun: list[bool] = []
+    real = store.backend.transaction
+
+    def counted(*, write: bool) -> Any:
+        begun.append(write)
+        return real(write=write)
+
+    store.backend.transaction = counted  # type: ignore[method-assign]
+    return begun
+
+
+def test_reads_inside_a_snapshot_see_one_moment_and_share_one_transaction(make_store: Callable[..., Store]) -> None:
+    st, other = make_store(), make_store()  # the same store, opened twice: two connections
+    a, b = st.session("alice"), other.session("bob")
+    a.put("x", 1)
+    a.put("y", 1)
+    x, y = b.get("x"), b.get("y")
+    begun = _count_transactions(st)
+    with a.snapshot():
+        seen = [a.get("x").values]
+        b.put("x", 2, context=x.context)  # committed meanwhile, through the other connection
+        b.put("y", 2, context=y.context)
+        seen += [a.get("y").values, a.get("x").values, [v for v in a.get_many(["x", "y"])[1].values]]
+        a.leases("")
+        a.scan_values("")
+    assert seen == [[1], [1], [1], [1]]  # as of the moment the snapshot began
+    assert begun == [False]  # one read transaction for all of them
+    after = a.get("x")
+    assert after.values == [2]
+    assert sorted(n["key"] for n in after.news) == ["x", "y"]  # news of both, once the snapshot is over
+    assert a.get("y").news == []
+
+
+def test_nothing_is_written_inside_a_snapshot_by_this_thread_and_the_snapshot_goes_on(store: Store) -> None:
+    import threading
+
+    a, c = store.session("alice"), store.session("carol")
+    x = a.put("x", 1)
+    head = a.head()
+    written: list[int] = []
+    with a.snapshot():
+        with pytest.raises(RuntimeError, match=r"inside Session.snapshot\(\)"):
+            a.put("x", 2, context=x.context)
+        with pytest.raises(RuntimeError, match="snapshot"):  # any session of the store, in this thread
+            c.put("z", 1)
+        assert a.get("x").values == [1]  # the snapshot goes on
+        # another thread's write is not refused (on SQLite it waits for the snapshot to end)
+        t = threading.Thread(target=lambda: written.append(c.put("w", 1).pos))
+        t.start()
+    t.join(30)
+    assert written and a.get("w").values == [1]
+    assert [e["key"] for e in a.log(after=head)] == ["w"]  # nothing of the refused writes
+    assert a.put("x", 3, context=x.context).values == [3]  # after it, writes go
+
+
+def test_a_snapshot_nests_and_ends_with_an_exception(store: Store) -> None:
+    a = store.session("alice")
+    x = a.put("x", 1)
+    begun = _count_transactions(store)
+    with a.snapshot():
+        with a.snapshot():
+            a.get("x")
+        a.get("x")
+    assert begun == [False]
+    with pytest.raises(KeyError):
+        with a.snapshot():
+            a.get("x")
+            raise KeyError("x")
+    assert a.put("x", 2, context=x.context).values == [2]  # the snapshot ended with it

@@ -982,16 +982,31 @@ def test_done_under_a_policy_with_a_superseded_or_refuted_change(st: comity.Stor
 
 
 class _Interfering(Board):
-    """A board that lets another agent act once (or every time) just before its own write."""
+    """A board that lets another agent act once (or every time) just before its own write.
+
+    A read inside one of the board's snapshots (``Session.snapshot``) cannot be interrupted by
+    a write on the same store file: the action then waits until the board's next write."""
 
     def __init__(self, session: comity.Session, act: Callable[[str], Any], *, hook: str, times: int = 1) -> None:
         super().__init__(session)
         self.act, self.hook, self.times = act, hook, times
+        self.deferred: list[str] = []
+        write = session.txn
+
+        def txn(*args: Any, **kw: Any) -> Any:
+            while self.deferred:
+                self.act(self.deferred.pop(0))
+            return write(*args, **kw)
+
+        session.txn = txn  # type: ignore[method-assign]
 
     def _fire(self, name: str, task_id: str) -> None:
         if name == self.hook and self.times > 0:
             self.times -= 1
-            self.act(task_id)
+            if self.session._snap is not None:
+                self.deferred.append(task_id)
+            else:
+                self.act(task_id)
 
     def _lease(self, task_id: str) -> Any:
         got = super()._lease(task_id)
@@ -1479,3 +1494,30 @@ def test_why_does_not_judge_a_write_against_the_sync_layer_s_own_events(replicas
     assert put["did_not_see"] == [w["history"][1]["pos"]]  # alice's write (fenced), not the sync layer's fence note
     assert len(w["explanations"]) == 2 and "was fenced when it arrived" in w["explanations"][0]
     assert w["explanations"][1].startswith(f"carol's put (pos {put['pos']}) did not see alice's put")
+
+
+def test_a_claim_and_a_completion_each_read_from_one_snapshot(st: comity.Store) -> None:
+    """claim_next reads the ready list, the pick's record, marker and lease in one read
+    transaction, then writes once; done reads the record and its gate in one, then writes once."""
+    tri = board(st, "triage")
+    for i in range(3):
+        tri.add(f"t{i}")
+    bob = board(st, "bob")
+    begun: list[bool] = []
+    real = st.backend.transaction
+
+    def counted(*, write: bool) -> Any:
+        begun.append(write)
+        return real(write=write)
+
+    st.backend.transaction = counted  # type: ignore[method-assign]
+    c = bob.claim_next()
+    assert begun == [False, True]
+    begun.clear()
+    bob.done(c.task["id"], c.token)
+    assert begun == [False, True]
+    begun.clear()
+    t = tri.add("t3")
+    begun.clear()
+    assert bob.claim(t["id"]).task["state"] == "claimed"
+    assert begun == [False, True]

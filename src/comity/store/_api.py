@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from math import isqrt
 from typing import Any, Protocol
 
@@ -283,6 +283,7 @@ class Store:
         self.request_retention = float(request_retention)
         self._pruned_at: float | None = None
         self._named: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._snapshots: set[int] = set()  # threads holding a Session.snapshot() of this store
         self._forgot_at: float | None = None
         meta = backend.meta
         self.meta = meta
@@ -775,6 +776,7 @@ class Session:
         # collected news waits in the session, and only take_news() counts as delivering it.
         self.holds_news = False
         self._lock = threading.RLock()  # one call at a time: what was shown moves in order
+        self._snap: tuple[int, Tx] | None = None  # (thread, its read transaction): snapshot()
         self._requests = 0
         self._request_prefix = store.rng.new_id("q")[:13]
         self._undelivered: list[dict[str, Any]] = []
@@ -998,7 +1000,7 @@ class Session:
     def catch_up(self) -> tuple[list[dict[str, Any]], bool]:
         """The news an answer would carry now: what others changed in this session's keys."""
         with self._lock:
-            with self.store.backend.transaction(write=False) as tx:
+            with self._reading() as tx:
                 shown, news, truncated = self._collect(tx, tx.head(), self.interest)
             self._save_if_due()  # as of the answers before this one
             self._shown_now(shown, news, truncated)
@@ -1010,7 +1012,7 @@ class Session:
         if limit is not None:
             _check_limit(limit, NEWS_MAX_LIMIT)
         with self._lock:
-            with self.store.backend.transaction(write=False) as tx:
+            with self._reading() as tx:
                 shown, events, truncated = self._collect(tx, tx.head(), None, limit)
             self._save_if_due()
             self._shown_now(shown, events, truncated)
@@ -1044,6 +1046,7 @@ class Session:
                 self.store._forget_idle_sessions(tx)
             return row
 
+        self._no_snapshot("saving a session")
         row = self.store.writes.run(work)
         if row is not None:
             self._kept(row)
@@ -1052,7 +1055,7 @@ class Session:
         return self.name is not None and self.store.clock.now() - self._saved_at >= self.store.session_save_interval
 
     def _save_if_due(self) -> None:
-        if not self._save_due():
+        if not self._save_due() or self._snap is not None:  # in a snapshot: at the next answer after it
             return
         if self._row(self.store.clock.now()) is None:
             return
@@ -1082,6 +1085,44 @@ class Session:
         self.close()
 
     # ------------------------------------------------------------------ reads
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one snapshot of the store and share one read transaction.
+
+        A layer that reads several things before deciding (a claim reads the task, its
+        marker and its lease) pays one transaction instead of one per read: on PostgreSQL,
+        one watermark, one BEGIN and one COMMIT.  Every answer inside is as of the same
+        moment, and the news collected by the first read is not looked for again.  Nothing
+        may be written inside (a write would wait for, or be refused by, the read
+        transaction held open): a write of any session of this store in this thread raises
+        ``RuntimeError`` there.  Nested, the outer one serves; other threads using this
+        session wait until it ends."""
+        with self._lock:
+            if self._snap is not None:
+                yield
+                return
+            me = threading.get_ident()
+            held = self.store._snapshots
+            with self.store.backend.transaction(write=False) as tx:
+                self._snap = (me, tx)
+                held.add(me)
+                try:
+                    yield
+                finally:
+                    held.discard(me)
+                    self._snap = None
+
+    def _reading(self) -> AbstractContextManager[Tx]:
+        """This thread's snapshot's transaction, lent (:meth:`snapshot`), else a new one."""
+        snap = self._snap
+        if snap is not None and snap[0] == threading.get_ident():
+            return nullcontext(snap[1])
+        return self.store.backend.transaction(write=False)
+
+    def _no_snapshot(self, what: str) -> None:
+        if self.store._snapshots and threading.get_ident() in self.store._snapshots:
+            raise RuntimeError(f"{what} inside Session.snapshot() of this store: end the snapshot first (it holds a read transaction open)")
+
     def get(self, key: str, *, secrets: bool = False) -> Versioned:
         """Read ``key``.  Keys holding secrets (``@auth/…``) are readable only by comity's own
         layers (``secrets``)."""
@@ -1091,7 +1132,7 @@ class Session:
         codec = self.store.codec
         with self._lock:
             self.interest.add(key)
-            with self.store.backend.transaction(write=False) as tx:
+            with self._reading() as tx:
                 row = tx.load(key)
                 head = tx.head()
                 shown, news, truncated = self._collect(tx, head, self.interest)
@@ -1112,7 +1153,7 @@ class Session:
         codec = self.store.codec
         with self._lock:
             self.interest.update(keys)
-            with self.store.backend.transaction(write=False) as tx:
+            with self._reading() as tx:
                 rows = [tx.load(k) for k in keys]
                 head = tx.head()
                 shown, news, truncated = self._collect(tx, head, self.interest)
@@ -1134,7 +1175,7 @@ class Session:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise Invalid("after", f"must be a log position (an integer >= 0), got {after!r}")
         _check_limit(limit, LOG_MAX_LIMIT)
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             rows = tx.events(after, keys=None if key is None else (key,), limit=limit)
             if key is None:  # the whole log is read as a cursor: never past the watermark
                 head = tx.head()
@@ -1149,7 +1190,7 @@ class Session:
         if len(prefix) > KEY_MAX_BYTES + 1:
             raise Invalid("prefix", f"is {len(prefix)} characters; keys are at most {KEY_MAX_BYTES}")
         _check_limit(limit, KEYS_MAX_LIMIT)
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             if not secrets:
                 if is_secret(prefix):
                     return []
@@ -1162,7 +1203,7 @@ class Session:
     def scan(self, prefix: str, *, limit: int = 100_000) -> list[Versioned]:
         """Every live key under ``prefix`` with its values and context, from one snapshot."""
         codec = self.store.codec
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             rows = tx.scan(prefix, limit)
             head = tx.head()
         out = []
@@ -1175,34 +1216,34 @@ class Session:
         """Every live key under ``prefix`` with its values, from one snapshot, without contexts:
         for a reader that will not write those keys back (the ready queue's markers), it costs
         no seal per key and no read of the head."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             rows = tx.scan(prefix, limit)
         return [(key, live_values(DVVSet.from_stored_json(load_json(row.clock)))) for key, row in rows]
 
     def expired_leases(self, prefix: str = "", *, limit: int = 1000) -> tuple[list[LeaseRow], float]:
         """Held leases under ``prefix`` that have expired by the authority's clock, and that time."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             now = tx.now()
             return tx.expired(prefix, now, limit), now
 
     def now(self) -> float:
         """The authority's clock: what leases and reservations are judged by."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             return tx.now()
 
     def head(self) -> int:
         """The log's current position."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             return tx.head()
 
     def acted(self, agent: str) -> bool:
         """Whether ``agent`` has acted in this store (has any event in the log)."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             return tx.acted(check_agent(agent, "agent"))
 
     def leases(self, prefix: str = "", *, limit: int = 100_000) -> tuple[list[LeaseRow], float]:
         """Leases under ``prefix`` and the authority's time they are to be judged by."""
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             return tx.leases(prefix, limit), tx.now()
 
     # ----------------------------------------------------------------- writes
@@ -1226,6 +1267,7 @@ class Session:
         ``request_id`` the outcome is recorded in the same transaction and a retry returns it
         (``replayed``); ``digest`` says what "the same request" is, when not its operations."""
         agent = self._require_agent()
+        self._no_snapshot("a write")
         record = request_id is not None
         if request_id is None:
             # Unique without asking the RNG each time: the session id is random, the count is not.
@@ -1346,7 +1388,7 @@ class Session:
             outcome, replayed = self.store.at_authority(
                 need, caller, request_id, guards, ops, record=record, system=system, digest=digest
             )
-            with self.store.backend.transaction(write=False) as tx:
+            with self._reading() as tx:
                 shown, news, truncated = self._collect(tx, tx.head(), self.interest)
             self._save_if_due()
             self._shown_now(shown, news, truncated)
@@ -1361,7 +1403,7 @@ class Session:
         within the retention window: a layer above checks it before acting again."""
         if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
             raise Invalid("request_id", "must be a string of 1 to 128 characters")
-        with self.store.backend.transaction(write=False) as tx:
+        with self._reading() as tx:
             prior = tx.recorded(request_id)
         return None if prior is None else (prior[0], json.loads(prior[1]))
 

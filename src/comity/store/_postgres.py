@@ -240,6 +240,9 @@ class _Sql:
         self.ns = int.from_bytes(digest[:4], "big", signed=True)
         self.base = (int.from_bytes(digest[4:], "big") & 0x7FFFFF | 0x1) << 40
         self.lock_key = "SELECT pg_advisory_xact_lock(%s, %s)"
+        # A function scan of unnest yields the array's elements in order, one row at a time,
+        # and takes each row's lock before the next (EXPLAIN: no sort, no parallelism).
+        self.lock_keys = "SELECT pg_advisory_xact_lock(%s, h) FROM unnest(%s::int4[]) WITH ORDINALITY AS t(h, i) ORDER BY i"
         self.safe_head = f"SELECT {s}.safe_head({self.base})"
         self.take_pos = f"SELECT {s}.take_pos({self.base})"
         self.next_pos = f"SELECT nextval('{s}.event_pos')"
@@ -370,8 +373,10 @@ class _PgTx:
         if not self.write:
             return
         wanted = sorted({_key_hash(k) for k in keys} - self.locked)
-        for h in wanted:
-            self.pending.append((self.sql.lock_key, (self.sql.ns, h)))
+        if len(wanted) == 1:
+            self.pending.append((self.sql.lock_key, (self.sql.ns, wanted[0])))
+        elif wanted:  # one statement, the locks taken in the array's order
+            self.pending.append((self.sql.lock_keys, (self.sql.ns, wanted)))
         self.locked.update(wanted)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:

@@ -452,6 +452,10 @@ class _Transaction:
                 me = get_ident()
                 if gate.owner == me:
                     raise RuntimeError("a write transaction inside another one on the same store file")
+                if b.db.in_transaction:  # this thread's own read (b._lock is held): a snapshot
+                    raise RuntimeError(
+                        "a write while this thread holds a read snapshot (Session.snapshot) of the same store file: end the snapshot first"
+                    )
                 if not gate.turn.acquire(True, b.busy_timeout):
                     raise Unavailable(
                         f"the store at {b.path} is busy: another writer held it for {b.busy_timeout:g}s; nothing was written, retry",

@@ -132,6 +132,17 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class _ClaimRead:
+    """What a claim decides on (Board._claim_read): one snapshot's task, marker and lease."""
+
+    task: Versioned
+    marker: Versioned
+    lease: dict[str, Any] | None
+    now: float
+    waits: list[str]  # its dependencies not done
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """A caller's request id and what makes a retry "the same request" (the digest of the
     verb and its arguments as the caller gave them): the transaction that acts records its
@@ -210,6 +221,10 @@ class Board:
         """Claimable by this agent: open or orphaned, unassigned or assigned to it, dependencies done.
 
         Without ``full``, open tasks come as the queue knows them (id, assignee, deps), unread."""
+        with self.session.snapshot():  # one read transaction for the whole list
+            return self._ready(limit, full)
+
+    def _ready(self, limit: int, full: bool) -> list[dict[str, Any]]:
         me = self.session.agent
         expired, now = self.session.expired_leases(TASK_PREFIX, limit=limit)
         orphan_ids = sorted((r.resource[len(TASK_PREFIX) :] for r in expired), key=lambda t: int(t[2:]))
@@ -437,13 +452,32 @@ class Board:
                     missed=[e["pos"] for e in moved],
                     next=[Step("task_show", {"id": task_id}, "read it again"), _READY],
                 )
+        return self._claim(task_id, ttl_s, record_refusal, seen, request, steal=steal)
+
+    def _claim_read(self, task_id: str) -> _ClaimRead:
+        """What a claim decides on, read from one snapshot: the task, its marker, its lease,
+        whether its dependencies are done."""
+        with self.session.snapshot():
+            v, marker = self.session.get_many([task_key(task_id), _open_key(task_id)])
+            lease, now = self._lease(task_id)
+            deps = v.values[0].get("deps", []) if v.values else []
+            waits = [d for d in deps if not self._is_done(d, {})]
+        return _ClaimRead(v, marker, lease, now, waits)
+
+    def _claim(
+        self, task_id: str, ttl_s: float, record_refusal: bool, seen: int | None, request: Request | None,
+        read: _ClaimRead | None = None, *, steal: bool = False,
+    ) -> Claim:  # fmt: skip
+        me = self._agent()
+        key = task_key(task_id)
         refuse = self._refuse if record_refusal else self._refusal
         for _ in range(_RETRIES):
-            v, marker = self.session.get_many([key, _open_key(task_id)])
+            got = read if read is not None else self._claim_read(task_id)
+            read = None
+            v, marker, lease, now = got.task, got.marker, got.lease, got.now
             if not v.values:
                 raise NotFound(f"no task {task_id}", id=task_id, next=[_list_step()])
             rec = v.values[0]
-            lease, now = self._lease(task_id)
             view = self._view(rec, lease, now)
             state = view["state"]
             if state in ("done", "failed", "submitted"):
@@ -453,7 +487,7 @@ class Board:
             if rec.get("assignee") not in (None, me):
                 raise refuse(task_id, f"task {task_id} is assigned to {rec['assignee']}; only the assignee may claim it", [], seen,
                              assignee=rec["assignee"], next=[_READY])
-            if any(not self._is_done(d, {}) for d in rec.get("deps", [])):
+            if got.waits:
                 raise refuse(task_id, f"task {task_id} waits on {', '.join(rec['deps'])}; claim it once they are done", [], seen,
                              next=[Step("task_show", {"id": rec["deps"][0]}, "see what it waits on"), _READY])
             stealing = False
@@ -506,6 +540,7 @@ class Board:
     def claim_next(self, *, ttl: float | None = None, request: Request | None = None) -> Claim:
         """Claim the first ready task, trying the next when another agent wins the race."""
         self._agent()
+        ttl_s = _ttl(ttl)
         prior = self._prior(request)
         if prior is not None:
             return self._claim_of(prior["results"])
@@ -516,13 +551,15 @@ class Board:
             # store's writers (under contention across processes: comity.store._queue), so
             # the ready list it reads is not taken by the writers ahead of it meanwhile.
             with self.session.store.writers_turn() if attempt else nullcontext():
-                ready = [t for t in self.ready(limit=16, full=False) if t["id"] not in tried]
-                if not ready:
-                    raise NotFound("nothing is ready to claim", next=[_list_step()])
-                # Spread agents over the first few ready tasks so they do not all race for one.
-                pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
+                with self.session.snapshot():  # the ready list and the pick's state: one read
+                    ready = [t for t in self._ready(16, False) if t["id"] not in tried]
+                    if not ready:
+                        raise NotFound("nothing is ready to claim", next=[_list_step()])
+                    # Spread agents over the first few ready tasks so they do not all race for one.
+                    pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
+                    read = self._claim_read(pick["id"])
                 try:
-                    return self.claim(pick["id"], ttl=ttl, record_refusal=False, request=request)
+                    return self._claim(pick["id"], ttl_s, False, None, request, read)
                 except (StaleContext, NotFound):
                     tried.add(pick["id"])
         raise NotFound("lost every race for a ready task; retry")
@@ -626,7 +663,15 @@ class Board:
         task_id = parse_task_id(task_id)
         token = _token(token)
         result = _text(result, "result", _BODY_MAX)
-        first: Versioned | None = self._read(task_id)
+        from .changes import gate  # changes build on the board; the board asks them only here
+
+        gated: tuple[str, list[Any], list[str]] | NotFound | StaleContext | None
+        with self.session.snapshot():  # the task and what its completion is gated on: one read
+            first: Versioned | None = self._read(task_id)
+            try:
+                gated = gate(self.session, task_id, token)
+            except (NotFound, StaleContext) as e:
+                gated = e
         assert first is not None
         current = first.values[0]
         if current["status"] in ("done", "submitted"):
@@ -662,11 +707,14 @@ class Board:
             self._record_fenced(task_id, "task.done", token, fenced)
             raise fenced
 
-        from .changes import gate  # changes build on the board; the board asks them only here
-
         for _ in range(_RETRIES):
             try:
-                status, guards, changes = gate(self.session, task_id, token)
+                if gated is None:
+                    gated = gate(self.session, task_id, token)
+                if isinstance(gated, (NotFound, StaleContext)):
+                    raise gated
+                status, guards, changes = gated
+                gated = None
             except (NotFound, StaleContext):
                 try:
                     self._renew(task_id, token)  # a superseded or expired token is told so first (Fenced, LeaseExpired)
