@@ -181,6 +181,30 @@ def test_readers_never_pass_a_position_still_in_flight(postgres_url: str) -> Non
         assert [e["key"] for e in reader.news().events] == ["b", "c"]  # nothing skipped, in order
 
 
+def test_a_writers_events_go_with_its_commit_and_a_read_of_its_log_sends_them_first(postgres_url: str) -> None:
+    """A write transaction's events wait until its COMMIT (one statement with the commit's
+    NOTIFY), unless the transaction reads the log first: then they are sent before it."""
+    with comity.open(postgres_url) as store:
+        caller = Caller("alice", "a")
+        with store.backend.transaction(write=True) as tx:
+            store.executor.execute(tx, caller, "w-1", [], [Put("b", 1), Put("c", 2)], record=False)
+            assert [r[1] for r in tx.rows] == ["b", "c"]  # not sent yet
+            assert [e.key for e in tx.events(0, limit=10)] == ["b", "c"]  # sent first, then read
+            assert tx.rows == []
+            store.executor.execute(tx, caller, "w-2", [], [Put("d", 3)], record=False)
+        with store.backend.transaction(write=True) as tx:
+            store.executor.execute(tx, caller, "w-3", [], [Put("e", 4)], record=False)
+            assert tx.acted("alice") and tx.rows == []  # any read of the log
+        with store.backend.transaction(write=True) as tx:
+            store.executor.execute(tx, caller, "w-4", [], [Put("f", 5)], record=False)
+            outer = tx
+            with pytest.raises(KeyError):  # another writer, rolled back: its events never reach the log
+                with store.backend.transaction(write=True) as inner:
+                    store.executor.execute(inner, caller, "w-5", [], [Put("g", 6)], record=False)
+                    raise KeyError("g")
+        assert outer.rows == [] and [e["key"] for e in store.session().log(after=0)] == ["b", "c", "d", "e", "f"]
+
+
 # ------------------------------------------------------------------ the database's clock
 
 

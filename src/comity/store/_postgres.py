@@ -28,8 +28,10 @@ a cursor passes it has seen.  Aborted transactions leave gaps in the positions.
 Durability.  A write is acknowledged after its COMMIT returns, at the server's
 ``synchronous_commit`` (on by default: the commit is flushed to the WAL).
 
-Time.  Leases expire by the *database's* clock (``clock_timestamp()``, read once a write
-transaction holds the head lock), the one clock every ``comity serve`` and agent shares.
+Time.  Leases expire by the *database's* clock (``clock_timestamp()``, read when a write
+transaction begins, and by a read with its watermark, just before its snapshot: a lease
+that expires in between is not yet expired to it), the one clock every ``comity serve``
+and agent shares.
 A ``clock`` passed explicitly replaces it: tests pass a virtual clock to expire leases
 without sleeping; production passes none.
 
@@ -229,6 +231,19 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class _Sql:
     """Every statement, qualified with the store's schema once."""
 
+    def append_rows(self, n: int, *, notifying: bool = False) -> str:
+        """``n`` events inserted by one statement; ``notifying``: then the commit's NOTIFY
+        (a data-modifying WITH runs to completion whatever the query around it reads)."""
+        sql = self._append_rows.get((n, notifying))
+        if sql is None:
+            row = "(" + ", ".join(["%s"] * 14) + ")"
+            sql = f"INSERT INTO {self.schema}.events ({_EVENT_COLS}) VALUES " + ", ".join([row] * n)
+            if notifying:
+                sql = f"WITH appended AS ({sql}) SELECT pg_notify(%s, %s)"
+            if len(self._append_rows) < 64:  # a few sizes are common; the rest are built again
+                self._append_rows[(n, notifying)] = sql
+        return sql
+
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.schema = s
@@ -244,6 +259,7 @@ class _Sql:
         # and takes each row's lock before the next (EXPLAIN: no sort, no parallelism).
         self.lock_keys = "SELECT pg_advisory_xact_lock(%s, h) FROM unnest(%s::int4[]) WITH ORDINALITY AS t(h, i) ORDER BY i"
         self.safe_head = f"SELECT {s}.safe_head({self.base})"
+        self.safe_head_timed = f"SELECT {s}.safe_head({self.base}), extract(epoch FROM clock_timestamp())::float8"
         self.take_pos = f"SELECT {s}.take_pos({self.base})"
         self.next_pos = f"SELECT nextval('{s}.event_pos')"
         self.begin_write = f"BEGIN; SELECT pg_advisory_xact_lock_shared({self.ns}, 0); {self.safe_head}"
@@ -267,9 +283,7 @@ class _Sql:
             " ON CONFLICT (resource) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
             " expires = excluded.expires, pos = excluded.pos, hlc = excluded.hlc"
         )
-        self.append = (
-            f"INSERT INTO {s}.events ({_EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        )
+        self._append_rows: dict[tuple[int, bool], str] = {}
         self.events = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s ORDER BY pos LIMIT %s"
         self.events_excl = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s AND session <> %s ORDER BY pos LIMIT %s"
         self.events_keys = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s ORDER BY pos LIMIT %s"
@@ -349,9 +363,11 @@ def _range(prefix: str) -> tuple[str, str] | None:
 
 class _PgTx:
     """Writes are deferred and sent together, pipelined, before the next read or with the
-    COMMIT: a put is three round trips (begin and lock, load, write and commit)."""
+    COMMIT: a put is three round trips (begin and lock, load, write and commit).  The events
+    appended wait longer, until the COMMIT (or a read of the log): they go in one statement
+    with the commit's notification."""
 
-    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending", "write", "locked", "last")
+    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending", "write", "locked", "last", "rows")
 
     def __init__(
         self, cur: psycopg.Cursor[Any], sql: _Sql, clock: Clock | None, head: int, now: float | None, write: bool = False
@@ -366,6 +382,7 @@ class _PgTx:
         self.write = write
         self.locked: set[int] = set()
         self.last = 0  # the greatest position this transaction appended
+        self.rows: list[tuple[Any, ...]] = []  # events appended, not yet sent
 
     def lock(self, keys: Collection[str]) -> None:
         """Take the locks of ``keys`` (a write transaction's), in one order: no deadlock between
@@ -431,16 +448,26 @@ class _PgTx:
         # The first position is taken under a lock that holds the watermark below it until this
         # transaction ends; later ones are greater.
         pos = int(self._query(self.sql.next_pos if self.appended else self.sql.take_pos).fetchone()[0])  # type: ignore[index]
-        self.pending.append(
-            (
-                self.sql.append,
-                (pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos),
-            )
-        )
+        self.rows.append((pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos))
         e.pos = pos
         self.last = max(self.last, pos)
         self.appended = True
         return pos
+
+    def inserts(self, notify: tuple[str, str] | None = None) -> tuple[str, tuple[Any, ...]]:
+        """The events appended and not yet sent, as one statement (and with ``notify``, the
+        commit's notification: (channel, payload)); they are then sent."""
+        rows, self.rows = self.rows, []
+        args = tuple(x for r in rows for x in r)
+        if notify is None:
+            return self.sql.append_rows(len(rows)), args
+        return self.sql.append_rows(len(rows), notifying=True), (*args, *notify)
+
+    def _log_query(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        """A read of the log: the events this transaction appended go first."""
+        if self.rows:
+            self.pending.append(self.inserts())
+        return self._query(sql, args)
 
     def events(
         self,
@@ -453,15 +480,15 @@ class _PgTx:
         sql = self.sql
         if keys is None:
             if exclude_session is None:
-                rows = self._query(sql.events, (after, limit)).fetchall()
+                rows = self._log_query(sql.events, (after, limit)).fetchall()
             else:
-                rows = self._query(sql.events_excl, (after, exclude_session, limit)).fetchall()
+                rows = self._log_query(sql.events_excl, (after, exclude_session, limit)).fetchall()
         else:
             wanted = list(keys)
             if exclude_session is None:
-                rows = self._query(sql.events_keys, (wanted, after, limit)).fetchall()
+                rows = self._log_query(sql.events_keys, (wanted, after, limit)).fetchall()
             else:
-                rows = self._query(sql.events_keys_excl, (wanted, after, exclude_session, limit)).fetchall()
+                rows = self._log_query(sql.events_keys_excl, (wanted, after, exclude_session, limit)).fetchall()
         return [_event(r) for r in rows]
 
     def recorded(self, request_id: str) -> tuple[str, str] | None:
@@ -528,7 +555,7 @@ class _PgTx:
         self.pending.append((self.sql.set_origin, (replica, upto)))
 
     def events_from(self, replica: str, after: int, limit: int) -> list[EventRow]:
-        here = self._query(self.sql.events_here, (after, replica, limit)).fetchall()
+        here = self._log_query(self.sql.events_here, (after, replica, limit)).fetchall()
         arrived = self._query(self.sql.events_arrived, (replica, after, limit)).fetchall()
         rows = [_event(r) for r in here + arrived]
         rows.sort(key=lambda e: e.origin)
@@ -553,7 +580,7 @@ class _PgTx:
 
     def compactable(self, before: int) -> tuple[int, int]:
         s = self.sql.schema
-        total = self._query(f"SELECT count(*) FROM {s}.events WHERE pos < %s", (before,)).fetchone()[0]  # type: ignore[index]
+        total = self._log_query(f"SELECT count(*) FROM {s}.events WHERE pos < %s", (before,)).fetchone()[0]  # type: ignore[index]
         heads = self._query(
             f"SELECT count(*) FROM (SELECT pos FROM {s}.keys WHERE pos < %s UNION SELECT pos FROM {s}.leases WHERE pos < %s) h",
             (before, before),
@@ -562,7 +589,7 @@ class _PgTx:
 
     def compact(self, before: int, limit: int) -> dict[str, int]:
         s = self.sql.schema
-        rows = self._query(
+        rows = self._log_query(
             f"DELETE FROM {s}.events WHERE pos IN (SELECT e.pos FROM {s}.events e WHERE e.pos < %s"
             f" AND NOT EXISTS (SELECT 1 FROM {s}.keys k WHERE k.pos = e.pos)"
             f" AND NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE l.pos = e.pos) ORDER BY e.pos LIMIT %s)"
@@ -576,7 +603,7 @@ class _PgTx:
         return upto
 
     def acted(self, agent: str) -> bool:
-        return self._query(self.sql.acted, (agent,)).fetchone() is not None
+        return self._log_query(self.sql.acted, (agent,)).fetchone() is not None
 
 
 class _Transaction:
@@ -606,6 +633,10 @@ class _Transaction:
                 if b.clock is None:
                     cur.nextset()
                     now = float(cur.fetchone()[0])  # type: ignore[index]
+            elif b.clock is None:  # the time comes with the watermark, read before the snapshot
+                row = cur.execute(b.sql.safe_head_timed).fetchone()
+                head, now = int(row[0]), float(row[1])  # type: ignore[index]
+                cur.execute(b.sql.begin_read)
             else:
                 head = int(cur.execute(b.sql.safe_head).fetchone()[0])  # type: ignore[index]
                 cur.execute(b.sql.begin_read)
@@ -626,7 +657,9 @@ class _Transaction:
             return
         tx = self.tx
         try:
-            if tx.appended:
+            if tx.rows:
+                tx.flush(tx.inserts((b.notify_channel, str(tx.last))), ("COMMIT", ()))
+            elif tx.appended:
                 tx.flush((b.sql.notify, (b.notify_channel, str(tx.last))), ("COMMIT", ()))
             elif tx.pending:
                 tx.flush(("COMMIT", ()))
