@@ -205,6 +205,22 @@ def test_a_writers_events_go_with_its_commit_and_a_read_of_its_log_sends_them_fi
         assert outer.rows == [] and [e["key"] for e in store.session().log(after=0)] == ["b", "c", "d", "e", "f"]
 
 
+def test_a_transaction_of_several_operations_takes_its_positions_together_in_order(postgres_url: str) -> None:
+    """The positions of a transaction's events are taken in one statement with the first
+    (under its lock): one for each operation, increasing in the operations' order, no gap."""
+    from comity.store._check import check
+
+    with comity.open(postgres_url) as store:
+        s = store.session("alice")
+        s.put("a", 0)
+        r = s.txn(ops=[Put("x", 1), Acquire("job", 30), Put("y", 2), Next("n")])
+        log = s.log(after=0)
+        assert [(e["key"], e["op"]) for e in log][1:] == [("x", "put"), ("@lease/job", "acquire"), ("y", "put"), ("@seq/n", "next")]
+        assert [e["pos"] for e in log] == [1, 2, 3, 4, 5] and r.pos == 5
+    report = check(postgres_url)
+    assert report.ok and report.facts["gaps"] == 0
+
+
 # ------------------------------------------------------------------ the database's clock
 
 

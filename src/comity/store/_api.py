@@ -1154,7 +1154,7 @@ class Session:
         with self._lock:
             self.interest.update(keys)
             with self._reading() as tx:
-                rows = [tx.load(k) for k in keys]
+                rows = tx.load_many(keys)
                 head = tx.head()
                 shown, news, truncated = self._collect(tx, head, self.interest)
             out = []

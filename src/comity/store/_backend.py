@@ -109,6 +109,10 @@ class Tx(Protocol):
 
     def load(self, key: str) -> KeyRow | None: ...
 
+    def load_many(self, keys: list[str]) -> list[KeyRow | None]:
+        """:meth:`load` of each of ``keys``, in their order (one statement where it can)."""
+        ...
+
     def save(self, key: str, row: KeyRow, prior: KeyRow | None) -> None:
         """Write a key's state; ``prior`` is the row it replaces (None when new)."""
         ...

@@ -262,6 +262,9 @@ class _Sql:
         self.safe_head_timed = f"SELECT {s}.safe_head({self.base}), extract(epoch FROM clock_timestamp())::float8"
         self.take_pos = f"SELECT {s}.take_pos({self.base})"
         self.next_pos = f"SELECT nextval('{s}.event_pos')"
+        # The first position under take_pos's lock, then more: an Append runs its parts in
+        # order, and nextval gives each row a greater position than the one before.
+        self.take_positions = f"{self.take_pos} UNION ALL (SELECT nextval('{s}.event_pos') FROM generate_series(1, %s))"
         self.begin_write = f"BEGIN; SELECT pg_advisory_xact_lock_shared({self.ns}, 0); {self.safe_head}"
         # The time is read once the transaction has begun.
         self.begin_write_timed = self.begin_write + "; SELECT extract(epoch FROM clock_timestamp())::float8"
@@ -271,6 +274,7 @@ class _Sql:
         self.head = self.safe_head
         self.notify = "SELECT pg_notify(%s, %s)"
         self.load = f"SELECT clock, hlc, pos, live FROM {s}.keys WHERE key = %s"
+        self.load_many = f"SELECT key, clock, hlc, pos, live FROM {s}.keys WHERE key = ANY(%s::text[])"
         self.update_key = f"UPDATE {s}.keys SET clock = %s, hlc = %s, pos = %s WHERE key = %s"
         self.upsert_key = (
             f"INSERT INTO {s}.keys (key, clock, hlc, pos, live) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE"
@@ -367,7 +371,8 @@ class _PgTx:
     appended wait longer, until the COMMIT (or a read of the log): they go in one statement
     with the commit's notification."""
 
-    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending", "write", "locked", "last", "rows")
+    __slots__ = ("cur", "sql", "clock", "_head", "_now", "appended", "pending", "write", "locked", "last", "rows", "expected",
+                 "spare", "leases_read")
 
     def __init__(
         self, cur: psycopg.Cursor[Any], sql: _Sql, clock: Clock | None, head: int, now: float | None, write: bool = False
@@ -383,6 +388,9 @@ class _PgTx:
         self.locked: set[int] = set()
         self.last = 0  # the greatest position this transaction appended
         self.rows: list[tuple[Any, ...]] = []  # events appended, not yet sent
+        self.expected = 0  # the events this transaction will append, when the executor says
+        self.spare: list[int] = []  # positions taken ahead for them, the next one last
+        self.leases_read: dict[str, LeaseRow | None] = {}  # under this transaction's locks
 
     def lock(self, keys: Collection[str]) -> None:
         """Take the locks of ``keys`` (a write transaction's), in one order: no deadlock between
@@ -427,6 +435,13 @@ class _PgTx:
         row = self._query(self.sql.load, (key,)).fetchone()
         return None if row is None else KeyRow(row[0], row[1], row[2], row[3])
 
+    def load_many(self, keys: list[str]) -> list[KeyRow | None]:
+        if len(keys) == 1:
+            return [self.load(keys[0])]
+        self.lock(keys)
+        found = {r[0]: KeyRow(r[1], r[2], r[3], r[4]) for r in self._query(self.sql.load_many, (keys,)).fetchall()}
+        return [found.get(k) for k in keys]
+
     def save(self, key: str, row: KeyRow, prior: KeyRow | None) -> None:
         if prior is not None and prior.live == row.live:
             self.pending.append((self.sql.update_key, (row.clock, row.hlc, row.pos, key)))
@@ -437,17 +452,34 @@ class _PgTx:
         self.pending.append((self.sql.touch, (pos, key)))
 
     def lease(self, resource: str) -> LeaseRow | None:
+        if self.write and resource in self.leases_read:  # locked since it was read: as it was (or saved)
+            return self.leases_read[resource]
         self.lock((LEASE_PREFIX + resource,))
-        row = self._query(self.sql.lease, (resource,)).fetchone()
-        return None if row is None else LeaseRow(resource, row[0], row[1], row[2], row[3], row[4])
+        r = self._query(self.sql.lease, (resource,)).fetchone()
+        row = None if r is None else LeaseRow(resource, r[0], r[1], r[2], r[3], r[4])
+        if self.write:
+            self.leases_read[resource] = row
+        return row
 
     def save_lease(self, row: LeaseRow) -> None:
         self.pending.append((self.sql.save_lease, (row.resource, row.holder, row.token, row.expires, row.pos, row.hlc)))
+        self.leases_read[row.resource] = row
+
+    def expect(self, n: int) -> None:
+        """This transaction will append ``n`` events (at most): their positions are taken
+        together, with the first (unused ones would be gaps, as an aborted writer's are)."""
+        self.expected = n
 
     def append(self, e: EventRow) -> int:
         # The first position is taken under a lock that holds the watermark below it until this
         # transaction ends; later ones are greater.
-        pos = int(self._query(self.sql.next_pos if self.appended else self.sql.take_pos).fetchone()[0])  # type: ignore[index]
+        if self.spare:
+            pos = self.spare.pop()
+        elif not self.appended and self.expected > 1:
+            taken = [int(r[0]) for r in self._query(self.sql.take_positions, (self.expected - 1,)).fetchall()]
+            pos, self.spare = taken[0], taken[:0:-1]
+        else:
+            pos = int(self._query(self.sql.next_pos if self.appended else self.sql.take_pos).fetchone()[0])  # type: ignore[index]
         self.rows.append((pos, e.key, e.op, e.agent, e.session, e.replica, e.counter, e.hlc, e.request_id, e.value, e.detail, e.prev, e.seen, e.opos))
         e.pos = pos
         self.last = max(self.last, pos)

@@ -534,6 +534,9 @@ class Executor:
             # A backend whose writers run at once (PostgreSQL) locks every key this transaction
             # reads or writes, all first and in one order (SQLite's writers take turns already).
             lock(_keys_of(guards, ops, request_id if record else None))
+            expect = getattr(tx, "expect", None)
+            if expect is not None:
+                expect(len(ops))  # each operation appends one event
         if record:
             if digest is None:
                 digest = _digest(caller.agent, guards, ops)
