@@ -189,7 +189,11 @@ def test_a_writers_events_go_with_its_commit_and_a_read_of_its_log_sends_them_fi
         with store.backend.transaction(write=True) as tx:
             store.executor.execute(tx, caller, "w-1", [], [Put("b", 1), Put("c", 2)], record=False)
             assert [r[1] for r in tx.rows] == ["b", "c"]  # not sent yet
-            assert [e.key for e in tx.events(0, limit=10)] == ["b", "c"]  # sent first, then read
+            assert tx.events(0, exclude_session="a", limit=10) == [] and len(tx.rows) == 2  # the session's own news: not them
+            assert [e.key for e in tx.events(0, exclude_session="z", keys=["c"], limit=10)] == ["c"]  # another's: sent first
+            assert tx.rows == []
+            store.executor.execute(tx, caller, "w-1b", [], [Put("b2", 10)], record=False)
+            assert [e.key for e in tx.events(0, limit=10)] == ["b", "c", "b2"]  # sent first, then read
             assert tx.rows == []
             store.executor.execute(tx, caller, "w-2", [], [Put("d", 3)], record=False)
         with store.backend.transaction(write=True) as tx:
@@ -202,7 +206,7 @@ def test_a_writers_events_go_with_its_commit_and_a_read_of_its_log_sends_them_fi
                 with store.backend.transaction(write=True) as inner:
                     store.executor.execute(inner, caller, "w-5", [], [Put("g", 6)], record=False)
                     raise KeyError("g")
-        assert outer.rows == [] and [e["key"] for e in store.session().log(after=0)] == ["b", "c", "d", "e", "f"]
+        assert outer.rows == [] and [e["key"] for e in store.session().log(after=0)] == ["b", "c", "b2", "d", "e", "f"]
 
 
 def test_a_transaction_of_several_operations_takes_its_positions_together_in_order(postgres_url: str) -> None:

@@ -495,9 +495,10 @@ class _PgTx:
             return self.sql.append_rows(len(rows)), args
         return self.sql.append_rows(len(rows), notifying=True), (*args, *notify)
 
-    def _log_query(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
-        """A read of the log: the events this transaction appended go first."""
-        if self.rows:
+    def _log_query(self, sql: str, args: tuple[Any, ...] = (), *, excluding: str | None = None) -> psycopg.Cursor[Any]:
+        """A read of the log: the events this transaction appended go first, unless the read
+        leaves out every one of them (their session is ``excluding``: a session's news)."""
+        if self.rows and (excluding is None or any(r[4] != excluding for r in self.rows)):
             self.pending.append(self.inserts())
         return self._query(sql, args)
 
@@ -514,13 +515,13 @@ class _PgTx:
             if exclude_session is None:
                 rows = self._log_query(sql.events, (after, limit)).fetchall()
             else:
-                rows = self._log_query(sql.events_excl, (after, exclude_session, limit)).fetchall()
+                rows = self._log_query(sql.events_excl, (after, exclude_session, limit), excluding=exclude_session).fetchall()
         else:
             wanted = list(keys)
             if exclude_session is None:
                 rows = self._log_query(sql.events_keys, (wanted, after, limit)).fetchall()
             else:
-                rows = self._log_query(sql.events_keys_excl, (wanted, after, exclude_session, limit)).fetchall()
+                rows = self._log_query(sql.events_keys_excl, (wanted, after, exclude_session, limit), excluding=exclude_session).fetchall()
         return [_event(r) for r in rows]
 
     def recorded(self, request_id: str) -> tuple[str, str] | None:

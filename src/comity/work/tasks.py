@@ -552,11 +552,11 @@ class Board:
             # the ready list it reads is not taken by the writers ahead of it meanwhile.
             with self.session.store.writers_turn() if attempt else nullcontext():
                 with self.session.snapshot():  # the ready list and the pick's state: one read
-                    ready = [t for t in self._ready(16, False) if t["id"] not in tried]
+                    ready = [t for t in self._ready(32, False) if t["id"] not in tried]
                     if not ready:
                         raise NotFound("nothing is ready to claim", next=[_list_step()])
                     # Spread agents over the first few ready tasks so they do not all race for one.
-                    pick = ready[rng.randint(0, min(len(ready), 8) - 1)]
+                    pick = ready[rng.randint(0, min(len(ready), 32) - 1)]
                     read = self._claim_read(pick["id"])
                 try:
                     return self._claim(pick["id"], ttl_s, False, None, request, read)
