@@ -549,16 +549,16 @@ def test_claim_next_refuses_with_the_next_step_when_nothing_is_ready(st: comity.
     assert ops_of(st, "@task/T-1").count("task.claim-refused") == 0
 
 
-def test_claim_next_spreads_over_the_first_eight_ready_tasks(make_store: Callable[..., comity.Store], clock: VirtualClock) -> None:
+def test_claim_next_spreads_over_the_first_32_ready_tasks(make_store: Callable[..., comity.Store], clock: VirtualClock) -> None:
     picked = set()
     for n in range(6):
         st = make_store(f"s{n}.db", clock=clock)
         tri = board(st, "triage")
-        for i in range(12):
+        for i in range(40):
             tri.add(f"t{i}")
         for _ in range(3):
             picked.add(int(board(st, "alice").claim_next().task["id"][2:]))
-    assert picked <= set(range(1, 11)) and max(picked) > 1  # never beyond the first 8 still ready
+    assert picked <= set(range(1, 35)) and max(picked) > 8  # never beyond the first 32 still ready
 
 
 # ------------------------------------------------------------------ fenced verbs

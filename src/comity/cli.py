@@ -466,7 +466,7 @@ _CLAIM = VERB["task_claim"]
 
 @command(task_group, "claim")
 @click.argument("task_id", metavar="[ID]", required=False)
-@click.option("--next", "take_next", is_flag=True, help="Claim the first ready task (trying the next when it loses a race).")
+@click.option("--next", "take_next", is_flag=True, help="Claim one of the first 32 ready tasks, at random (agents claiming at once rarely race for one).")
 @click.option("--context", metavar="CTX", help=_CLAIM.param("context").doc)
 @click.option("--ttl", type=_click_type(_CLAIM.param("ttl")), default=_CLAIM.param("ttl").default, show_default=True, help=_CLAIM.param("ttl").doc)
 @click.option("--steal", is_flag=True, help=_CLAIM.param("steal").doc)

@@ -358,8 +358,9 @@ VERBS: tuple[Verb, ...] = (
         _CLAIM, mutating=True, remembers="id",
     ),
     _verb(
-        "task_claim_next", "Claim the first ready task; answers the fencing token.",
-        "Claim the first ready task (trying the next when another agent wins it first). The answer is task_claim's. "
+        "task_claim_next", "Claim a ready task; answers the fencing token.",
+        "Claim one of the first 32 ready tasks, at random so that agents claiming at once rarely race for one"
+        " (trying another when another agent wins it first); task_claim takes a given one. The answer is task_claim's. "
         "Example: task_claim_next()",
         (_LEASE_TTL, _REQUEST_ID),
         _CLAIM, mutating=True,
