@@ -205,15 +205,18 @@ class Board:
 
     def show(self, task_id: str) -> dict[str, Any]:
         task_id = parse_task_id(task_id)
-        v = self._read(task_id)
-        lease, now = self._lease(task_id)
+        with self.session.snapshot():  # the record and its lease as of one moment
+            v = self._read(task_id)
+            lease, now = self._lease(task_id)
         return self._view(v.values[0], lease, now, v.context)
 
     def tasks(self, *, status: str | None = None) -> list[dict[str, Any]]:
         if status is not None and status not in STATES:
             raise Invalid("state", f"{status!r:.40} is not a task state; use one of: {', '.join(STATES)} (or none for every task)")
-        leases, now = self._leases()
-        views = [self._view(v.values[0], leases.get(v.key[len(TASK_PREFIX) :]), now, v.context) for v in self.session.scan(TASK_PREFIX) if v.values]
+        with self.session.snapshot():  # the records and their leases as of one moment
+            leases, now = self._leases()
+            records = self.session.scan(TASK_PREFIX)
+        views = [self._view(v.values[0], leases.get(v.key[len(TASK_PREFIX) :]), now, v.context) for v in records if v.values]
         views.sort(key=lambda t: int(t["id"][2:]))
         return [t for t in views if status is None or t["state"] == status]
 
