@@ -1534,3 +1534,20 @@ def test_a_snapshot_nests_and_ends_with_an_exception(store: Store) -> None:
             a.get("x")
             raise KeyError("x")
     assert a.put("x", 2, context=x.context).values == [2]  # the snapshot ended with it
+
+
+def test_a_skim_of_the_log_is_its_events_positions_keys_and_ops_and_events_at_reads_them_whole(store: Store) -> None:
+    a, b = store.session("alice"), store.session("bob")
+    for i in range(300):
+        a.put(f"a/{i}", i)
+        b.put(f"b/{i}", i)
+    with store.backend.transaction(write=False) as tx:
+        every = tx.events(0, limit=1000)
+        skim = tx.skim(0, limit=1000)
+        not_bobs = tx.skim(0, exclude_session=b.id, limit=1000)
+        assert [(e.pos, e.key, e.op) for e in every] == [tuple(k) for k in skim] and len(skim) == 600
+        assert [k.key for k in not_bobs] == [f"a/{i}" for i in range(300)]
+        assert [k.pos for k in tx.skim(every[10].pos, limit=3)] == [e.pos for e in every[11:14]]
+        wanted = [e.pos for e in reversed(every)][:550]  # more than one statement's worth on SQLite, out of order
+        assert tx.events_at(wanted) == every[50:]
+        assert tx.events_at([every[0].pos, 10**9]) == every[:1]  # a position not in the log: not there

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..causal import HLC, DVVSet
 from ..errors import Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Unavailable
 from ..runtime import Clock, Rng, SystemClock, SystemRng
-from ._backend import Backend, EventRow, LeaseRow, SessionRow, Tx
+from ._backend import Backend, EventKey, EventRow, LeaseRow, SessionRow, Tx
 from ._codec import DEFAULT_MAX_VALUE_BYTES, KEY_MAX_BYTES, SECRET_PREFIXES, ContextCodec, check_key, is_secret, load_json
 from ._group import GroupCommit
 from ._txn import (
@@ -698,7 +698,7 @@ class _Shown:
             return self.upto
         return self.position
 
-    def has(self, e: EventRow) -> bool:
+    def has(self, e: EventRow | EventKey) -> bool:
         """Shown already, or never news (:data:`NOT_NEWS_OPS`): either way, not shown again."""
         return e.pos <= self.since(e.key) or e.op in NOT_NEWS_OPS
 
@@ -873,19 +873,20 @@ class Session:
         if n:
             counts[position] = counts.get(position, 0) + n
         start = _scan_start(counts, position, head)
-        # The log after ``start`` is read whole (up to the watermark), one page after another,
-        # and filtered in memory: it covers every key shown up to ``start`` or later.  The
-        # keys shown only up to an earlier point are asked from there by key (SQLite walks
-        # each key's chain, PostgreSQL its (key, pos) index).
-        rows: list[EventRow] = []
+        # The log after ``start`` is skimmed whole (up to the watermark: positions, keys and
+        # ops), one page after another, and filtered in memory: it covers every key shown up
+        # to ``start`` or later; only the events found are then read whole.  The keys shown
+        # only up to an earlier point are asked from there by key (SQLite walks each key's
+        # chain, PostgreSQL its (key, pos) index).
+        rows: list[EventKey] = []
         after = start
         while after < head:  # nothing is read past the watermark (a read at the head asks nothing)
-            got = tx.events(after, exclude_session=self.id, limit=_SCAN)
+            skimmed = tx.skim(after, exclude_session=self.id, limit=_SCAN)
             # Nothing past ``head``, the watermark: an event after it may have company still to
             # commit before it (PostgreSQL), and a position past it would skip that for ever.
-            page = [r for r in got if r.pos <= head]
+            page = [r for r in skimmed if r.pos <= head]
             rows += page
-            if len(got) < _SCAN or len(page) < len(got):
+            if len(skimmed) < _SCAN or len(page) < len(skimmed):
                 break
             after = page[-1].pos
         # The keys shown only up to a point before ``start``, grouped by that point.
@@ -902,7 +903,8 @@ class Session:
                 rest = shown.together.missing(wanted) if together else wanted
             behind.setdefault(position, []).extend(k for k in rest if k not in own)
         asked = {k for ks in behind.values() for k in ks}  # their events after ``start`` come with the rest of theirs
-        found = [r for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
+        hits = [r.pos for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
+        found = tx.events_at(hits) if hits else []
         for after, ks in behind.items():
             # Each group is read until it holds limit + 1 pieces of news or runs out, so
             # that events that are never news cannot hide how far it was read.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 LEASE_PREFIX = "@lease/"  # leases' events are logged under this key prefix
 
@@ -49,6 +49,14 @@ class LeaseRow:
     expires: float
     pos: int = 0
     hlc: str = ""  # the HLC time of its last event, so the next one is later
+
+
+class EventKey(NamedTuple):
+    """An event's position, key and op (:meth:`Tx.skim`)."""
+
+    pos: int
+    key: str
+    op: str
 
 
 @dataclass(slots=True)
@@ -138,6 +146,15 @@ class Tx(Protocol):
         limit: int = 100,
     ) -> list[EventRow]:
         """Events with position > ``after`` in log order, optionally only of ``keys``."""
+        ...
+
+    def skim(self, after: int, *, exclude_session: str | None = None, limit: int = 100) -> list[EventKey]:
+        """What :meth:`events` (of every key) gives, as (position, key, op) only: for a reader
+        that looks for the few events of its own keys among many."""
+        ...
+
+    def events_at(self, positions: list[int]) -> list[EventRow]:
+        """The events at ``positions`` (those still in the log), in log order."""
         ...
 
     def recorded(self, request_id: str) -> tuple[str, str] | None:

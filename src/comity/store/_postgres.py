@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng, SystemClock
-from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._backend import LEASE_PREFIX, EventKey, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
 from ._files import StoreFileError, no_store
 
 if TYPE_CHECKING:
@@ -291,6 +291,9 @@ class _Sql:
         self.events = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s ORDER BY pos LIMIT %s"
         self.events_excl = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos > %s AND session <> %s ORDER BY pos LIMIT %s"
         self.events_keys = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s ORDER BY pos LIMIT %s"
+        self.skim = f"SELECT pos, key, op FROM {s}.events WHERE pos > %s ORDER BY pos LIMIT %s"
+        self.skim_excl = f"SELECT pos, key, op FROM {s}.events WHERE pos > %s AND session <> %s ORDER BY pos LIMIT %s"
+        self.events_at = f"SELECT {_EVENT_COLS} FROM {s}.events WHERE pos = ANY(%s::int8[]) ORDER BY pos"
         self.events_keys_excl = (
             f"SELECT {_EVENT_COLS} FROM {s}.events WHERE key = ANY(%s) AND pos > %s AND session <> %s ORDER BY pos LIMIT %s"
         )
@@ -523,6 +526,16 @@ class _PgTx:
             else:
                 rows = self._log_query(sql.events_keys_excl, (wanted, after, exclude_session, limit), excluding=exclude_session).fetchall()
         return [_event(r) for r in rows]
+
+    def skim(self, after: int, *, exclude_session: str | None = None, limit: int = 100) -> list[EventKey]:
+        if exclude_session is None:
+            rows = self._log_query(self.sql.skim, (after, limit)).fetchall()
+        else:
+            rows = self._log_query(self.sql.skim_excl, (after, exclude_session, limit), excluding=exclude_session).fetchall()
+        return [EventKey(*r) for r in rows]
+
+    def events_at(self, positions: list[int]) -> list[EventRow]:
+        return [_event(r) for r in self._log_query(self.sql.events_at, (positions,)).fetchall()]
 
     def recorded(self, request_id: str) -> tuple[str, str] | None:
         self.lock(("@request/" + request_id,))

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import Invalid, Unavailable
 from ..runtime import Clock, Rng
-from ._backend import LEASE_PREFIX, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
+from ._backend import LEASE_PREFIX, EventKey, EventRow, KeyRow, LeaseRow, SessionRow, StoreMeta
 from ._queue import SLOW_BEGIN_S, WriterQueue
 from ._files import classify, damaged, foreign_database, has_tables, held, let_go, link_into_place, make_dirs, new_private_file, no_store
 
@@ -213,6 +213,23 @@ class _SQLiteTx:
                 rows += self._history(key, after, exclude_session)
             rows.sort(key=lambda r: r[0])
             rows = rows[:limit]
+        return [_event(r) for r in rows]
+
+    def skim(self, after: int, *, exclude_session: str | None = None, limit: int = 100) -> list[EventKey]:
+        if exclude_session is None:
+            rows = self.db.execute("SELECT pos, key, op FROM events WHERE pos > ? ORDER BY pos LIMIT ?", (after, limit))
+        else:
+            rows = self.db.execute(
+                "SELECT pos, key, op FROM events WHERE pos > ? AND session != ? ORDER BY pos LIMIT ?", (after, exclude_session, limit)
+            )
+        return [EventKey(*r) for r in rows.fetchall()]
+
+    def events_at(self, positions: list[int]) -> list[EventRow]:
+        rows: list[Any] = []
+        for i in range(0, len(positions), 500):  # under SQLite's limit of bound parameters
+            chunk = positions[i : i + 500]
+            rows += self.db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE pos IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        rows.sort(key=lambda r: r[0])
         return [_event(r) for r in rows]
 
     def _history(self, key: str, after: int, exclude_session: str | None) -> list[Any]:
