@@ -1521,3 +1521,18 @@ def test_a_claim_and_a_completion_each_read_from_one_snapshot(st: comity.Store) 
     begun.clear()
     assert bob.claim(t["id"]).task["state"] == "claimed"
     assert begun == [False, True]
+
+
+def test_a_ready_task_behind_many_assigned_to_others_is_found_and_claimed(st: comity.Store) -> None:
+    """claim_next and the ready list page on past markers this agent may not claim (they
+    looked at the first 16, or the first ``limit``, and said nothing was ready)."""
+    tri = board(st, "triage")
+    for i in range(40):
+        tri.add(f"for bob {i}", assignee="bob")
+    free = tri.add("for anyone")
+    alice = board(st, "alice")
+    assert [t["id"] for t in alice.ready(limit=5)] == [free["id"]]
+    assert alice.claim_next().task["id"] == free["id"]
+    assert [t["id"] for t in board(st, "bob").ready(limit=5)] == ["T-1", "T-2", "T-3", "T-4", "T-5"]
+    e = refused(NotFound, lambda: alice.claim_next())
+    assert e.message == "nothing is ready to claim"

@@ -756,6 +756,22 @@ class _Shown:
         return out
 
 
+class Stored:
+    """A key's values as stored, decoded when first asked (:meth:`Session.scan_stored`)."""
+
+    __slots__ = ("_clock", "_values")
+
+    def __init__(self, clock: str) -> None:
+        self._clock = clock
+        self._values: list[Any] | None = None
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            self._values = live_values(DVVSet.from_stored_json(load_json(self._clock)))
+        return self._values
+
+
 class Session:
     """One agent's connection: reads return contexts, writes carry them, answers carry news.
 
@@ -1221,6 +1237,14 @@ class Session:
         with self._reading() as tx:
             rows = tx.scan(prefix, limit)
         return [(key, live_values(DVVSet.from_stored_json(load_json(row.clock)))) for key, row in rows]
+
+    def scan_stored(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[tuple[str, Stored]]:
+        """Live keys under ``prefix`` (after the key ``after``), from one snapshot, each with its
+        values decoded only when asked (:class:`Stored`): for a reader that looks at a few of
+        many (a claim picks one ready task among the first several)."""
+        with self._reading() as tx:
+            rows = tx.scan(prefix, limit, after=after)
+        return [(key, Stored(row.clock)) for key, row in rows]
 
     def expired_leases(self, prefix: str = "", *, limit: int = 1000) -> tuple[list[LeaseRow], float]:
         """Held leases under ``prefix`` that have expired by the authority's clock, and that time."""

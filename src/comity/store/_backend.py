@@ -184,8 +184,8 @@ class Tx(Protocol):
         System keys ('@…') only when ``prefix`` starts with '@'."""
         ...
 
-    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
-        """Live keys starting with ``prefix`` and their states, in key order."""
+    def scan(self, prefix: str, limit: int, *, after: str | None = None) -> list[tuple[str, KeyRow]]:
+        """Live keys starting with ``prefix`` (and greater than ``after``) and their states, in key order."""
         ...
 
     def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:

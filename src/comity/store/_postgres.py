@@ -320,6 +320,9 @@ class _Sql:
         self.scan = (
             f"SELECT key, clock, hlc, pos, live FROM {s}.keys WHERE key >= %s AND key < %s AND live ORDER BY key LIMIT %s"
         )
+        self.scan_after = (
+            f"SELECT key, clock, hlc, pos, live FROM {s}.keys WHERE key > %s AND key < %s AND live ORDER BY key LIMIT %s"
+        )
         self.expired = (
             f"SELECT resource, holder, token, expires, pos, hlc FROM {s}.leases WHERE holder IS NOT NULL AND expires <= %s"
             " AND resource >= %s AND resource < %s ORDER BY expires, resource LIMIT %s"
@@ -572,11 +575,14 @@ class _PgTx:
         rows = self._query(self.sql.keys[live_only, prefix.startswith("@")], (*r, limit)).fetchall()
         return [row[0] for row in rows]
 
-    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
+    def scan(self, prefix: str, limit: int, *, after: str | None = None) -> list[tuple[str, KeyRow]]:
         r = _range(prefix)
         if r is None:
             return []
-        rows = self._query(self.sql.scan, (*r, limit)).fetchall()
+        if after is None or after < prefix:
+            rows = self._query(self.sql.scan, (*r, limit)).fetchall()
+        else:
+            rows = self._query(self.sql.scan_after, (after, r[1], limit)).fetchall()
         return [(row[0], KeyRow(row[1], row[2], row[3], row[4])) for row in rows]
 
     def expired(self, prefix: str, now: float, limit: int) -> list[LeaseRow]:

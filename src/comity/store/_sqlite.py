@@ -299,10 +299,13 @@ class _SQLiteTx:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def scan(self, prefix: str, limit: int) -> list[tuple[str, KeyRow]]:
+    def scan(self, prefix: str, limit: int, *, after: str | None = None) -> list[tuple[str, KeyRow]]:
+        if after is not None and after < prefix:
+            after = None
+        low = ">=" if after is None else ">"
         rows = self.db.execute(
-            "SELECT key, clock, hlc, pos, live FROM keys WHERE key >= ? AND key < ? AND live = 1 ORDER BY key LIMIT ?",
-            (prefix, prefix + "\U0010ffff", limit),
+            f"SELECT key, clock, hlc, pos, live FROM keys WHERE key {low} ? AND key < ? AND live = 1 ORDER BY key LIMIT ?",
+            (prefix if after is None else after, prefix + "\U0010ffff", limit),
         ).fetchall()
         return [(r[0], KeyRow(r[1], r[2], r[3], bool(r[4]))) for r in rows]
 

@@ -22,7 +22,7 @@ from ..coord.leases import DEFAULT_TTL_S, Lease, Leases
 from ..coord.liveness import PhiAccrual, agents
 from ..coord.sequences import next_number
 from ..errors import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleContext, Step
-from ..store._api import check_agent
+from ..store._api import Stored, check_agent
 from ..store import AUTH_PREFIX, Acquire, Create, Delete, Holds, Note, Put, Release, Renew, Session, Versioned, Written
 from ..store._codec import check_key
 
@@ -32,6 +32,9 @@ TASK_PREFIX = "@task/"
 OPEN_PREFIX = "@open/"
 _ID = re.compile(r"(?:T-)?([1-9][0-9]{0,11})")
 _RETRIES = 64
+# claim_next picks among the first this many ready tasks (8 agents on PostgreSQL lost 0.57
+# races a claim picking among 8, 0.13 among 32: docs/throughput.md).
+_SPREAD = 32
 STATES = ("open", "claimed", "orphaned", "submitted", "done", "failed")
 _TITLE_MAX = 500
 _BODY_MAX = 100_000
@@ -229,26 +232,20 @@ class Board:
 
     def _ready(self, limit: int, full: bool) -> list[dict[str, Any]]:
         me = self.session.agent
-        expired, now = self.session.expired_leases(TASK_PREFIX, limit=limit)
-        orphan_ids = sorted((r.resource[len(TASK_PREFIX) :] for r in expired), key=lambda t: int(t[2:]))
-        leases = {r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in expired}
-        out: list[dict[str, Any]] = []
         done_cache: dict[str, bool] = {}
-        records = self.session.get_many([task_key(t) for t in orphan_ids])
-        for v in records:
-            if v.values:
-                view = self._view(v.values[0], leases.get(v.values[0]["id"]), now, v.context)
-                if view["state"] == "orphaned" and view.get("assignee") in (None, me) and self._deps_done(view, done_cache):
-                    out.append(view)
-        for _, values in self.session.scan_values(OPEN_PREFIX, limit=limit):
-            if len(out) >= limit:
+        out, now = self._orphans(limit, done_cache)
+        after: str | None = None
+        while len(out) < limit:  # page on past markers this agent may not claim
+            page = self.session.scan_stored(OPEN_PREFIX, limit=limit, after=after)
+            for _, stored in page:
+                marker = self._claimable(stored, me, done_cache)
+                if marker is not None:
+                    out.append(marker)
+                    if len(out) >= limit:
+                        break
+            if len(page) < limit:
                 break
-            if not values:
-                continue
-            marker = values[0]
-            if marker.get("assignee") not in (None, me) or not self._deps_done(marker, done_cache):
-                continue
-            out.append({"id": marker["id"], "state": "open", "assignee": marker.get("assignee"), "deps": marker.get("deps", [])})
+            after = page[-1][0]
         out = out[:limit]
         if full:
             stubs = [i for i, t in enumerate(out) if "title" not in t]
@@ -256,6 +253,53 @@ class Board:
                 if v.values:
                     out[i] = self._view(v.values[0], None, now, v.context)
         return out
+
+    def _orphans(self, limit: int, done_cache: dict[str, bool]) -> tuple[list[dict[str, Any]], float]:
+        """Claimed tasks whose lease expired that this agent may claim, and the authority's time."""
+        me = self.session.agent
+        expired, now = self.session.expired_leases(TASK_PREFIX, limit=limit)
+        orphan_ids = sorted((r.resource[len(TASK_PREFIX) :] for r in expired), key=lambda t: int(t[2:]))
+        leases = {r.resource[len(TASK_PREFIX) :]: {"holder": r.holder, "token": r.token, "expires": r.expires} for r in expired}
+        out: list[dict[str, Any]] = []
+        for v in self.session.get_many([task_key(t) for t in orphan_ids]):
+            if v.values:
+                view = self._view(v.values[0], leases.get(v.values[0]["id"]), now, v.context)
+                if view["state"] == "orphaned" and view.get("assignee") in (None, me) and self._deps_done(view, done_cache):
+                    out.append(view)
+        return out, now
+
+    def _claimable(self, stored: Stored, me: str | None, done_cache: dict[str, bool]) -> dict[str, Any] | None:
+        """An open task's marker as the ready list shows it, if this agent may claim it."""
+        values = stored.values
+        if not values:
+            return None
+        marker = values[0]
+        if marker.get("assignee") not in (None, me) or not self._deps_done(marker, done_cache):
+            return None
+        return {"id": marker["id"], "state": "open", "assignee": marker.get("assignee"), "deps": marker.get("deps", [])}
+
+    def _pick(self, tried: set[str]) -> dict[str, Any] | None:
+        """A ready task for claim_next, not one of ``tried``: at random among the claimable ones
+        of the first _SPREAD markers (with the orphans), so that agents claiming at once rarely
+        race for one (a lost race costs a refused write and a read again).  The markers are
+        decoded in the order drawn, only until one is claimable."""
+        me, rng = self.session.agent, self.session.store.rng
+        done_cache: dict[str, bool] = {}
+        orphans, _ = self._orphans(_SPREAD, done_cache)
+        skip = {_open_key(t) for t in tried}
+        candidates: list[dict[str, Any] | Stored] = [o for o in orphans if o["id"] not in tried]
+        after: str | None = None
+        while True:
+            page = self.session.scan_stored(OPEN_PREFIX, limit=_SPREAD, after=after)
+            candidates += [stored for key, stored in page if key not in skip]
+            while candidates:
+                c = candidates.pop(rng.randint(0, len(candidates) - 1))
+                got = c if isinstance(c, dict) else self._claimable(c, me, done_cache)
+                if got is not None:
+                    return got
+            if len(page) < _SPREAD:
+                return None
+            after = page[-1][0]
 
     def _deps_done(self, task: dict[str, Any], cache: dict[str, bool]) -> bool:
         return all(self._is_done(d, cache) for d in task.get("deps", []))
@@ -549,20 +593,15 @@ class Board:
         if prior is not None:
             return self._claim_of(prior["results"])
         tried: set[str] = set()
-        rng = self.session.store.rng
         for attempt in range(_RETRIES):
             # A claim that lost a race is tried again holding this process's turn among the
             # store's writers (under contention across processes: comity.store._queue), so
             # the ready list it reads is not taken by the writers ahead of it meanwhile.
             with self.session.store.writers_turn() if attempt else nullcontext():
-                with self.session.snapshot():  # the ready list and the pick's state: one read
-                    ready = [t for t in self._ready(32, False) if t["id"] not in tried]
-                    if not ready:
+                with self.session.snapshot():  # the ready tasks and the pick's state: one read
+                    pick = self._pick(tried)
+                    if pick is None:
                         raise NotFound("nothing is ready to claim", next=[_list_step()])
-                    # Spread agents over the first 32 ready tasks so they rarely race for one (a lost race
-                    # costs a write refused and a read again: 8 agents on PostgreSQL lost 0.57 a claim
-                    # picking among 8, 0.13 among 32; docs/throughput.md).
-                    pick = ready[rng.randint(0, min(len(ready), 32) - 1)]
                     read = self._claim_read(pick["id"])
                 try:
                     return self._claim(pick["id"], ttl_s, False, None, request, read)
