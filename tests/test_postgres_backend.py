@@ -225,6 +225,21 @@ def test_a_transaction_of_several_operations_takes_its_positions_together_in_ord
     assert report.ok and report.facts["gaps"] == 0
 
 
+def test_a_transaction_of_thousands_of_events_sends_them_in_statements_postgresql_takes(postgres_url: str) -> None:
+    """A statement takes at most 65,535 parameters, 14 an event: a replication batch (5,000
+    events by default) goes in several, all before the commit, its notification with the last."""
+    from comity.store._backend import EventRow
+
+    with comity.open(postgres_url) as store:
+        with store.backend.transaction(write=True) as tx:
+            for i in range(5_000):  # 70,000 parameters in all
+                tx.append(EventRow(f"k/{i}", "note", "alice", "a", "r-test", i + 1, f"{i:020d}", "q"))
+            assert len(tx.rows) == 5_000  # not sent yet
+        log = store.session().log(after=0, limit=10_000)
+        assert [e["key"] for e in log] == [f"k/{i}" for i in range(5_000)]
+        assert [e["pos"] for e in log] == sorted(e["pos"] for e in log)
+
+
 # ------------------------------------------------------------------ the database's clock
 
 

@@ -74,6 +74,7 @@ _SCHEMES = ("postgresql://", "postgres://")
 _TOP = "\U0010ffff"  # prefix <= key < prefix + U+10FFFF: a prefix scan in "C" (code point) order
 
 _EVENT_COLS = "pos, key, op, agent, session, replica, counter, hlc, request_id, value, detail, prev, seen, opos"
+_ROWS_PER_INSERT = 1000  # events a statement inserts (14 parameters each)
 
 
 def is_postgres_url(location: str) -> bool:
@@ -231,19 +232,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class _Sql:
     """Every statement, qualified with the store's schema once."""
 
-    def append_rows(self, n: int, *, notifying: bool = False) -> str:
-        """``n`` events inserted by one statement; ``notifying``: then the commit's NOTIFY
-        (a data-modifying WITH runs to completion whatever the query around it reads)."""
-        sql = self._append_rows.get((n, notifying))
-        if sql is None:
-            row = "(" + ", ".join(["%s"] * 14) + ")"
-            sql = f"INSERT INTO {self.schema}.events ({_EVENT_COLS}) VALUES " + ", ".join([row] * n)
-            if notifying:
-                sql = f"WITH appended AS ({sql}) SELECT pg_notify(%s, %s)"
-            if len(self._append_rows) < 64:  # a few sizes are common; the rest are built again
-                self._append_rows[(n, notifying)] = sql
-        return sql
-
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         self.schema = s
@@ -345,6 +333,19 @@ class _Sql:
         self.set_setting = (
             f"INSERT INTO {s}.meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
         )
+
+    def append_rows(self, n: int, *, notifying: bool = False) -> str:
+        """``n`` events inserted by one statement; ``notifying``: then the commit's NOTIFY
+        (a data-modifying WITH runs to completion whatever the query around it reads)."""
+        sql = self._append_rows.get((n, notifying))
+        if sql is None:
+            row = "(" + ", ".join(["%s"] * 14) + ")"
+            sql = f"INSERT INTO {self.schema}.events ({_EVENT_COLS}) VALUES " + ", ".join([row] * n)
+            if notifying:
+                sql = f"WITH appended AS ({sql}) SELECT pg_notify(%s, %s)"
+            if len(self._append_rows) < 64:  # a few sizes are common; the rest are built again
+                self._append_rows[(n, notifying)] = sql
+        return sql
 
 
 def _key_hash(key: str) -> int:
@@ -492,20 +493,26 @@ class _PgTx:
         self.appended = True
         return pos
 
-    def inserts(self, notify: tuple[str, str] | None = None) -> tuple[str, tuple[Any, ...]]:
-        """The events appended and not yet sent, as one statement (and with ``notify``, the
-        commit's notification: (channel, payload)); they are then sent."""
+    def inserts(self, notify: tuple[str, str] | None = None) -> list[tuple[str, tuple[Any, ...]]]:
+        """The events appended and not yet sent, as statements of up to _ROWS_PER_INSERT events
+        each (PostgreSQL takes 65,535 parameters a statement), the last with ``notify``, the
+        commit's notification ((channel, payload)), if given; they are then as good as sent."""
         rows, self.rows = self.rows, []
-        args = tuple(x for r in rows for x in r)
-        if notify is None:
-            return self.sql.append_rows(len(rows)), args
-        return self.sql.append_rows(len(rows), notifying=True), (*args, *notify)
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for i in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[i : i + _ROWS_PER_INSERT]
+            args = tuple(x for r in chunk for x in r)
+            if notify is not None and i + _ROWS_PER_INSERT >= len(rows):
+                out.append((self.sql.append_rows(len(chunk), notifying=True), (*args, *notify)))
+            else:
+                out.append((self.sql.append_rows(len(chunk)), args))
+        return out
 
     def _log_query(self, sql: str, args: tuple[Any, ...] = (), *, excluding: str | None = None) -> psycopg.Cursor[Any]:
         """A read of the log: the events this transaction appended go first, unless the read
         leaves out every one of them (their session is ``excluding``: a session's news)."""
         if self.rows and (excluding is None or any(r[4] != excluding for r in self.rows)):
-            self.pending.append(self.inserts())
+            self.pending += self.inserts()
         return self._query(sql, args)
 
     def events(
@@ -710,7 +717,7 @@ class _Transaction:
         tx = self.tx
         try:
             if tx.rows:
-                tx.flush(tx.inserts((b.notify_channel, str(tx.last))), ("COMMIT", ()))
+                tx.flush(*tx.inserts((b.notify_channel, str(tx.last))), ("COMMIT", ()))
             elif tx.appended:
                 tx.flush((b.sql.notify, (b.notify_channel, str(tx.last))), ("COMMIT", ()))
             elif tx.pending:
