@@ -7,7 +7,7 @@ import os
 import threading
 import unicodedata
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -67,6 +67,9 @@ DEFAULT_REQUEST_RETENTION_S = 24 * 3600.0
 _PRUNE_REQUESTS_EVERY_S = 60.0
 _FORGET_EVERY_S = 3600.0
 _SCAN = 256
+# A stretch of the log longer than this is skimmed before its events of interest are read
+# whole (two statements); a shorter one is read whole at once (one).
+_SKIM_PAST = 32
 # What asking the log for one key's events costs, in events read in order (see _scan_start).
 _KEY_ROWS = 32
 _UNDELIVERED_MAX = 500
@@ -889,15 +892,18 @@ class Session:
         if n:
             counts[position] = counts.get(position, 0) + n
         start = _scan_start(counts, position, head)
-        # The log after ``start`` is skimmed whole (up to the watermark: positions, keys and
-        # ops), one page after another, and filtered in memory: it covers every key shown up
-        # to ``start`` or later; only the events found are then read whole.  The keys shown
-        # only up to an earlier point are asked from there by key (SQLite walks each key's
-        # chain, PostgreSQL its (key, pos) index).
-        rows: list[EventKey] = []
+        # The log after ``start`` is read whole (up to the watermark), one page after another,
+        # and filtered in memory: it covers every key shown up to ``start`` or later.  A long
+        # stretch is skimmed (positions, keys and ops) and only the events found are read
+        # whole; a short one is read whole at once.  The keys shown only up to an earlier
+        # point are asked from there by key (SQLite walks each key's chain, PostgreSQL its
+        # (key, pos) index).
+        rows: list[EventKey | EventRow] = []
+        skimming = head - start > _SKIM_PAST
+        read: Callable[..., Sequence[EventKey | EventRow]] = tx.skim if skimming else tx.events
         after = start
         while after < head:  # nothing is read past the watermark (a read at the head asks nothing)
-            skimmed = tx.skim(after, exclude_session=self.id, limit=_SCAN)
+            skimmed = read(after, exclude_session=self.id, limit=_SCAN)
             # Nothing past ``head``, the watermark: an event after it may have company still to
             # commit before it (PostgreSQL), and a position past it would skip that for ever.
             page = [r for r in skimmed if r.pos <= head]
@@ -919,8 +925,11 @@ class Session:
                 rest = shown.together.missing(wanted) if together else wanted
             behind.setdefault(position, []).extend(k for k in rest if k not in own)
         asked = {k for ks in behind.values() for k in ks}  # their events after ``start`` come with the rest of theirs
-        hits = [r.pos for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
-        found = tx.events_at(hits) if hits else []
+        hits = [r for r in rows if r.key in wanted and r.key not in asked and not shown.has(r)]
+        if skimming:
+            found = tx.events_at([r.pos for r in hits]) if hits else []
+        else:
+            found = [r for r in hits if isinstance(r, EventRow)]  # read whole already
         for after, ks in behind.items():
             # Each group is read until it holds limit + 1 pieces of news or runs out, so
             # that events that are never news cannot hide how far it was read.
