@@ -1521,6 +1521,14 @@ def test_a_claim_and_a_completion_each_read_from_one_snapshot(st: comity.Store) 
     begun.clear()
     assert bob.claim(t["id"]).task["state"] == "claimed"
     assert begun == [False, True]
+    u = tri.add("t4")
+    ctx = bob.show(u["id"])["context"]
+    begun.clear()  # a retry's record, what moved since the context, and the task: one read too
+    assert bob.claim(u["id"], context=ctx, request=Request("r-claim", "d")).task["state"] == "claimed"
+    assert begun == [False, True]
+    begun.clear()
+    assert bob.claim(u["id"], context=ctx, request=Request("r-claim", "d")).replayed  # the retry: one read
+    assert begun == [False]
 
 
 def test_a_ready_task_behind_many_assigned_to_others_is_found_and_claimed(st: comity.Store) -> None:

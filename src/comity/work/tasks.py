@@ -478,28 +478,33 @@ class Board:
         ``record_refusal`` is off (claim_next's lost races are not news).  With a ``request``,
         a retry after the claim was made is answered with it, not refused as taken."""
         me = self._agent()
-        prior = self._prior(request)
-        if prior is not None:
-            return self._claim_of(prior["results"])
-        task_id = parse_task_id(task_id)
-        ttl_s = _ttl(ttl)
-        key = task_key(task_id)
         seen: int | None = None
-        if context is not None:
-            seen = self.session.store.codec.open(context, key).pos
-            moved = [e for e in self.session.log(key, after=seen) if e["op"] in _MATTERS]
-            moved = [e for e in moved if not (e["op"] == "task.assign" and e.get("value", {}).get("assignee") == me)]
-            if moved:
-                words = ", then ".join(what_changed(e) for e in moved)
-                raise self._refuse(
-                    task_id,
-                    f"task {task_id} changed since you read it: {words}",
-                    [{k: v for k, v in e.items() if k != "value"} for e in moved],
-                    seen,
-                    missed=[e["pos"] for e in moved],
-                    next=[Step("task_show", {"id": task_id}, "read it again"), _READY],
-                )
-        return self._claim(task_id, ttl_s, record_refusal, seen, request, steal=steal)
+        moved: list[dict[str, Any]] = []
+        read: _ClaimRead | None = None
+        with self.session.snapshot():  # a retry's record, what moved since the context, the task: one read
+            prior = self._prior(request)
+            if prior is not None:
+                return self._claim_of(prior["results"])
+            task_id = parse_task_id(task_id)
+            ttl_s = _ttl(ttl)
+            key = task_key(task_id)
+            if context is not None:
+                seen = self.session.store.codec.open(context, key).pos
+                moved = [e for e in self.session.log(key, after=seen) if e["op"] in _MATTERS]
+                moved = [e for e in moved if not (e["op"] == "task.assign" and e.get("value", {}).get("assignee") == me)]
+            if not moved:
+                read = self._claim_read(task_id)
+        if moved:  # refused, and the refusal logged, once the snapshot is over
+            words = ", then ".join(what_changed(e) for e in moved)
+            raise self._refuse(
+                task_id,
+                f"task {task_id} changed since you read it: {words}",
+                [{k: v for k, v in e.items() if k != "value"} for e in moved],
+                seen,
+                missed=[e["pos"] for e in moved],
+                next=[Step("task_show", {"id": task_id}, "read it again"), _READY],
+            )
+        return self._claim(task_id, ttl_s, record_refusal, seen, request, read, steal=steal)
 
     def _claim_read(self, task_id: str) -> _ClaimRead:
         """What a claim decides on, read from one snapshot: the task, its marker, its lease,
@@ -589,16 +594,16 @@ class Board:
         one), trying another when another agent wins the race."""
         self._agent()
         ttl_s = _ttl(ttl)
-        prior = self._prior(request)
-        if prior is not None:
-            return self._claim_of(prior["results"])
         tried: set[str] = set()
         for attempt in range(_RETRIES):
             # A claim that lost a race is tried again holding this process's turn among the
             # store's writers (under contention across processes: comity.store._queue), so
             # the ready list it reads is not taken by the writers ahead of it meanwhile.
             with self.session.store.writers_turn() if attempt else nullcontext():
-                with self.session.snapshot():  # the ready tasks and the pick's state: one read
+                with self.session.snapshot():  # a retry's record, the ready tasks, the pick's state: one read
+                    prior = self._prior(request) if attempt == 0 else None
+                    if prior is not None:
+                        return self._claim_of(prior["results"])
                     pick = self._pick(tried)
                     if pick is None:
                         raise NotFound("nothing is ready to claim", next=[_list_step()])
