@@ -85,6 +85,19 @@ BACKENDS: list[Any] = [
 ]
 
 
+def count_transactions(store: comity.Store) -> list[bool]:
+    """Every transaction ``store``'s backend begins from now on, as its ``write`` flag."""
+    begun: list[bool] = []
+    real = store.backend.transaction
+
+    def counted(*, write: bool) -> Any:
+        begun.append(write)
+        return real(write=write)
+
+    store.backend.transaction = counted  # type: ignore[method-assign]
+    return begun
+
+
 @pytest.fixture
 def clock() -> VirtualClock:
     """The authority's clock for the ``store`` fixture: advance it, never sleep."""

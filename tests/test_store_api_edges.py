@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from comity.errors import Invalid
 from comity.runtime import SeededRng, VirtualClock
 from comity.store import Acquire, Release, Store
 from comity.store._api import News, check_agent
+from conftest import count_transactions
 
 
 def _acquire(s: comity.Session, resource: str, ttl: float) -> int:
@@ -1463,26 +1463,13 @@ def test_news_held_for_a_face_says_it_was_capped_when_any_answer_that_collected_
 # ------------------------------------------------------------------- snapshots
 
 
-def _count_transactions(store: Store) -> list[bool]:
-    """Every transaction ``store``'s backend begins from now on, as its ``write`` flag."""
-    begun: list[bool] = []
-    real = store.backend.transaction
-
-    def counted(*, write: bool) -> Any:
-        begun.append(write)
-        return real(write=write)
-
-    store.backend.transaction = counted  # type: ignore[method-assign]
-    return begun
-
-
 def test_reads_inside_a_snapshot_see_one_moment_and_share_one_transaction(make_store: Callable[..., Store]) -> None:
     st, other = make_store(), make_store()  # the same store, opened twice: two connections
     a, b = st.session("alice"), other.session("bob")
     a.put("x", 1)
     a.put("y", 1)
     x, y = b.get("x"), b.get("y")
-    begun = _count_transactions(st)
+    begun = count_transactions(st)
     with a.snapshot():
         seen = [a.get("x").values]
         b.put("x", 2, context=x.context)  # committed meanwhile, through the other connection
@@ -1523,7 +1510,7 @@ def test_nothing_is_written_inside_a_snapshot_by_this_thread_and_the_snapshot_go
 def test_a_snapshot_nests_and_ends_with_an_exception(store: Store) -> None:
     a = store.session("alice")
     x = a.put("x", 1)
-    begun = _count_transactions(store)
+    begun = count_transactions(store)
     with a.snapshot():
         with a.snapshot():
             a.get("x")

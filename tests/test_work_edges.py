@@ -24,6 +24,7 @@ from comity import ComityError, Fenced, Invalid, LeaseExpired, NotFound, StaleCo
 from comity.errors import Step
 from comity.runtime import VirtualClock
 from comity.work import Board, why
+from conftest import count_transactions
 from comity.work.tasks import (
     OPEN_PREFIX,
     STATES,
@@ -1503,14 +1504,7 @@ def test_a_claim_and_a_completion_each_read_from_one_snapshot(st: comity.Store) 
     for i in range(3):
         tri.add(f"t{i}")
     bob = board(st, "bob")
-    begun: list[bool] = []
-    real = st.backend.transaction
-
-    def counted(*, write: bool) -> Any:
-        begun.append(write)
-        return real(write=write)
-
-    st.backend.transaction = counted  # type: ignore[method-assign]
+    begun = count_transactions(st)
     c = bob.claim_next()
     assert begun == [False, True]
     begun.clear()

@@ -903,12 +903,12 @@ class Session:
         read: Callable[..., Sequence[EventKey | EventRow]] = tx.skim if skimming else tx.events
         after = start
         while after < head:  # nothing is read past the watermark (a read at the head asks nothing)
-            skimmed = read(after, exclude_session=self.id, limit=_SCAN)
+            got = read(after, exclude_session=self.id, limit=_SCAN)
             # Nothing past ``head``, the watermark: an event after it may have company still to
             # commit before it (PostgreSQL), and a position past it would skip that for ever.
-            page = [r for r in skimmed if r.pos <= head]
+            page = [r for r in got if r.pos <= head]
             rows += page
-            if len(skimmed) < _SCAN or len(page) < len(skimmed):
+            if len(got) < _SCAN or len(page) < len(got):
                 break
             after = page[-1].pos
         # The keys shown only up to a point before ``start``, grouped by that point.
@@ -1243,9 +1243,7 @@ class Session:
         """Every live key under ``prefix`` with its values, from one snapshot, without contexts:
         for a reader that will not write those keys back (the ready queue's markers), it costs
         no seal per key and no read of the head."""
-        with self._reading() as tx:
-            rows = tx.scan(prefix, limit)
-        return [(key, live_values(DVVSet.from_stored_json(load_json(row.clock)))) for key, row in rows]
+        return [(key, stored.values) for key, stored in self.scan_stored(prefix, limit=limit)]
 
     def scan_stored(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[tuple[str, Stored]]:
         """Live keys under ``prefix`` (after the key ``after``), from one snapshot, each with its

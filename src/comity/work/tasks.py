@@ -234,18 +234,15 @@ class Board:
         me = self.session.agent
         done_cache: dict[str, bool] = {}
         out, now = self._orphans(limit, done_cache)
-        after: str | None = None
-        while len(out) < limit:  # page on past markers this agent may not claim
-            page = self.session.scan_stored(OPEN_PREFIX, limit=limit, after=after)
+        for page in self._marker_pages(limit):  # on past markers this agent may not claim
+            if len(out) >= limit:
+                break
             for _, stored in page:
                 marker = self._claimable(stored, me, done_cache)
                 if marker is not None:
                     out.append(marker)
                     if len(out) >= limit:
                         break
-            if len(page) < limit:
-                break
-            after = page[-1][0]
         out = out[:limit]
         if full:
             stubs = [i for i, t in enumerate(out) if "title" not in t]
@@ -288,17 +285,24 @@ class Board:
         orphans, _ = self._orphans(_SPREAD, done_cache)
         skip = {_open_key(t) for t in tried}
         candidates: list[dict[str, Any] | Stored] = [o for o in orphans if o["id"] not in tried]
-        after: str | None = None
-        while True:
-            page = self.session.scan_stored(OPEN_PREFIX, limit=_SPREAD, after=after)
+        for page in self._marker_pages(_SPREAD):
             candidates += [stored for key, stored in page if key not in skip]
             while candidates:
                 c = candidates.pop(rng.randint(0, len(candidates) - 1))
                 got = c if isinstance(c, dict) else self._claimable(c, me, done_cache)
                 if got is not None:
                     return got
-            if len(page) < _SPREAD:
-                return None
+        return None
+
+    def _marker_pages(self, size: int) -> Iterator[list[tuple[str, Stored]]]:
+        """The open tasks' markers in order, ``size`` at a time, read as they are asked for."""
+        after: str | None = None
+        while True:
+            page = self.session.scan_stored(OPEN_PREFIX, limit=size, after=after)
+            if page:
+                yield page
+            if len(page) < size:
+                return
             after = page[-1][0]
 
     def _deps_done(self, task: dict[str, Any], cache: dict[str, bool]) -> bool:
